@@ -1,0 +1,45 @@
+//! The errors of pgherd-core: each names the thing (option, key, file) and
+//! says what to do.
+
+use std::path::PathBuf;
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("settings from {origin}: {msg}")]
+    Settings { origin: String, msg: String },
+
+    #[error("invalid settings: {}", .0.join("; "))]
+    InvalidSettings(Vec<String>),
+
+    #[error("invalid instance options: {}", .0.join("; "))]
+    InvalidManifest(Vec<String>),
+
+    #[error("{path}: {action}: {source}")]
+    Io {
+        path: PathBuf,
+        action: &'static str,
+        #[source]
+        source: std::io::Error,
+    },
+
+    #[error("pg_hba template {origin}: {msg}")]
+    Template { origin: String, msg: String },
+
+    #[error("operating-system user {user:?}: {msg}")]
+    User { user: String, msg: String },
+
+    #[error("{0}")]
+    Other(String),
+}
+
+impl Error {
+    pub fn io(path: impl Into<PathBuf>, action: &'static str, source: std::io::Error) -> Self {
+        Error::Io {
+            path: path.into(),
+            action,
+            source,
+        }
+    }
+}

@@ -1,0 +1,248 @@
+//! Files and directories on the host: atomic writes, modes, owners, and the
+//! operating-system user that owns PostgreSQL's files.
+
+use std::ffi::CString;
+use std::fs::{self, File, OpenOptions};
+use std::io::Write;
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use crate::error::{Error, Result};
+
+/// The uid and gid files are given to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Owner {
+    pub uid: u32,
+    pub gid: u32,
+}
+
+/// Looks up `user` (and `group`, else the user's primary group).
+pub fn lookup_owner(user: &str, group: Option<&str>) -> Result<Owner> {
+    let err = |msg: String| Error::User {
+        user: user.to_string(),
+        msg,
+    };
+    let c_user = CString::new(user).map_err(|_| err("contains a NUL byte".into()))?;
+    let mut buf = vec![0u8; 16 * 1024];
+    // SAFETY: passwd is plain data; getpwnam_r fills it with pointers into
+    // `buf`, which outlives every use below.
+    let mut pwd: libc::passwd = unsafe { std::mem::zeroed() };
+    let mut found: *mut libc::passwd = std::ptr::null_mut();
+    let rc = unsafe {
+        libc::getpwnam_r(
+            c_user.as_ptr(),
+            &mut pwd,
+            buf.as_mut_ptr().cast(),
+            buf.len(),
+            &mut found,
+        )
+    };
+    if rc != 0 || found.is_null() {
+        return Err(err(
+            "does not exist on this host: create it (PostgreSQL must not run as root)".into(),
+        ));
+    }
+    let uid = pwd.pw_uid;
+    let mut gid = pwd.pw_gid;
+    if let Some(group) = group {
+        let c_group = CString::new(group).map_err(|_| err("group contains a NUL byte".into()))?;
+        // SAFETY: as above, for group.
+        let mut grp: libc::group = unsafe { std::mem::zeroed() };
+        let mut gfound: *mut libc::group = std::ptr::null_mut();
+        let rc = unsafe {
+            libc::getgrnam_r(
+                c_group.as_ptr(),
+                &mut grp,
+                buf.as_mut_ptr().cast(),
+                buf.len(),
+                &mut gfound,
+            )
+        };
+        if rc != 0 || gfound.is_null() {
+            return Err(err(format!("group {group:?} does not exist on this host")));
+        }
+        gid = grp.gr_gid;
+    }
+    Ok(Owner { uid, gid })
+}
+
+pub fn running_as_root() -> bool {
+    // SAFETY: geteuid has no preconditions.
+    unsafe { libc::geteuid() == 0 }
+}
+
+/// What is on disk at a path.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Observed {
+    pub content: Vec<u8>,
+    pub mode: u32,
+    pub uid: u32,
+    pub gid: u32,
+}
+
+/// Reads a file, `None` when it does not exist.
+pub fn observe_file(path: &Path) -> Result<Option<Observed>> {
+    match fs::read(path) {
+        Ok(content) => {
+            let meta = fs::metadata(path).map_err(|e| Error::io(path, "reading metadata", e))?;
+            Ok(Some(Observed {
+                content,
+                mode: meta.permissions().mode() & 0o7777,
+                uid: meta.uid(),
+                gid: meta.gid(),
+            }))
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(Error::io(path, "reading", e)),
+    }
+}
+
+/// The directories that `create_dir_all(path)` would create, outermost
+/// first.
+pub fn missing_dirs(path: &Path) -> Vec<PathBuf> {
+    let mut missing = Vec::new();
+    let mut cur = Some(path);
+    while let Some(p) = cur {
+        if p.as_os_str().is_empty() || p.exists() {
+            break;
+        }
+        missing.push(p.to_path_buf());
+        cur = p.parent();
+    }
+    missing.reverse();
+    missing
+}
+
+fn chown(path: &Path, owner: Owner) -> Result<()> {
+    std::os::unix::fs::chown(path, Some(owner.uid), Some(owner.gid))
+        .map_err(|e| Error::io(path, "changing owner", e))
+}
+
+/// Creates one directory with `mode` and `owner`.
+pub fn create_dir(path: &Path, mode: u32, owner: Option<Owner>) -> Result<()> {
+    match fs::create_dir(path) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => return Ok(()),
+        Err(e) => return Err(Error::io(path, "creating directory", e)),
+    }
+    fs::set_permissions(path, fs::Permissions::from_mode(mode))
+        .map_err(|e| Error::io(path, "setting mode", e))?;
+    if let Some(o) = owner {
+        chown(path, o)?;
+    }
+    Ok(())
+}
+
+/// Writes `content` to `path` atomically: a temporary file in the same
+/// directory, fsync, rename over the target, fsync of the directory. A
+/// reader sees the old bytes or the new ones, never a half-written file.
+pub fn write_atomic(path: &Path, content: &[u8], mode: u32, owner: Option<Owner>) -> Result<()> {
+    let dir = path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let file_name = path
+        .file_name()
+        .ok_or_else(|| Error::Other(format!("{} is not a file path", path.display())))?;
+    let tmp = dir.join(format!(
+        ".{}.pgherd-{}.tmp",
+        file_name.to_string_lossy(),
+        std::process::id()
+    ));
+    let result = (|| {
+        let mut f = OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(mode)
+            .open(&tmp)
+            .map_err(|e| Error::io(&tmp, "creating", e))?;
+        // The mode given to open() is filtered by the umask: set it exactly.
+        f.set_permissions(fs::Permissions::from_mode(mode))
+            .map_err(|e| Error::io(&tmp, "setting mode", e))?;
+        if let Some(o) = owner {
+            chown(&tmp, o)?;
+        }
+        f.write_all(content)
+            .map_err(|e| Error::io(&tmp, "writing", e))?;
+        f.sync_all().map_err(|e| Error::io(&tmp, "syncing", e))?;
+        fs::rename(&tmp, path).map_err(|e| Error::io(path, "renaming into place", e))?;
+        File::open(dir)
+            .and_then(|d| d.sync_all())
+            .map_err(|e| Error::io(dir, "syncing directory", e))
+    })();
+    if result.is_err() {
+        let _ = fs::remove_file(&tmp);
+    }
+    result
+}
+
+/// Sets the mode and owner of an existing file.
+pub fn set_mode_owner(path: &Path, mode: u32, owner: Option<Owner>) -> Result<()> {
+    fs::set_permissions(path, fs::Permissions::from_mode(mode))
+        .map_err(|e| Error::io(path, "setting mode", e))?;
+    if let Some(o) = owner {
+        chown(path, o)?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tempdir(tag: &str) -> PathBuf {
+        let d = std::env::temp_dir().join(format!("pgherd-fs-{tag}-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&d);
+        fs::create_dir_all(&d).unwrap();
+        d
+    }
+
+    #[test]
+    fn atomic_write_sets_exact_mode_and_leaves_no_temp_file() {
+        let d = tempdir("write");
+        let f = d.join("conf.yaml");
+        write_atomic(&f, b"a: 1\n", 0o600, None).unwrap();
+        let o = observe_file(&f).unwrap().unwrap();
+        assert_eq!(o.content, b"a: 1\n");
+        assert_eq!(o.mode, 0o600);
+        write_atomic(&f, b"a: 2\n", 0o640, None).unwrap();
+        let o = observe_file(&f).unwrap().unwrap();
+        assert_eq!((o.content.as_slice(), o.mode), (&b"a: 2\n"[..], 0o640));
+        let names: Vec<_> = fs::read_dir(&d)
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(names, vec![std::ffi::OsString::from("conf.yaml")]);
+        fs::remove_dir_all(&d).ok();
+    }
+
+    #[test]
+    fn missing_dirs_lists_outermost_first() {
+        let d = tempdir("dirs");
+        let deep = d.join("a/b/c");
+        assert_eq!(
+            missing_dirs(&deep),
+            vec![d.join("a"), d.join("a/b"), deep.clone()]
+        );
+        for m in missing_dirs(&deep) {
+            create_dir(&m, 0o750, None).unwrap();
+        }
+        assert!(missing_dirs(&deep).is_empty());
+        let mode = fs::metadata(&deep).unwrap().permissions().mode() & 0o7777;
+        assert_eq!(mode, 0o750);
+        fs::remove_dir_all(&d).ok();
+    }
+
+    #[test]
+    fn unknown_users_are_named() {
+        let err = lookup_owner("pgherd-no-such-user", None)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("\"pgherd-no-such-user\": does not exist"),
+            "{err}"
+        );
+        assert!(lookup_owner("root", None).is_ok());
+    }
+}

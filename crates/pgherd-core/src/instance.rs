@@ -1,0 +1,183 @@
+//! One PostgreSQL + Patroni node on this host: its wanted files, the plan
+//! that gets them there, and what the module reports about it.
+
+use serde::Serialize;
+
+use crate::error::Result;
+use crate::fs::{lookup_owner, running_as_root, Owner};
+use crate::manifest::InstanceManifest;
+use crate::paths::InstancePaths;
+use crate::patroni_config::render_patroni_config;
+use crate::plan::{Content, DesiredDir, DesiredFile, FileKind, Plan};
+use crate::settings::Settings;
+
+/// Escapes a pgpass field (`\` and `:`).
+fn pgpass_field(s: &str) -> String {
+    s.replace('\\', "\\\\").replace(':', "\\:")
+}
+
+/// The instance's client password file: superuser and replication entries
+/// for this instance's port. `None` when no password is given.
+pub fn render_passfile(settings: &Settings, m: &InstanceManifest) -> Option<String> {
+    let pg = &settings.postgresql;
+    let mut lines = Vec::new();
+    if let Some(pw) = &m.surole_password {
+        lines.push(format!(
+            "*:{}:*:{}:{}",
+            m.port,
+            pgpass_field(&pg.superuser),
+            pgpass_field(pw)
+        ));
+    }
+    if let Some(pw) = &m.replrole_password {
+        lines.push(format!(
+            "*:{}:replication:{}:{}",
+            m.port,
+            pgpass_field(&pg.replication_role),
+            pgpass_field(pw)
+        ));
+    }
+    if lines.is_empty() {
+        return None;
+    }
+    Some(format!(
+        "# pgpass of {} (cluster {}), written by pgherd\n{}\n",
+        m.qualified_name(),
+        m.cluster,
+        lines.join("\n")
+    ))
+}
+
+/// The directories an instance needs before Patroni starts.
+pub fn desired_dirs(paths: &InstancePaths) -> Vec<DesiredDir> {
+    let mut dirs = Vec::new();
+    let mut add = |p: &std::path::Path, mode| {
+        dirs.push(DesiredDir {
+            path: p.to_path_buf(),
+            mode,
+        })
+    };
+    // initdb and pg_basebackup create the data and WAL directories
+    // themselves, empty and 0700: only their parents are ours.
+    if let Some(parent) = paths.data_dir.parent() {
+        add(parent, 0o750);
+    }
+    if let Some(parent) = paths.wal_dir.as_ref().and_then(|w| w.parent()) {
+        add(parent, 0o750);
+    }
+    // Clients of other OS users connect through the socket directory.
+    add(&paths.socket_dir, 0o755);
+    add(&paths.pg_log_dir, 0o750);
+    add(&paths.patroni_log_dir, 0o750);
+    if let Some(parent) = paths.patroni_pgpass.parent() {
+        add(parent, 0o750);
+    }
+    if let Some(parent) = paths.pid_file.parent() {
+        add(parent, 0o750);
+    }
+    dirs
+}
+
+/// The files pgherd writes for an instance, with their modes.
+pub fn desired_files(
+    settings: &Settings,
+    m: &InstanceManifest,
+    paths: &InstancePaths,
+) -> Result<Vec<DesiredFile>> {
+    let mut files = vec![DesiredFile {
+        path: paths.config.clone(),
+        content: Content(render_patroni_config(settings, m, paths)?.into_bytes()),
+        mode: 0o600,
+        kind: FileKind::Yaml,
+    }];
+    if let Some(text) = render_passfile(settings, m) {
+        files.push(DesiredFile {
+            path: paths.passfile.clone(),
+            content: Content(text.into_bytes()),
+            mode: 0o600,
+            kind: FileKind::Pgpass,
+        });
+    }
+    Ok(files)
+}
+
+/// Who files are given to: the settings' OS user when running as root;
+/// otherwise files belong to whoever runs the module.
+pub fn file_owner(settings: &Settings) -> Result<Option<Owner>> {
+    if running_as_root() {
+        lookup_owner(&settings.sysuser, settings.sysgroup.as_deref()).map(Some)
+    } else {
+        Ok(None)
+    }
+}
+
+/// The plan that brings the instance's directories and files to what the
+/// settings and manifest say.
+pub fn plan_configuration(
+    settings: &Settings,
+    m: &InstanceManifest,
+) -> Result<(Plan, InstancePaths)> {
+    let paths = InstancePaths::new(settings, m);
+    let files = desired_files(settings, m, &paths)?;
+    let plan = Plan::compute(&desired_dirs(&paths), &files, file_owner(settings)?)?;
+    Ok((plan, paths))
+}
+
+/// The `instance` return value's description of the node.
+#[derive(Debug, Clone, Serialize)]
+pub struct InstanceFacts {
+    pub name: String,
+    pub version: String,
+    pub port: u16,
+    pub cluster: String,
+    pub node: String,
+    pub data_dir: String,
+    pub config: String,
+    pub passfile: Option<String>,
+    pub restapi: String,
+}
+
+impl InstanceFacts {
+    pub fn new(settings: &Settings, m: &InstanceManifest, paths: &InstancePaths) -> Self {
+        InstanceFacts {
+            name: m.name.to_string(),
+            version: m.version.to_string(),
+            port: m.port,
+            cluster: m.cluster.to_string(),
+            node: m.node.to_string(),
+            data_dir: paths.data_dir.display().to_string(),
+            config: paths.config.display().to_string(),
+            passfile: render_passfile(settings, m).map(|_| paths.passfile.display().to_string()),
+            restapi: m.restapi_connect_address.clone(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::manifest::InstanceOptions;
+    use serde_json::json;
+
+    #[test]
+    fn passfile_escapes_and_lists_both_roles() {
+        let opts: InstanceOptions = serde_json::from_value(json!({
+            "name": "main", "port": 5433, "surole_password": "a:b\\c", "replrole_password": "r"
+        }))
+        .unwrap();
+        let m = InstanceManifest::from_options(&opts, &Settings::default()).unwrap();
+        let text = render_passfile(&Settings::default(), &m).unwrap();
+        assert!(text.contains("\n*:5433:*:postgres:a\\:b\\\\c\n"), "{text}");
+        assert!(
+            text.ends_with("*:5433:replication:replication:r\n"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn no_password_means_no_passfile() {
+        let opts: InstanceOptions = serde_json::from_value(json!({"name": "main"})).unwrap();
+        let m = InstanceManifest::from_options(&opts, &Settings::default()).unwrap();
+        assert!(render_passfile(&Settings::default(), &m).is_none());
+    }
+}

@@ -1,0 +1,21 @@
+//! What pgherd knows about PostgreSQL, Patroni and etcd: site settings, the
+//! instance manifest, Patroni's configuration, and the plans that bring a
+//! host's files to what they should be.
+
+pub mod error;
+pub mod fs;
+pub mod instance;
+pub mod manifest;
+pub mod merge;
+pub mod names;
+pub mod paths;
+pub mod patroni_config;
+pub mod pg_hba;
+pub mod plan;
+pub mod settings;
+pub mod yaml;
+
+pub use error::{Error, Result};
+
+/// Shown in place of a secret in diffs.
+pub const MASK: &str = "********";

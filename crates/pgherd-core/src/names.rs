@@ -1,0 +1,194 @@
+//! Validated names and addresses: what may become part of a path, a key in
+//! etcd or a host:port, checked once at the edge.
+
+use std::fmt;
+
+/// A name that ends up in paths and DCS keys: instance, node, cluster.
+/// Letters, digits, `-` and `_`; at most 63 characters; never `..` or `/`.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Name(String);
+
+impl Name {
+    pub fn parse(what: &str, s: &str) -> Result<Name, String> {
+        if s.is_empty() {
+            return Err(format!("{what} must not be empty"));
+        }
+        if s.len() > 63 {
+            return Err(format!(
+                "{what} {:?} is {} characters long; at most 63 are allowed",
+                truncate(s),
+                s.len()
+            ));
+        }
+        if let Some(bad) = s
+            .chars()
+            .find(|c| !(c.is_ascii_alphanumeric() || *c == '-' || *c == '_'))
+        {
+            return Err(format!(
+                "{what} {s:?} contains {bad:?}; use only letters, digits, '-' and '_'"
+            ));
+        }
+        Ok(Name(s.to_string()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for Name {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+fn truncate(s: &str) -> String {
+    s.chars().take(20).collect::<String>() + "..."
+}
+
+/// A PostgreSQL major version: "15", "16", ...
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PgVersion(String);
+
+impl PgVersion {
+    pub fn parse(s: &str) -> Result<PgVersion, String> {
+        let ok = !s.is_empty() && s.len() <= 3 && s.chars().all(|c| c.is_ascii_digit());
+        match s.parse::<u32>() {
+            Ok(n) if ok && (10..=99).contains(&n) => Ok(PgVersion(s.to_string())),
+            _ => Err(format!(
+                "PostgreSQL version must be a major version such as 15 or 16, got {s:?}"
+            )),
+        }
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for PgVersion {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// A role name we generate SQL and pg_hba lines for: no quoting needed.
+pub fn check_role_name(s: &str) -> Result<(), String> {
+    let first_ok = s
+        .chars()
+        .next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_');
+    if !first_ok
+        || s.len() > 63
+        || !s
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '$')
+    {
+        return Err(format!(
+            "role name {s:?} must start with a letter or '_' and hold only letters, digits, \
+             '_' and '$' (at most 63)"
+        ));
+    }
+    Ok(())
+}
+
+/// A port number, 1 to 65535.
+pub fn check_port(what: &str, port: i64) -> Result<u16, String> {
+    u16::try_from(port)
+        .ok()
+        .filter(|p| *p > 0)
+        .ok_or_else(|| format!("{what} must be between 1 and 65535, got {port}"))
+}
+
+/// A host: a DNS name, an IPv4 address, or an IPv6 address in brackets.
+pub fn check_host(what: &str, host: &str) -> Result<(), String> {
+    let ok = if let Some(inner) = host.strip_prefix('[').and_then(|h| h.strip_suffix(']')) {
+        inner.parse::<std::net::Ipv6Addr>().is_ok()
+    } else {
+        !host.is_empty()
+            && host.len() <= 253
+            && host
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.' || c == '_')
+            && !host.starts_with('-')
+    };
+    if ok || host == "*" || host == "0.0.0.0" {
+        Ok(())
+    } else {
+        Err(format!(
+            "{what} {host:?} is not a host name or IP address (IPv6 goes in brackets)"
+        ))
+    }
+}
+
+/// Splits and checks `host:port`.
+pub fn parse_host_port(s: &str) -> Result<(String, u16), String> {
+    let Some((host, port)) = s.rsplit_once(':') else {
+        return Err(format!("{s:?} is not host:port"));
+    };
+    check_host("host", host).map_err(|e| format!("{e} in {s:?}"))?;
+    let port: i64 = port
+        .parse()
+        .map_err(|_| format!("{s:?} has no valid port after ':'"))?;
+    let port = check_port("port", port).map_err(|e| format!("{e} in {s:?}"))?;
+    Ok((host.to_string(), port))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_refuse_what_could_escape_a_path() {
+        for bad in ["", "../x", "a/b", "a b", "a\tb", ".", "..", "é", "a.b"] {
+            assert!(Name::parse("name", bad).is_err(), "{bad:?} accepted");
+        }
+        let long = "x".repeat(64);
+        let err = Name::parse("name", &long).unwrap_err();
+        assert!(err.contains("64 characters"), "{err}");
+        for good in ["main", "pg-1", "node_2", "A9"] {
+            assert_eq!(Name::parse("name", good).unwrap().as_str(), good);
+        }
+        assert_eq!(
+            Name::parse("instance name", "a/b").unwrap_err(),
+            "instance name \"a/b\" contains '/'; use only letters, digits, '-' and '_'"
+        );
+    }
+
+    #[test]
+    fn versions_are_major_numbers() {
+        assert!(PgVersion::parse("15").is_ok());
+        for bad in ["", "15.2", "9", "x", "100", "-15"] {
+            assert!(PgVersion::parse(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn ports_are_in_range() {
+        assert_eq!(check_port("port", 5432), Ok(5432));
+        assert!(check_port("port", 0).is_err());
+        assert!(check_port("port", 65536).is_err());
+        assert!(check_port("port", -1).is_err());
+    }
+
+    #[test]
+    fn host_port_pairs_are_checked() {
+        assert_eq!(
+            parse_host_port("127.0.0.1:2379"),
+            Ok(("127.0.0.1".into(), 2379))
+        );
+        assert_eq!(parse_host_port("[::1]:8008"), Ok(("[::1]".into(), 8008)));
+        assert!(parse_host_port("etcd1").is_err());
+        assert!(parse_host_port("etcd1:x").is_err());
+        assert!(parse_host_port("bad host:1").is_err());
+        assert!(parse_host_port("h:70000").is_err());
+    }
+
+    #[test]
+    fn role_names_need_no_quoting() {
+        assert!(check_role_name("replication").is_ok());
+        assert!(check_role_name("1x").is_err());
+        assert!(check_role_name("a b").is_err());
+        assert!(check_role_name("a\"b").is_err());
+    }
+}

@@ -1,0 +1,358 @@
+//! Patroni's YAML configuration, built as typed data from the settings and
+//! the manifest, merged with overrides, serialised with a stable key order:
+//! the same inputs always give the same bytes.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use serde::Serialize;
+use serde_yaml::Value;
+
+use crate::error::{Error, Result};
+use crate::manifest::{InstanceManifest, Login};
+use crate::merge::{json_to_yaml, merge};
+use crate::paths::InstancePaths;
+use crate::pg_hba::render_pg_hba;
+use crate::settings::{Protocol, Settings, VerifyClient, WatchdogMode};
+use crate::yaml::to_yaml_string;
+
+#[derive(Debug, Serialize)]
+pub struct PatroniConfig {
+    pub scope: String,
+    pub namespace: String,
+    pub name: String,
+    pub log: LogConfig,
+    pub restapi: RestApiConfig,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ctl: Option<CtlConfig>,
+    pub etcd3: EtcdConfig,
+    pub bootstrap: BootstrapConfig,
+    pub postgresql: PostgresqlConfig,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub watchdog: Option<WatchdogConfig>,
+    pub tags: Tags,
+}
+
+#[derive(Debug, Serialize)]
+pub struct LogConfig {
+    pub dir: PathBuf,
+    pub level: String,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Credentials {
+    pub username: String,
+    pub password: String,
+}
+
+impl From<&Login> for Credentials {
+    fn from(l: &Login) -> Self {
+        Credentials {
+            username: l.username.clone(),
+            password: l.password.clone(),
+        }
+    }
+}
+
+#[derive(Debug, Serialize)]
+pub struct RestApiConfig {
+    pub listen: String,
+    pub connect_address: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cafile: Option<PathBuf>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub certfile: Option<PathBuf>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub keyfile: Option<PathBuf>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub verify_client: Option<VerifyClient>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub authentication: Option<Credentials>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub allowlist: Vec<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub allowlist_include_members: Option<bool>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct CtlConfig {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub certfile: Option<PathBuf>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub keyfile: Option<PathBuf>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cacert: Option<PathBuf>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct EtcdConfig {
+    pub hosts: Vec<String>,
+    pub protocol: Protocol,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cacert: Option<PathBuf>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cert: Option<PathBuf>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub key: Option<PathBuf>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub username: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub password: Option<String>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct BootstrapConfig {
+    pub dcs: DcsConfig,
+    /// `initdb` options: plain flags and `{option: value}` pairs.
+    pub initdb: Vec<Value>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct DcsConfig {
+    pub ttl: u32,
+    pub loop_wait: u32,
+    pub retry_timeout: u32,
+    pub maximum_lag_on_failover: u64,
+    pub postgresql: DcsPostgresql,
+}
+
+#[derive(Debug, Serialize)]
+pub struct DcsPostgresql {
+    pub use_pg_rewind: bool,
+    pub use_slots: bool,
+    pub parameters: BTreeMap<String, Value>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct PostgresqlConfig {
+    pub listen: String,
+    pub connect_address: String,
+    pub data_dir: PathBuf,
+    pub bin_dir: PathBuf,
+    pub pgpass: PathBuf,
+    pub use_unix_socket: bool,
+    pub use_unix_socket_repl: bool,
+    pub authentication: PgAuthentication,
+    pub parameters: BTreeMap<String, Value>,
+    pub pg_hba: Vec<String>,
+    pub use_pg_rewind: bool,
+    pub create_replica_methods: Vec<String>,
+    pub basebackup: Vec<Value>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct PgAuthentication {
+    pub superuser: Role,
+    pub replication: Role,
+    pub rewind: Role,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Role {
+    pub username: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub password: Option<String>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct WatchdogConfig {
+    pub mode: WatchdogMode,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub device: Option<PathBuf>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub safety_margin: Option<i64>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Tags {
+    pub nofailover: bool,
+    pub noloadbalance: bool,
+    pub clonefrom: bool,
+    pub nosync: bool,
+}
+
+fn single(key: &str, value: &str) -> Value {
+    let mut m = serde_yaml::Mapping::new();
+    m.insert(Value::from(key), Value::from(value));
+    Value::Mapping(m)
+}
+
+/// Builds the typed configuration (before overrides).
+pub fn build_patroni_config(
+    settings: &Settings,
+    m: &InstanceManifest,
+    paths: &InstancePaths,
+) -> Result<PatroniConfig> {
+    let p = &settings.patroni;
+    let pg = &settings.postgresql;
+    let etcd_login = m
+        .etcd_auth
+        .clone()
+        .or_else(|| match (&p.etcd.username, &p.etcd.password) {
+            (Some(u), Some(pw)) => Some(Login {
+                username: u.clone(),
+                password: pw.clone(),
+            }),
+            _ => None,
+        });
+
+    let mut initdb = vec![
+        single("encoding", &pg.initdb.encoding),
+        single("locale", &pg.initdb.locale),
+    ];
+    if pg.initdb.data_checksums {
+        initdb.push(Value::from("data-checksums"));
+    }
+    if let Some(wal) = &paths.wal_dir {
+        initdb.push(single("waldir", &wal.display().to_string()));
+    }
+
+    let mut parameters: BTreeMap<String, Value> = BTreeMap::new();
+    parameters.insert(
+        "unix_socket_directories".into(),
+        Value::from(paths.socket_dir.display().to_string()),
+    );
+    parameters.insert("logging_collector".into(), Value::from("on"));
+    parameters.insert(
+        "log_directory".into(),
+        Value::from(paths.pg_log_dir.display().to_string()),
+    );
+    for (key, value) in &m.parameters {
+        parameters.insert(key.clone(), json_to_yaml(value));
+    }
+
+    // Patroni takes several addresses with one port after the last one.
+    let listen = format!(
+        "{}:{}",
+        m.pg_listen
+            .split(',')
+            .map(str::trim)
+            .collect::<Vec<_>>()
+            .join(","),
+        m.port
+    );
+
+    Ok(PatroniConfig {
+        scope: m.cluster.to_string(),
+        namespace: p.etcd.namespace.clone(),
+        name: m.node.to_string(),
+        log: LogConfig {
+            dir: paths.patroni_log_dir.clone(),
+            level: "INFO".into(),
+        },
+        restapi: RestApiConfig {
+            listen: m.restapi_listen.clone(),
+            connect_address: m.restapi_connect_address.clone(),
+            cafile: p.restapi.cafile.clone(),
+            certfile: p.restapi.certfile.clone(),
+            keyfile: p.restapi.keyfile.clone(),
+            verify_client: p.restapi.verify_client,
+            authentication: m.restapi_auth.as_ref().map(Credentials::from),
+            allowlist: p.restapi.allowlist.clone(),
+            allowlist_include_members: p.restapi.allowlist_include_members,
+        },
+        ctl: p.ctl.as_ref().map(|c| CtlConfig {
+            certfile: c.certfile.clone(),
+            keyfile: c.keyfile.clone(),
+            cacert: c.cacert.clone(),
+        }),
+        etcd3: EtcdConfig {
+            hosts: p.etcd.hosts.clone(),
+            protocol: p.etcd.protocol,
+            cacert: p.etcd.cacert.clone(),
+            cert: p.etcd.cert.clone(),
+            key: p.etcd.key.clone(),
+            username: etcd_login.as_ref().map(|l| l.username.clone()),
+            password: etcd_login.as_ref().map(|l| l.password.clone()),
+        },
+        bootstrap: BootstrapConfig {
+            dcs: DcsConfig {
+                ttl: p.ttl,
+                loop_wait: p.loop_wait,
+                retry_timeout: p.retry_timeout,
+                maximum_lag_on_failover: p.maximum_lag_on_failover,
+                postgresql: DcsPostgresql {
+                    use_pg_rewind: p.use_pg_rewind,
+                    use_slots: true,
+                    parameters: BTreeMap::new(),
+                },
+            },
+            initdb,
+        },
+        postgresql: PostgresqlConfig {
+            listen,
+            connect_address: format!("{}:{}", m.pg_connect_host, m.port),
+            data_dir: paths.data_dir.clone(),
+            bin_dir: paths.bin_dir.clone(),
+            pgpass: paths.patroni_pgpass.clone(),
+            use_unix_socket: true,
+            use_unix_socket_repl: false,
+            authentication: PgAuthentication {
+                superuser: Role {
+                    username: pg.superuser.clone(),
+                    password: m.surole_password.clone(),
+                },
+                replication: Role {
+                    username: pg.replication_role.clone(),
+                    password: m.replrole_password.clone(),
+                },
+                rewind: Role {
+                    username: pg.rewind_role.clone(),
+                    password: m.rewind_password.clone(),
+                },
+            },
+            parameters,
+            pg_hba: render_pg_hba(settings, &m.pg_hba)?,
+            use_pg_rewind: p.use_pg_rewind,
+            create_replica_methods: p.create_replica_methods.clone(),
+            basebackup: vec![single("checkpoint", "fast")],
+        },
+        watchdog: p.watchdog.as_ref().map(|w| WatchdogConfig {
+            mode: w.mode,
+            device: w.device.clone(),
+            safety_margin: w.safety_margin,
+        }),
+        tags: Tags {
+            nofailover: false,
+            noloadbalance: false,
+            clonefrom: false,
+            nosync: false,
+        },
+    })
+}
+
+/// The configuration file's bytes: typed config, then the settings'
+/// overrides, then the instance's `dynamic_conf_settings` (into
+/// `bootstrap.dcs`) and `conf_settings` (into the whole), null deleting.
+pub fn render_patroni_config(
+    settings: &Settings,
+    m: &InstanceManifest,
+    paths: &InstancePaths,
+) -> Result<String> {
+    let typed = build_patroni_config(settings, m, paths)?;
+    let mut doc = serde_yaml::to_value(&typed)
+        .map_err(|e| Error::Other(format!("cannot serialise the Patroni configuration: {e}")))?;
+    merge(
+        &mut doc,
+        &Value::Mapping(settings.patroni.overrides.clone()),
+    );
+    if !m.dynamic_conf_settings.is_empty() {
+        let dynamic = json_to_yaml(&serde_json::Value::Object(m.dynamic_conf_settings.clone()));
+        let mut wrapper = serde_yaml::Mapping::new();
+        let mut bootstrap = serde_yaml::Mapping::new();
+        bootstrap.insert(Value::from("dcs"), dynamic);
+        wrapper.insert(Value::from("bootstrap"), Value::Mapping(bootstrap));
+        merge(&mut doc, &Value::Mapping(wrapper));
+    }
+    merge(
+        &mut doc,
+        &json_to_yaml(&serde_json::Value::Object(m.conf_settings.clone())),
+    );
+    let body = to_yaml_string(&doc);
+    Ok(format!(
+        "# Patroni configuration of {} (cluster {}), written by pgherd.\n\
+         # Changes made here are replaced by the next run: set them in the task.\n{body}",
+        m.qualified_name(),
+        m.cluster
+    ))
+}

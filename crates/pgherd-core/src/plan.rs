@@ -1,0 +1,348 @@
+//! Plans: what differs between the files on disk and the files wanted, as a
+//! list of changes with masked before/after. Check mode reports the plan; a
+//! real run applies it and reports the same plan.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use serde_json::{json, Value};
+
+use crate::error::Result;
+use crate::fs::{create_dir, missing_dirs, observe_file, set_mode_owner, write_atomic, Owner};
+
+/// What a file holds, which says how to mask its secrets in diffs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FileKind {
+    /// YAML where every key ending in `password` is a secret.
+    Yaml,
+    /// A libpq password file: the last field of each entry is a secret.
+    Pgpass,
+}
+
+/// File content that must not end up in logs through `Debug`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Content(pub Vec<u8>);
+
+impl fmt::Debug for Content {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Content({} bytes)", self.0.len())
+    }
+}
+
+/// A file as it should be.
+#[derive(Debug, Clone)]
+pub struct DesiredFile {
+    pub path: PathBuf,
+    pub content: Content,
+    pub mode: u32,
+    pub kind: FileKind,
+}
+
+/// A directory that must exist.
+#[derive(Debug, Clone)]
+pub struct DesiredDir {
+    pub path: PathBuf,
+    pub mode: u32,
+}
+
+#[derive(Debug, Clone)]
+pub enum Change {
+    CreateDir {
+        path: PathBuf,
+        mode: u32,
+    },
+    WriteFile {
+        path: PathBuf,
+        kind: FileKind,
+        /// Masked text of the file on disk; `None` when there is none.
+        before: Option<String>,
+        /// Masked text of the new file.
+        after: String,
+        content: Content,
+        mode: u32,
+    },
+    /// Same bytes, wrong mode or owner.
+    FixFile {
+        path: PathBuf,
+        mode_before: u32,
+        mode: u32,
+    },
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct Plan {
+    pub changes: Vec<Change>,
+    pub owner: Option<Owner>,
+}
+
+/// Masks secrets in a file's text for a diff.
+pub fn mask_secrets(text: &str, kind: FileKind) -> String {
+    let mut out = String::with_capacity(text.len());
+    for line in text.split_inclusive('\n') {
+        let (body, newline) = match line.strip_suffix('\n') {
+            Some(b) => (b, "\n"),
+            None => (line, ""),
+        };
+        let masked = match kind {
+            FileKind::Yaml => mask_yaml_line(body),
+            FileKind::Pgpass => mask_pgpass_line(body),
+        };
+        out.push_str(&masked);
+        out.push_str(newline);
+    }
+    out
+}
+
+fn mask_yaml_line(line: &str) -> String {
+    let Some((key, value)) = line.split_once(':') else {
+        return line.to_string();
+    };
+    let bare = key
+        .trim()
+        .trim_start_matches("- ")
+        .trim_matches(|c| c == '"' || c == '\'');
+    if bare.to_ascii_lowercase().ends_with("password") && !value.trim().is_empty() {
+        format!("{key}: {}", crate::MASK)
+    } else {
+        line.to_string()
+    }
+}
+
+fn mask_pgpass_line(line: &str) -> String {
+    if line.trim_start().starts_with('#') || line.trim().is_empty() {
+        return line.to_string();
+    }
+    // Fields are separated by unescaped ':'; the fifth is the password.
+    let mut fields = 0;
+    let mut escaped = false;
+    for (i, c) in line.char_indices() {
+        if escaped {
+            escaped = false;
+            continue;
+        }
+        match c {
+            '\\' => escaped = true,
+            ':' => {
+                fields += 1;
+                if fields == 4 {
+                    return format!("{}{}", &line[..=i], crate::MASK);
+                }
+            }
+            _ => {}
+        }
+    }
+    crate::MASK.to_string()
+}
+
+impl Plan {
+    /// Compares the wanted directories and files with the disk.
+    pub fn compute(
+        dirs: &[DesiredDir],
+        files: &[DesiredFile],
+        owner: Option<Owner>,
+    ) -> Result<Plan> {
+        let mut changes = Vec::new();
+        let mut planned: Vec<PathBuf> = Vec::new();
+        let mut want_dir = |path: &Path, mode: u32, changes: &mut Vec<Change>| {
+            for missing in missing_dirs(path) {
+                if !planned.contains(&missing) {
+                    planned.push(missing.clone());
+                    changes.push(Change::CreateDir {
+                        path: missing,
+                        mode,
+                    });
+                }
+            }
+        };
+        for d in dirs {
+            want_dir(&d.path, d.mode, &mut changes);
+        }
+        for f in files {
+            if let Some(parent) = f.path.parent() {
+                want_dir(parent, 0o750, &mut changes);
+            }
+            match observe_file(&f.path)? {
+                None => changes.push(Change::WriteFile {
+                    path: f.path.clone(),
+                    kind: f.kind,
+                    before: None,
+                    after: mask_secrets(&String::from_utf8_lossy(&f.content.0), f.kind),
+                    content: f.content.clone(),
+                    mode: f.mode,
+                }),
+                Some(seen) if seen.content != f.content.0 => changes.push(Change::WriteFile {
+                    path: f.path.clone(),
+                    kind: f.kind,
+                    before: Some(mask_secrets(
+                        &String::from_utf8_lossy(&seen.content),
+                        f.kind,
+                    )),
+                    after: mask_secrets(&String::from_utf8_lossy(&f.content.0), f.kind),
+                    content: f.content.clone(),
+                    mode: f.mode,
+                }),
+                Some(seen) => {
+                    let owner_differs =
+                        owner.is_some_and(|o| o.uid != seen.uid || o.gid != seen.gid);
+                    if seen.mode != f.mode || owner_differs {
+                        changes.push(Change::FixFile {
+                            path: f.path.clone(),
+                            mode_before: seen.mode,
+                            mode: f.mode,
+                        });
+                    }
+                }
+            }
+        }
+        Ok(Plan { changes, owner })
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.changes.is_empty()
+    }
+
+    /// Ansible diff entries, secrets masked.
+    pub fn diff(&self) -> Vec<Value> {
+        self.changes
+            .iter()
+            .map(|c| match c {
+                Change::CreateDir { path, mode } => json!({
+                    "before_header": path,
+                    "after_header": path,
+                    "before": {"path": path, "state": "absent"},
+                    "after": {"path": path, "state": "directory", "mode": format!("{mode:04o}")},
+                }),
+                Change::WriteFile {
+                    path, before, after, ..
+                } => json!({
+                    "before_header": if before.is_some() { path.display().to_string() } else { format!("{} (absent)", path.display()) },
+                    "after_header": path,
+                    "before": before.clone().unwrap_or_default(),
+                    "after": after,
+                }),
+                Change::FixFile {
+                    path,
+                    mode_before,
+                    mode,
+                } => json!({
+                    "before_header": path,
+                    "after_header": path,
+                    "before": {"path": path, "mode": format!("{mode_before:04o}")},
+                    "after": {"path": path, "mode": format!("{mode:04o}")},
+                }),
+            })
+            .collect()
+    }
+
+    /// One line per change, for `msg` and the `changes` return value.
+    pub fn summary(&self) -> Vec<String> {
+        self.changes
+            .iter()
+            .map(|c| match c {
+                Change::CreateDir { path, .. } => format!("create directory {}", path.display()),
+                Change::WriteFile {
+                    path, before: None, ..
+                } => format!("create {}", path.display()),
+                Change::WriteFile { path, .. } => format!("update {}", path.display()),
+                Change::FixFile { path, .. } => {
+                    format!("fix mode and owner of {}", path.display())
+                }
+            })
+            .collect()
+    }
+
+    /// Carries the plan out, in order.
+    pub fn apply(&self) -> Result<()> {
+        for c in &self.changes {
+            match c {
+                Change::CreateDir { path, mode } => create_dir(path, *mode, self.owner)?,
+                Change::WriteFile {
+                    path,
+                    content,
+                    mode,
+                    ..
+                } => write_atomic(path, &content.0, *mode, self.owner)?,
+                Change::FixFile { path, mode, .. } => set_mode_owner(path, *mode, self.owner)?,
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn yaml_passwords_are_masked_whatever_their_nesting() {
+        let text = "a: 1\n  password: s3cret\nkeyfile_password: 'x'\nusername: u\n  - password: y\npasswords_file: /x\n";
+        let masked = mask_secrets(text, FileKind::Yaml);
+        assert_eq!(
+            masked,
+            "a: 1\n  password: ********\nkeyfile_password: ********\nusername: u\n  - password: ********\npasswords_file: /x\n"
+        );
+    }
+
+    #[test]
+    fn pgpass_passwords_are_masked_with_escapes() {
+        let text = "# comment\n*:5432:*:postgres:pa\\:ss\nh\\:x:1:db:user:pw\n";
+        assert_eq!(
+            mask_secrets(text, FileKind::Pgpass),
+            "# comment\n*:5432:*:postgres:********\nh\\:x:1:db:user:********\n"
+        );
+    }
+
+    #[test]
+    fn content_debug_never_shows_bytes() {
+        assert_eq!(
+            format!("{:?}", Content(b"secret".to_vec())),
+            "Content(6 bytes)"
+        );
+    }
+
+    #[test]
+    fn plan_is_empty_once_applied() {
+        let d = std::env::temp_dir().join(format!("pgherd-plan-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        let files = vec![DesiredFile {
+            path: d.join("etc/x.yaml"),
+            content: Content(b"password: abc\n".to_vec()),
+            mode: 0o600,
+            kind: FileKind::Yaml,
+        }];
+        let dirs = vec![DesiredDir {
+            path: d.join("log"),
+            mode: 0o750,
+        }];
+        let plan = Plan::compute(&dirs, &files, None).unwrap();
+        assert_eq!(
+            plan.summary(),
+            vec![
+                format!("create directory {}", d.display()),
+                format!("create directory {}", d.join("log").display()),
+                format!("create directory {}", d.join("etc").display()),
+                format!("create {}", d.join("etc/x.yaml").display()),
+            ]
+        );
+        let diff = serde_json::to_string(&plan.diff()).unwrap();
+        assert!(!diff.contains("abc"), "{diff}");
+        plan.apply().unwrap();
+        assert!(Plan::compute(&dirs, &files, None).unwrap().is_empty());
+        std::fs::set_permissions(
+            d.join("etc/x.yaml"),
+            std::os::unix::fs::PermissionsExt::from_mode(0o644),
+        )
+        .unwrap();
+        let fix = Plan::compute(&dirs, &files, None).unwrap();
+        assert_eq!(
+            fix.summary(),
+            vec![format!(
+                "fix mode and owner of {}",
+                d.join("etc/x.yaml").display()
+            )]
+        );
+        fix.apply().unwrap();
+        assert!(Plan::compute(&dirs, &files, None).unwrap().is_empty());
+        std::fs::remove_dir_all(&d).ok();
+    }
+}

@@ -1,0 +1,643 @@
+//! Site settings: where things live on a host and the cluster-wide defaults
+//! for Patroni, etcd and the REST API, with cross-field validation.
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+
+/// The file read when a task names no settings.
+pub const DEFAULT_SETTINGS_PATH: &str = "/etc/pgherd/settings.yaml";
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Settings {
+    /// The operating-system user that owns PostgreSQL's files and runs
+    /// Patroni (PostgreSQL refuses to run as root).
+    pub sysuser: String,
+    /// Its group; the user's primary group when unset.
+    pub sysgroup: Option<String>,
+    pub postgresql: PostgresqlSettings,
+    pub patroni: PatroniSettings,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            sysuser: "postgres".into(),
+            sysgroup: None,
+            postgresql: PostgresqlSettings::default(),
+            patroni: PatroniSettings::default(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PostgresqlSettings {
+    /// The version used when a task gives none.
+    pub default_version: String,
+    pub bindir: String,
+    pub datadir: String,
+    /// A separate WAL directory (`initdb --waldir`); none by default.
+    pub waldir: Option<String>,
+    pub socket_directory: String,
+    /// PostgreSQL's own log directory (logging_collector).
+    pub logdir: String,
+    /// The instance's client password file (superuser and replication
+    /// entries), for the DBA's tools and pgherd's own checks.
+    pub passfile: String,
+    pub superuser: String,
+    pub replication_role: String,
+    pub rewind_role: String,
+    /// Authentication method of the generated `host` pg_hba entries.
+    pub auth_method: String,
+    /// Authentication method of the generated `local` pg_hba entries.
+    pub local_auth_method: String,
+    /// A tera template for pg_hba.conf; the built-in one when unset.
+    pub pg_hba_template: Option<PathBuf>,
+    pub initdb: InitdbSettings,
+}
+
+impl Default for PostgresqlSettings {
+    fn default() -> Self {
+        PostgresqlSettings {
+            default_version: "15".into(),
+            bindir: "/usr/lib/postgresql/{version}/bin".into(),
+            datadir: "/var/lib/postgresql/{version}/{name}".into(),
+            waldir: None,
+            socket_directory: "/run/postgresql".into(),
+            logdir: "/var/log/postgresql/{version}-{name}".into(),
+            passfile: "/etc/patroni/{version}-{name}.pgpass".into(),
+            superuser: "postgres".into(),
+            replication_role: "replication".into(),
+            rewind_role: "rewind".into(),
+            auth_method: "scram-sha-256".into(),
+            local_auth_method: "peer".into(),
+            pg_hba_template: None,
+            initdb: InitdbSettings::default(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct InitdbSettings {
+    pub encoding: String,
+    pub locale: String,
+    pub data_checksums: bool,
+}
+
+impl Default for InitdbSettings {
+    fn default() -> Self {
+        InitdbSettings {
+            encoding: "UTF8".into(),
+            locale: "C.UTF-8".into(),
+            data_checksums: true,
+        }
+    }
+}
+
+/// How Patroni is run on the host.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum ServiceManager {
+    /// systemd when it is the init system, else a supervised process.
+    #[default]
+    Auto,
+    Systemd,
+    Process,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PatroniSettings {
+    pub execpath: PathBuf,
+    pub configpath: String,
+    /// Patroni's own log directory (`log.dir`).
+    pub logdir: String,
+    /// Pid files of Patroni processes started without systemd.
+    pub piddir: String,
+    /// The password file Patroni itself writes before pg_basebackup and
+    /// pg_rewind (`postgresql.pgpass`).
+    pub pgpass: String,
+    pub service: ServiceManager,
+    pub use_pg_rewind: bool,
+    pub ttl: u32,
+    pub loop_wait: u32,
+    pub retry_timeout: u32,
+    pub maximum_lag_on_failover: u64,
+    pub create_replica_methods: Vec<String>,
+    pub etcd: EtcdSettings,
+    pub restapi: RestApiSettings,
+    pub ctl: Option<CtlSettings>,
+    pub watchdog: Option<WatchdogSettings>,
+    /// Free-form Patroni configuration merged over the generated one
+    /// (before each instance's own `conf_settings`); null deletes a key.
+    pub overrides: serde_yaml::Mapping,
+}
+
+impl Default for PatroniSettings {
+    fn default() -> Self {
+        PatroniSettings {
+            execpath: PathBuf::from("/usr/bin/patroni"),
+            configpath: "/etc/patroni/{version}-{name}.yaml".into(),
+            logdir: "/var/log/patroni/{version}-{name}".into(),
+            piddir: "/run/patroni".into(),
+            pgpass: "/var/lib/postgresql/{version}-{name}.pgpass".into(),
+            service: ServiceManager::Auto,
+            use_pg_rewind: true,
+            ttl: 30,
+            loop_wait: 10,
+            retry_timeout: 10,
+            maximum_lag_on_failover: 1024 * 1024,
+            create_replica_methods: vec!["basebackup".into()],
+            etcd: EtcdSettings::default(),
+            restapi: RestApiSettings::default(),
+            ctl: None,
+            watchdog: None,
+            overrides: serde_yaml::Mapping::new(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Protocol {
+    #[default]
+    Http,
+    Https,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EtcdSettings {
+    /// `host:port` of each etcd member.
+    pub hosts: Vec<String>,
+    pub protocol: Protocol,
+    pub cacert: Option<PathBuf>,
+    pub cert: Option<PathBuf>,
+    pub key: Option<PathBuf>,
+    /// Patroni's `namespace`: the key prefix of all clusters.
+    pub namespace: String,
+    /// Site-wide etcd credentials; an instance's own take precedence.
+    pub username: Option<String>,
+    pub password: Option<String>,
+}
+
+impl Default for EtcdSettings {
+    fn default() -> Self {
+        EtcdSettings {
+            hosts: vec!["127.0.0.1:2379".into()],
+            protocol: Protocol::Http,
+            cacert: None,
+            cert: None,
+            key: None,
+            namespace: "/service/".into(),
+            username: None,
+            password: None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum VerifyClient {
+    None,
+    Optional,
+    Required,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct RestApiSettings {
+    pub cafile: Option<PathBuf>,
+    pub certfile: Option<PathBuf>,
+    pub keyfile: Option<PathBuf>,
+    pub verify_client: Option<VerifyClient>,
+    pub allowlist: Vec<String>,
+    pub allowlist_include_members: Option<bool>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct CtlSettings {
+    pub certfile: Option<PathBuf>,
+    pub keyfile: Option<PathBuf>,
+    pub cacert: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum WatchdogMode {
+    #[default]
+    Off,
+    Automatic,
+    Required,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct WatchdogSettings {
+    pub mode: WatchdogMode,
+    pub device: Option<PathBuf>,
+    pub safety_margin: Option<i64>,
+}
+
+/// Where a task's settings come from.
+#[derive(Debug, Clone, PartialEq)]
+pub enum SettingsSource {
+    /// The default file, or built-in defaults when it does not exist.
+    Default,
+    File(PathBuf),
+    /// A mapping given in the task itself.
+    Inline(serde_json::Value),
+}
+
+impl Settings {
+    /// Loads and validates the settings from `source`.
+    pub fn load(source: &SettingsSource) -> Result<Settings> {
+        let settings = match source {
+            SettingsSource::Default => {
+                let path = Path::new(DEFAULT_SETTINGS_PATH);
+                if path.exists() {
+                    Settings::from_file(path)?
+                } else {
+                    Settings::default()
+                }
+            }
+            SettingsSource::File(path) => Settings::from_file(path)?,
+            SettingsSource::Inline(value) => {
+                // Through YAML, so errors carry the same key paths as a file.
+                let text = serde_yaml::to_string(value).map_err(|e| Error::Settings {
+                    origin: "the inline settings".into(),
+                    msg: e.to_string(),
+                })?;
+                Settings::from_yaml(&text, "the inline settings")?
+            }
+        };
+        settings.validate()?;
+        Ok(settings)
+    }
+
+    fn from_file(path: &Path) -> Result<Settings> {
+        let text = std::fs::read_to_string(path).map_err(|e| Error::Settings {
+            origin: path.display().to_string(),
+            msg: format!("cannot read it: {e}"),
+        })?;
+        Settings::from_yaml(&text, &path.display().to_string())
+    }
+
+    /// Parses settings YAML; an empty document means all defaults.
+    pub fn from_yaml(text: &str, origin: &str) -> Result<Settings> {
+        if text.trim().is_empty() {
+            return Ok(Settings::default());
+        }
+        serde_yaml::from_str(text).map_err(|e| Error::Settings {
+            origin: origin.to_string(),
+            msg: e.to_string(),
+        })
+    }
+
+    /// Cross-field rules that types alone cannot say.
+    pub fn validate(&self) -> Result<()> {
+        let mut problems: Vec<String> = Vec::new();
+        let p = &self.patroni;
+        let etcd = &p.etcd;
+
+        if etcd.hosts.is_empty() {
+            problems.push("patroni.etcd.hosts is empty: give at least one host:port".into());
+        }
+        for host in &etcd.hosts {
+            if let Err(e) = crate::names::parse_host_port(host) {
+                problems.push(format!("patroni.etcd.hosts: {e}"));
+            }
+        }
+        if etcd.protocol == Protocol::Http {
+            for (key, set) in [
+                ("cacert", etcd.cacert.is_some()),
+                ("cert", etcd.cert.is_some()),
+            ] {
+                if set {
+                    problems.push(format!(
+                        "patroni.etcd.{key} is set but patroni.etcd.protocol is http: \
+                         set protocol: https, or remove {key}"
+                    ));
+                }
+            }
+        }
+        match (&etcd.cert, &etcd.key) {
+            (Some(_), None) => {
+                problems.push("patroni.etcd.cert is set without patroni.etcd.key: give both".into())
+            }
+            (None, Some(_)) => {
+                problems.push("patroni.etcd.key is set without patroni.etcd.cert: give both".into())
+            }
+            _ => {}
+        }
+        if etcd.username.is_some() && etcd.password.is_none() {
+            problems.push(
+                "patroni.etcd.username is set without patroni.etcd.password: give both".into(),
+            );
+        }
+        if etcd.password.is_some() && etcd.username.is_none() {
+            problems.push(
+                "patroni.etcd.password is set without patroni.etcd.username: give both".into(),
+            );
+        }
+        if !etcd.namespace.starts_with('/') {
+            problems.push(format!(
+                "patroni.etcd.namespace must start with '/', got {:?}",
+                etcd.namespace
+            ));
+        }
+
+        let api = &p.restapi;
+        if let Some(v) = api.verify_client {
+            if api.certfile.is_none() {
+                problems.push(format!(
+                    "patroni.restapi.verify_client is {} but patroni.restapi.certfile is not set: \
+                     client verification needs the REST API to serve TLS",
+                    verify_client_name(v)
+                ));
+            }
+            if v == VerifyClient::Required {
+                let ctl_ok = p
+                    .ctl
+                    .as_ref()
+                    .is_some_and(|c| c.certfile.is_some() && c.keyfile.is_some());
+                if !ctl_ok {
+                    problems.push(
+                        "patroni.restapi.verify_client is required but patroni.ctl.certfile and \
+                         patroni.ctl.keyfile are not both set: Patroni and pgherd need a client \
+                         certificate to call the REST API"
+                            .into(),
+                    );
+                }
+            }
+        }
+        if api.keyfile.is_some() && api.certfile.is_none() {
+            problems.push(
+                "patroni.restapi.keyfile is set without patroni.restapi.certfile: give both".into(),
+            );
+        }
+        if api.certfile.is_some() && api.keyfile.is_none() {
+            problems.push(
+                "patroni.restapi.certfile is set without patroni.restapi.keyfile: give both".into(),
+            );
+        }
+        if let Some(ctl) = &p.ctl {
+            if ctl.certfile.is_some() != ctl.keyfile.is_some() {
+                problems.push("patroni.ctl.certfile and patroni.ctl.keyfile go together".into());
+            }
+        }
+        if let Some(w) = &p.watchdog {
+            if w.mode != WatchdogMode::Off && w.device.is_none() {
+                problems.push(
+                    "patroni.watchdog.mode is not off but patroni.watchdog.device is not set"
+                        .into(),
+                );
+            }
+        }
+
+        if p.ttl < 20 {
+            problems.push(format!(
+                "patroni.ttl is {} but Patroni refuses a ttl below 20",
+                p.ttl
+            ));
+        }
+        if p.loop_wait == 0 || p.retry_timeout == 0 {
+            problems.push("patroni.loop_wait and patroni.retry_timeout must be positive".into());
+        }
+        if u64::from(p.loop_wait) + 2 * u64::from(p.retry_timeout) > u64::from(p.ttl) {
+            problems.push(format!(
+                "patroni.loop_wait + 2 * patroni.retry_timeout ({} + 2 * {} = {}) is above \
+                 patroni.ttl ({}): a leader could lose its lock during a slow DCS call; \
+                 raise ttl or lower the others",
+                p.loop_wait,
+                p.retry_timeout,
+                u64::from(p.loop_wait) + 2 * u64::from(p.retry_timeout),
+                p.ttl
+            ));
+        }
+        if p.create_replica_methods.is_empty() {
+            problems.push("patroni.create_replica_methods is empty".into());
+        }
+
+        let pg = &self.postgresql;
+        for (key, pattern) in [
+            ("postgresql.bindir", Some(&pg.bindir)),
+            ("postgresql.datadir", Some(&pg.datadir)),
+            ("postgresql.waldir", pg.waldir.as_ref()),
+            ("postgresql.socket_directory", Some(&pg.socket_directory)),
+            ("postgresql.logdir", Some(&pg.logdir)),
+            ("postgresql.passfile", Some(&pg.passfile)),
+            ("patroni.configpath", Some(&p.configpath)),
+            ("patroni.logdir", Some(&p.logdir)),
+            ("patroni.piddir", Some(&p.piddir)),
+            ("patroni.pgpass", Some(&p.pgpass)),
+        ] {
+            let Some(pattern) = pattern else { continue };
+            if let Err(e) = check_pattern(pattern) {
+                problems.push(format!("{key}: {e}"));
+            } else if !pattern.starts_with('/') {
+                problems.push(format!("{key} must be an absolute path, got {pattern:?}"));
+            }
+        }
+        if let Err(e) = crate::names::PgVersion::parse(&pg.default_version) {
+            problems.push(format!("postgresql.default_version: {e}"));
+        }
+        for (key, role) in [
+            ("postgresql.superuser", &pg.superuser),
+            ("postgresql.replication_role", &pg.replication_role),
+            ("postgresql.rewind_role", &pg.rewind_role),
+        ] {
+            if let Err(e) = crate::names::check_role_name(role) {
+                problems.push(format!("{key}: {e}"));
+            }
+        }
+        if self.sysuser.is_empty() {
+            problems.push("sysuser must not be empty".into());
+        }
+
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            Err(Error::InvalidSettings(problems))
+        }
+    }
+}
+
+fn verify_client_name(v: VerifyClient) -> &'static str {
+    match v {
+        VerifyClient::None => "none",
+        VerifyClient::Optional => "optional",
+        VerifyClient::Required => "required",
+    }
+}
+
+/// The placeholders a path pattern may hold.
+const PLACEHOLDERS: [&str; 2] = ["{version}", "{name}"];
+
+fn check_pattern(pattern: &str) -> std::result::Result<(), String> {
+    let mut rest = pattern;
+    while let Some(start) = rest.find('{') {
+        let tail = &rest[start..];
+        let Some(end) = tail.find('}') else {
+            return Err(format!("unclosed '{{' in {pattern:?}"));
+        };
+        let placeholder = &tail[..=end];
+        if !PLACEHOLDERS.contains(&placeholder) {
+            return Err(format!(
+                "unknown placeholder {placeholder} in {pattern:?}; known ones are {}",
+                PLACEHOLDERS.join(", ")
+            ));
+        }
+        rest = &tail[end + 1..];
+    }
+    Ok(())
+}
+
+/// Fills `{version}` and `{name}` in a settings pattern.
+pub fn expand(pattern: &str, version: &str, name: &str) -> String {
+    pattern
+        .replace("{version}", version)
+        .replace("{name}", name)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn problems(yaml: &str) -> Vec<String> {
+        match Settings::from_yaml(yaml, "test").and_then(|s| s.validate().map(|_| s)) {
+            Ok(_) => Vec::new(),
+            Err(Error::InvalidSettings(p)) => p,
+            Err(e) => vec![e.to_string()],
+        }
+    }
+
+    fn assert_one(yaml: &str, needle: &str) {
+        let p = problems(yaml);
+        assert_eq!(p.len(), 1, "{p:?}");
+        assert!(p[0].contains(needle), "{p:?} lacks {needle:?}");
+    }
+
+    #[test]
+    fn defaults_are_valid() {
+        assert_eq!(problems(""), Vec::<String>::new());
+        Settings::default().validate().unwrap();
+    }
+
+    #[test]
+    fn unknown_keys_are_named_with_their_path() {
+        let p = problems("patroni:\n  etcd:\n    hots: [a]\n");
+        assert_eq!(p.len(), 1);
+        assert!(p[0].contains("patroni.etcd"), "{p:?}");
+        assert!(p[0].contains("unknown field `hots`"), "{p:?}");
+    }
+
+    #[test]
+    fn etcd_tls_files_need_https() {
+        assert_one(
+            "patroni:\n  etcd:\n    cacert: /ca.pem\n",
+            "patroni.etcd.cacert is set but patroni.etcd.protocol is http",
+        );
+        let p = problems("patroni:\n  etcd:\n    cert: /c.pem\n    key: /k.pem\n");
+        assert_eq!(p.len(), 1, "{p:?}");
+        assert!(p[0].contains("patroni.etcd.cert is set but"));
+        assert!(problems(
+            "patroni:\n  etcd:\n    protocol: https\n    cacert: /ca.pem\n    cert: /c\n    key: /k\n"
+        )
+        .is_empty());
+    }
+
+    #[test]
+    fn etcd_cert_needs_key() {
+        assert_one(
+            "patroni:\n  etcd:\n    protocol: https\n    cert: /c.pem\n",
+            "patroni.etcd.cert is set without patroni.etcd.key",
+        );
+        assert_one(
+            "patroni:\n  etcd:\n    protocol: https\n    key: /k.pem\n",
+            "patroni.etcd.key is set without patroni.etcd.cert",
+        );
+    }
+
+    #[test]
+    fn etcd_username_needs_password() {
+        assert_one(
+            "patroni:\n  etcd:\n    username: patroni\n",
+            "patroni.etcd.username is set without patroni.etcd.password",
+        );
+    }
+
+    #[test]
+    fn verify_client_needs_restapi_certfile() {
+        assert_one(
+            "patroni:\n  restapi:\n    verify_client: optional\n",
+            "patroni.restapi.verify_client is optional but patroni.restapi.certfile is not set",
+        );
+    }
+
+    #[test]
+    fn verify_client_required_needs_ctl_certs() {
+        let tls = "patroni:\n  restapi:\n    certfile: /c\n    keyfile: /k\n    verify_client: required\n";
+        assert_one(tls, "patroni.ctl.certfile and patroni.ctl.keyfile");
+        let with_ctl = format!("{tls}  ctl:\n    certfile: /cc\n    keyfile: /ck\n");
+        assert!(problems(&with_ctl).is_empty(), "{:?}", problems(&with_ctl));
+    }
+
+    #[test]
+    fn ttl_below_twenty_is_refused() {
+        assert_one(
+            "patroni:\n  ttl: 15\n  loop_wait: 1\n  retry_timeout: 2\n",
+            "patroni.ttl is 15",
+        );
+    }
+
+    #[test]
+    fn loop_wait_and_retries_must_fit_in_ttl() {
+        assert_one(
+            "patroni:\n  ttl: 20\n  loop_wait: 10\n  retry_timeout: 10\n",
+            "(10 + 2 * 10 = 30) is above patroni.ttl (20)",
+        );
+        assert!(problems("patroni:\n  ttl: 20\n  loop_wait: 2\n  retry_timeout: 5\n").is_empty());
+    }
+
+    #[test]
+    fn patterns_know_their_placeholders() {
+        assert_one(
+            "postgresql:\n  datadir: /pg/{version}/{cluster}\n",
+            "postgresql.datadir: unknown placeholder {cluster}",
+        );
+        assert_one(
+            "patroni:\n  configpath: etc/{name}.yaml\n",
+            "patroni.configpath must be an absolute path",
+        );
+    }
+
+    #[test]
+    fn enums_name_their_choices() {
+        let p = problems("patroni:\n  restapi:\n    verify_client: sometimes\n");
+        assert!(p[0].contains("unknown variant `sometimes`"), "{p:?}");
+        assert!(p[0].contains("optional"), "{p:?}");
+    }
+
+    #[test]
+    fn all_problems_are_reported_together() {
+        let p = problems(
+            "patroni:\n  ttl: 10\n  etcd:\n    cacert: /x\n    username: u\n  restapi:\n    verify_client: required\n",
+        );
+        assert!(p.len() >= 4, "{p:?}");
+    }
+
+    #[test]
+    fn expand_fills_placeholders() {
+        assert_eq!(
+            expand("/var/lib/postgresql/{version}/{name}", "15", "main"),
+            "/var/lib/postgresql/15/main"
+        );
+    }
+}

@@ -1,0 +1,66 @@
+#!/usr/bin/env bash
+# Installs what pgherd needs to build and to run its tests on a fresh Debian
+# machine: system packages (protoc for etcd-client's build, etcd, PostgreSQL),
+# the `postgres` system user, and a virtualenv under the repository with
+# Patroni and ansible-core from PyPI. Safe to run again: it only adds what is
+# missing.
+set -euo pipefail
+
+repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+venv="$repo/.venv"
+
+log() { printf 'setup: %s\n' "$*" >&2; }
+
+as_root() {
+  if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi
+}
+
+# --- Debian packages -------------------------------------------------------
+need=()
+command -v protoc >/dev/null 2>&1 || need+=(protobuf-compiler)
+command -v etcd >/dev/null 2>&1 || need+=(etcd-server)
+command -v etcdctl >/dev/null 2>&1 || need+=(etcd-client)
+[ -x /usr/lib/postgresql/15/bin/postgres ] || need+=(postgresql-15)
+command -v openssl >/dev/null 2>&1 || need+=(openssl)
+[ -x /usr/bin/python3 ] || need+=(python3)
+/usr/bin/python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || need+=(python3-venv)
+
+if [ ${#need[@]} -gt 0 ]; then
+  log "installing ${need[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  # Package init scripts would start their own etcd and PostgreSQL services on
+  # the ports the tests use: forbid service starts during the install.
+  policy=/usr/sbin/policy-rc.d
+  had_policy=0
+  [ -e "$policy" ] && had_policy=1
+  if [ "$had_policy" -eq 0 ]; then
+    printf '#!/bin/sh\nexit 101\n' | as_root tee "$policy" >/dev/null
+    as_root chmod 0755 "$policy"
+  fi
+  as_root apt-get update -qq
+  as_root apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+  [ "$had_policy" -eq 1 ] || as_root rm -f "$policy"
+fi
+
+# --- the postgres system user --------------------------------------------
+if ! id postgres >/dev/null 2>&1; then
+  log "creating the postgres system user"
+  as_root adduser --system --group --home /var/lib/postgresql --shell /bin/bash \
+    --no-create-home postgres >/dev/null
+  as_root mkdir -p /var/lib/postgresql
+  as_root chown postgres:postgres /var/lib/postgresql
+fi
+
+# --- Python virtualenv ---------------------------------------------------
+# /usr/bin/python3, not whatever python3 is first on PATH: a venv made from an
+# interpreter under /root cannot be run by the postgres user.
+if [ ! -x "$venv/bin/patroni" ] || [ ! -x "$venv/bin/ansible-playbook" ]; then
+  log "creating $venv with patroni and ansible-core"
+  [ -x "$venv/bin/python" ] || /usr/bin/python3 -m venv "$venv"
+  "$venv/bin/pip" install -q --disable-pip-version-check \
+    'patroni[etcd3]' psycopg2-binary ansible-core
+fi
+
+# The postgres user must be able to run the venv's Patroni.
+chmod o+rx "$repo" 2>/dev/null || true
+log "ready: $("$venv/bin/patroni" --version 2>&1), $("$venv/bin/ansible" --version | head -1)"
