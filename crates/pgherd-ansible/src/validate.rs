@@ -221,8 +221,8 @@ fn json_type(v: &Value) -> &'static str {
 
 fn convert_option(opt: &OptionSpec, v: &Value, path: &str, errors: &mut Vec<String>) -> Value {
     let converted = match convert(opt.kind, v) {
-        Ok(c) => c,
-        Err(()) => {
+        Some(c) => c,
+        None => {
             errors.push(format!(
                 "option '{path}' must be of type {}, got {} ({})",
                 opt.kind.ansible_name(),
@@ -239,8 +239,8 @@ fn convert_option(opt: &OptionSpec, v: &Value, path: &str, errors: &mut Vec<Stri
                 let item_path = format!("{path}[{i}]");
                 let item = match opt.elements {
                     Some(kind) => match convert(kind, item) {
-                        Ok(c) => c,
-                        Err(()) => {
+                        Some(c) => c,
+                        None => {
                             errors.push(format!(
                                 "elements of option '{path}' must be of type {}, got {} ({}) at index {i}",
                                 kind.ansible_name(),
@@ -291,65 +291,60 @@ fn convert_option(opt: &OptionSpec, v: &Value, path: &str, errors: &mut Vec<Stri
     converted
 }
 
-/// Converts one value to `kind` the way Ansible does; `Err(())` when it
+/// Converts one value to `kind` the way Ansible does; `None` when it
 /// cannot be converted.
-pub fn convert(kind: Kind, v: &Value) -> Result<Value, ()> {
+pub fn convert(kind: Kind, v: &Value) -> Option<Value> {
     match kind {
-        Kind::Raw => Ok(v.clone()),
+        Kind::Raw => Some(v.clone()),
         Kind::Str => match v {
-            Value::String(_) => Ok(v.clone()),
-            Value::Number(n) => Ok(Value::String(n.to_string())),
-            Value::Bool(b) => Ok(Value::String(if *b { "True" } else { "False" }.into())),
-            _ => Err(()),
+            Value::String(_) => Some(v.clone()),
+            Value::Number(n) => Some(Value::String(n.to_string())),
+            Value::Bool(b) => Some(Value::String(if *b { "True" } else { "False" }.into())),
+            _ => None,
         },
         Kind::Path => match v {
-            Value::String(s) => Ok(Value::String(expand_path(s))),
-            _ => Err(()),
+            Value::String(s) => Some(Value::String(expand_path(s))),
+            _ => None,
         },
         Kind::Int => match v {
-            Value::Number(n) if n.is_i64() || n.is_u64() => Ok(v.clone()),
+            Value::Number(n) if n.is_i64() || n.is_u64() => Some(v.clone()),
             Value::Number(n) => match n.as_f64() {
                 Some(f) if f.fract() == 0.0 && f.abs() < 9.0e15 => {
-                    Ok(Value::Number(Number::from(f as i64)))
+                    Some(Value::Number(Number::from(f as i64)))
                 }
-                _ => Err(()),
+                _ => None,
             },
             Value::String(s) => s
                 .trim()
                 .parse::<i64>()
                 .map(|i| Value::Number(i.into()))
-                .map_err(|_| ()),
-            _ => Err(()),
+                .ok(),
+            _ => None,
         },
         Kind::Float => match v {
-            Value::Number(n) => n
-                .as_f64()
-                .and_then(Number::from_f64)
-                .map(Value::Number)
-                .ok_or(()),
+            Value::Number(n) => n.as_f64().and_then(Number::from_f64).map(Value::Number),
             Value::String(s) => s
                 .trim()
                 .parse::<f64>()
                 .ok()
                 .and_then(Number::from_f64)
-                .map(Value::Number)
-                .ok_or(()),
-            _ => Err(()),
+                .map(Value::Number),
+            _ => None,
         },
-        Kind::Bool => parse_bool(v).map(Value::Bool).ok_or(()),
+        Kind::Bool => parse_bool(v).map(Value::Bool),
         Kind::List => match v {
-            Value::Array(_) => Ok(v.clone()),
-            Value::String(s) if s.is_empty() => Ok(Value::Array(Vec::new())),
-            Value::String(s) => Ok(Value::Array(
+            Value::Array(_) => Some(v.clone()),
+            Value::String(s) if s.is_empty() => Some(Value::Array(Vec::new())),
+            Value::String(s) => Some(Value::Array(
                 s.split(',').map(|p| Value::String(p.to_string())).collect(),
             )),
-            Value::Number(n) => Ok(Value::Array(vec![Value::String(n.to_string())])),
-            _ => Err(()),
+            Value::Number(n) => Some(Value::Array(vec![Value::String(n.to_string())])),
+            _ => None,
         },
         Kind::Dict => match v {
-            Value::Object(_) => Ok(v.clone()),
-            Value::String(s) => parse_dict_string(s).ok_or(()),
-            _ => Err(()),
+            Value::Object(_) => Some(v.clone()),
+            Value::String(s) => parse_dict_string(s),
+            _ => None,
         },
     }
 }
@@ -360,8 +355,8 @@ pub fn parse_bool(v: &Value) -> Option<bool> {
     match v {
         Value::Bool(b) => Some(*b),
         Value::Number(n) => match n.as_f64() {
-            Some(f) if f == 1.0 => Some(true),
-            Some(f) if f == 0.0 => Some(false),
+            Some(1.0) => Some(true),
+            Some(0.0) => Some(false),
             _ => None,
         },
         Value::String(s) => match s.trim().to_ascii_lowercase().as_str() {

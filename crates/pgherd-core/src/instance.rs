@@ -153,6 +153,31 @@ impl InstanceFacts {
     }
 }
 
+/// What `state: present` did (or, in check mode, would do).
+#[derive(Debug, Clone)]
+pub struct Configured {
+    pub plan: Plan,
+    pub facts: InstanceFacts,
+}
+
+/// Brings the instance's directories, Patroni configuration and password
+/// file to what the settings and manifest say, touching nothing that is
+/// already right. In check mode, only plans.
+pub fn configure(
+    settings: &Settings,
+    m: &InstanceManifest,
+    check_mode: bool,
+) -> Result<Configured> {
+    let (plan, paths) = plan_configuration(settings, m)?;
+    if !check_mode {
+        plan.apply()?;
+    }
+    Ok(Configured {
+        facts: InstanceFacts::new(settings, m, &paths),
+        plan,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

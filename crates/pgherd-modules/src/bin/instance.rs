@@ -1,1 +1,11 @@
-fn main() {}
+//! The `pgherd.cluster.instance` module binary.
+
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    pgherd_ansible::run(
+        "instance",
+        &pgherd_modules::instance::spec(),
+        &args,
+        pgherd_modules::instance::run_task,
+    )
+}

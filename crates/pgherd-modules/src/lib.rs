@@ -1,0 +1,36 @@
+//! The modules of the `pgherd.cluster` collection: each one's argument spec
+//! and the glue from a validated task to one pgherd-core call. The binaries
+//! in `src/bin/` only hand their arguments to [`pgherd_ansible::run`].
+
+pub mod instance;
+pub mod patroni;
+
+use pgherd_ansible::Failure;
+use pgherd_core::settings::{Settings, SettingsSource};
+use serde_json::Value;
+
+/// The `settings` option: a path, an inline mapping, or the default file.
+pub fn settings_source(value: &Value) -> Result<SettingsSource, Failure> {
+    match value {
+        Value::Null => Ok(SettingsSource::Default),
+        Value::String(path) => Ok(SettingsSource::File(
+            pgherd_ansible::validate::expand_path(path).into(),
+        )),
+        Value::Object(_) => Ok(SettingsSource::Inline(value.clone())),
+        _ => Err(Failure::new(
+            "option 'settings' must be the path of a settings file or a mapping of settings",
+        )),
+    }
+}
+
+/// Loads the task's settings.
+pub fn load_settings(value: &Value) -> Result<Settings, Failure> {
+    Ok(Settings::load(&settings_source(value)?)?)
+}
+
+/// The `settings` option, shared by every module.
+pub fn settings_option() -> pgherd_ansible::OptionSpec {
+    pgherd_ansible::OptionSpec::new("settings", pgherd_ansible::Kind::Raw)
+        .doc("Site settings: the path of a YAML file, or the settings as a mapping.")
+        .doc("When not given, C(/etc/pgherd/settings.yaml) is read if it exists, else built-in defaults apply.")
+}

@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# The whole test suite, on a fresh machine or a used one: installs what is
+# missing, checks formatting and lints, builds the collection, then runs the
+# unit tests and the end-to-end tests against real etcd, Patroni and Ansible.
+set -euo pipefail
+repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cd "$repo"
+
+step() { printf '\n== %s\n' "$*" >&2; }
+
+step "setup"
+bash scripts/setup.sh
+step "format"
+cargo fmt --all -- --check
+step "lint"
+cargo clippy --workspace --all-targets --locked -- -D warnings
+step "build the collection"
+bash scripts/build-collection.sh
+step "tests"
+log=$(mktemp)
+trap 'rm -f "$log"' EXIT
+status=0
+cargo test --workspace --locked 2>&1 | tee "$log" || status=$?
+# One closing line for the whole run: cargo's own last line is often a
+# doc-test run of zero tests.
+awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($(i+1) ~ /^passed/) p += $i; if ($(i+1) ~ /^failed/) f += $i } }
+     END { printf "pgherd: %d passed, %d failed\n", p, f }' "$log"
+exit "$status"

@@ -1,0 +1,380 @@
+//! The end-to-end harness: real etcd, real Patroni, real ansible-playbook,
+//! on loopback addresses, in throwaway directories. Tests assert on what the
+//! host and the cluster really are.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant, SystemTime};
+
+use serde_json::Value;
+
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("tests/ sits in the repository")
+        .to_path_buf()
+}
+
+/// A program of the project's virtualenv (made by `scripts/setup.sh`).
+pub fn venv_bin(name: &str) -> PathBuf {
+    let path = repo_root().join(".venv/bin").join(name);
+    assert!(
+        path.exists(),
+        "{} is missing: run scripts/setup.sh first",
+        path.display()
+    );
+    path
+}
+
+/// The directory holding `ansible_collections/pgherd/cluster`.
+pub fn collections_path() -> PathBuf {
+    repo_root().join("ansible_collection")
+}
+
+fn newest_mtime(dir: &Path, newest: &mut SystemTime) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            newest_mtime(&p, newest);
+        } else if p.extension().is_some_and(|x| x == "rs" || x == "toml") {
+            if let Ok(m) = e.metadata().and_then(|m| m.modified()) {
+                *newest = (*newest).max(m);
+            }
+        }
+    }
+}
+
+/// Fails unless the collection holds module binaries built after the last
+/// change of the sources: the tests must never run yesterday's modules.
+pub fn assert_collection_is_fresh() {
+    let modules = collections_path().join("ansible_collections/pgherd/cluster/plugins/modules");
+    let mut newest = SystemTime::UNIX_EPOCH;
+    newest_mtime(&repo_root().join("crates"), &mut newest);
+    for name in ["Cargo.lock", "Cargo.toml"] {
+        if let Ok(m) = std::fs::metadata(repo_root().join(name)).and_then(|m| m.modified()) {
+            newest = newest.max(m);
+        }
+    }
+    for m in ["instance", "patroni"] {
+        let bin = modules.join(m);
+        let built = std::fs::metadata(&bin)
+            .and_then(|m| m.modified())
+            .unwrap_or_else(|_| {
+                panic!(
+                    "{} is missing: run scripts/build-collection.sh",
+                    bin.display()
+                )
+            });
+        assert!(
+            built >= newest,
+            "{} is older than the sources: run scripts/build-collection.sh",
+            bin.display()
+        );
+    }
+}
+
+/// A directory for one test, readable by the postgres user, removed at
+/// the end unless `PGHERD_KEEP` is set.
+pub struct TestDir {
+    pub path: PathBuf,
+}
+
+impl TestDir {
+    pub fn new(tag: &str) -> TestDir {
+        let base = std::env::temp_dir().join("pgherd-e2e");
+        std::fs::create_dir_all(&base).expect("create the e2e base directory");
+        std::fs::set_permissions(&base, std::fs::Permissions::from_mode(0o755)).ok();
+        let path = base.join(format!("{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&path);
+        std::fs::create_dir_all(&path).expect("create the test directory");
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).ok();
+        TestDir { path }
+    }
+
+    pub fn join(&self, p: &str) -> PathBuf {
+        self.path.join(p)
+    }
+}
+
+impl Drop for TestDir {
+    fn drop(&mut self) {
+        if std::env::var_os("PGHERD_KEEP").is_none() {
+            let _ = std::fs::remove_dir_all(&self.path);
+        }
+    }
+}
+
+/// Polls `probe` every 50 ms until it returns `Some`, or panics after
+/// `deadline` with what `describe` says was last seen.
+pub fn wait_for<T>(
+    what: &str,
+    deadline: Duration,
+    mut probe: impl FnMut() -> Option<T>,
+    describe: impl Fn() -> String,
+) -> T {
+    let start = Instant::now();
+    loop {
+        if let Some(v) = probe() {
+            return v;
+        }
+        if start.elapsed() > deadline {
+            panic!(
+                "timed out after {:?} waiting for {what}; last seen: {}",
+                deadline,
+                describe()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// A plain HTTP GET on loopback: status and body.
+pub fn http_get(addr: &str, path: &str) -> Option<(u16, String)> {
+    let sock: SocketAddr = addr.parse().ok()?;
+    let mut s = TcpStream::connect_timeout(&sock, Duration::from_millis(500)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+    write!(
+        s,
+        "GET {path} HTTP/1.0\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
+    let mut text = String::new();
+    s.read_to_string(&mut text).ok()?;
+    let status = text.split_whitespace().nth(1)?.parse().ok()?;
+    let body = text.split_once("\r\n\r\n").map(|(_, b)| b.to_string())?;
+    Some((status, body))
+}
+
+/// One etcd member on 127.0.0.1, killed when dropped.
+pub struct Etcd {
+    child: Child,
+    pub client_addr: String,
+    log: PathBuf,
+}
+
+impl Etcd {
+    pub fn start(dir: &Path, client_port: u16, peer_port: u16) -> Etcd {
+        let data = dir.join(format!("etcd-{client_port}"));
+        let log = dir.join(format!("etcd-{client_port}.log"));
+        let client = format!("http://127.0.0.1:{client_port}");
+        let peer = format!("http://127.0.0.1:{peer_port}");
+        let child = Command::new("etcd")
+            .arg("--name")
+            .arg(format!("e2e-{client_port}"))
+            .arg("--data-dir")
+            .arg(&data)
+            .args([
+                "--listen-client-urls",
+                &client,
+                "--advertise-client-urls",
+                &client,
+            ])
+            .args([
+                "--listen-peer-urls",
+                &peer,
+                "--initial-advertise-peer-urls",
+                &peer,
+            ])
+            .arg("--initial-cluster")
+            .arg(format!("e2e-{client_port}={peer}"))
+            .stdin(Stdio::null())
+            .stdout(std::fs::File::create(&log).expect("etcd log"))
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("start etcd (is etcd-server installed? scripts/setup.sh)");
+        let etcd = Etcd {
+            child,
+            client_addr: format!("127.0.0.1:{client_port}"),
+            log,
+        };
+        let addr = etcd.client_addr.clone();
+        wait_for(
+            "etcd to report healthy",
+            Duration::from_secs(20),
+            || match http_get(&addr, "/health") {
+                Some((200, body)) if body.contains("true") => Some(()),
+                _ => None,
+            },
+            || tail(&etcd.log, 5),
+        );
+        etcd
+    }
+}
+
+impl Drop for Etcd {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The last `n` lines of a file.
+pub fn tail(path: &Path, n: usize) -> String {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(n)..].join("\n")
+}
+
+/// One task result, as the `pgherd_events` callback recorded it.
+#[derive(Debug, Clone)]
+pub struct TaskEvent {
+    pub host: String,
+    pub task: String,
+    pub status: String,
+    pub result: Value,
+}
+
+impl TaskEvent {
+    pub fn changed(&self) -> bool {
+        self.result["changed"].as_bool().unwrap_or(false)
+    }
+}
+
+/// What an `ansible-playbook` run did.
+#[derive(Debug)]
+pub struct PlaybookRun {
+    pub output: Output,
+    pub events: Vec<TaskEvent>,
+}
+
+impl PlaybookRun {
+    pub fn succeeded(&self) -> bool {
+        self.output.status.success()
+    }
+
+    pub fn stdout(&self) -> String {
+        String::from_utf8_lossy(&self.output.stdout).into_owned()
+    }
+
+    /// Everything the run printed, for assertion messages.
+    pub fn transcript(&self) -> String {
+        format!(
+            "{}\n--- stderr ---\n{}",
+            self.stdout(),
+            String::from_utf8_lossy(&self.output.stderr)
+        )
+    }
+
+    pub fn changed_tasks(&self) -> Vec<&TaskEvent> {
+        self.events.iter().filter(|e| e.changed()).collect()
+    }
+
+    pub fn failed_tasks(&self) -> Vec<&TaskEvent> {
+        self.events
+            .iter()
+            .filter(|e| e.status == "failed" || e.status == "unreachable")
+            .collect()
+    }
+}
+
+/// Runs `ansible-playbook` from the project's virtualenv with the
+/// repository's collection, recording every task result.
+pub fn ansible_playbook(
+    dir: &Path,
+    playbook: &Path,
+    inventory: &Path,
+    extra: &[&str],
+) -> PlaybookRun {
+    let events = dir.join(format!(
+        "events-{}.jsonl",
+        SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0)
+    ));
+    let venv = repo_root().join(".venv/bin");
+    let path = format!(
+        "{}:{}",
+        venv.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let tmp = dir.join("ansible-tmp");
+    let output = Command::new(venv_bin("ansible-playbook"))
+        .arg("-i")
+        .arg(inventory)
+        .arg(playbook)
+        .args(extra)
+        .current_dir(dir)
+        .env("PATH", path)
+        .env("ANSIBLE_COLLECTIONS_PATH", collections_path())
+        .env(
+            "ANSIBLE_CALLBACK_PLUGINS",
+            repo_root().join("tests/ansible/callback_plugins"),
+        )
+        .env("ANSIBLE_CALLBACKS_ENABLED", "pgherd_events")
+        .env("PGHERD_EVENTS_FILE", &events)
+        .env("ANSIBLE_NOCOLOR", "1")
+        .env("ANSIBLE_RETRY_FILES_ENABLED", "0")
+        .env("ANSIBLE_LOCAL_TEMP", tmp.join("local"))
+        .env("ANSIBLE_REMOTE_TMP", tmp.join("remote"))
+        .env("ANSIBLE_HOME", tmp.join("home"))
+        .stdin(Stdio::null())
+        .output()
+        .expect("run ansible-playbook");
+    let events = std::fs::read_to_string(&events)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .map(|v| TaskEvent {
+            host: v["host"].as_str().unwrap_or_default().to_string(),
+            task: v["task"].as_str().unwrap_or_default().to_string(),
+            status: v["status"].as_str().unwrap_or_default().to_string(),
+            result: v["result"].clone(),
+        })
+        .collect();
+    PlaybookRun { output, events }
+}
+
+/// Content hash, mode, owner and mtime of every file under `dir`, to show
+/// that a run touched nothing.
+pub fn snapshot(dir: &Path) -> Vec<(PathBuf, u64, u32, u32, SystemTime)> {
+    use std::hash::{Hash, Hasher};
+    use std::os::unix::fs::MetadataExt;
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let Ok(entries) = std::fs::read_dir(&d) else {
+            continue;
+        };
+        for e in entries.flatten() {
+            let p = e.path();
+            let Ok(meta) = std::fs::symlink_metadata(&p) else {
+                continue;
+            };
+            if meta.is_dir() {
+                stack.push(p.clone());
+            }
+            let mut h = std::collections::hash_map::DefaultHasher::new();
+            if meta.is_file() {
+                std::fs::read(&p).unwrap_or_default().hash(&mut h);
+            }
+            out.push((
+                p,
+                h.finish(),
+                meta.mode(),
+                meta.uid(),
+                meta.modified().unwrap_or(SystemTime::UNIX_EPOCH),
+            ));
+        }
+    }
+    out.sort();
+    out
+}
+
+/// The uid of a user, for ownership checks.
+pub fn uid_of(user: &str) -> u32 {
+    let out = Command::new("id")
+        .args(["-u", user])
+        .output()
+        .expect("run id");
+    String::from_utf8_lossy(&out.stdout)
+        .trim()
+        .parse()
+        .unwrap_or_else(|_| panic!("user {user} does not exist: run scripts/setup.sh"))
+}
