@@ -30,6 +30,21 @@ pub enum Error {
     #[error("operating-system user {user:?}: {msg}")]
     User { user: String, msg: String },
 
+    #[error("{method} {url}: {msg}")]
+    Rest {
+        method: String,
+        url: String,
+        msg: String,
+    },
+
+    /// A wait that ran out: what was awaited and what was last seen.
+    #[error("timed out after {waited_secs}s waiting for {what}; last seen: {last_seen}")]
+    Timeout {
+        what: String,
+        waited_secs: u64,
+        last_seen: String,
+    },
+
     #[error("{0}")]
     Other(String),
 }

@@ -16,8 +16,21 @@ pub struct Owner {
     pub gid: u32,
 }
 
+/// An operating-system user that processes run as.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Account {
+    pub name: String,
+    pub owner: Owner,
+    pub home: PathBuf,
+}
+
 /// Looks up `user` (and `group`, else the user's primary group).
 pub fn lookup_owner(user: &str, group: Option<&str>) -> Result<Owner> {
+    lookup_account(user, group).map(|a| a.owner)
+}
+
+/// Looks up `user`, its home, and `group` (else its primary group).
+pub fn lookup_account(user: &str, group: Option<&str>) -> Result<Account> {
     let err = |msg: String| Error::User {
         user: user.to_string(),
         msg,
@@ -44,6 +57,13 @@ pub fn lookup_owner(user: &str, group: Option<&str>) -> Result<Owner> {
     }
     let uid = pwd.pw_uid;
     let mut gid = pwd.pw_gid;
+    let home = if pwd.pw_dir.is_null() {
+        PathBuf::from("/")
+    } else {
+        // SAFETY: pw_dir points to a NUL-terminated string inside `buf`.
+        let dir = unsafe { std::ffi::CStr::from_ptr(pwd.pw_dir) };
+        PathBuf::from(dir.to_string_lossy().into_owned())
+    };
     if let Some(group) = group {
         let c_group = CString::new(group).map_err(|_| err("group contains a NUL byte".into()))?;
         // SAFETY: as above, for group.
@@ -63,12 +83,31 @@ pub fn lookup_owner(user: &str, group: Option<&str>) -> Result<Owner> {
         }
         gid = grp.gr_gid;
     }
-    Ok(Owner { uid, gid })
+    Ok(Account {
+        name: user.to_string(),
+        owner: Owner { uid, gid },
+        home,
+    })
 }
 
 pub fn running_as_root() -> bool {
+    current_uid() == 0
+}
+
+pub fn current_uid() -> u32 {
     // SAFETY: geteuid has no preconditions.
-    unsafe { libc::geteuid() == 0 }
+    unsafe { libc::geteuid() }
+}
+
+/// Removes a file or a whole directory tree; a missing path is fine.
+pub fn remove_path(path: &Path) -> Result<()> {
+    let result = match fs::symlink_metadata(path) {
+        Ok(m) if m.is_dir() => fs::remove_dir_all(path),
+        Ok(_) => fs::remove_file(path),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => Err(e),
+    };
+    result.map_err(|e| Error::io(path, "removing", e))
 }
 
 /// What is on disk at a path.

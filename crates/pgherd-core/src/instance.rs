@@ -1,8 +1,6 @@
 //! One PostgreSQL + Patroni node on this host: its wanted files, the plan
 //! that gets them there, and what the module reports about it.
 
-use serde::Serialize;
-
 use crate::error::Result;
 use crate::fs::{lookup_owner, running_as_root, Owner};
 use crate::manifest::InstanceManifest;
@@ -49,12 +47,13 @@ pub fn render_passfile(settings: &Settings, m: &InstanceManifest) -> Option<Stri
 }
 
 /// The directories an instance needs before Patroni starts.
-pub fn desired_dirs(paths: &InstancePaths) -> Vec<DesiredDir> {
+pub fn desired_dirs(paths: &InstancePaths, owner: Option<Owner>) -> Vec<DesiredDir> {
     let mut dirs = Vec::new();
     let mut add = |p: &std::path::Path, mode| {
         dirs.push(DesiredDir {
             path: p.to_path_buf(),
             mode,
+            owner,
         })
     };
     // initdb and pg_basebackup create the data and WAL directories
@@ -83,12 +82,14 @@ pub fn desired_files(
     settings: &Settings,
     m: &InstanceManifest,
     paths: &InstancePaths,
+    owner: Option<Owner>,
 ) -> Result<Vec<DesiredFile>> {
     let mut files = vec![DesiredFile {
         path: paths.config.clone(),
         content: Content(render_patroni_config(settings, m, paths)?.into_bytes()),
         mode: 0o600,
         kind: FileKind::Yaml,
+        owner,
     }];
     if let Some(text) = render_passfile(settings, m) {
         files.push(DesiredFile {
@@ -96,6 +97,7 @@ pub fn desired_files(
             content: Content(text.into_bytes()),
             mode: 0o600,
             kind: FileKind::Pgpass,
+            owner,
         });
     }
     Ok(files)
@@ -118,64 +120,10 @@ pub fn plan_configuration(
     m: &InstanceManifest,
 ) -> Result<(Plan, InstancePaths)> {
     let paths = InstancePaths::new(settings, m);
-    let files = desired_files(settings, m, &paths)?;
-    let plan = Plan::compute(&desired_dirs(&paths), &files, file_owner(settings)?)?;
+    let owner = file_owner(settings)?;
+    let files = desired_files(settings, m, &paths, owner)?;
+    let plan = Plan::compute(&desired_dirs(&paths, owner), &files)?;
     Ok((plan, paths))
-}
-
-/// The `instance` return value's description of the node.
-#[derive(Debug, Clone, Serialize)]
-pub struct InstanceFacts {
-    pub name: String,
-    pub version: String,
-    pub port: u16,
-    pub cluster: String,
-    pub node: String,
-    pub data_dir: String,
-    pub config: String,
-    pub passfile: Option<String>,
-    pub restapi: String,
-}
-
-impl InstanceFacts {
-    pub fn new(settings: &Settings, m: &InstanceManifest, paths: &InstancePaths) -> Self {
-        InstanceFacts {
-            name: m.name.to_string(),
-            version: m.version.to_string(),
-            port: m.port,
-            cluster: m.cluster.to_string(),
-            node: m.node.to_string(),
-            data_dir: paths.data_dir.display().to_string(),
-            config: paths.config.display().to_string(),
-            passfile: render_passfile(settings, m).map(|_| paths.passfile.display().to_string()),
-            restapi: m.restapi_connect_address.clone(),
-        }
-    }
-}
-
-/// What `state: present` did (or, in check mode, would do).
-#[derive(Debug, Clone)]
-pub struct Configured {
-    pub plan: Plan,
-    pub facts: InstanceFacts,
-}
-
-/// Brings the instance's directories, Patroni configuration and password
-/// file to what the settings and manifest say, touching nothing that is
-/// already right. In check mode, only plans.
-pub fn configure(
-    settings: &Settings,
-    m: &InstanceManifest,
-    check_mode: bool,
-) -> Result<Configured> {
-    let (plan, paths) = plan_configuration(settings, m)?;
-    if !check_mode {
-        plan.apply()?;
-    }
-    Ok(Configured {
-        facts: InstanceFacts::new(settings, m, &paths),
-        plan,
-    })
 }
 
 #[cfg(test)]

@@ -5,6 +5,8 @@
 pub mod error;
 pub mod fs;
 pub mod instance;
+pub mod lifecycle;
+pub mod logs;
 pub mod manifest;
 pub mod merge;
 pub mod names;
@@ -12,7 +14,11 @@ pub mod paths;
 pub mod patroni_config;
 pub mod pg_hba;
 pub mod plan;
+pub mod rest;
+pub mod service;
 pub mod settings;
+pub mod sql;
+pub mod wait;
 pub mod yaml;
 
 pub use error::{Error, Result};

@@ -45,3 +45,11 @@ impl InstancePaths {
         }
     }
 }
+
+impl InstancePaths {
+    /// Standard output and error of a Patroni started without systemd:
+    /// what Patroni prints before its own log is set up.
+    pub fn patroni_console_log(&self) -> PathBuf {
+        self.patroni_log_dir.join("patroni.console.log")
+    }
+}

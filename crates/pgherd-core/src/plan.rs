@@ -17,6 +17,8 @@ pub enum FileKind {
     Yaml,
     /// A libpq password file: the last field of each entry is a secret.
     Pgpass,
+    /// Nothing secret in it.
+    Plain,
 }
 
 /// File content that must not end up in logs through `Debug`.
@@ -36,6 +38,8 @@ pub struct DesiredFile {
     pub content: Content,
     pub mode: u32,
     pub kind: FileKind,
+    /// Given to this owner when set; else left to whoever writes it.
+    pub owner: Option<Owner>,
 }
 
 /// A directory that must exist.
@@ -43,6 +47,7 @@ pub struct DesiredFile {
 pub struct DesiredDir {
     pub path: PathBuf,
     pub mode: u32,
+    pub owner: Option<Owner>,
 }
 
 #[derive(Debug, Clone)]
@@ -50,6 +55,7 @@ pub enum Change {
     CreateDir {
         path: PathBuf,
         mode: u32,
+        owner: Option<Owner>,
     },
     WriteFile {
         path: PathBuf,
@@ -60,19 +66,20 @@ pub enum Change {
         after: String,
         content: Content,
         mode: u32,
+        owner: Option<Owner>,
     },
     /// Same bytes, wrong mode or owner.
     FixFile {
         path: PathBuf,
         mode_before: u32,
         mode: u32,
+        owner: Option<Owner>,
     },
 }
 
 #[derive(Debug, Clone, Default)]
 pub struct Plan {
     pub changes: Vec<Change>,
-    pub owner: Option<Owner>,
 }
 
 /// Masks secrets in a file's text for a diff.
@@ -86,6 +93,7 @@ pub fn mask_secrets(text: &str, kind: FileKind) -> String {
         let masked = match kind {
             FileKind::Yaml => mask_yaml_line(body),
             FileKind::Pgpass => mask_pgpass_line(body),
+            FileKind::Plain => body.to_string(),
         };
         out.push_str(&masked);
         out.push_str(newline);
@@ -136,30 +144,29 @@ fn mask_pgpass_line(line: &str) -> String {
 
 impl Plan {
     /// Compares the wanted directories and files with the disk.
-    pub fn compute(
-        dirs: &[DesiredDir],
-        files: &[DesiredFile],
-        owner: Option<Owner>,
-    ) -> Result<Plan> {
+    pub fn compute(dirs: &[DesiredDir], files: &[DesiredFile]) -> Result<Plan> {
         let mut changes = Vec::new();
         let mut planned: Vec<PathBuf> = Vec::new();
-        let mut want_dir = |path: &Path, mode: u32, changes: &mut Vec<Change>| {
-            for missing in missing_dirs(path) {
-                if !planned.contains(&missing) {
-                    planned.push(missing.clone());
-                    changes.push(Change::CreateDir {
-                        path: missing,
-                        mode,
-                    });
+        let mut want_dir =
+            |path: &Path, mode: u32, owner: Option<Owner>, changes: &mut Vec<Change>| {
+                for missing in missing_dirs(path) {
+                    if !planned.contains(&missing) {
+                        planned.push(missing.clone());
+                        changes.push(Change::CreateDir {
+                            path: missing,
+                            mode,
+                            owner,
+                        });
+                    }
                 }
-            }
-        };
+            };
         for d in dirs {
-            want_dir(&d.path, d.mode, &mut changes);
+            want_dir(&d.path, d.mode, d.owner, &mut changes);
         }
         for f in files {
+            let owner = f.owner;
             if let Some(parent) = f.path.parent() {
-                want_dir(parent, 0o750, &mut changes);
+                want_dir(parent, 0o750, owner, &mut changes);
             }
             match observe_file(&f.path)? {
                 None => changes.push(Change::WriteFile {
@@ -169,6 +176,7 @@ impl Plan {
                     after: mask_secrets(&String::from_utf8_lossy(&f.content.0), f.kind),
                     content: f.content.clone(),
                     mode: f.mode,
+                    owner,
                 }),
                 Some(seen) if seen.content != f.content.0 => changes.push(Change::WriteFile {
                     path: f.path.clone(),
@@ -180,6 +188,7 @@ impl Plan {
                     after: mask_secrets(&String::from_utf8_lossy(&f.content.0), f.kind),
                     content: f.content.clone(),
                     mode: f.mode,
+                    owner,
                 }),
                 Some(seen) => {
                     let owner_differs =
@@ -189,12 +198,13 @@ impl Plan {
                             path: f.path.clone(),
                             mode_before: seen.mode,
                             mode: f.mode,
+                            owner,
                         });
                     }
                 }
             }
         }
-        Ok(Plan { changes, owner })
+        Ok(Plan { changes })
     }
 
     pub fn is_empty(&self) -> bool {
@@ -206,7 +216,7 @@ impl Plan {
         self.changes
             .iter()
             .map(|c| match c {
-                Change::CreateDir { path, mode } => json!({
+                Change::CreateDir { path, mode, .. } => json!({
                     "before_header": path,
                     "after_header": path,
                     "before": {"path": path, "state": "absent"},
@@ -224,6 +234,7 @@ impl Plan {
                     path,
                     mode_before,
                     mode,
+                    ..
                 } => json!({
                     "before_header": path,
                     "after_header": path,
@@ -255,14 +266,17 @@ impl Plan {
     pub fn apply(&self) -> Result<()> {
         for c in &self.changes {
             match c {
-                Change::CreateDir { path, mode } => create_dir(path, *mode, self.owner)?,
+                Change::CreateDir { path, mode, owner } => create_dir(path, *mode, *owner)?,
                 Change::WriteFile {
                     path,
                     content,
                     mode,
+                    owner,
                     ..
-                } => write_atomic(path, &content.0, *mode, self.owner)?,
-                Change::FixFile { path, mode, .. } => set_mode_owner(path, *mode, self.owner)?,
+                } => write_atomic(path, &content.0, *mode, *owner)?,
+                Change::FixFile {
+                    path, mode, owner, ..
+                } => set_mode_owner(path, *mode, *owner)?,
             }
         }
         Ok(())
@@ -309,12 +323,14 @@ mod tests {
             content: Content(b"password: abc\n".to_vec()),
             mode: 0o600,
             kind: FileKind::Yaml,
+            owner: None,
         }];
         let dirs = vec![DesiredDir {
             path: d.join("log"),
             mode: 0o750,
+            owner: None,
         }];
-        let plan = Plan::compute(&dirs, &files, None).unwrap();
+        let plan = Plan::compute(&dirs, &files).unwrap();
         assert_eq!(
             plan.summary(),
             vec![
@@ -327,13 +343,13 @@ mod tests {
         let diff = serde_json::to_string(&plan.diff()).unwrap();
         assert!(!diff.contains("abc"), "{diff}");
         plan.apply().unwrap();
-        assert!(Plan::compute(&dirs, &files, None).unwrap().is_empty());
+        assert!(Plan::compute(&dirs, &files).unwrap().is_empty());
         std::fs::set_permissions(
             d.join("etc/x.yaml"),
             std::os::unix::fs::PermissionsExt::from_mode(0o644),
         )
         .unwrap();
-        let fix = Plan::compute(&dirs, &files, None).unwrap();
+        let fix = Plan::compute(&dirs, &files).unwrap();
         assert_eq!(
             fix.summary(),
             vec![format!(
@@ -342,7 +358,7 @@ mod tests {
             )]
         );
         fix.apply().unwrap();
-        assert!(Plan::compute(&dirs, &files, None).unwrap().is_empty());
+        assert!(Plan::compute(&dirs, &files).unwrap().is_empty());
         std::fs::remove_dir_all(&d).ok();
     }
 }

@@ -2,7 +2,9 @@
 //! host.
 
 use pgherd_ansible::{Failure, Kind, OptionSpec, Outcome, Spec, Task};
-use pgherd_core::instance::configure;
+use std::time::Duration;
+
+use pgherd_core::lifecycle::{apply_state, DesiredState};
 use pgherd_core::manifest::{InstanceManifest, InstanceOptions};
 use serde_json::{json, Map, Value};
 
@@ -70,7 +72,10 @@ pub fn spec() -> Spec {
         OptionSpec::new("state", Kind::Str)
             .default("started")
             .choices(STATES)
-            .doc("C(present) writes the configuration without starting anything."),
+            .doc("C(present) writes the configuration without starting anything; C(started) also starts \
+                  Patroni and waits until the node leads or streams; C(stopped) stops Patroni and PostgreSQL; \
+                  C(restarted) restarts PostgreSQL through Patroni (or starts it); C(absent) stops and removes \
+                  the configuration, logs and data, leaving the DCS alone."),
         settings_option(),
         OptionSpec::new("patroni", Kind::Dict)
             .suboptions(patroni)
@@ -91,6 +96,10 @@ pub fn spec() -> Spec {
             .doc("Extra pg_hba.conf lines, placed before the generated remote entries."),
         OptionSpec::new("conf_settings", Kind::Dict)
             .doc("Mapping merged last into the Patroni configuration file; a null value deletes the key."),
+        OptionSpec::new("wait_timeout", Kind::Int)
+            .default(300)
+            .doc("Seconds to wait for the node to run (leader, or replica streaming) or to stop. \
+                  On timeout the task fails with the last Patroni state seen and the last lines of the logs."),
         OptionSpec::new("dynamic_conf_settings", Kind::Dict)
             .doc("Mapping merged into C(bootstrap.dcs), the dynamic configuration a new cluster starts with; null deletes."),
     ])
@@ -104,33 +113,29 @@ pub fn run_task(task: &Task) -> Result<Outcome, Failure> {
     let options: InstanceOptions = serde_json::from_value(Value::Object(p.clone()))
         .map_err(|e| Failure::new(format!("instance options: {e}")))?;
     let manifest = InstanceManifest::from_options(&options, &settings)?;
-    match state {
-        "present" => {
-            let done = configure(&settings, &manifest, task.check_mode)?;
-            let changes = done.plan.summary();
-            let mut values = Map::new();
-            values.insert("instance".into(), json!(done.facts));
-            values.insert("changes".into(), json!(changes));
-            Ok(Outcome {
-                changed: !done.plan.is_empty(),
-                msg: Some(if changes.is_empty() {
-                    format!("instance {} is configured", manifest.qualified_name())
-                } else {
-                    format!(
-                        "instance {}: {}",
-                        manifest.qualified_name(),
-                        changes.join("; ")
-                    )
-                }),
-                diff: done.plan.diff(),
-                warnings: Vec::new(),
-                values,
-            })
+    let state: DesiredState = state.parse()?;
+    let timeout = match p["wait_timeout"].as_i64() {
+        Some(t) if t > 0 => Duration::from_secs(t as u64),
+        _ => {
+            return Err(Failure::new(
+                "option 'wait_timeout' must be a positive number of seconds",
+            ))
         }
-        other => Err(Failure::new(format!(
-            "state '{other}' of instance {} is not implemented yet; use state: present to write \
-             its configuration without starting it",
-            manifest.qualified_name()
-        ))),
-    }
+    };
+    let report = apply_state(&settings, &manifest, state, task.check_mode, timeout)?;
+    let mut values = Map::new();
+    values.insert("instance".into(), json!(report.facts));
+    values.insert("changes".into(), json!(report.changes));
+    let name = manifest.qualified_name();
+    Ok(Outcome {
+        changed: report.changed(),
+        msg: Some(if report.changes.is_empty() {
+            format!("instance {name} is as requested")
+        } else {
+            format!("instance {name}: {}", report.changes.join("; "))
+        }),
+        diff: report.diff,
+        warnings: report.warnings,
+        values,
+    })
 }

@@ -1,0 +1,497 @@
+//! The states of an instance: present, started, stopped, restarted, absent.
+//! Each computes what differs (files and service), reports it in check mode,
+//! and otherwise applies it and waits for the node to be what was asked,
+//! with a deadline.
+
+use std::path::PathBuf;
+use std::str::FromStr;
+use std::time::Duration;
+
+use serde::Serialize;
+use serde_json::Value;
+
+use crate::error::{Error, Result};
+use crate::fs::{current_uid, lookup_account, remove_path, running_as_root, Account};
+use crate::instance::{desired_dirs, desired_files, render_passfile};
+use crate::logs::instance_log_tails;
+use crate::manifest::InstanceManifest;
+use crate::paths::InstancePaths;
+use crate::plan::{Change, Plan};
+use crate::rest::{ClusterStatus, Endpoint, NodeStatus, RestClient};
+use crate::service::Service;
+use crate::settings::Settings;
+use crate::sql::Psql;
+use crate::wait::{wait_until, Probe};
+
+/// Timeout of one REST call made while polling.
+const POLL_REQUEST_TIMEOUT: Duration = Duration::from_secs(3);
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DesiredState {
+    Present,
+    Started,
+    Stopped,
+    Restarted,
+    Absent,
+}
+
+impl FromStr for DesiredState {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        Ok(match s {
+            "present" => DesiredState::Present,
+            "started" => DesiredState::Started,
+            "stopped" => DesiredState::Stopped,
+            "restarted" => DesiredState::Restarted,
+            "absent" => DesiredState::Absent,
+            other => return Err(Error::Other(format!(
+                "state must be one of present, started, stopped, restarted, absent; got {other:?}"
+            ))),
+        })
+    }
+}
+
+/// A member of the cluster, as the instance facts show it.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct MemberFacts {
+    pub name: String,
+    pub role: String,
+    pub state: String,
+    pub host: String,
+    pub timeline: Option<u64>,
+    pub lag: Option<Value>,
+}
+
+/// The `instance` return value.
+#[derive(Debug, Clone, Serialize, Default)]
+pub struct InstanceFacts {
+    pub name: String,
+    pub version: String,
+    pub port: u16,
+    pub cluster: String,
+    pub node: String,
+    pub data_dir: String,
+    pub config: String,
+    pub passfile: Option<String>,
+    pub restapi: String,
+    /// Whether Patroni runs.
+    pub running: bool,
+    pub role: Option<String>,
+    pub state: Option<String>,
+    pub timeline: Option<u64>,
+    pub pending_restart: bool,
+    pub pending_restart_parameters: Vec<String>,
+    pub members: Vec<MemberFacts>,
+}
+
+/// What a run did, or in check mode would do.
+#[derive(Debug, Clone, Default)]
+pub struct Report {
+    pub changes: Vec<String>,
+    pub diff: Vec<Value>,
+    pub warnings: Vec<String>,
+    pub facts: InstanceFacts,
+}
+
+impl Report {
+    pub fn changed(&self) -> bool {
+        !self.changes.is_empty()
+    }
+}
+
+/// Who Patroni and psql run as: the settings' user when pgherd runs as
+/// root; nobody else when pgherd already runs as that user.
+pub fn run_as_account(settings: &Settings) -> Result<Option<Account>> {
+    let account = lookup_account(&settings.sysuser, settings.sysgroup.as_deref())?;
+    if running_as_root() {
+        return Ok(Some(account));
+    }
+    if account.owner.uid != current_uid() {
+        return Err(Error::User {
+            user: settings.sysuser.clone(),
+            msg: format!(
+                "owns the instance but the module runs as uid {}: run it as root \
+                 (become: true) or as {} (become_user)",
+                current_uid(),
+                settings.sysuser
+            ),
+        });
+    }
+    Ok(None)
+}
+
+/// Everything one run needs to know about the instance.
+struct Node<'a> {
+    settings: &'a Settings,
+    m: &'a InstanceManifest,
+    paths: InstancePaths,
+    service: Service,
+    run_as: Option<Account>,
+    timeout: Duration,
+}
+
+impl Node<'_> {
+    fn rest(&self, timeout: Duration) -> Result<RestClient> {
+        RestClient::new(Endpoint::for_instance(self.settings, self.m), timeout)
+    }
+
+    fn psql(&self) -> Psql {
+        Psql::for_instance(self.settings, self.m, &self.paths, self.run_as.clone())
+    }
+
+    fn name(&self) -> String {
+        format!("{} ({})", self.m.qualified_name(), self.m.node)
+    }
+
+    /// Waits until the node is a running leader or a streaming replica.
+    fn wait_healthy(&self) -> Result<NodeStatus> {
+        let rest = self.rest(POLL_REQUEST_TIMEOUT)?;
+        wait_until(
+            &format!(
+                "instance {} to run as leader or as a streaming replica",
+                self.name()
+            ),
+            self.timeout,
+            || {
+                match self.service.patroni_pid() {
+                    Ok(Some(_)) => {}
+                    Ok(None) => {
+                        return Probe::Failed(Error::Other(format!(
+                            "Patroni of instance {} exited; {}",
+                            self.name(),
+                            instance_log_tails(&self.paths)
+                        )))
+                    }
+                    Err(e) => return Probe::Failed(e),
+                }
+                match rest.patroni() {
+                    Ok(s) if s.is_healthy() => Probe::Ready(s),
+                    Ok(s) => Probe::Waiting(format!("Patroni reports {}", s.describe())),
+                    Err(e) => Probe::Waiting(e.to_string()),
+                }
+            },
+            || instance_log_tails(&self.paths),
+        )
+    }
+
+    /// Asks Patroni to reload its configuration and, when PostgreSQL's
+    /// part changed, waits until PostgreSQL has read it. Returns warnings.
+    fn reload(&self, postgres_affected: bool) -> Result<Vec<String>> {
+        let mut warnings = Vec::new();
+        let psql = self.psql();
+        let loaded_before = if postgres_affected {
+            match psql.conf_load_time() {
+                Ok(t) => Some(t),
+                Err(e) => {
+                    warnings.push(format!(
+                        "cannot tell when PostgreSQL reloads its configuration: {e}"
+                    ));
+                    None
+                }
+            }
+        } else {
+            None
+        };
+        self.rest(POLL_REQUEST_TIMEOUT)?.reload()?;
+        if let Some(before) = loaded_before {
+            // Patroni applies a reload on its next cycle.
+            let cycle = Duration::from_secs(2 * u64::from(self.settings.patroni.loop_wait) + 10);
+            let waited = wait_until(
+                "PostgreSQL to load the new configuration",
+                self.timeout.min(cycle),
+                || match psql.conf_load_time() {
+                    Ok(t) if t != before => Probe::Ready(()),
+                    Ok(t) => Probe::Waiting(format!("configuration last loaded at {t}")),
+                    Err(e) => Probe::Waiting(e.to_string()),
+                },
+                String::new,
+            );
+            if let Err(e) = waited {
+                warnings.push(format!(
+                    "Patroni was asked to reload but PostgreSQL has not reloaded yet: {e}"
+                ));
+            }
+        }
+        Ok(warnings)
+    }
+
+    /// Facts, with the live state when Patroni answers.
+    fn facts(&self, running: bool, warnings: &mut Vec<String>) -> InstanceFacts {
+        let mut f = InstanceFacts {
+            name: self.m.name.to_string(),
+            version: self.m.version.to_string(),
+            port: self.m.port,
+            cluster: self.m.cluster.to_string(),
+            node: self.m.node.to_string(),
+            data_dir: self.paths.data_dir.display().to_string(),
+            config: self.paths.config.display().to_string(),
+            passfile: render_passfile(self.settings, self.m)
+                .map(|_| self.paths.passfile.display().to_string()),
+            restapi: self.m.restapi_connect_address.clone(),
+            running,
+            ..InstanceFacts::default()
+        };
+        if !running {
+            return f;
+        }
+        let rest = match self.rest(POLL_REQUEST_TIMEOUT) {
+            Ok(r) => r,
+            Err(e) => {
+                warnings.push(e.to_string());
+                return f;
+            }
+        };
+        match rest.patroni() {
+            Ok(s) => {
+                f.role = Some(s.role.clone());
+                f.state = Some(s.state.clone());
+                f.timeline = s.timeline;
+                f.pending_restart = s.pending_restart;
+                f.pending_restart_parameters = s.pending_restart_reason.keys().cloned().collect();
+            }
+            Err(e) => warnings.push(e.to_string()),
+        }
+        if f.state.as_deref() == Some("running") {
+            if let Ok(params) = self.psql().pending_restart_parameters() {
+                for p in params {
+                    if !f.pending_restart_parameters.contains(&p) {
+                        f.pending_restart_parameters.push(p);
+                    }
+                }
+                f.pending_restart_parameters.sort();
+                f.pending_restart = !f.pending_restart_parameters.is_empty() || f.pending_restart;
+            }
+        }
+        match rest.cluster() {
+            Ok(c) => f.members = member_facts(&c),
+            Err(e) => warnings.push(e.to_string()),
+        }
+        f
+    }
+}
+
+fn member_facts(c: &ClusterStatus) -> Vec<MemberFacts> {
+    c.members
+        .iter()
+        .map(|m| MemberFacts {
+            name: m.name.clone(),
+            role: m.role.clone(),
+            state: m.state.clone(),
+            host: m.host.clone(),
+            timeline: m.timeline,
+            lag: m.lag.clone(),
+        })
+        .collect()
+}
+
+/// Whether two Patroni configurations differ in what PostgreSQL reads
+/// (parameters, pg_hba, pg_ident): then a reload reaches PostgreSQL.
+pub fn postgres_sections_differ(old: &str, new: &str) -> bool {
+    let parse = |t: &str| serde_yaml::from_str::<serde_yaml::Value>(t).unwrap_or_default();
+    let (a, b) = (parse(old), parse(new));
+    ["parameters", "pg_hba", "pg_ident"]
+        .iter()
+        .any(|k| a["postgresql"].get(k) != b["postgresql"].get(k))
+}
+
+/// Brings the instance to `state`. In check mode, only reports.
+pub fn apply_state(
+    settings: &Settings,
+    m: &InstanceManifest,
+    state: DesiredState,
+    check_mode: bool,
+    timeout: Duration,
+) -> Result<Report> {
+    let run_as = run_as_account(settings)?;
+    let paths = InstancePaths::new(settings, m);
+    let node = Node {
+        settings,
+        m,
+        service: Service::new(settings, m, &paths, run_as.clone()),
+        paths,
+        run_as,
+        timeout,
+    };
+    let running = node.service.is_running()?;
+    if state == DesiredState::Absent {
+        return remove(&node, running, check_mode);
+    }
+
+    let owner = node.run_as.as_ref().map(|a| a.owner);
+    let mut files = desired_files(settings, m, &node.paths, owner)?;
+    files.extend(node.service.unit_files());
+    let plan = Plan::compute(&desired_dirs(&node.paths, owner), &files)?;
+    let config_change = plan.changes.iter().find_map(|c| match c {
+        Change::WriteFile {
+            path,
+            before: Some(_),
+            content,
+            ..
+        } if *path == node.paths.config => Some(String::from_utf8_lossy(&content.0).into_owned()),
+        _ => None,
+    });
+    let old_config = match &config_change {
+        Some(_) => std::fs::read_to_string(&node.paths.config).unwrap_or_default(),
+        None => String::new(),
+    };
+
+    let mut report = Report {
+        changes: plan.summary(),
+        diff: plan.diff(),
+        ..Report::default()
+    };
+    let reload_needed = running && config_change.is_some();
+    let actions: Vec<&str> = match state {
+        DesiredState::Present | DesiredState::Started if running => {
+            if reload_needed {
+                vec!["reload Patroni"]
+            } else {
+                vec![]
+            }
+        }
+        DesiredState::Present => vec![],
+        DesiredState::Started => vec!["start Patroni"],
+        DesiredState::Stopped if running => vec!["stop Patroni and PostgreSQL"],
+        DesiredState::Stopped => {
+            if node.service.postmaster_pid().is_some() {
+                vec!["stop the postmaster left without Patroni"]
+            } else {
+                vec![]
+            }
+        }
+        DesiredState::Restarted if running => {
+            let mut a = Vec::new();
+            if reload_needed {
+                a.push("reload Patroni");
+            }
+            a.push("restart PostgreSQL through Patroni");
+            a
+        }
+        DesiredState::Restarted => vec!["start Patroni"],
+        DesiredState::Absent => unreachable!("handled above"),
+    };
+    report
+        .changes
+        .extend(actions.iter().map(|a| format!("{a} ({})", node.name())));
+
+    if check_mode {
+        report.facts = node.facts(running, &mut report.warnings);
+        return Ok(report);
+    }
+
+    plan.apply()?;
+    if let Some(new_config) = &config_change {
+        if running {
+            let affected = postgres_sections_differ(&old_config, new_config);
+            report.warnings.extend(node.reload(affected)?);
+        }
+    }
+    let mut now_running = running;
+    match state {
+        DesiredState::Present => {}
+        DesiredState::Started => {
+            if !running {
+                node.service.start()?;
+                now_running = true;
+            }
+            node.wait_healthy()?;
+        }
+        DesiredState::Stopped => {
+            report.warnings.extend(node.service.stop(timeout)?);
+            now_running = false;
+        }
+        DesiredState::Restarted => {
+            if running {
+                node.rest(timeout)?.restart()?;
+            } else {
+                node.service.start()?;
+                now_running = true;
+            }
+            node.wait_healthy()?;
+        }
+        DesiredState::Absent => unreachable!("handled above"),
+    }
+    report.facts = node.facts(now_running, &mut report.warnings);
+    Ok(report)
+}
+
+/// What `absent` removes: the instance's own files and directories.
+fn removable_paths(node: &Node<'_>) -> Vec<PathBuf> {
+    let p = &node.paths;
+    let s = &node.settings;
+    let mut out = vec![
+        p.config.clone(),
+        p.passfile.clone(),
+        p.patroni_pgpass.clone(),
+        p.pid_file.clone(),
+        p.data_dir.clone(),
+    ];
+    out.extend(p.wal_dir.clone());
+    // Log directories are removed only when they are this instance's own.
+    if s.postgresql.logdir.contains("{name}") {
+        out.push(p.pg_log_dir.clone());
+    }
+    if s.patroni.logdir.contains("{name}") {
+        out.push(p.patroni_log_dir.clone());
+    } else {
+        out.push(p.patroni_console_log());
+    }
+    out
+}
+
+fn remove(node: &Node<'_>, running: bool, check_mode: bool) -> Result<Report> {
+    let mut report = Report::default();
+    let orphan = node.service.postmaster_pid().is_some();
+    if running || orphan {
+        report
+            .changes
+            .push(format!("stop Patroni and PostgreSQL ({})", node.name()));
+    }
+    let existing: Vec<PathBuf> = removable_paths(node)
+        .into_iter()
+        .filter(|p| p.symlink_metadata().is_ok())
+        .collect();
+    for p in &existing {
+        report.changes.push(format!("remove {}", p.display()));
+        report.diff.push(serde_json::json!({
+            "before_header": p, "after_header": p,
+            "before": {"path": p, "state": "present"},
+            "after": {"path": p, "state": "absent"},
+        }));
+    }
+    report.facts = node.facts(false, &mut report.warnings);
+    if check_mode {
+        return Ok(report);
+    }
+    if running || orphan {
+        report.warnings.extend(node.service.stop(node.timeout)?);
+    }
+    node.service.remove()?;
+    for p in &existing {
+        remove_path(p)?;
+    }
+    Ok(report)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn postgres_sections_are_told_apart() {
+        let a = "postgresql:\n  parameters:\n    a: 1\n  pg_hba: [x]\nlog:\n  level: INFO\n";
+        let b = "postgresql:\n  parameters:\n    a: 2\n  pg_hba: [x]\nlog:\n  level: INFO\n";
+        let c = "postgresql:\n  parameters:\n    a: 1\n  pg_hba: [x]\nlog:\n  level: DEBUG\n";
+        assert!(postgres_sections_differ(a, b));
+        assert!(!postgres_sections_differ(a, c));
+    }
+
+    #[test]
+    fn states_parse() {
+        assert_eq!(
+            "started".parse::<DesiredState>().unwrap(),
+            DesiredState::Started
+        );
+        assert!("running".parse::<DesiredState>().is_err());
+    }
+}

@@ -1,0 +1,413 @@
+//! Patroni's REST API: one method per endpoint, typed responses, a timeout
+//! on every call, and errors that say which URL and what came back.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Once;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::error::{Error, Result};
+use crate::manifest::{InstanceManifest, Login};
+use crate::settings::Settings;
+
+/// TLS material of a REST API client.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ClientTls {
+    /// CA that signed the server certificate; the only one trusted.
+    pub cafile: Option<PathBuf>,
+    /// Client certificate and key, presented to a `verify_client` server.
+    pub certfile: Option<PathBuf>,
+    pub keyfile: Option<PathBuf>,
+}
+
+/// How to reach one member's REST API.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Endpoint {
+    /// `host:port`.
+    pub address: String,
+    /// `None` for plain http.
+    pub tls: Option<ClientTls>,
+    pub auth: Option<Login>,
+}
+
+impl Endpoint {
+    /// The endpoint of an instance of this host, as its config describes it.
+    pub fn for_instance(settings: &Settings, m: &InstanceManifest) -> Endpoint {
+        Endpoint::for_address(settings, &m.restapi_connect_address, m.restapi_auth.clone())
+    }
+
+    /// Any member's endpoint, with this site's TLS settings.
+    pub fn for_address(settings: &Settings, address: &str, auth: Option<Login>) -> Endpoint {
+        let api = &settings.patroni.restapi;
+        let ctl = settings.patroni.ctl.clone().unwrap_or_default();
+        let tls = api.certfile.as_ref().map(|_| ClientTls {
+            cafile: ctl.cacert.clone().or_else(|| api.cafile.clone()),
+            certfile: ctl.certfile.clone(),
+            keyfile: ctl.keyfile.clone(),
+        });
+        Endpoint {
+            address: address.to_string(),
+            tls,
+            auth,
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        let scheme = if self.tls.is_some() { "https" } else { "http" };
+        format!("{scheme}://{}{path}", self.address)
+    }
+}
+
+/// `GET /patroni`: this member's own view of itself.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct NodeStatus {
+    pub state: String,
+    pub role: String,
+    pub timeline: Option<u64>,
+    pub pending_restart: bool,
+    pub pending_restart_reason: BTreeMap<String, Value>,
+    pub replication_state: Option<String>,
+    pub pause: bool,
+    pub database_system_identifier: Option<String>,
+    pub patroni: PatroniIdentity,
+    pub postmaster_start_time: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct PatroniIdentity {
+    pub version: String,
+    pub scope: String,
+    pub name: String,
+}
+
+impl NodeStatus {
+    pub fn is_primary(&self) -> bool {
+        // "master" is the name before Patroni 3.
+        matches!(self.role.as_str(), "primary" | "master")
+    }
+
+    /// A leader running, or a replica streaming from its upstream.
+    pub fn is_healthy(&self) -> bool {
+        self.state == "running"
+            && (self.is_primary()
+                || (self.role == "replica"
+                    && self.replication_state.as_deref() == Some("streaming")))
+    }
+
+    /// One line for messages: role, state, replication state, timeline.
+    pub fn describe(&self) -> String {
+        let mut s = format!(
+            "role {}, state {}",
+            or_unknown(&self.role),
+            or_unknown(&self.state)
+        );
+        if let Some(r) = &self.replication_state {
+            s.push_str(&format!(", replication {r}"));
+        }
+        if let Some(t) = self.timeline {
+            s.push_str(&format!(", timeline {t}"));
+        }
+        if self.pause {
+            s.push_str(", cluster paused");
+        }
+        s
+    }
+}
+
+fn or_unknown(s: &str) -> &str {
+    if s.is_empty() {
+        "unknown"
+    } else {
+        s
+    }
+}
+
+/// `GET /cluster`: every member as the DCS knows it.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct ClusterStatus {
+    pub members: Vec<Member>,
+    pub scope: String,
+    pub pause: bool,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Member {
+    pub name: String,
+    pub role: String,
+    pub state: String,
+    pub host: String,
+    pub port: Option<u16>,
+    pub api_url: Option<String>,
+    pub timeline: Option<u64>,
+    /// Bytes behind the leader; Patroni says "unknown" when it cannot tell.
+    pub lag: Option<Value>,
+    pub pending_restart: bool,
+    pub tags: BTreeMap<String, Value>,
+}
+
+impl ClusterStatus {
+    pub fn leader(&self) -> Option<&Member> {
+        self.members
+            .iter()
+            .find(|m| matches!(m.role.as_str(), "leader" | "standby_leader"))
+    }
+
+    pub fn member(&self, name: &str) -> Option<&Member> {
+        self.members.iter().find(|m| m.name == name)
+    }
+}
+
+fn install_crypto_provider() {
+    static ONCE: Once = Once::new();
+    ONCE.call_once(|| {
+        // Fails only when a provider is already installed, which is fine.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+    });
+}
+
+fn read_pem(path: &Path, what: &'static str) -> Result<Vec<u8>> {
+    std::fs::read(path).map_err(|e| Error::io(path, what, e))
+}
+
+/// A synchronous client of one member's REST API.
+pub struct RestClient {
+    endpoint: Endpoint,
+    client: reqwest::Client,
+    runtime: tokio::runtime::Runtime,
+}
+
+impl RestClient {
+    /// Builds a client whose every request ends after `timeout`.
+    pub fn new(endpoint: Endpoint, timeout: Duration) -> Result<RestClient> {
+        install_crypto_provider();
+        let mut builder = reqwest::Client::builder()
+            .timeout(timeout)
+            .connect_timeout(timeout.min(Duration::from_secs(3)))
+            .no_proxy();
+        if let Some(tls) = &endpoint.tls {
+            if let Some(ca) = &tls.cafile {
+                let certs = reqwest::Certificate::from_pem_bundle(&read_pem(
+                    ca,
+                    "reading the REST API CA file",
+                )?)
+                .map_err(|e| Error::Other(format!("{}: not a PEM CA bundle: {e}", ca.display())))?;
+                builder = builder.tls_certs_only(certs);
+            }
+            if let (Some(cert), Some(key)) = (&tls.certfile, &tls.keyfile) {
+                let mut pem = read_pem(cert, "reading the REST API client certificate")?;
+                pem.extend_from_slice(b"\n");
+                pem.extend(read_pem(key, "reading the REST API client key")?);
+                let identity = reqwest::Identity::from_pem(&pem).map_err(|e| {
+                    Error::Other(format!(
+                        "{} / {}: not a usable PEM certificate and key: {e}",
+                        cert.display(),
+                        key.display()
+                    ))
+                })?;
+                builder = builder.identity(identity);
+            }
+        }
+        let client = builder
+            .build()
+            .map_err(|e| Error::Other(format!("cannot build the REST API client: {e}")))?;
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| Error::Other(format!("cannot start the I/O runtime: {e}")))?;
+        Ok(RestClient {
+            endpoint,
+            client,
+            runtime,
+        })
+    }
+
+    pub fn endpoint(&self) -> &Endpoint {
+        &self.endpoint
+    }
+
+    fn rest_error(&self, method: &str, path: &str, msg: String) -> Error {
+        Error::Rest {
+            method: method.to_string(),
+            url: self.endpoint.url(path),
+            msg,
+        }
+    }
+
+    fn describe_send_error(e: &reqwest::Error) -> String {
+        let mut msg = if e.is_timeout() {
+            "no answer before the timeout".to_string()
+        } else if e.is_connect() {
+            "cannot connect (is Patroni running there?)".to_string()
+        } else {
+            "request failed".to_string()
+        };
+        let mut source = std::error::Error::source(e);
+        while let Some(s) = source {
+            msg.push_str(&format!(": {s}"));
+            source = s.source();
+        }
+        msg
+    }
+
+    /// Sends one request; returns the status and the body text.
+    pub fn request(&self, method: &str, path: &str, body: Option<&Value>) -> Result<(u16, String)> {
+        let url = self.endpoint.url(path);
+        let m = reqwest::Method::from_bytes(method.as_bytes())
+            .map_err(|_| self.rest_error(method, path, "unknown HTTP method".into()))?;
+        let mut req = self.client.request(m, &url);
+        if let Some(auth) = &self.endpoint.auth {
+            req = req.basic_auth(&auth.username, Some(&auth.password));
+        }
+        if let Some(b) = body {
+            req = req.json(b);
+        }
+        self.runtime.block_on(async {
+            let resp = req
+                .send()
+                .await
+                .map_err(|e| self.rest_error(method, path, Self::describe_send_error(&e)))?;
+            let status = resp.status().as_u16();
+            let text = resp.text().await.map_err(|e| {
+                self.rest_error(
+                    method,
+                    path,
+                    format!("reading the answer: {}", Self::describe_send_error(&e)),
+                )
+            })?;
+            Ok((status, text))
+        })
+    }
+
+    fn get_json<T: for<'de> Deserialize<'de>>(&self, path: &str) -> Result<T> {
+        let (status, text) = self.request("GET", path, None)?;
+        if status == 401 || status == 403 {
+            return Err(self.rest_error("GET", path, format!("HTTP {status}: {}", text.trim())));
+        }
+        serde_json::from_str(&text).map_err(|e| {
+            self.rest_error(
+                "GET",
+                path,
+                format!(
+                    "HTTP {status}, not the expected JSON ({e}): {}",
+                    snippet(&text)
+                ),
+            )
+        })
+    }
+
+    /// `GET /patroni`. Patroni answers 503 with the same JSON when
+    /// PostgreSQL is not running: that is a status, not an error.
+    pub fn patroni(&self) -> Result<NodeStatus> {
+        self.get_json("/patroni")
+    }
+
+    /// `GET /cluster`.
+    pub fn cluster(&self) -> Result<ClusterStatus> {
+        self.get_json("/cluster")
+    }
+
+    fn post_expect(&self, path: &str, body: Option<&Value>, ok: &[u16]) -> Result<(u16, String)> {
+        let (status, text) = self.request("POST", path, body)?;
+        if ok.contains(&status) {
+            Ok((status, text))
+        } else {
+            Err(self.rest_error("POST", path, format!("HTTP {status}: {}", snippet(&text))))
+        }
+    }
+
+    /// `POST /reload`: Patroni rereads its configuration on its next cycle.
+    pub fn reload(&self) -> Result<()> {
+        self.post_expect("/reload", None, &[200, 202]).map(|_| ())
+    }
+
+    /// `POST /restart`: Patroni restarts PostgreSQL and answers when done.
+    pub fn restart(&self) -> Result<()> {
+        self.post_expect("/restart", Some(&serde_json::json!({})), &[200])
+            .map(|_| ())
+    }
+}
+
+fn snippet(text: &str) -> String {
+    let t = text.trim();
+    if t.chars().count() > 200 {
+        format!("{}...", t.chars().take(200).collect::<String>())
+    } else {
+        t.to_string()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn health_needs_a_streaming_replica_or_a_running_leader() {
+        let leader: NodeStatus =
+            serde_json::from_value(json!({"state": "running", "role": "primary", "timeline": 1}))
+                .unwrap();
+        assert!(leader.is_healthy());
+        let catching_up: NodeStatus = serde_json::from_value(
+            json!({"state": "running", "role": "replica", "replication_state": "in archive recovery"}),
+        )
+        .unwrap();
+        assert!(!catching_up.is_healthy());
+        let streaming: NodeStatus = serde_json::from_value(
+            json!({"state": "running", "role": "replica", "replication_state": "streaming", "extra": 1}),
+        )
+        .unwrap();
+        assert!(streaming.is_healthy());
+        let starting: NodeStatus =
+            serde_json::from_value(json!({"state": "starting", "role": "primary"})).unwrap();
+        assert!(!starting.is_healthy());
+        assert_eq!(starting.describe(), "role primary, state starting");
+    }
+
+    #[test]
+    fn cluster_members_parse_with_unknown_lag() {
+        let c: ClusterStatus = serde_json::from_value(json!({"scope": "s", "members": [
+            {"name": "a", "role": "leader", "state": "running", "host": "h", "port": 5432, "timeline": 2},
+            {"name": "b", "role": "replica", "state": "streaming", "host": "h2", "port": 5432, "lag": "unknown"}
+        ]}))
+        .unwrap();
+        assert_eq!(c.leader().map(|m| m.name.as_str()), Some("a"));
+        assert_eq!(
+            c.member("b").and_then(|m| m.lag.clone()),
+            Some(json!("unknown"))
+        );
+    }
+
+    #[test]
+    fn endpoints_use_https_when_the_api_serves_tls() {
+        let mut s = Settings::default();
+        let plain = Endpoint::for_address(&s, "h:8008", None);
+        assert_eq!(plain.url("/patroni"), "http://h:8008/patroni");
+        s.patroni.restapi.certfile = Some("/c".into());
+        s.patroni.restapi.cafile = Some("/ca".into());
+        let tls = Endpoint::for_address(&s, "h:8008", None);
+        assert_eq!(tls.url("/patroni"), "https://h:8008/patroni");
+        assert_eq!(tls.tls.unwrap().cafile, Some(PathBuf::from("/ca")));
+    }
+
+    #[test]
+    fn an_unreachable_api_is_named_in_the_error() {
+        let ep = Endpoint {
+            address: "127.0.0.1:9".into(),
+            tls: None,
+            auth: None,
+        };
+        let c = RestClient::new(ep, Duration::from_secs(2)).unwrap();
+        let err = c.patroni().unwrap_err().to_string();
+        assert!(
+            err.starts_with("GET http://127.0.0.1:9/patroni: cannot connect"),
+            "{err}"
+        );
+    }
+}

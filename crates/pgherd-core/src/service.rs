@@ -1,0 +1,404 @@
+//! Running Patroni: under systemd's template unit `patroni@<version>-<name>`
+//! when systemd is the init system, otherwise as a detached process with a
+//! pid file. Stopping always ends with no Patroni and no postmaster left.
+
+use std::fs::OpenOptions;
+use std::os::unix::fs::OpenOptionsExt;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use crate::error::{Error, Result};
+use crate::fs::{remove_path, write_atomic, Account};
+use crate::logs::instance_log_tails;
+use crate::manifest::InstanceManifest;
+use crate::paths::InstancePaths;
+use crate::plan::{Content, DesiredFile, FileKind};
+use crate::settings::{ServiceManager, Settings};
+use crate::wait::{wait_until, Probe};
+
+/// Where systemd units written by pgherd go.
+pub const SYSTEMD_UNIT_DIR: &str = "/etc/systemd/system";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Systemd,
+    Process,
+}
+
+/// systemd is the init system when this directory exists (sd_booted).
+pub fn detect_backend(settings: &Settings) -> Backend {
+    match settings.patroni.service {
+        ServiceManager::Systemd => Backend::Systemd,
+        ServiceManager::Process => Backend::Process,
+        ServiceManager::Auto => {
+            if Path::new("/run/systemd/system").is_dir() {
+                Backend::Systemd
+            } else {
+                Backend::Process
+            }
+        }
+    }
+}
+
+/// Whether a process exists and is not a zombie.
+pub fn process_alive(pid: i32) -> bool {
+    if pid <= 0 {
+        return false;
+    }
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return false;
+    };
+    // The state follows the parenthesised command name, which may itself
+    // hold parentheses: take the last ')'.
+    let state = stat
+        .rsplit_once(')')
+        .and_then(|(_, rest)| rest.trim_start().chars().next());
+    match state {
+        Some('Z') | Some('X') => {
+            // Reap it if it is our child (a Patroni this run started).
+            // SAFETY: waitpid with WNOHANG on a pid has no other effect.
+            unsafe { libc::waitpid(pid, std::ptr::null_mut(), libc::WNOHANG) };
+            false
+        }
+        Some(_) => true,
+        None => false,
+    }
+}
+
+fn signal(pid: i32, sig: i32) {
+    // SAFETY: kill has no memory-safety preconditions; errors (no such
+    // process) are fine here.
+    unsafe { libc::kill(pid, sig) };
+}
+
+fn read_pid(path: &Path) -> Option<i32> {
+    std::fs::read_to_string(path)
+        .ok()?
+        .lines()
+        .next()?
+        .trim()
+        .parse()
+        .ok()
+}
+
+/// Patroni of one instance, and the postmaster it runs.
+pub struct Service {
+    pub backend: Backend,
+    pub unit: String,
+    pub paths: InstancePaths,
+    pub execpath: PathBuf,
+    /// Who Patroni runs as; `Some` when pgherd runs as root.
+    pub run_as: Option<Account>,
+    /// The OS user named by the settings.
+    pub sysuser: String,
+}
+
+impl Service {
+    pub fn new(
+        settings: &Settings,
+        m: &InstanceManifest,
+        paths: &InstancePaths,
+        run_as: Option<Account>,
+    ) -> Service {
+        Service {
+            backend: detect_backend(settings),
+            unit: format!("patroni@{}.service", m.qualified_name()),
+            paths: paths.clone(),
+            execpath: settings.patroni.execpath.clone(),
+            run_as,
+            sysuser: settings.sysuser.clone(),
+        }
+    }
+
+    /// The pid of this instance's running Patroni, if any.
+    pub fn patroni_pid(&self) -> Result<Option<i32>> {
+        match self.backend {
+            Backend::Process => {
+                let Some(pid) = read_pid(&self.paths.pid_file) else {
+                    return Ok(None);
+                };
+                // Guard against a recycled pid: it must be Patroni with
+                // this instance's configuration.
+                let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+                let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+                let ours = cmdline.contains(&self.paths.config.display().to_string());
+                Ok((ours && process_alive(pid)).then_some(pid))
+            }
+            Backend::Systemd => {
+                let out = systemctl(&["show", "-p", "MainPID", "--value", &self.unit])?;
+                let pid: i32 = out.trim().parse().unwrap_or(0);
+                Ok((pid > 0 && process_alive(pid)).then_some(pid))
+            }
+        }
+    }
+
+    pub fn is_running(&self) -> Result<bool> {
+        Ok(self.patroni_pid()?.is_some())
+    }
+
+    /// The pid of a live postmaster of this data directory.
+    pub fn postmaster_pid(&self) -> Option<i32> {
+        read_pid(&self.paths.data_dir.join("postmaster.pid")).filter(|p| process_alive(*p))
+    }
+
+    /// The systemd units pgherd manages for this instance: the template
+    /// and a drop-in naming the user and the configuration.
+    pub fn unit_files(&self) -> Vec<DesiredFile> {
+        if self.backend != Backend::Systemd {
+            return Vec::new();
+        }
+        let unit_dir = Path::new(SYSTEMD_UNIT_DIR);
+        vec![
+            DesiredFile {
+                path: unit_dir.join("patroni@.service"),
+                content: Content(render_template_unit().into_bytes()),
+                mode: 0o644,
+                kind: FileKind::Plain,
+                owner: None,
+            },
+            DesiredFile {
+                path: unit_dir.join(format!("{}.d/pgherd.conf", self.unit)),
+                content: Content(
+                    render_dropin(&self.sysuser, &self.execpath, &self.paths.config).into_bytes(),
+                ),
+                mode: 0o644,
+                kind: FileKind::Plain,
+                owner: None,
+            },
+        ]
+    }
+
+    /// Starts Patroni; returns once it is launched (callers wait for the
+    /// state they need).
+    pub fn start(&self) -> Result<()> {
+        match self.backend {
+            Backend::Systemd => {
+                systemctl(&["daemon-reload"])?;
+                systemctl(&["enable", "--now", &self.unit]).map(|_| ())
+            }
+            Backend::Process => self.spawn_detached(),
+        }
+    }
+
+    fn spawn_detached(&self) -> Result<()> {
+        let console = self.paths.patroni_console_log();
+        let log = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .mode(0o640)
+            .open(&console)
+            .map_err(|e| Error::io(&console, "opening Patroni's console log", e))?;
+        if let Some(a) = &self.run_as {
+            std::os::unix::fs::chown(&console, Some(a.owner.uid), Some(a.owner.gid))
+                .map_err(|e| Error::io(&console, "changing owner", e))?;
+        }
+        let err_log = log
+            .try_clone()
+            .map_err(|e| Error::io(&console, "duplicating the log descriptor", e))?;
+        let mut cmd = Command::new(&self.execpath);
+        cmd.arg(&self.paths.config)
+            .current_dir("/")
+            // Ansible's environment is not Patroni's business.
+            .env_clear()
+            .env("PATH", "/usr/local/bin:/usr/bin:/bin")
+            .env("LANG", "C.UTF-8")
+            .stdin(Stdio::null())
+            .stdout(log)
+            .stderr(err_log);
+        if let Some(a) = &self.run_as {
+            cmd.uid(a.owner.uid)
+                .gid(a.owner.gid)
+                .env("HOME", &a.home)
+                .env("USER", &a.name)
+                .env("LOGNAME", &a.name);
+        } else if let Ok(home) = std::env::var("HOME") {
+            cmd.env("HOME", home);
+        }
+        // SAFETY: setsid is async-signal-safe; it detaches Patroni from the
+        // module's session so that it outlives the module.
+        unsafe {
+            cmd.pre_exec(|| {
+                if libc::setsid() == -1 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        let child = cmd
+            .spawn()
+            .map_err(|e| Error::io(&self.execpath, "starting Patroni", e))?;
+        write_atomic(
+            &self.paths.pid_file,
+            format!("{}\n", child.id()).as_bytes(),
+            0o644,
+            self.run_as.as_ref().map(|a| a.owner),
+        )
+    }
+
+    /// Stops Patroni, which stops PostgreSQL, and waits until neither runs.
+    /// Past `timeout`, kills both. Returns warnings worth reporting.
+    pub fn stop(&self, timeout: Duration) -> Result<Vec<String>> {
+        let mut warnings = Vec::new();
+        if let Some(pid) = self.patroni_pid()? {
+            match self.backend {
+                Backend::Systemd => {
+                    systemctl(&["stop", &self.unit])?;
+                }
+                Backend::Process => signal(pid, libc::SIGTERM),
+            }
+            let gone = wait_until(
+                "Patroni and PostgreSQL to stop",
+                timeout,
+                || {
+                    let patroni = process_alive(pid);
+                    let postmaster = self.postmaster_pid();
+                    if !patroni && postmaster.is_none() {
+                        Probe::Ready(())
+                    } else {
+                        Probe::Waiting(format!(
+                            "Patroni {}, postmaster {}",
+                            if patroni { "running" } else { "gone" },
+                            postmaster.map_or("gone".to_string(), |p| format!("running (pid {p})"))
+                        ))
+                    }
+                },
+                || instance_log_tails(&self.paths),
+            );
+            if let Err(e) = gone {
+                warnings.push(format!("{e}; killed Patroni and PostgreSQL"));
+                signal(pid, libc::SIGKILL);
+                if let Some(pm) = self.postmaster_pid() {
+                    signal(pm, libc::SIGKILL);
+                }
+            }
+        }
+        // A postmaster without Patroni (Patroni killed alone, or the kill
+        // above): fast shutdown, then kill.
+        if let Some(pm) = self.postmaster_pid() {
+            signal(pm, libc::SIGINT);
+            let stopped = wait_until(
+                "the orphaned postmaster to stop",
+                timeout,
+                || match self.postmaster_pid() {
+                    None => Probe::Ready(()),
+                    Some(p) => Probe::Waiting(format!("postmaster running (pid {p})")),
+                },
+                String::new,
+            );
+            if stopped.is_err() {
+                signal(pm, libc::SIGKILL);
+                warnings.push(format!(
+                    "killed postmaster {pm}, which ignored a fast shutdown"
+                ));
+            }
+            wait_until(
+                "the killed postmaster to exit",
+                Duration::from_secs(10),
+                || match self.postmaster_pid() {
+                    None => Probe::Ready(()),
+                    Some(p) => Probe::Waiting(format!("postmaster pid {p} still there")),
+                },
+                String::new,
+            )?;
+        }
+        if self.backend == Backend::Process {
+            remove_path(&self.paths.pid_file)?;
+        }
+        Ok(warnings)
+    }
+
+    /// Forgets the service: disables the unit and removes its drop-in.
+    pub fn remove(&self) -> Result<()> {
+        if self.backend == Backend::Systemd {
+            systemctl(&["disable", &self.unit])?;
+            let dropin = Path::new(SYSTEMD_UNIT_DIR).join(format!("{}.d", self.unit));
+            remove_path(&dropin)?;
+            systemctl(&["daemon-reload"])?;
+        }
+        remove_path(&self.paths.pid_file)
+    }
+}
+
+fn systemctl(args: &[&str]) -> Result<String> {
+    let out = Command::new("systemctl")
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|e| Error::io("systemctl", "running", e))?;
+    // `show` and `is-active` report through stdout; others fail loudly.
+    if !out.status.success() && args.first() != Some(&"show") {
+        return Err(Error::Other(format!(
+            "systemctl {}: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr).trim()
+        )));
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// The template unit: generic; each instance's drop-in says who and what.
+pub fn render_template_unit() -> String {
+    "\
+# Patroni for a PostgreSQL instance <version>-<name>, written by pgherd.
+# Each instance's drop-in (patroni@<version>-<name>.service.d/pgherd.conf)
+# sets the user and the configuration file.
+[Unit]
+Description=Patroni for PostgreSQL instance %i
+After=network-online.target
+Wants=network-online.target
+
+[Service]
+Type=simple
+ExecReload=/bin/kill -s HUP $MAINPID
+# Patroni stops PostgreSQL itself: never let systemd kill the postmaster.
+KillMode=process
+TimeoutStopSec=120
+Restart=on-failure
+RestartSec=5
+
+[Install]
+WantedBy=multi-user.target
+"
+    .to_string()
+}
+
+pub fn render_dropin(user: &str, execpath: &Path, config: &Path) -> String {
+    format!(
+        "# Written by pgherd.\n[Service]\nUser={user}\nExecStart={} {}\n",
+        execpath.display(),
+        config.display()
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn our_own_process_is_alive_and_a_made_up_one_is_not() {
+        assert!(process_alive(std::process::id() as i32));
+        assert!(!process_alive(0));
+        assert!(!process_alive(i32::MAX));
+    }
+
+    #[test]
+    fn a_reaped_child_is_not_alive() {
+        let mut child = Command::new("true").spawn().unwrap();
+        let pid = child.id() as i32;
+        child.wait().unwrap();
+        assert!(!process_alive(pid));
+    }
+
+    #[test]
+    fn the_dropin_names_user_and_config() {
+        let d = render_dropin(
+            "postgres",
+            Path::new("/usr/bin/patroni"),
+            Path::new("/etc/patroni/15-main.yaml"),
+        );
+        assert_eq!(d, "# Written by pgherd.\n[Service]\nUser=postgres\nExecStart=/usr/bin/patroni /etc/patroni/15-main.yaml\n");
+        assert!(render_template_unit().contains("KillMode=process"));
+    }
+}

@@ -1,0 +1,94 @@
+//! Waiting for observed state: every wait polls what it waits for at a
+//! short interval, has a deadline, and on timeout says what it last saw.
+
+use std::time::{Duration, Instant};
+
+use crate::error::{Error, Result};
+
+/// The answer of one look at the awaited thing.
+pub enum Probe<T> {
+    Ready(T),
+    /// Not yet; the text says what was seen, for the timeout message.
+    Waiting(String),
+    /// Waiting further is pointless (e.g. the process died).
+    Failed(Error),
+}
+
+/// The interval between two looks.
+pub const POLL_INTERVAL: Duration = Duration::from_millis(100);
+
+/// Polls `probe` until it is ready, fails, or `timeout` passes; `context`
+/// adds to the timeout message what only the caller can gather (log tails).
+pub fn wait_until<T>(
+    what: &str,
+    timeout: Duration,
+    mut probe: impl FnMut() -> Probe<T>,
+    context: impl Fn() -> String,
+) -> Result<T> {
+    let start = Instant::now();
+    loop {
+        let last_seen = match probe() {
+            Probe::Ready(v) => return Ok(v),
+            Probe::Failed(e) => return Err(e),
+            Probe::Waiting(seen) => seen,
+        };
+        if start.elapsed() >= timeout {
+            let extra = context();
+            return Err(Error::Timeout {
+                what: what.to_string(),
+                waited_secs: start.elapsed().as_secs(),
+                last_seen: if extra.is_empty() {
+                    last_seen
+                } else {
+                    format!("{last_seen}\n{extra}")
+                },
+            });
+        }
+        std::thread::sleep(POLL_INTERVAL.min(timeout.saturating_sub(start.elapsed())));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ready_returns_at_once() {
+        let v = wait_until("x", Duration::from_secs(5), || Probe::Ready(3), String::new).unwrap();
+        assert_eq!(v, 3);
+    }
+
+    #[test]
+    fn timeout_says_what_was_last_seen() {
+        let mut n = 0;
+        let err = wait_until::<()>(
+            "the leader",
+            Duration::from_millis(250),
+            || {
+                n += 1;
+                Probe::Waiting(format!("look {n}"))
+            },
+            || "log tail".into(),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.starts_with("timed out after 0s waiting for the leader; last seen: look "),
+            "{err}"
+        );
+        assert!(err.ends_with("\nlog tail"), "{err}");
+        assert!(n >= 2, "polled only {n} times");
+    }
+
+    #[test]
+    fn failure_stops_the_wait() {
+        let err = wait_until::<()>(
+            "x",
+            Duration::from_secs(30),
+            || Probe::Failed(Error::Other("process died".into())),
+            String::new,
+        )
+        .unwrap_err();
+        assert_eq!(err.to_string(), "process died");
+    }
+}
