@@ -20,7 +20,8 @@ step "tests"
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
 status=0
-cargo test --workspace --locked 2>&1 | tee "$log" || status=$?
+# The end-to-end tests share 127.0.0.11-13: one test at a time.
+cargo test --workspace --locked -- --test-threads=1 2>&1 | tee "$log" || status=$?
 # One closing line for the whole run: cargo's own last line is often a
 # doc-test run of zero tests.
 awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($(i+1) ~ /^passed/) p += $i; if ($(i+1) ~ /^failed/) f += $i } }

@@ -185,7 +185,7 @@ impl Etcd {
             .arg(format!("e2e-{client_port}={peer}"))
             .stdin(Stdio::null())
             .stdout(std::fs::File::create(&log).expect("etcd log"))
-            .stderr(Stdio::inherit())
+            .stderr(std::fs::File::create(log.with_extension("err")).expect("etcd log"))
             .spawn()
             .expect("start etcd (is etcd-server installed? scripts/setup.sh)");
         let etcd = Etcd {
@@ -377,4 +377,78 @@ pub fn uid_of(user: &str) -> u32 {
         .trim()
         .parse()
         .unwrap_or_else(|_| panic!("user {user} does not exist: run scripts/setup.sh"))
+}
+
+/// Runs SQL on a local node through its socket directory, as postgres.
+pub fn psql(socket_dir: &Path, sql: &str) -> Result<String, String> {
+    use std::os::unix::process::CommandExt;
+    let out = Command::new("/usr/lib/postgresql/15/bin/psql")
+        .args([
+            "-X",
+            "-A",
+            "-t",
+            "-q",
+            "-v",
+            "ON_ERROR_STOP=1",
+            "-d",
+            "postgres",
+            "-U",
+            "postgres",
+        ])
+        .arg("-h")
+        .arg(socket_dir)
+        .arg("-c")
+        .arg(sql)
+        .uid(uid_of("postgres"))
+        .gid(uid_of("postgres"))
+        .env("HOME", "/var/lib/postgresql")
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|e| e.to_string())?;
+    if out.status.success() {
+        Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
+    } else {
+        Err(String::from_utf8_lossy(&out.stderr).trim().to_string())
+    }
+}
+
+/// Whether something accepts TCP connections at `addr`.
+pub fn port_open(addr: &str) -> bool {
+    addr.parse::<SocketAddr>()
+        .ok()
+        .and_then(|a| TcpStream::connect_timeout(&a, Duration::from_millis(300)).ok())
+        .is_some()
+}
+
+/// Pids of processes whose command line mentions `needle`.
+pub fn pids_mentioning(needle: &str) -> Vec<i32> {
+    let mut pids = Vec::new();
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return pids;
+    };
+    for e in entries.flatten() {
+        let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else {
+            continue;
+        };
+        let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+        if String::from_utf8_lossy(&cmdline).contains(needle) && pid != std::process::id() as i32 {
+            pids.push(pid);
+        }
+    }
+    pids
+}
+
+/// Kills, when dropped, every process whose command line mentions the
+/// directory: a failed test leaves no Patroni or postmaster behind.
+pub struct ProcessReaper {
+    pub needle: String,
+}
+
+impl Drop for ProcessReaper {
+    fn drop(&mut self) {
+        for pid in pids_mentioning(&self.needle) {
+            // SAFETY: plain kill(2) of a pid we found; errors are ignored.
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+        }
+    }
 }

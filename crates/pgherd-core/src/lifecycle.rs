@@ -44,9 +44,11 @@ impl FromStr for DesiredState {
             "stopped" => DesiredState::Stopped,
             "restarted" => DesiredState::Restarted,
             "absent" => DesiredState::Absent,
-            other => return Err(Error::Other(format!(
+            other => {
+                return Err(Error::Other(format!(
                 "state must be one of present, started, stopped, restarted, absent; got {other:?}"
-            ))),
+            )))
+            }
         })
     }
 }

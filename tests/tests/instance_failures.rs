@@ -1,0 +1,162 @@
+//! The instance module outside the happy path of site.yml: run as the
+//! postgres user through `become`, and a wait that runs out.
+
+use std::os::unix::fs::MetadataExt;
+use std::time::Duration;
+
+use pgherd_e2e::{
+    ansible_playbook, assert_collection_is_fresh, http_get, pids_mentioning, port_open, repo_root,
+    uid_of, wait_for, Etcd, ProcessReaper, TestDir,
+};
+
+fn assert_ports_free() {
+    for addr in ["127.0.0.11", "127.0.0.12"] {
+        for port in [5432, 8008] {
+            assert!(
+                !port_open(&format!("{addr}:{port}")),
+                "{addr}:{port} is in use: stop the demo first (scripts/demo.sh down)"
+            );
+        }
+    }
+}
+
+#[test]
+fn runs_as_the_postgres_user_through_become() {
+    assert_collection_is_fresh();
+    assert_ports_free();
+    let dir = TestDir::new("as-postgres");
+    let root = dir.join("local");
+    let _reaper = ProcessReaper {
+        needle: root.display().to_string(),
+    };
+    let etcd = Etcd::start(&dir.path, 24_479, 24_480);
+    // As postgres, the module can only write where postgres may.
+    let node_root = root.join("pg1");
+    std::fs::create_dir_all(&node_root).unwrap();
+    let postgres = uid_of("postgres");
+    for d in [&root, &node_root] {
+        std::os::unix::fs::chown(d, Some(postgres), Some(postgres)).unwrap();
+    }
+    let inventory = repo_root().join("playbooks/inventories/local");
+    let playbook = repo_root().join("tests/playbooks/instance_as_postgres.yml");
+    let vars = [
+        "-e".to_string(),
+        format!("pgherd_local_root={}", root.display()),
+        "-e".to_string(),
+        format!("{{\"pgherd_etcd_hosts\": [\"{}\"]}}", etcd.client_addr),
+        "-l".to_string(),
+        "pg1".to_string(),
+    ];
+    let args: Vec<&str> = vars.iter().map(String::as_str).collect();
+
+    let run = ansible_playbook(&dir.path, &playbook, &inventory, &args);
+    assert!(run.succeeded(), "{}", run.transcript());
+    let (status, body) = http_get("127.0.0.11:8008", "/patroni").expect("pg1's REST API answers");
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("\"role\": \"primary\""), "{body}");
+    // Patroni and the files belong to postgres.
+    let pid: i32 = std::fs::read_to_string(node_root.join("run/patroni-15-main.pid"))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    let proc_uid = std::fs::metadata(format!("/proc/{pid}")).unwrap().uid();
+    assert_eq!(proc_uid, postgres, "Patroni does not run as postgres");
+    let config = std::fs::metadata(node_root.join("etc/15-main.yaml")).unwrap();
+    assert_eq!(config.uid(), postgres);
+
+    let again = ansible_playbook(&dir.path, &playbook, &inventory, &args);
+    assert!(again.succeeded(), "{}", again.transcript());
+    assert!(again.changed_tasks().is_empty(), "{}", again.transcript());
+
+    let mut absent = args.clone();
+    absent.extend(["-e", "pg_state=absent"]);
+    let removed = ansible_playbook(&dir.path, &playbook, &inventory, &absent);
+    assert!(removed.succeeded(), "{}", removed.transcript());
+    assert!(!node_root.join("data/15/main").exists());
+    assert!(pids_mentioning(&root.display().to_string()).is_empty());
+}
+
+#[test]
+fn a_wait_that_runs_out_says_what_it_saw() {
+    assert_collection_is_fresh();
+    assert_ports_free();
+    let dir = TestDir::new("timeout");
+    let root = dir.join("local");
+    let _reaper = ProcessReaper {
+        needle: root.display().to_string(),
+    };
+    let etcd = Etcd::start(&dir.path, 24_579, 24_580);
+    let inventory = repo_root().join("playbooks/inventories/local");
+    let site = repo_root().join("playbooks/site.yml");
+    let common = [
+        "-e".to_string(),
+        format!("pgherd_local_root={}", root.display()),
+        "-e".to_string(),
+        format!("{{\"pgherd_etcd_hosts\": [\"{}\"]}}", etcd.client_addr),
+        "-e".to_string(),
+        "pg_cluster=timeout".to_string(),
+    ];
+    let run = |extra: &[&str]| {
+        let mut args: Vec<&str> = common.iter().map(String::as_str).collect();
+        args.extend_from_slice(extra);
+        ansible_playbook(&dir.path, &site, &inventory, &args)
+    };
+
+    // A one-node cluster, then its only member stopped: the cluster is
+    // initialised in etcd but has no leader to clone from.
+    let boot = run(&["-l", "pg1"]);
+    assert!(boot.succeeded(), "{}", boot.transcript());
+    let stop = run(&["-l", "pg1", "-e", "pg_state=stopped"]);
+    assert!(stop.succeeded(), "{}", stop.transcript());
+
+    let stuck = run(&["-l", "pg2", "-e", "pg_wait_timeout=6"]);
+    assert!(
+        !stuck.succeeded(),
+        "pg2 cannot clone without a leader:\n{}",
+        stuck.transcript()
+    );
+    let failed = stuck.failed_tasks();
+    assert_eq!(failed.len(), 1, "{}", stuck.transcript());
+    let msg = failed[0].result["msg"].as_str().unwrap_or_default();
+    assert!(
+        msg.starts_with("timed out after 6s waiting for instance 15-main (pg2)"),
+        "{msg}"
+    );
+    assert!(
+        msg.contains("last seen: Patroni reports role"),
+        "the last Patroni state: {msg}"
+    );
+    assert!(
+        msg.contains("patroni.log:"),
+        "a tail of Patroni's log: {msg}"
+    );
+    assert!(msg.contains("leader"), "the log says why: {msg}");
+
+    // The leader comes back: the same task now converges.
+    let back = run(&["-l", "pg1"]);
+    assert!(back.succeeded(), "{}", back.transcript());
+    let joined = run(&["-l", "pg2"]);
+    assert!(joined.succeeded(), "{}", joined.transcript());
+    wait_for(
+        "pg2 streaming",
+        Duration::from_secs(30),
+        || {
+            http_get("127.0.0.12:8008", "/patroni")
+                .filter(|(_, b)| b.contains("\"streaming\""))
+                .map(|_| ())
+        },
+        || format!("{:?}", http_get("127.0.0.12:8008", "/patroni")),
+    );
+    let down = ansible_playbook(
+        &dir.path,
+        &repo_root().join("playbooks/teardown.yml"),
+        &inventory,
+        &{
+            let mut a: Vec<&str> = common.iter().map(String::as_str).collect();
+            a.extend(["-l", "pg1,pg2"]);
+            a
+        },
+    );
+    assert!(down.succeeded(), "{}", down.transcript());
+}
