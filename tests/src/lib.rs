@@ -379,36 +379,37 @@ pub fn uid_of(user: &str) -> u32 {
         .unwrap_or_else(|_| panic!("user {user} does not exist: run scripts/setup.sh"))
 }
 
-/// Runs SQL on a local node through its socket directory, as postgres.
+/// Runs SQL on a local node through its socket directory, as postgres,
+/// with the same psql runner pgherd uses.
 pub fn psql(socket_dir: &Path, sql: &str) -> Result<String, String> {
-    use std::os::unix::process::CommandExt;
-    let out = Command::new("/usr/lib/postgresql/15/bin/psql")
-        .args([
-            "-X",
-            "-A",
-            "-t",
-            "-q",
-            "-v",
-            "ON_ERROR_STOP=1",
-            "-d",
-            "postgres",
-            "-U",
-            "postgres",
-        ])
-        .arg("-h")
-        .arg(socket_dir)
-        .arg("-c")
-        .arg(sql)
-        .uid(uid_of("postgres"))
-        .gid(uid_of("postgres"))
-        .env("HOME", "/var/lib/postgresql")
-        .stdin(Stdio::null())
-        .output()
-        .map_err(|e| e.to_string())?;
-    if out.status.success() {
-        Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
-    } else {
-        Err(String::from_utf8_lossy(&out.stderr).trim().to_string())
+    let runner = pgherd_core::sql::Psql {
+        psql: PathBuf::from("/usr/lib/postgresql/15/bin/psql"),
+        socket_dir: socket_dir.to_path_buf(),
+        port: 5432,
+        user: "postgres".into(),
+        passfile: None,
+        run_as: Some(
+            pgherd_core::fs::lookup_account("postgres", None)
+                .expect("the postgres user exists (scripts/setup.sh)"),
+        ),
+    };
+    let rows = runner.query(sql).map_err(|e| e.to_string())?;
+    Ok(rows
+        .iter()
+        .map(|r| r.join("|"))
+        .collect::<Vec<_>>()
+        .join("\n"))
+}
+
+/// Fails unless nothing listens on the nodes' PostgreSQL and REST ports.
+pub fn assert_node_ports_free(addrs: &[&str]) {
+    for addr in addrs {
+        for port in [5432, 8008] {
+            assert!(
+                !port_open(&format!("{addr}:{port}")),
+                "{addr}:{port} is in use: stop the demo first (scripts/demo.sh down)"
+            );
+        }
     }
 }
 

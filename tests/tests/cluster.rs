@@ -7,8 +7,9 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use pgherd_e2e::{
-    ansible_playbook, assert_collection_is_fresh, http_get, pids_mentioning, port_open, psql,
-    repo_root, snapshot, wait_for, Etcd, PlaybookRun, ProcessReaper, TestDir,
+    ansible_playbook, assert_collection_is_fresh, assert_node_ports_free, http_get,
+    pids_mentioning, port_open, psql, repo_root, snapshot, wait_for, Etcd, PlaybookRun,
+    ProcessReaper, TestDir,
 };
 use serde_json::Value;
 
@@ -119,14 +120,7 @@ fn step(start: Instant, name: &str) {
 #[test]
 fn three_node_cluster_lifecycle() {
     assert_collection_is_fresh();
-    for (name, addr) in NODES {
-        for port in [5432, 8008] {
-            assert!(
-                !port_open(&format!("{addr}:{port}")),
-                "{addr}:{port} ({name}) is in use: stop the demo first (scripts/demo.sh down)"
-            );
-        }
-    }
+    assert_node_ports_free(&NODES.map(|(_, addr)| addr));
     let dir = TestDir::new("cluster");
     let root = dir.join("local");
     let _reaper = ProcessReaper {

@@ -5,25 +5,14 @@ use std::os::unix::fs::MetadataExt;
 use std::time::Duration;
 
 use pgherd_e2e::{
-    ansible_playbook, assert_collection_is_fresh, http_get, pids_mentioning, port_open, repo_root,
-    uid_of, wait_for, Etcd, ProcessReaper, TestDir,
+    ansible_playbook, assert_collection_is_fresh, assert_node_ports_free, http_get,
+    pids_mentioning, repo_root, uid_of, wait_for, Etcd, ProcessReaper, TestDir,
 };
-
-fn assert_ports_free() {
-    for addr in ["127.0.0.11", "127.0.0.12"] {
-        for port in [5432, 8008] {
-            assert!(
-                !port_open(&format!("{addr}:{port}")),
-                "{addr}:{port} is in use: stop the demo first (scripts/demo.sh down)"
-            );
-        }
-    }
-}
 
 #[test]
 fn runs_as_the_postgres_user_through_become() {
     assert_collection_is_fresh();
-    assert_ports_free();
+    assert_node_ports_free(&["127.0.0.11", "127.0.0.12"]);
     let dir = TestDir::new("as-postgres");
     let root = dir.join("local");
     let _reaper = ProcessReaper {
@@ -80,7 +69,7 @@ fn runs_as_the_postgres_user_through_become() {
 #[test]
 fn a_wait_that_runs_out_says_what_it_saw() {
     assert_collection_is_fresh();
-    assert_ports_free();
+    assert_node_ports_free(&["127.0.0.11", "127.0.0.12"]);
     let dir = TestDir::new("timeout");
     let root = dir.join("local");
     let _reaper = ProcessReaper {
