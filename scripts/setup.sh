@@ -61,6 +61,19 @@ if [ ! -x "$venv/bin/patroni" ] || [ ! -x "$venv/bin/ansible-playbook" ]; then
     'patroni[etcd3]' psycopg2-binary ansible-core
 fi
 
-# The postgres user must be able to run the venv's Patroni.
-chmod o+rx "$repo" 2>/dev/null || true
+# The postgres user runs the venv's Patroni: every directory above it must
+# let others through. Grant only traverse (x), and only where missing.
+can_run() { su postgres -s /bin/sh -c "'$venv/bin/patroni' --version" >/dev/null 2>&1; }
+if ! can_run; then
+  dir="$repo"
+  while [ "$dir" != "/" ]; do
+    if [ "$(( $(stat -c '%a' "$dir" | sed 's/^.*\(.\)$/\1/') & 1 ))" -eq 0 ]; then
+      log "letting other users traverse $dir (the postgres user runs $venv/bin/patroni)"
+      as_root chmod o+x "$dir"
+    fi
+    dir=$(dirname "$dir")
+  done
+  chmod -R o+rX "$venv"
+  can_run || { log "the postgres user still cannot run $venv/bin/patroni"; exit 1; }
+fi
 log "ready: $("$venv/bin/patroni" --version 2>&1), $("$venv/bin/ansible" --version | head -1)"
