@@ -7,6 +7,7 @@ repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 collection="$repo/ansible_collection/ansible_collections/pgherd/cluster"
 cd "$repo"
 cargo build --release --locked -p pgherd-modules --bins
+mkdir -p "$collection/plugins/modules"
 for m in instance patroni; do
   install -m 0755 "target/release/$m" "$collection/plugins/modules/$m"
 done

@@ -18,6 +18,8 @@ as_root() {
 # --- Debian packages -------------------------------------------------------
 need=()
 command -v protoc >/dev/null 2>&1 || need+=(protobuf-compiler)
+# etcd-client's protos import Google's well-known types.
+[ -f /usr/include/google/protobuf/descriptor.proto ] || need+=(libprotobuf-dev)
 command -v etcd >/dev/null 2>&1 || need+=(etcd-server)
 command -v etcdctl >/dev/null 2>&1 || need+=(etcd-client)
 [ -x /usr/lib/postgresql/15/bin/postgres ] || need+=(postgresql-15)

@@ -37,6 +37,9 @@ pub enum Error {
         msg: String,
     },
 
+    #[error("etcd at {endpoints}: {msg}")]
+    Dcs { endpoints: String, msg: String },
+
     /// A wait that ran out: what was awaited and what was last seen.
     #[error("timed out after {waited_secs}s waiting for {what}; last seen: {last_seen}")]
     Timeout {

@@ -164,7 +164,8 @@ impl ClusterStatus {
     }
 }
 
-fn install_crypto_provider() {
+/// Installs ring as the process's TLS provider (once).
+pub fn install_crypto_provider() {
     static ONCE: Once = Once::new();
     ONCE.call_once(|| {
         // Fails only when a provider is already installed, which is fine.
@@ -332,9 +333,79 @@ impl RestClient {
         self.post_expect("/restart", Some(&serde_json::json!({})), &[200])
             .map(|_| ())
     }
+
+    /// `GET /config`: the cluster's dynamic configuration.
+    pub fn config(&self) -> Result<Value> {
+        self.get_json("/config")
+    }
+
+    /// `PATCH /config`: merges `changes` (null deletes); returns the new
+    /// configuration as Patroni answers it.
+    pub fn patch_config(&self, changes: &Value) -> Result<Value> {
+        let (status, text) = self.request("PATCH", "/config", Some(changes))?;
+        if status != 200 {
+            return Err(self.rest_error(
+                "PATCH",
+                "/config",
+                format!("HTTP {status}: {}", snippet(&text)),
+            ));
+        }
+        serde_json::from_str(&text).map_err(|e| {
+            self.rest_error(
+                "PATCH",
+                "/config",
+                format!("HTTP {status}, not JSON ({e}): {}", snippet(&text)),
+            )
+        })
+    }
+
+    /// `GET /history`: the timelines, as Patroni lists them.
+    pub fn history(&self) -> Result<Value> {
+        self.get_json("/history")
+    }
+
+    /// Status of a health endpoint such as `/primary` or `/replica`.
+    pub fn health(&self, path: &str) -> Result<u16> {
+        self.request("GET", path, None).map(|(status, _)| status)
+    }
+
+    /// `POST /switchover`; the status and Patroni's answer, for the caller
+    /// to interpret (200 done, 202 scheduled, 412 refused, 503 unknown).
+    pub fn switchover(
+        &self,
+        leader: &str,
+        candidate: &str,
+        scheduled_at: Option<&str>,
+    ) -> Result<(u16, String)> {
+        let mut body = serde_json::json!({"leader": leader, "candidate": candidate});
+        if let Some(at) = scheduled_at {
+            body["scheduled_at"] = Value::String(at.to_string());
+        }
+        self.request("POST", "/switchover", Some(&body))
+    }
+
+    /// `POST /failover` to `candidate`; status and answer as for switchover.
+    pub fn failover(&self, candidate: &str) -> Result<(u16, String)> {
+        self.request(
+            "POST",
+            "/failover",
+            Some(&serde_json::json!({"candidate": candidate})),
+        )
+    }
+
+    /// `POST /reinitialize`: this member re-clones from the leader.
+    pub fn reinitialize(&self) -> Result<()> {
+        self.post_expect(
+            "/reinitialize",
+            Some(&serde_json::json!({"force": true})),
+            &[200],
+        )
+        .map(|_| ())
+    }
 }
 
-fn snippet(text: &str) -> String {
+/// The start of an answer, for messages.
+pub fn snippet(text: &str) -> String {
     let t = text.trim();
     if t.chars().count() > 200 {
         format!("{}...", t.chars().take(200).collect::<String>())

@@ -1,0 +1,283 @@
+//! The cluster's keys in etcd (v3 API), read the way Patroni writes them:
+//! `/<namespace>/<scope>/leader` (a member name), `members/<name>` (JSON),
+//! `config` (JSON), `initialize` (the system identifier), `sync` (JSON),
+//! `failover` (JSON), `history` (a JSON list), `status` (JSON).
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use serde_json::Value;
+
+use crate::error::{Error, Result};
+use crate::manifest::Login;
+use crate::settings::{EtcdSettings, Protocol};
+
+/// What Patroni keeps in the DCS for one cluster.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ClusterKeys {
+    /// The key prefix, ending in '/'.
+    pub prefix: String,
+    pub leader: Option<String>,
+    pub members: BTreeMap<String, Value>,
+    pub config: Option<Value>,
+    pub initialize: Option<String>,
+    pub sync: Option<Value>,
+    pub failover: Option<Value>,
+    pub history: Option<Value>,
+    pub status: Option<Value>,
+    /// Every key found, in order, for check mode and removal reports.
+    pub all_keys: Vec<String>,
+}
+
+impl ClusterKeys {
+    pub fn is_empty(&self) -> bool {
+        self.all_keys.is_empty()
+    }
+
+    /// `host:port` of each member's REST API, from its `api_url`.
+    pub fn member_api_addresses(&self) -> Vec<(String, String)> {
+        self.members
+            .iter()
+            .filter_map(|(name, v)| {
+                let url = v["api_url"].as_str()?;
+                Some((name.clone(), api_address(url)?))
+            })
+            .collect()
+    }
+}
+
+/// `http://h:8008/patroni` -> `h:8008`.
+pub fn api_address(url: &str) -> Option<String> {
+    let rest = url.split_once("://").map_or(url, |(_, r)| r);
+    let host_port = rest.split('/').next()?;
+    (!host_port.is_empty()).then(|| host_port.to_string())
+}
+
+/// The key prefix of a cluster: Patroni joins the namespace and the scope.
+pub fn cluster_prefix(namespace: &str, scope: &str) -> String {
+    format!("{}/{}/", namespace.trim_end_matches('/'), scope)
+}
+
+/// A connection to etcd with the site's endpoints, TLS and credentials.
+pub struct Dcs {
+    client: etcd_client::Client,
+    runtime: tokio::runtime::Runtime,
+    endpoints: Vec<String>,
+    timeout: Duration,
+}
+
+impl Dcs {
+    pub fn connect(etcd: &EtcdSettings, auth: Option<&Login>, timeout: Duration) -> Result<Dcs> {
+        let scheme = match etcd.protocol {
+            Protocol::Http => "http",
+            Protocol::Https => "https",
+        };
+        let endpoints: Vec<String> = etcd
+            .hosts
+            .iter()
+            .map(|h| format!("{scheme}://{h}"))
+            .collect();
+        let mut options = etcd_client::ConnectOptions::new()
+            .with_timeout(timeout)
+            .with_connect_timeout(timeout.min(Duration::from_secs(3)));
+        if let Some(login) = auth {
+            options = options.with_user(login.username.clone(), login.password.clone());
+        }
+        if etcd.protocol == Protocol::Https {
+            let mut tls = etcd_client::TlsOptions::new();
+            if let Some(ca) = &etcd.cacert {
+                let pem =
+                    std::fs::read(ca).map_err(|e| Error::io(ca, "reading the etcd CA file", e))?;
+                tls = tls.ca_certificate(etcd_client::Certificate::from_pem(pem));
+            }
+            if let (Some(cert), Some(key)) = (&etcd.cert, &etcd.key) {
+                let c = std::fs::read(cert)
+                    .map_err(|e| Error::io(cert, "reading the etcd client certificate", e))?;
+                let k = std::fs::read(key)
+                    .map_err(|e| Error::io(key, "reading the etcd client key", e))?;
+                tls = tls.identity(etcd_client::Identity::from_pem(c, k));
+            }
+            options = options.with_tls(tls);
+        }
+        crate::rest::install_crypto_provider();
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| Error::Other(format!("cannot start the I/O runtime: {e}")))?;
+        let described = endpoints.join(", ");
+        let client = runtime
+            .block_on(async {
+                tokio::time::timeout(
+                    timeout,
+                    etcd_client::Client::connect(&endpoints, Some(options)),
+                )
+                .await
+            })
+            .map_err(|_| Error::Dcs {
+                endpoints: described.clone(),
+                msg: "no answer before the timeout".into(),
+            })?
+            .map_err(|e| Error::Dcs {
+                endpoints: described.clone(),
+                msg: e.to_string(),
+            })?;
+        Ok(Dcs {
+            client,
+            runtime,
+            endpoints,
+            timeout,
+        })
+    }
+
+    fn error(&self, what: &str, e: impl std::fmt::Display) -> Error {
+        Error::Dcs {
+            endpoints: self.endpoints.join(", "),
+            msg: format!("{what}: {e}"),
+        }
+    }
+
+    /// Every key under `prefix` with its value.
+    pub fn get_prefix(&mut self, prefix: &str) -> Result<Vec<(String, String)>> {
+        let timeout = self.timeout;
+        let client = &mut self.client;
+        let result = self.runtime.block_on(async {
+            tokio::time::timeout(
+                timeout,
+                client.get(prefix, Some(etcd_client::GetOptions::new().with_prefix())),
+            )
+            .await
+        });
+        let resp = match result {
+            Err(_) => {
+                return Err(self.error(&format!("reading {prefix}"), "no answer before the timeout"))
+            }
+            Ok(Err(e)) => return Err(self.error(&format!("reading {prefix}"), e)),
+            Ok(Ok(r)) => r,
+        };
+        Ok(resp
+            .kvs()
+            .iter()
+            .map(|kv| {
+                (
+                    String::from_utf8_lossy(kv.key()).into_owned(),
+                    String::from_utf8_lossy(kv.value()).into_owned(),
+                )
+            })
+            .collect())
+    }
+
+    /// Deletes every key under `prefix`; returns how many went.
+    pub fn delete_prefix(&mut self, prefix: &str) -> Result<i64> {
+        let timeout = self.timeout;
+        let client = &mut self.client;
+        let result = self.runtime.block_on(async {
+            tokio::time::timeout(
+                timeout,
+                client.delete(
+                    prefix,
+                    Some(etcd_client::DeleteOptions::new().with_prefix()),
+                ),
+            )
+            .await
+        });
+        match result {
+            Err(_) => Err(self.error(
+                &format!("deleting {prefix}"),
+                "no answer before the timeout",
+            )),
+            Ok(Err(e)) => Err(self.error(&format!("deleting {prefix}"), e)),
+            Ok(Ok(r)) => Ok(r.deleted()),
+        }
+    }
+
+    /// The cluster's keys, parsed.
+    pub fn read_cluster(&mut self, namespace: &str, scope: &str) -> Result<ClusterKeys> {
+        let prefix = cluster_prefix(namespace, scope);
+        let kvs = self.get_prefix(&prefix)?;
+        Ok(parse_cluster_keys(&prefix, &kvs))
+    }
+}
+
+/// Sorts raw key/values into Patroni's layout; unparsable JSON is kept as
+/// a string rather than lost.
+pub fn parse_cluster_keys(prefix: &str, kvs: &[(String, String)]) -> ClusterKeys {
+    let json =
+        |v: &str| serde_json::from_str::<Value>(v).unwrap_or_else(|_| Value::String(v.to_string()));
+    let mut keys = ClusterKeys {
+        prefix: prefix.to_string(),
+        ..ClusterKeys::default()
+    };
+    for (key, value) in kvs {
+        keys.all_keys.push(key.clone());
+        let Some(rest) = key.strip_prefix(prefix) else {
+            continue;
+        };
+        match rest {
+            "leader" => keys.leader = Some(value.clone()),
+            "config" => keys.config = Some(json(value)),
+            "initialize" => keys.initialize = Some(value.clone()),
+            "sync" => keys.sync = Some(json(value)),
+            "failover" => keys.failover = Some(json(value)),
+            "history" => keys.history = Some(json(value)),
+            "status" => keys.status = Some(json(value)),
+            other => {
+                if let Some(name) = other.strip_prefix("members/") {
+                    keys.members.insert(name.to_string(), json(value));
+                }
+            }
+        }
+    }
+    keys
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn prefix_joins_namespace_and_scope_with_one_slash() {
+        assert_eq!(cluster_prefix("/service/", "main"), "/service/main/");
+        assert_eq!(cluster_prefix("/service", "main"), "/service/main/");
+    }
+
+    #[test]
+    fn keys_are_sorted_into_patroni_layout() {
+        let p = "/service/c/";
+        let kvs = vec![
+            (format!("{p}config"), r#"{"ttl": 20}"#.to_string()),
+            (format!("{p}initialize"), "7710".to_string()),
+            (format!("{p}leader"), "pg1".to_string()),
+            (
+                format!("{p}members/pg1"),
+                r#"{"api_url": "http://127.0.0.11:8008/patroni", "role": "primary"}"#.to_string(),
+            ),
+            (format!("{p}members/pg2"), "not json".to_string()),
+            (
+                format!("{p}history"),
+                "[[1, 100, \"no recovery target\"]]".to_string(),
+            ),
+        ];
+        let k = parse_cluster_keys(p, &kvs);
+        assert_eq!(k.leader.as_deref(), Some("pg1"));
+        assert_eq!(k.initialize.as_deref(), Some("7710"));
+        assert_eq!(k.config.unwrap()["ttl"], 20);
+        assert_eq!(k.members.len(), 2);
+        assert_eq!(k.members["pg2"], Value::String("not json".into()));
+        assert_eq!(k.all_keys.len(), 6);
+        let k = parse_cluster_keys(p, &kvs);
+        assert_eq!(
+            k.member_api_addresses(),
+            vec![("pg1".to_string(), "127.0.0.11:8008".to_string())]
+        );
+    }
+
+    #[test]
+    fn api_addresses_come_from_urls() {
+        assert_eq!(
+            api_address("https://h:8008/patroni").as_deref(),
+            Some("h:8008")
+        );
+        assert_eq!(api_address("h:8008").as_deref(), Some("h:8008"));
+        assert_eq!(api_address("http:///x"), None);
+    }
+}
