@@ -248,60 +248,56 @@ impl Service {
                 }
                 Backend::Process => signal(pid, libc::SIGTERM),
             }
+            // Patroni stops PostgreSQL before it exits, except in
+            // maintenance mode, where it leaves it running: that case is
+            // handled below like any postmaster without Patroni.
             let gone = wait_until(
-                "Patroni and PostgreSQL to stop",
+                "Patroni to stop",
                 timeout,
                 || {
-                    let patroni = process_alive(pid);
-                    let postmaster = self.postmaster_pid();
-                    if !patroni && postmaster.is_none() {
-                        Probe::Ready(())
-                    } else {
+                    if process_alive(pid) {
                         Probe::Waiting(format!(
-                            "Patroni {}, postmaster {}",
-                            if patroni { "running" } else { "gone" },
-                            postmaster.map_or("gone".to_string(), |p| format!("running (pid {p})"))
+                            "Patroni running (pid {pid}), postmaster {}",
+                            self.postmaster_pid()
+                                .map_or("gone".to_string(), |p| format!("running (pid {p})"))
                         ))
+                    } else {
+                        Probe::Ready(())
                     }
                 },
                 || instance_log_tails(&self.paths),
             );
             if let Err(e) = gone {
-                warnings.push(format!("{e}; killed Patroni and PostgreSQL"));
+                warnings.push(format!("{e}; killed Patroni"));
                 signal(pid, libc::SIGKILL);
-                if let Some(pm) = self.postmaster_pid() {
-                    signal(pm, libc::SIGKILL);
-                }
             }
         }
-        // A postmaster without Patroni (Patroni killed alone, or the kill
-        // above): fast shutdown, then kill.
+        // A postmaster without Patroni (maintenance mode, Patroni killed
+        // alone, or the kill above): fast shutdown, then kill.
         if let Some(pm) = self.postmaster_pid() {
             signal(pm, libc::SIGINT);
             let stopped = wait_until(
-                "the orphaned postmaster to stop",
+                "PostgreSQL to stop",
                 timeout,
                 || match self.postmaster_pid() {
                     None => Probe::Ready(()),
                     Some(p) => Probe::Waiting(format!("postmaster running (pid {p})")),
                 },
-                String::new,
+                || instance_log_tails(&self.paths),
             );
-            if stopped.is_err() {
+            if let Err(e) = stopped {
                 signal(pm, libc::SIGKILL);
-                warnings.push(format!(
-                    "killed postmaster {pm}, which ignored a fast shutdown"
-                ));
+                warnings.push(format!("{e}; killed postmaster {pm}"));
+                wait_until(
+                    "the killed postmaster to exit",
+                    Duration::from_secs(10),
+                    || match self.postmaster_pid() {
+                        None => Probe::Ready(()),
+                        Some(p) => Probe::Waiting(format!("postmaster pid {p} still there")),
+                    },
+                    String::new,
+                )?;
             }
-            wait_until(
-                "the killed postmaster to exit",
-                Duration::from_secs(10),
-                || match self.postmaster_pid() {
-                    None => Probe::Ready(()),
-                    Some(p) => Probe::Waiting(format!("postmaster pid {p} still there")),
-                },
-                String::new,
-            )?;
         }
         if self.backend == Backend::Process {
             remove_path(&self.paths.pid_file)?;

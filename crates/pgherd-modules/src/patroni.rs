@@ -1,28 +1,201 @@
-//! `pgherd.cluster.patroni`: cluster-wide operations. It speaks the module
-//! protocol already; its operations are not built yet.
+//! `pgherd.cluster.patroni`: cluster-wide operations, from any member or
+//! from the controller given a member's REST API.
+
+use std::time::Duration;
 
 use pgherd_ansible::{Failure, Kind, OptionSpec, Outcome, Spec, Task};
+use pgherd_core::cluster::{self, Operations, RestartMode, Target};
+use pgherd_core::manifest::Login;
+use pgherd_core::names::{parse_host_port, Name};
+use serde_json::{json, Map, Value};
 
-use crate::settings_option;
+use crate::{load_settings, settings_option};
+
+/// Options that change the cluster; `state: info` and `absent` take none.
+const OPERATIONS: [&str; 8] = [
+    "dynamic_config",
+    "leader",
+    "failover_to",
+    "paused",
+    "restart",
+    "reload",
+    "reinit",
+    "scheduled_at",
+];
 
 /// The argument spec of the `patroni` module.
 pub fn spec() -> Spec {
     Spec::new(vec![
-        OptionSpec::new("cluster", Kind::Str).doc("The cluster (Patroni's C(scope))."),
+        OptionSpec::new("cluster", Kind::Str)
+            .required()
+            .aliases(&["scope"])
+            .doc("The cluster (Patroni's C(scope))."),
         OptionSpec::new("state", Kind::Str)
-            .default("info")
+            .default("present")
             .choices(["present", "info", "absent"])
-            .doc("C(info) reads the cluster's state."),
-        OptionSpec::new("dynamic_config", Kind::Dict)
-            .doc("The cluster's dynamic configuration; null deletes a key."),
+            .doc(
+                "C(present) applies the operations given; C(info) only reads the cluster; \
+                  C(absent) removes the cluster's keys from the DCS (see I(system_identifier)).",
+            ),
         settings_option(),
+        OptionSpec::new("restapi", Kind::Str)
+            .doc("C(host:port) of a member's REST API. Without it, members are found in the DCS."),
+        OptionSpec::new("restapi_username", Kind::Str)
+            .doc("Basic authentication user of the REST API."),
+        OptionSpec::new("restapi_password", Kind::Str)
+            .no_log()
+            .doc("Its password."),
+        OptionSpec::new("etcd_username", Kind::Str)
+            .doc("etcd user; defaults to the settings' C(patroni.etcd.username)."),
+        OptionSpec::new("etcd_password", Kind::Str)
+            .no_log()
+            .doc("Its password."),
+        OptionSpec::new("dynamic_config", Kind::Dict).doc(
+            "Wanted dynamic configuration (nested; null deletes a key). Only what differs from \
+             C(GET /config) is sent with C(PATCH /config).",
+        ),
+        OptionSpec::new("leader", Kind::Str).doc(
+            "Switch over so that this member leads. Refused when it is not a streaming replica, \
+             lags more than I(maximum_lag), the cluster is paused, or (synchronous mode) it is \
+             not a synchronous standby.",
+        ),
+        OptionSpec::new("scheduled_at", Kind::Str)
+            .doc("Schedule the switchover at this ISO 8601 time instead of now."),
+        OptionSpec::new("maximum_lag", Kind::Int).doc(
+            "Largest replication lag, in bytes, of a switchover candidate. Defaults to the \
+             cluster's C(maximum_lag_on_failover).",
+        ),
+        OptionSpec::new("failover_to", Kind::Str).doc(
+            "Fail over to this member; only when there is no healthy leader, unless I(force).",
+        ),
+        OptionSpec::new("force", Kind::Bool)
+            .default(false)
+            .doc("Allow I(failover_to) while a healthy leader runs."),
+        OptionSpec::new("paused", Kind::Bool)
+            .doc("Maintenance mode: pause or resume Patroni's automatic failover."),
+        OptionSpec::new("restart", Kind::Str)
+            .choices(["pending", "all"])
+            .doc(
+                "Restart members with a pending restart (or all), replicas first, the leader last.",
+            ),
+        OptionSpec::new("restart_leader_by_switchover", Kind::Bool)
+            .default(false)
+            .doc("Switch over to the least lagging replica before restarting the leader."),
+        OptionSpec::new("reload", Kind::Bool)
+            .default(false)
+            .doc("Ask every member to reload its configuration."),
+        OptionSpec::new("reinit", Kind::List)
+            .elements(Kind::Str)
+            .doc("Replicas to re-clone from the leader."),
+        OptionSpec::new("system_identifier", Kind::Str).doc(
+            "With C(state: absent): the cluster's system identifier, which must match the DCS's \
+             C(initialize) key.",
+        ),
+        OptionSpec::new("wait_timeout", Kind::Int).default(120).doc(
+            "Seconds to wait for each confirmation (new leader, members streaming, pause seen).",
+        ),
     ])
+    .mutually_exclusive(&["leader", "failover_to"])
+    .required_together(&["restapi_username", "restapi_password"])
+    .required_together(&["etcd_username", "etcd_password"])
+}
+
+fn login(p: &Map<String, Value>, user: &str, password: &str) -> Option<Login> {
+    Some(Login {
+        username: p[user].as_str()?.to_string(),
+        password: p[password].as_str()?.to_string(),
+    })
 }
 
 /// Runs one `patroni` task.
 pub fn run_task(task: &Task) -> Result<Outcome, Failure> {
-    let state = task.params["state"].as_str().unwrap_or("info");
-    Err(Failure::new(format!(
-        "the patroni module is not implemented yet (state: {state}); nothing was done"
-    )))
+    let p = &task.params;
+    let state = p["state"].as_str().unwrap_or("present");
+    let scope = p["cluster"].as_str().unwrap_or_default();
+    Name::parse("cluster", scope).map_err(Failure::new)?;
+    if state != "present" {
+        let given: Vec<&str> = OPERATIONS
+            .iter()
+            .copied()
+            .filter(|k| !p[*k].is_null() && p[*k] != Value::Bool(false))
+            .collect();
+        if !given.is_empty() {
+            return Err(Failure::new(format!(
+                "state: {state} takes no operation, but {} {} given",
+                given.join(", "),
+                if given.len() == 1 { "is" } else { "are" }
+            )));
+        }
+    }
+    if let Some(api) = p["restapi"].as_str() {
+        parse_host_port(api).map_err(|e| Failure::new(format!("option 'restapi': {e}")))?;
+    }
+    let timeout = match p["wait_timeout"].as_i64() {
+        Some(t) if t > 0 => Duration::from_secs(t as u64),
+        _ => {
+            return Err(Failure::new(
+                "option 'wait_timeout' must be a positive number of seconds",
+            ))
+        }
+    };
+    let maximum_lag = match p["maximum_lag"].as_i64() {
+        Some(l) if l < 0 => return Err(Failure::new("option 'maximum_lag' must not be negative")),
+        other => other.map(|l| l as u64),
+    };
+    let target = Target {
+        scope: scope.to_string(),
+        settings: load_settings(&p["settings"])?,
+        restapi: p["restapi"].as_str().map(str::to_string),
+        restapi_auth: login(p, "restapi_username", "restapi_password"),
+        etcd_auth: login(p, "etcd_username", "etcd_password"),
+        timeout,
+    };
+    let ops = Operations {
+        dynamic_config: p["dynamic_config"].as_object().cloned(),
+        leader: p["leader"].as_str().map(str::to_string),
+        scheduled_at: p["scheduled_at"].as_str().map(str::to_string),
+        maximum_lag,
+        failover_to: p["failover_to"].as_str().map(str::to_string),
+        force: p["force"].as_bool().unwrap_or(false),
+        paused: p["paused"].as_bool(),
+        restart: match p["restart"].as_str() {
+            Some("pending") => Some(RestartMode::Pending),
+            Some("all") => Some(RestartMode::All),
+            _ => None,
+        },
+        restart_leader_by_switchover: p["restart_leader_by_switchover"].as_bool().unwrap_or(false),
+        reload: p["reload"].as_bool().unwrap_or(false),
+        reinit: p["reinit"]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .filter_map(|v| v.as_str().map(str::to_string))
+                    .collect()
+            })
+            .unwrap_or_default(),
+        remove: state == "absent",
+        system_identifier: p["system_identifier"].as_str().map(str::to_string),
+    };
+    let report = if state == "info" {
+        cluster::Report {
+            info: cluster::info(&target)?,
+            ..cluster::Report::default()
+        }
+    } else {
+        cluster::run(&target, &ops, task.check_mode)?
+    };
+    let mut values = Map::new();
+    values.insert("cluster".into(), json!(report.info));
+    values.insert("changes".into(), json!(report.changes));
+    Ok(Outcome {
+        changed: !report.changes.is_empty(),
+        msg: Some(if report.changes.is_empty() {
+            format!("cluster {scope}: nothing to change")
+        } else {
+            format!("cluster {scope}: {}", report.changes.join("; "))
+        }),
+        diff: report.diff,
+        warnings: report.warnings,
+        values,
+    })
 }

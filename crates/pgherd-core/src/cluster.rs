@@ -1,0 +1,1084 @@
+//! Cluster-wide operations through Patroni's REST API and the DCS: read the
+//! cluster, change its dynamic configuration, switch over, fail over, pause,
+//! restart, reload, reinitialise, remove. Each observes, plans (check mode
+//! stops there), applies, and confirms on the real cluster.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use serde::Serialize;
+use serde_json::{json, Map, Value};
+
+use crate::dcs::{api_address, ClusterKeys, Dcs};
+use crate::error::{Error, Result};
+use crate::manifest::Login;
+use crate::rest::{snippet, ClusterStatus, Endpoint, Member, RestClient};
+use crate::settings::Settings;
+use crate::wait::{wait_until, Probe};
+
+/// Timeout of one REST call.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Where the cluster is and how to talk to it.
+#[derive(Debug, Clone)]
+pub struct Target {
+    pub scope: String,
+    pub settings: Settings,
+    /// A member's REST API (`host:port`); else found through the DCS.
+    pub restapi: Option<String>,
+    pub restapi_auth: Option<Login>,
+    pub etcd_auth: Option<Login>,
+    /// Deadline of every wait.
+    pub timeout: Duration,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RestartMode {
+    Pending,
+    All,
+}
+
+/// What a task asks for; everything optional.
+#[derive(Debug, Clone, Default)]
+pub struct Operations {
+    pub dynamic_config: Option<Map<String, Value>>,
+    pub leader: Option<String>,
+    pub scheduled_at: Option<String>,
+    pub maximum_lag: Option<u64>,
+    pub failover_to: Option<String>,
+    pub force: bool,
+    pub paused: Option<bool>,
+    pub restart: Option<RestartMode>,
+    pub restart_leader_by_switchover: bool,
+    pub reload: bool,
+    pub reinit: Vec<String>,
+    pub remove: bool,
+    pub system_identifier: Option<String>,
+}
+
+/// One member as the `cluster` return value shows it.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct MemberInfo {
+    pub name: String,
+    pub role: String,
+    pub state: String,
+    pub host: String,
+    pub port: Option<u16>,
+    pub timeline: Option<u64>,
+    /// Bytes behind the leader; null for the leader or when unknown.
+    pub lag: Option<u64>,
+    pub pending_restart: bool,
+    pub tags: BTreeMap<String, Value>,
+    pub restapi: Option<String>,
+}
+
+/// The `cluster` return value.
+#[derive(Debug, Clone, Serialize, Default)]
+pub struct ClusterInfo {
+    pub name: String,
+    pub system_identifier: Option<String>,
+    pub leader: Option<String>,
+    pub sync_standbys: Vec<String>,
+    pub paused: bool,
+    pub members: Vec<MemberInfo>,
+    pub config: Value,
+    pub history: Value,
+}
+
+impl ClusterInfo {
+    fn member(&self, name: &str) -> Option<&MemberInfo> {
+        self.members.iter().find(|m| m.name == name)
+    }
+
+    /// The leader, if it runs.
+    pub fn running_leader(&self) -> Option<&MemberInfo> {
+        self.members
+            .iter()
+            .find(|m| m.role == "leader" && m.state == "running")
+    }
+
+    fn synchronous_mode(&self) -> bool {
+        matches!(self.config.get("synchronous_mode"), Some(Value::Bool(true)))
+            || self.config.get("synchronous_mode").and_then(Value::as_str) == Some("on")
+    }
+
+    fn maximum_lag_on_failover(&self) -> u64 {
+        self.config
+            .get("maximum_lag_on_failover")
+            .and_then(Value::as_u64)
+            .unwrap_or(1024 * 1024)
+    }
+}
+
+/// What a task did or, in check mode, would do.
+#[derive(Debug, Clone, Default)]
+pub struct Report {
+    pub changes: Vec<String>,
+    pub diff: Vec<Value>,
+    pub warnings: Vec<String>,
+    pub info: ClusterInfo,
+}
+
+fn is_replica_role(role: &str) -> bool {
+    matches!(role, "replica" | "sync_standby" | "quorum_standby")
+}
+
+fn member_info(m: &Member) -> MemberInfo {
+    MemberInfo {
+        name: m.name.clone(),
+        role: m.role.clone(),
+        state: m.state.clone(),
+        host: m.host.clone(),
+        port: m.port,
+        timeline: m.timeline,
+        lag: m.lag.as_ref().and_then(Value::as_u64),
+        pending_restart: m.pending_restart,
+        tags: m.tags.clone(),
+        restapi: m.api_url.as_deref().and_then(api_address),
+    }
+}
+
+// ---------------------------------------------------------------------
+// Pure decisions, unit-tested below.
+
+/// Scalars compare by value, and by text when their JSON types differ
+/// ("100" and 100 are the same setting to Patroni).
+fn same_setting(a: &Value, b: &Value) -> bool {
+    if a == b {
+        return true;
+    }
+    let text = |v: &Value| match v {
+        Value::String(s) => Some(s.clone()),
+        Value::Number(n) => Some(n.to_string()),
+        Value::Bool(b) => Some(b.to_string()),
+        _ => None,
+    };
+    matches!((text(a), text(b)), (Some(x), Some(y)) if x == y)
+}
+
+/// The PATCH that brings `current` to `desired` (nested mappings merge,
+/// null deletes), with the before and after of the keys it touches; `None`
+/// when nothing differs.
+pub fn config_patch(
+    current: &Value,
+    desired: &Map<String, Value>,
+) -> Option<(Value, Value, Value)> {
+    let mut patch = Map::new();
+    let mut before = Map::new();
+    let mut after = Map::new();
+    for (key, want) in desired {
+        let have = current.get(key);
+        match (want, have) {
+            (Value::Null, None) => {}
+            (Value::Null, Some(h)) => {
+                patch.insert(key.clone(), Value::Null);
+                before.insert(key.clone(), h.clone());
+                after.insert(key.clone(), Value::Null);
+            }
+            (Value::Object(w), Some(h @ Value::Object(_))) => {
+                if let Some((p, b, a)) = config_patch(h, w) {
+                    patch.insert(key.clone(), p);
+                    before.insert(key.clone(), b);
+                    after.insert(key.clone(), a);
+                }
+            }
+            (w, Some(h)) if same_setting(w, h) => {}
+            (w, h) => {
+                let mut fresh = w.clone();
+                strip_nulls(&mut fresh);
+                patch.insert(key.clone(), fresh.clone());
+                before.insert(key.clone(), h.cloned().unwrap_or(Value::Null));
+                after.insert(key.clone(), fresh);
+            }
+        }
+    }
+    (!patch.is_empty()).then_some({
+        (
+            Value::Object(patch),
+            Value::Object(before),
+            Value::Object(after),
+        )
+    })
+}
+
+fn strip_nulls(v: &mut Value) {
+    if let Value::Object(m) = v {
+        m.retain(|_, x| !x.is_null());
+        m.values_mut().for_each(strip_nulls);
+    }
+}
+
+/// Why `candidate` cannot take over by switchover, if it cannot.
+pub fn switchover_refusal(
+    info: &ClusterInfo,
+    candidate: &str,
+    maximum_lag: Option<u64>,
+) -> Option<String> {
+    let names = || {
+        info.members
+            .iter()
+            .map(|m| m.name.as_str())
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let Some(m) = info.member(candidate) else {
+        return Some(format!(
+            "{candidate} is not a member of cluster {}; members: {}",
+            info.name,
+            names()
+        ));
+    };
+    if info.paused {
+        return Some(format!(
+            "cluster {} is paused (maintenance mode): resume it first (paused: false)",
+            info.name
+        ));
+    }
+    if !is_replica_role(&m.role) || !matches!(m.state.as_str(), "streaming" | "running") {
+        return Some(format!(
+            "{candidate} is not a running replica (role {}, state {})",
+            m.role, m.state
+        ));
+    }
+    if m.state != "streaming" {
+        return Some(format!(
+            "{candidate} is not streaming from the leader (state {})",
+            m.state
+        ));
+    }
+    let bound = maximum_lag.unwrap_or_else(|| info.maximum_lag_on_failover());
+    match m.lag {
+        None => {
+            return Some(format!(
+                "the replication lag of {candidate} is unknown: it cannot be checked against {bound} bytes"
+            ))
+        }
+        Some(lag) if lag > bound => {
+            return Some(format!(
+                "{candidate} lags {lag} bytes behind the leader, above the bound of {bound} bytes \
+                 (maximum_lag, or the cluster's maximum_lag_on_failover)"
+            ))
+        }
+        _ => {}
+    }
+    if info.synchronous_mode() && m.role != "sync_standby" {
+        return Some(format!(
+            "cluster {} is in synchronous mode and {candidate} is not a synchronous standby \
+             (sync standbys: {})",
+            info.name,
+            if info.sync_standbys.is_empty() {
+                "none".to_string()
+            } else {
+                info.sync_standbys.join(", ")
+            }
+        ));
+    }
+    None
+}
+
+/// Members to restart, replicas first (by name), the leader last.
+pub fn restart_order(info: &ClusterInfo, mode: RestartMode) -> Vec<String> {
+    let wanted = |m: &&MemberInfo| mode == RestartMode::All || m.pending_restart;
+    let mut replicas: Vec<&MemberInfo> = info
+        .members
+        .iter()
+        .filter(wanted)
+        .filter(|m| m.role != "leader")
+        .collect();
+    replicas.sort_by(|a, b| a.name.cmp(&b.name));
+    let mut out: Vec<String> = replicas.iter().map(|m| m.name.clone()).collect();
+    out.extend(
+        info.members
+            .iter()
+            .filter(wanted)
+            .filter(|m| m.role == "leader")
+            .map(|m| m.name.clone()),
+    );
+    out
+}
+
+// ---------------------------------------------------------------------
+// Talking to the cluster.
+
+struct Conn<'a> {
+    target: &'a Target,
+    /// Members' REST addresses, by name.
+    apis: BTreeMap<String, String>,
+}
+
+impl<'a> Conn<'a> {
+    fn client(&self, address: &str) -> Result<RestClient> {
+        RestClient::new(
+            Endpoint::for_address(
+                &self.target.settings,
+                address,
+                self.target.restapi_auth.clone(),
+            ),
+            REQUEST_TIMEOUT,
+        )
+    }
+
+    fn member_client(&self, name: &str) -> Result<RestClient> {
+        let address = self
+            .apis
+            .get(name)
+            .ok_or_else(|| Error::Other(format!("no REST API address known for member {name}")))?;
+        self.client(address)
+    }
+
+    /// `/cluster` from the first member that answers.
+    fn cluster_status(&self) -> Result<(ClusterStatus, RestClient)> {
+        let mut errors = Vec::new();
+        for address in self.apis.values() {
+            match self
+                .client(address)
+                .and_then(|c| c.cluster().map(|s| (s, c)))
+            {
+                Ok(found) => return Ok(found),
+                Err(e) => errors.push(e.to_string()),
+            }
+        }
+        Err(Error::Other(format!(
+            "no member of cluster {} answers on its REST API: {}",
+            self.target.scope,
+            errors.join("; ")
+        )))
+    }
+
+    fn observe(&mut self) -> Result<ClusterInfo> {
+        let (status, client) = self.cluster_status()?;
+        for m in &status.members {
+            if let Some(a) = m.api_url.as_deref().and_then(api_address) {
+                self.apis.insert(m.name.clone(), a);
+            }
+        }
+        let members: Vec<MemberInfo> = status.members.iter().map(member_info).collect();
+        let system_identifier = client
+            .patroni()
+            .ok()
+            .and_then(|p| p.database_system_identifier);
+        Ok(ClusterInfo {
+            name: if status.scope.is_empty() {
+                self.target.scope.clone()
+            } else {
+                status.scope.clone()
+            },
+            system_identifier,
+            leader: status.leader().map(|m| m.name.clone()),
+            sync_standbys: members
+                .iter()
+                .filter(|m| m.role == "sync_standby")
+                .map(|m| m.name.clone())
+                .collect(),
+            paused: status.pause,
+            members,
+            config: client.config()?,
+            history: client.history().unwrap_or(Value::Null),
+        })
+    }
+
+    /// Waits until `/cluster` satisfies `ready`, saying what it last saw.
+    fn wait_cluster(
+        &self,
+        what: &str,
+        ready: impl Fn(&ClusterStatus) -> bool,
+    ) -> Result<ClusterStatus> {
+        wait_until(
+            what,
+            self.target.timeout,
+            || match self.cluster_status() {
+                Ok((s, _)) if ready(&s) => Probe::Ready(s),
+                Ok((s, _)) => Probe::Waiting(describe_cluster(&s)),
+                Err(e) => Probe::Waiting(e.to_string()),
+            },
+            String::new,
+        )
+    }
+
+    /// Waits until a member runs as leader or streams.
+    fn wait_member_healthy(
+        &self,
+        name: &str,
+        also: impl Fn(&crate::rest::NodeStatus) -> bool,
+    ) -> Result<()> {
+        let client = self.member_client(name)?;
+        wait_until(
+            &format!("{name} to run as leader or streaming replica"),
+            self.target.timeout,
+            || match client.patroni() {
+                Ok(s) if s.is_healthy() && also(&s) => Probe::Ready(()),
+                Ok(s) => Probe::Waiting(format!("{name}: {}", s.describe())),
+                Err(e) => Probe::Waiting(e.to_string()),
+            },
+            String::new,
+        )
+    }
+}
+
+fn describe_cluster(s: &ClusterStatus) -> String {
+    s.members
+        .iter()
+        .map(|m| format!("{} {} {}", m.name, m.role, m.state))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+fn member_runs_as(s: &ClusterStatus, name: &str, roles: &[&str], states: &[&str]) -> bool {
+    s.member(name)
+        .is_some_and(|m| roles.contains(&m.role.as_str()) && states.contains(&m.state.as_str()))
+}
+
+fn connect_dcs(target: &Target) -> Result<Dcs> {
+    let auth = target.etcd_auth.clone().or_else(|| {
+        let e = &target.settings.patroni.etcd;
+        match (&e.username, &e.password) {
+            (Some(u), Some(p)) => Some(Login {
+                username: u.clone(),
+                password: p.clone(),
+            }),
+            _ => None,
+        }
+    });
+    Dcs::connect(
+        &target.settings.patroni.etcd,
+        auth.as_ref(),
+        REQUEST_TIMEOUT,
+    )
+}
+
+fn read_keys(target: &Target) -> Result<ClusterKeys> {
+    connect_dcs(target)?.read_cluster(&target.settings.patroni.etcd.namespace, &target.scope)
+}
+
+/// Finds the members' REST APIs: the given one, or those the DCS lists.
+fn connect(target: &Target) -> Result<Conn<'_>> {
+    let mut apis = BTreeMap::new();
+    if let Some(a) = &target.restapi {
+        apis.insert("(given)".to_string(), a.clone());
+    } else {
+        let keys = read_keys(target).map_err(|e| {
+            Error::Other(format!(
+                "{e}; give the REST API of a member (option restapi) to work without the DCS"
+            ))
+        })?;
+        apis.extend(keys.member_api_addresses());
+        if apis.is_empty() {
+            return Err(Error::Other(format!(
+                "cluster {} has no member in the DCS under {}: is it running, and are scope and \
+                 namespace right?",
+                target.scope, keys.prefix
+            )));
+        }
+    }
+    Ok(Conn { target, apis })
+}
+
+// ---------------------------------------------------------------------
+// The operations.
+
+/// Reads the cluster; changes nothing.
+pub fn info(target: &Target) -> Result<ClusterInfo> {
+    connect(target)?.observe()
+}
+
+/// Runs the requested operations in a safe order: resume, dynamic config,
+/// reload, switchover or failover, restarts, reinits, pause.
+pub fn run(target: &Target, ops: &Operations, check_mode: bool) -> Result<Report> {
+    if ops.remove {
+        return remove(target, ops, check_mode);
+    }
+    let mut conn = connect(target)?;
+    let mut info = conn.observe()?;
+    let mut report = Report::default();
+
+    if ops.paused == Some(false) {
+        set_pause(&conn, &info, false, check_mode, &mut report)?;
+    }
+    if let Some(desired) = &ops.dynamic_config {
+        dynamic_config(&conn, &info, desired, check_mode, &mut report)?;
+    }
+    if ops.reload {
+        for name in info
+            .members
+            .iter()
+            .map(|m| m.name.clone())
+            .collect::<Vec<_>>()
+        {
+            report.changes.push(format!("reload {name}"));
+            if !check_mode {
+                conn.member_client(&name)?.reload()?;
+            }
+        }
+    }
+    if !check_mode && !report.changes.is_empty() {
+        info = conn.observe()?;
+    }
+    if let Some(candidate) = &ops.leader {
+        switchover(&conn, &info, candidate, ops, check_mode, &mut report)?;
+    } else if let Some(candidate) = &ops.failover_to {
+        failover(&conn, &info, candidate, ops.force, check_mode, &mut report)?;
+    }
+    if ops.restart.is_some() || !ops.reinit.is_empty() {
+        if !check_mode {
+            info = conn.observe()?;
+        }
+        if let Some(mode) = ops.restart {
+            restart(&conn, &info, mode, ops, check_mode, &mut report)?;
+        }
+        if !ops.reinit.is_empty() {
+            reinit(&conn, &info, &ops.reinit, check_mode, &mut report)?;
+        }
+    }
+    if ops.paused == Some(true) {
+        set_pause(&conn, &info, true, check_mode, &mut report)?;
+    }
+    report.info = if check_mode { info } else { conn.observe()? };
+    Ok(report)
+}
+
+fn dynamic_config(
+    conn: &Conn<'_>,
+    info: &ClusterInfo,
+    desired: &Map<String, Value>,
+    check_mode: bool,
+    report: &mut Report,
+) -> Result<()> {
+    let Some((patch, before, after)) = config_patch(&info.config, desired) else {
+        return Ok(());
+    };
+    report.changes.push(format!(
+        "update the dynamic configuration: {}",
+        patch
+            .as_object()
+            .map(|m| m.keys().cloned().collect::<Vec<_>>().join(", "))
+            .unwrap_or_default()
+    ));
+    report.diff.push(json!({
+        "before_header": "dynamic configuration",
+        "after_header": "dynamic configuration",
+        "before": before,
+        "after": after,
+    }));
+    if check_mode {
+        return Ok(());
+    }
+    let (_, client) = conn.cluster_status()?;
+    let applied = client.patch_config(&patch)?;
+    if let Some((still, _, _)) = config_patch(&applied, desired) {
+        return Err(Error::Other(format!(
+            "Patroni accepted the change but its configuration still differs in: {still}"
+        )));
+    }
+    Ok(())
+}
+
+fn set_pause(
+    conn: &Conn<'_>,
+    info: &ClusterInfo,
+    paused: bool,
+    check_mode: bool,
+    report: &mut Report,
+) -> Result<()> {
+    if info.paused == paused {
+        return Ok(());
+    }
+    report.changes.push(if paused {
+        format!("pause cluster {} (maintenance mode)", info.name)
+    } else {
+        format!("resume cluster {}", info.name)
+    });
+    if check_mode {
+        return Ok(());
+    }
+    let (_, client) = conn.cluster_status()?;
+    client.patch_config(&json!({ "pause": paused }))?;
+    // Every member applies it on its next cycle: wait until each says so.
+    let names: Vec<String> = info.members.iter().map(|m| m.name.clone()).collect();
+    let clients: Vec<(String, RestClient)> = names
+        .iter()
+        .map(|n| conn.member_client(n).map(|c| (n.clone(), c)))
+        .collect::<Result<_>>()?;
+    wait_until(
+        &format!(
+            "every member to report the cluster {}",
+            if paused { "paused" } else { "resumed" }
+        ),
+        conn.target.timeout,
+        || {
+            let mut lagging = Vec::new();
+            for (name, c) in &clients {
+                match c.patroni() {
+                    Ok(s) if s.pause == paused => {}
+                    Ok(_) => lagging.push(name.clone()),
+                    Err(e) => lagging.push(format!("{name} ({e})")),
+                }
+            }
+            if lagging.is_empty() {
+                Probe::Ready(())
+            } else {
+                Probe::Waiting(format!("not yet: {}", lagging.join(", ")))
+            }
+        },
+        String::new,
+    )
+}
+
+fn switchover(
+    conn: &Conn<'_>,
+    info: &ClusterInfo,
+    candidate: &str,
+    ops: &Operations,
+    check_mode: bool,
+    report: &mut Report,
+) -> Result<()> {
+    let Some(leader) = info.running_leader().map(|m| m.name.clone()) else {
+        return Err(Error::Other(format!(
+            "cluster {} has no running leader to switch over from: use failover_to",
+            info.name
+        )));
+    };
+    if leader == candidate {
+        return Ok(());
+    }
+    if let Some(why) = switchover_refusal(info, candidate, ops.maximum_lag) {
+        return Err(Error::Other(format!(
+            "switchover to {candidate} refused: {why}"
+        )));
+    }
+    let what = match &ops.scheduled_at {
+        Some(at) => format!("switchover from {leader} to {candidate} scheduled at {at}"),
+        None => format!("switchover from {leader} to {candidate}"),
+    };
+    report.changes.push(what.clone());
+    if check_mode {
+        return Ok(());
+    }
+    let (status, answer) =
+        conn.member_client(&leader)?
+            .switchover(&leader, candidate, ops.scheduled_at.as_deref())?;
+    match status {
+        200 => {}
+        202 => return Ok(()),
+        503 => report.warnings.push(format!(
+            "Patroni answered 503 ({}): the outcome was checked on the cluster",
+            snippet(&answer)
+        )),
+        412 => {
+            return Err(Error::Other(format!(
+                "Patroni refused the switchover to {candidate} (HTTP 412): {}",
+                snippet(&answer)
+            )))
+        }
+        other => {
+            return Err(Error::Other(format!(
+                "switchover to {candidate}: HTTP {other} from {leader}: {}",
+                snippet(&answer)
+            )))
+        }
+    }
+    conn.wait_cluster(
+        &format!("{candidate} to lead and {leader} to stream from it"),
+        |s| {
+            member_runs_as(s, candidate, &["leader"], &["running"])
+                && member_runs_as(
+                    s,
+                    &leader,
+                    &["replica", "sync_standby", "quorum_standby"],
+                    &["streaming"],
+                )
+        },
+    )?;
+    confirm_writable(conn, candidate)
+}
+
+/// The new leader accepts writes: its `/primary` health check says 200.
+fn confirm_writable(conn: &Conn<'_>, name: &str) -> Result<()> {
+    let client = conn.member_client(name)?;
+    wait_until(
+        &format!("{name} to accept writes"),
+        conn.target.timeout,
+        || match client.health("/primary") {
+            Ok(200) => Probe::Ready(()),
+            Ok(s) => Probe::Waiting(format!("/primary answers {s}")),
+            Err(e) => Probe::Waiting(e.to_string()),
+        },
+        String::new,
+    )
+}
+
+fn failover(
+    conn: &Conn<'_>,
+    info: &ClusterInfo,
+    candidate: &str,
+    force: bool,
+    check_mode: bool,
+    report: &mut Report,
+) -> Result<()> {
+    let Some(m) = info.member(candidate) else {
+        return Err(Error::Other(format!(
+            "failover to {candidate} refused: it is not a member of cluster {}",
+            info.name
+        )));
+    };
+    let leader = info.running_leader().map(|l| l.name.clone());
+    if leader.as_deref() == Some(candidate) {
+        return Ok(());
+    }
+    if let (Some(l), false) = (&leader, force) {
+        return Err(Error::Other(format!(
+            "failover to {candidate} refused: {l} is a healthy leader; use leader: {candidate} \
+             for a switchover, or force: true"
+        )));
+    }
+    if !matches!(m.state.as_str(), "running" | "streaming") {
+        return Err(Error::Other(format!(
+            "failover to {candidate} refused: it is not running (state {})",
+            m.state
+        )));
+    }
+    report.changes.push(format!("failover to {candidate}"));
+    if check_mode {
+        return Ok(());
+    }
+    let (status, answer) = conn.member_client(candidate)?.failover(candidate)?;
+    match status {
+        200 => {}
+        503 => report.warnings.push(format!(
+            "Patroni answered 503 ({}): the outcome was checked on the cluster",
+            snippet(&answer)
+        )),
+        other => {
+            return Err(Error::Other(format!(
+                "failover to {candidate}: HTTP {other}: {}",
+                snippet(&answer)
+            )))
+        }
+    }
+    // A forced failover from a healthy leader: it must come back as a
+    // replica, as after a switchover.
+    let former = leader.clone();
+    conn.wait_cluster(&format!("{candidate} to lead"), |s| {
+        member_runs_as(s, candidate, &["leader"], &["running"])
+            && former.as_deref().is_none_or(|f| {
+                member_runs_as(
+                    s,
+                    f,
+                    &["replica", "sync_standby", "quorum_standby"],
+                    &["streaming"],
+                )
+            })
+    })?;
+    confirm_writable(conn, candidate)
+}
+
+fn restart_member(conn: &Conn<'_>, name: &str) -> Result<()> {
+    let before = conn.member_client(name)?.patroni()?.postmaster_start_time;
+    conn.member_client(name)?.restart()?;
+    conn.wait_member_healthy(name, |s| s.postmaster_start_time != before)
+}
+
+fn restart(
+    conn: &Conn<'_>,
+    info: &ClusterInfo,
+    mode: RestartMode,
+    ops: &Operations,
+    check_mode: bool,
+    report: &mut Report,
+) -> Result<()> {
+    let order = restart_order(info, mode);
+    let leader = info.leader.clone();
+    for name in &order {
+        let is_leader = leader.as_deref() == Some(name.as_str());
+        if is_leader && ops.restart_leader_by_switchover {
+            // The least lagging streaming replica takes over first.
+            let candidate = info
+                .members
+                .iter()
+                .filter(|m| m.name != *name && m.state == "streaming")
+                .min_by_key(|m| m.lag.unwrap_or(u64::MAX))
+                .map(|m| m.name.clone())
+                .ok_or_else(|| {
+                    Error::Other(format!(
+                        "cannot restart leader {name} by switchover: no streaming replica"
+                    ))
+                })?;
+            let fresh = if check_mode {
+                info.clone()
+            } else {
+                conn_observe(conn)?
+            };
+            switchover(conn, &fresh, &candidate, ops, check_mode, report)?;
+        }
+        report.changes.push(format!("restart {name}"));
+        if !check_mode {
+            restart_member(conn, name)?;
+        }
+    }
+    Ok(())
+}
+
+fn conn_observe(conn: &Conn<'_>) -> Result<ClusterInfo> {
+    let mut c = Conn {
+        target: conn.target,
+        apis: conn.apis.clone(),
+    };
+    c.observe()
+}
+
+fn reinit(
+    conn: &Conn<'_>,
+    info: &ClusterInfo,
+    names: &[String],
+    check_mode: bool,
+    report: &mut Report,
+) -> Result<()> {
+    // Refuse before acting on any of them.
+    for name in names {
+        match info.member(name) {
+            None => {
+                return Err(Error::Other(format!(
+                    "reinit of {name} refused: it is not a member of cluster {}",
+                    info.name
+                )))
+            }
+            Some(m) if m.role == "leader" => {
+                return Err(Error::Other(format!(
+                    "reinit of {name} refused: it is the leader; switch over first"
+                )))
+            }
+            Some(_) => {}
+        }
+    }
+    for name in names {
+        report
+            .changes
+            .push(format!("reinitialise {name} from the leader"));
+        if check_mode {
+            continue;
+        }
+        let before = conn.member_client(name)?.patroni()?.postmaster_start_time;
+        conn.member_client(name)?.reinitialize()?;
+        conn.wait_member_healthy(name, |s| s.postmaster_start_time != before)?;
+    }
+    Ok(())
+}
+
+fn remove(target: &Target, ops: &Operations, check_mode: bool) -> Result<Report> {
+    let mut dcs = connect_dcs(target)?;
+    let keys = dcs.read_cluster(&target.settings.patroni.etcd.namespace, &target.scope)?;
+    let mut report = Report {
+        info: ClusterInfo {
+            name: target.scope.clone(),
+            system_identifier: keys.initialize.clone(),
+            ..ClusterInfo::default()
+        },
+        ..Report::default()
+    };
+    if keys.is_empty() {
+        return Ok(report);
+    }
+    if !keys.members.is_empty() {
+        return Err(Error::Other(format!(
+            "cluster {} still has live members in the DCS ({}): stop them (instance state: stopped \
+             or absent) before removing the cluster",
+            target.scope,
+            keys.members.keys().cloned().collect::<Vec<_>>().join(", ")
+        )));
+    }
+    if let Some(api) = &target.restapi {
+        let client = RestClient::new(
+            Endpoint::for_address(&target.settings, api, target.restapi_auth.clone()),
+            REQUEST_TIMEOUT,
+        )?;
+        if client.patroni().is_ok() {
+            return Err(Error::Other(format!(
+                "the REST API at {api} still answers: stop that member before removing the cluster"
+            )));
+        }
+    }
+    match (&ops.system_identifier, &keys.initialize) {
+        (None, Some(found)) => {
+            return Err(Error::Other(format!(
+                "removing cluster {} from the DCS needs its system identifier as a guard: give \
+                 system_identifier: \"{found}\"",
+                target.scope
+            )))
+        }
+        (Some(given), Some(found)) if given != found => {
+            return Err(Error::Other(format!(
+                "system_identifier {given} does not match cluster {}'s ({found}): nothing removed",
+                target.scope
+            )))
+        }
+        (Some(given), None) => {
+            return Err(Error::Other(format!(
+                "cluster {} has no initialize key to check system_identifier {given} against: \
+                 nothing removed",
+                target.scope
+            )))
+        }
+        _ => {}
+    }
+    for k in &keys.all_keys {
+        report.changes.push(format!("delete {k}"));
+    }
+    report.diff.push(json!({
+        "before_header": keys.prefix, "after_header": keys.prefix,
+        "before": keys.all_keys.join("\n") + "\n",
+        "after": "",
+    }));
+    if check_mode {
+        return Ok(report);
+    }
+    dcs.delete_prefix(&keys.prefix)?;
+    let left = dcs.read_cluster(&target.settings.patroni.etcd.namespace, &target.scope)?;
+    if !left.is_empty() {
+        return Err(Error::Other(format!(
+            "keys left under {} after the removal: {}",
+            keys.prefix,
+            left.all_keys.join(", ")
+        )));
+    }
+    Ok(report)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn obj(v: Value) -> Map<String, Value> {
+        v.as_object().unwrap().clone()
+    }
+
+    #[test]
+    fn identical_config_needs_no_patch() {
+        let current = json!({"ttl": 20, "postgresql": {"parameters": {"max_connections": 100}}});
+        assert!(config_patch(
+            &current,
+            &obj(json!({"ttl": "20", "postgresql": {"parameters": {"max_connections": "100"}}}))
+        )
+        .is_none());
+        assert!(config_patch(&current, &obj(json!({"gone": null}))).is_none());
+    }
+
+    #[test]
+    fn the_patch_holds_only_what_differs() {
+        let current = json!({"ttl": 20, "loop_wait": 2, "postgresql": {"parameters": {"a": "1", "b": "2"}, "use_pg_rewind": true}});
+        let desired = obj(
+            json!({"ttl": 30, "loop_wait": 2, "postgresql": {"parameters": {"a": "1", "b": null, "c": "3"}}, "synchronous_mode": true}),
+        );
+        let (patch, before, after) = config_patch(&current, &desired).unwrap();
+        assert_eq!(
+            patch,
+            json!({"ttl": 30, "postgresql": {"parameters": {"b": null, "c": "3"}}, "synchronous_mode": true})
+        );
+        assert_eq!(
+            before,
+            json!({"ttl": 20, "postgresql": {"parameters": {"b": "2", "c": null}}, "synchronous_mode": null})
+        );
+        assert_eq!(
+            after,
+            json!({"ttl": 30, "postgresql": {"parameters": {"b": null, "c": "3"}}, "synchronous_mode": true})
+        );
+    }
+
+    fn member(name: &str, role: &str, state: &str, lag: Option<u64>) -> MemberInfo {
+        MemberInfo {
+            name: name.into(),
+            role: role.into(),
+            state: state.into(),
+            host: "h".into(),
+            port: Some(5432),
+            timeline: Some(1),
+            lag,
+            pending_restart: false,
+            tags: BTreeMap::new(),
+            restapi: None,
+        }
+    }
+
+    fn cluster(members: Vec<MemberInfo>) -> ClusterInfo {
+        ClusterInfo {
+            name: "c".into(),
+            members,
+            config: json!({"maximum_lag_on_failover": 1000}),
+            ..ClusterInfo::default()
+        }
+    }
+
+    #[test]
+    fn switchover_refuses_unknown_candidate() {
+        let c = cluster(vec![member("pg1", "leader", "running", None)]);
+        let why = switchover_refusal(&c, "pg9", None).unwrap();
+        assert_eq!(why, "pg9 is not a member of cluster c; members: pg1");
+    }
+
+    #[test]
+    fn switchover_refuses_lagging_candidate() {
+        let c = cluster(vec![
+            member("pg1", "leader", "running", None),
+            member("pg2", "replica", "streaming", Some(5000)),
+        ]);
+        let why = switchover_refusal(&c, "pg2", None).unwrap();
+        assert!(why.contains("lags 5000 bytes"), "{why}");
+        assert!(switchover_refusal(&c, "pg2", Some(10_000)).is_none());
+    }
+
+    #[test]
+    fn switchover_refuses_stopped_or_unknown_lag_candidate() {
+        let c = cluster(vec![
+            member("pg1", "leader", "running", None),
+            member("pg2", "replica", "stopped", None),
+            member("pg3", "replica", "streaming", None),
+        ]);
+        assert!(switchover_refusal(&c, "pg2", None)
+            .unwrap()
+            .contains("not a running replica"));
+        assert!(switchover_refusal(&c, "pg3", None)
+            .unwrap()
+            .contains("unknown"));
+    }
+
+    #[test]
+    fn switchover_refuses_in_a_paused_cluster() {
+        let mut c = cluster(vec![
+            member("pg1", "leader", "running", None),
+            member("pg2", "replica", "streaming", Some(0)),
+        ]);
+        c.paused = true;
+        assert!(switchover_refusal(&c, "pg2", None)
+            .unwrap()
+            .contains("paused"));
+    }
+
+    #[test]
+    fn switchover_in_sync_mode_needs_a_sync_standby() {
+        let mut c = cluster(vec![
+            member("pg1", "leader", "running", None),
+            member("pg2", "sync_standby", "streaming", Some(0)),
+            member("pg3", "replica", "streaming", Some(0)),
+        ]);
+        c.config = json!({"synchronous_mode": true});
+        c.sync_standbys = vec!["pg2".into()];
+        assert!(switchover_refusal(&c, "pg2", None).is_none());
+        let why = switchover_refusal(&c, "pg3", None).unwrap();
+        assert!(
+            why.contains("not a synchronous standby (sync standbys: pg2)"),
+            "{why}"
+        );
+    }
+
+    #[test]
+    fn restarts_go_replicas_first_leader_last() {
+        let mut c = cluster(vec![
+            member("pg1", "leader", "running", None),
+            member("pg3", "replica", "streaming", Some(0)),
+            member("pg2", "replica", "streaming", Some(0)),
+        ]);
+        assert_eq!(restart_order(&c, RestartMode::All), ["pg2", "pg3", "pg1"]);
+        assert!(restart_order(&c, RestartMode::Pending).is_empty());
+        c.members[0].pending_restart = true;
+        c.members[1].pending_restart = true;
+        assert_eq!(restart_order(&c, RestartMode::Pending), ["pg3", "pg1"]);
+    }
+}
