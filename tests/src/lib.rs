@@ -136,12 +136,17 @@ pub fn wait_for<T>(
 
 /// A plain HTTP GET on loopback: status and body.
 pub fn http_get(addr: &str, path: &str) -> Option<(u16, String)> {
+    http_request("GET", addr, path)
+}
+
+/// A plain HTTP request without body on loopback: status and body.
+pub fn http_request(method: &str, addr: &str, path: &str) -> Option<(u16, String)> {
     let sock: SocketAddr = addr.parse().ok()?;
     let mut s = TcpStream::connect_timeout(&sock, Duration::from_millis(500)).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
     write!(
         s,
-        "GET {path} HTTP/1.0\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+        "{method} {path} HTTP/1.0\r\nHost: {addr}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
     )
     .ok()?;
     let mut text = String::new();

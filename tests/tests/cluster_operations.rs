@@ -8,7 +8,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use pgherd_e2e::{
-    ansible_playbook, assert_collection_is_fresh, assert_node_ports_free, http_get,
+    ansible_playbook, assert_collection_is_fresh, assert_node_ports_free, http_get, http_request,
     pids_mentioning, psql, repo_root, wait_for, Etcd, PlaybookRun, ProcessReaper, TestDir,
 };
 use serde_json::{json, Value};
@@ -129,6 +129,12 @@ fn refused(run: &PlaybookRun, what: &str, reason: &str) {
     assert!(msg.contains(reason), "{what}: {reason:?} not in {msg:?}");
 }
 
+/// Whether a playbook run that must succeed changed something.
+fn ok_playbook(run: &PlaybookRun, what: &str) -> bool {
+    assert!(run.succeeded(), "{what} failed:\n{}", run.transcript());
+    !run.changed_tasks().is_empty()
+}
+
 fn rest(addr: &str, path: &str) -> Option<Value> {
     http_get(addr, path).and_then(|(_, b)| serde_json::from_str(&b).ok())
 }
@@ -242,9 +248,12 @@ fn patroni_module_operates_a_real_cluster() {
         "the second run wrote the DCS config"
     );
 
-    // Maintenance mode: every member reports it; refusals while paused.
-    let paused = ok(&c.patroni(json!({"paused": true}), &[]), "pause");
-    assert_eq!(paused["changed"], true);
+    // Maintenance mode through playbooks/maintenance.yml: every member
+    // reports it; a switchover is refused while paused.
+    assert!(
+        ok_playbook(&c.playbook("maintenance.yml", &[]), "pause"),
+        "pausing changed nothing"
+    );
     for node in ["pg1", "pg2", "pg3"] {
         assert_eq!(
             rest(node_api(node), "/patroni").unwrap()["pause"],
@@ -252,9 +261,9 @@ fn patroni_module_operates_a_real_cluster() {
             "{node} not paused"
         );
     }
-    assert_eq!(
-        ok(&c.patroni(json!({"paused": true}), &[]), "pause again")["changed"],
-        false
+    assert!(
+        !ok_playbook(&c.playbook("maintenance.yml", &[]), "pause again"),
+        "a second pause changed"
     );
     refused(
         &c.patroni(json!({"leader": "pg2"}), &[]),
@@ -262,7 +271,10 @@ fn patroni_module_operates_a_real_cluster() {
         "is paused",
     );
     assert_eq!(role_of("pg1").0, "leader");
-    ok(&c.patroni(json!({"paused": false}), &[]), "resume");
+    assert!(ok_playbook(
+        &c.playbook("maintenance.yml", &["-e", "paused=false"]),
+        "resume"
+    ));
     for node in ["pg1", "pg2", "pg3"] {
         assert_ne!(
             rest(node_api(node), "/patroni").unwrap()["pause"],
@@ -327,8 +339,10 @@ fn patroni_module_operates_a_real_cluster() {
     );
     assert_eq!(check["changed"], true);
     assert_eq!(role_of("pg1").0, "leader", "check mode switched over");
-    let sw = ok(&c.patroni(json!({"leader": "pg2"}), &[]), "switchover");
-    assert_eq!(sw["changed"], true);
+    assert!(ok_playbook(
+        &c.playbook("switchover.yml", &["-e", "new_leader=pg2"]),
+        "switchover.yml"
+    ));
     assert_eq!(role_of("pg2"), ("leader".into(), "running".into()));
     assert_eq!(role_of("pg1"), ("replica".into(), "streaming".into()));
     psql(
@@ -342,6 +356,70 @@ fn patroni_module_operates_a_real_cluster() {
             "switchover again"
         )["changed"],
         false
+    );
+
+    // A scheduled switchover: registered, not repeated, and in the way of
+    // another one until cancelled.
+    let at = "2099-01-01T00:00:00+00:00";
+    let scheduled = ok(
+        &c.patroni(json!({"leader": "pg3", "scheduled_at": at}), &[]),
+        "scheduled switchover",
+    );
+    assert_eq!(scheduled["changed"], true);
+    let pending = rest("127.0.0.11:8008", "/cluster").unwrap()["scheduled_switchover"].clone();
+    assert_eq!(pending["to"], "pg3", "{pending}");
+    assert_eq!(
+        ok(
+            &c.patroni(
+                json!({"leader": "pg3", "scheduled_at": "2099-01-01T00:00:00Z"}),
+                &[]
+            ),
+            "scheduled again"
+        )["changed"],
+        false
+    );
+    refused(
+        &c.patroni(json!({"leader": "pg1"}), &[]),
+        "switchover over a scheduled one",
+        "already scheduled",
+    );
+    assert_eq!(
+        http_request("DELETE", "127.0.0.12:8008", "/switchover").map(|r| r.0),
+        Some(200)
+    );
+    assert_eq!(role_of("pg2").0, "leader");
+
+    // Synchronous mode: only the synchronous standby may take over.
+    ok(
+        &c.patroni(json!({"dynamic_config": {"synchronous_mode": true}}), &[]),
+        "synchronous mode",
+    );
+    let sync = wait_for(
+        "a synchronous standby",
+        Duration::from_secs(30),
+        || {
+            members()
+                .iter()
+                .find(|m| m["role"] == "sync_standby")
+                .and_then(|m| m["name"].as_str().map(str::to_string))
+        },
+        || format!("{:?}", members()),
+    );
+    let not_sync = if sync == "pg1" { "pg3" } else { "pg1" };
+    refused(
+        &c.patroni(json!({"leader": not_sync}), &[]),
+        "switchover to an asynchronous replica",
+        "not a synchronous standby",
+    );
+    ok(
+        &c.patroni(json!({"dynamic_config": {"synchronous_mode": false}}), &[]),
+        "asynchronous again",
+    );
+    wait_for(
+        "no synchronous standby",
+        Duration::from_secs(30),
+        || (!members().iter().any(|m| m["role"] == "sync_standby")).then_some(()),
+        || format!("{:?}", members()),
     );
 
     // A restart-requiring parameter, then restart: pending, replicas first.
@@ -365,11 +443,17 @@ fn patroni_module_operates_a_real_cluster() {
         },
         || format!("{:?}", members()),
     );
-    let restart = ok(
-        &c.patroni(json!({"restart": "pending"}), &[]),
-        "restart pending",
+    let restart = c.playbook(
+        "maintenance.yml",
+        &["-e", "paused=false", "-e", "restart_pending=true"],
     );
-    let changes: Vec<String> = restart["changes"]
+    assert!(restart.succeeded(), "{}", restart.transcript());
+    let restarted = restart
+        .events
+        .iter()
+        .find(|e| e.task == "Restart members with pending restarts")
+        .expect("the restart task ran");
+    let changes: Vec<String> = restarted.result["changes"]
         .as_array()
         .unwrap()
         .iter()
@@ -435,6 +519,45 @@ fn patroni_module_operates_a_real_cluster() {
             "failover to the leader"
         )["changed"],
         false
+    );
+
+    // Restart all, the leader by switchover first: every postmaster is new
+    // and the old leader no longer leads.
+    let starts = |n: &str| rest(node_api(n), "/patroni").unwrap()["postmaster_start_time"].clone();
+    let before: Vec<Value> = ["pg1", "pg2", "pg3"].iter().map(|n| starts(n)).collect();
+    let all = ok(
+        &c.patroni(
+            json!({"restart": "all", "restart_leader_by_switchover": true}),
+            &[],
+        ),
+        "restart all by switchover",
+    );
+    let changes = all["changes"].as_array().unwrap();
+    assert_eq!(changes.len(), 4, "{all}");
+    assert!(
+        changes[2]
+            .as_str()
+            .unwrap()
+            .starts_with("switchover from pg1 to "),
+        "{all}"
+    );
+    assert_eq!(changes[3], "restart pg1");
+    for (i, n) in ["pg1", "pg2", "pg3"].iter().enumerate() {
+        assert_ne!(starts(n), before[i], "{n} was not restarted");
+    }
+    assert_ne!(role_of("pg1").0, "leader");
+    wait_for(
+        "two streaming replicas after restarting all",
+        Duration::from_secs(30),
+        || {
+            (members()
+                .iter()
+                .filter(|m| m["state"] == "streaming")
+                .count()
+                == 2)
+                .then_some(())
+        },
+        || format!("{:?}", members()),
     );
 
     // reload is an action: always a change.

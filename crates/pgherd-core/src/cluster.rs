@@ -83,6 +83,8 @@ pub struct ClusterInfo {
     pub members: Vec<MemberInfo>,
     pub config: Value,
     pub history: Value,
+    /// `{at, from, to}` of a switchover waiting for its time.
+    pub scheduled_switchover: Option<Value>,
 }
 
 impl ClusterInfo {
@@ -206,6 +208,12 @@ fn strip_nulls(v: &mut Value) {
         m.retain(|_, x| !x.is_null());
         m.values_mut().for_each(strip_nulls);
     }
+}
+
+/// Two ISO 8601 times written alike, `Z` and `+00:00` being the same.
+fn same_time(a: &str, b: &str) -> bool {
+    let norm = |t: &str| t.trim().replace('Z', "+00:00").replace(' ', "T");
+    norm(a) == norm(b)
 }
 
 /// Why `candidate` cannot take over by switchover, if it cannot.
@@ -374,6 +382,7 @@ impl<'a> Conn<'a> {
             members,
             config: client.config()?,
             history: client.history().unwrap_or(Value::Null),
+            scheduled_switchover: status.scheduled_switchover.clone(),
         })
     }
 
@@ -639,6 +648,21 @@ fn switchover(
     };
     if leader == candidate {
         return Ok(());
+    }
+    if let Some(scheduled) = &info.scheduled_switchover {
+        let to = scheduled["to"].as_str().unwrap_or_default();
+        let at = scheduled["at"].as_str().unwrap_or_default();
+        if to == candidate
+            && ops
+                .scheduled_at
+                .as_deref()
+                .is_some_and(|want| same_time(want, at))
+        {
+            return Ok(());
+        }
+        return Err(Error::Other(format!(
+            "switchover to {candidate} refused: a switchover to {to} is already scheduled at {at}"
+        )));
     }
     if let Some(why) = switchover_refusal(info, candidate, ops.maximum_lag) {
         return Err(Error::Other(format!(
@@ -1066,6 +1090,18 @@ mod tests {
             why.contains("not a synchronous standby (sync standbys: pg2)"),
             "{why}"
         );
+    }
+
+    #[test]
+    fn scheduled_times_compare_across_notations() {
+        assert!(same_time(
+            "2026-11-22T04:34:07Z",
+            "2026-11-22T04:34:07+00:00"
+        ));
+        assert!(!same_time(
+            "2026-11-22T04:34:07Z",
+            "2026-11-22T05:34:07+00:00"
+        ));
     }
 
     #[test]

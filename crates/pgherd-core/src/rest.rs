@@ -134,6 +134,8 @@ pub struct ClusterStatus {
     pub members: Vec<Member>,
     pub scope: String,
     pub pause: bool,
+    /// `{at, from, to}` of a switchover waiting for its time.
+    pub scheduled_switchover: Option<Value>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
