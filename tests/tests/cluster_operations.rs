@@ -53,7 +53,9 @@ impl Cluster {
         self.runs.set(n);
         let mut args = args;
         args["cluster"] = json!(SCOPE);
-        args["settings"] = json!("{{ pgherd_settings_file }}");
+        if args.get("settings").is_none() {
+            args["settings"] = json!("{{ pgherd_settings_file }}");
+        }
         let path = self.dir.join(&format!("patroni-{n}.yml"));
         std::fs::write(
             &path,
@@ -223,6 +225,23 @@ fn patroni_module_operates_a_real_cluster() {
         "{cl}"
     );
 
+    // From the controller: a member's REST API is enough, etcd is not
+    // needed; without either, the error names etcd and says what to do.
+    let no_etcd = json!({"patroni": {"etcd": {"hosts": ["127.0.0.1:9"]}}});
+    let remote = ok(
+        &c.patroni(
+            json!({"state": "info", "restapi": "127.0.0.12:8008", "settings": no_etcd}),
+            &[],
+        ),
+        "info through a given member",
+    );
+    assert_eq!(remote["cluster"]["leader"], "pg1");
+    refused(
+        &c.patroni(json!({"state": "info", "settings": no_etcd}), &[]),
+        "info with etcd unreachable",
+        "etcd at http://127.0.0.1:9",
+    );
+
     // dynamic_config: only the difference is sent; SHOW sees it everywhere.
     let dynamic = json!({"dynamic_config": {"maximum_lag_on_failover": 2097152,
                                             "postgresql": {"parameters": {"work_mem": "16MB"}}}});
@@ -231,6 +250,15 @@ fn patroni_module_operates_a_real_cluster() {
         "dynamic_config --check",
     );
     assert_eq!(check["changed"], true);
+    assert_eq!(
+        check["diff"]["before"]["postgresql"]["parameters"]["work_mem"],
+        Value::Null,
+        "{check}"
+    );
+    assert_eq!(
+        check["diff"]["after"]["postgresql"]["parameters"]["work_mem"], "16MB",
+        "{check}"
+    );
     assert_eq!(
         psql(&c.socket("pg1"), "show work_mem").unwrap(),
         "4MB",
