@@ -149,6 +149,16 @@ fn members() -> Vec<Value> {
         .unwrap_or_default()
 }
 
+/// Waits until `ready` finds what it needs among `/cluster`'s members.
+fn wait_members<T>(what: &str, ready: impl Fn(&[Value]) -> Option<T>) -> T {
+    wait_for(
+        what,
+        Duration::from_secs(30),
+        || ready(&members()),
+        || format!("{:?}", members()),
+    )
+}
+
 fn role_of(name: &str) -> (String, String) {
     members()
         .iter()
@@ -330,34 +340,22 @@ fn patroni_module_operates_a_real_cluster() {
     // SAFETY: plain kill(2) on the pid just found.
     unsafe { libc::kill(receiver, libc::SIGSTOP) };
     psql(&c.socket("pg1"), "create table lag(x text); insert into lag select repeat('x', 1000) from generate_series(1, 2000)").unwrap();
-    wait_for(
-        "pg3's lag to show in /cluster",
-        Duration::from_secs(30),
-        || {
-            members()
-                .iter()
-                .find(|m| m["name"] == "pg3")
-                .and_then(|m| m["lag"].as_u64())
-                .filter(|l| *l > 100_000)
-        },
-        || format!("{:?}", members()),
-    );
+    wait_members("pg3's lag to show in /cluster", |m| {
+        m.iter()
+            .find(|m| m["name"] == "pg3")
+            .and_then(|m| m["lag"].as_u64())
+            .filter(|l| *l > 100_000)
+    });
     let lagging = c.patroni(json!({"leader": "pg3"}), &[]);
     // SAFETY: as above.
     unsafe { libc::kill(receiver, libc::SIGCONT) };
     refused(&lagging, "lagging candidate", "lags");
-    wait_for(
-        "pg3 to catch up",
-        Duration::from_secs(30),
-        || {
-            members()
-                .iter()
-                .find(|m| m["name"] == "pg3")
-                .and_then(|m| m["lag"].as_u64())
-                .filter(|l| *l == 0)
-        },
-        || format!("{:?}", members()),
-    );
+    wait_members("pg3 to catch up", |m| {
+        m.iter()
+            .find(|m| m["name"] == "pg3")
+            .and_then(|m| m["lag"].as_u64())
+            .filter(|l| *l == 0)
+    });
     assert_eq!(role_of("pg1").0, "leader");
 
     // Switchover to pg2: confirmed on the cluster; the new leader writes.
@@ -422,17 +420,11 @@ fn patroni_module_operates_a_real_cluster() {
         &c.patroni(json!({"dynamic_config": {"synchronous_mode": true}}), &[]),
         "synchronous mode",
     );
-    let sync = wait_for(
-        "a synchronous standby",
-        Duration::from_secs(30),
-        || {
-            members()
-                .iter()
-                .find(|m| m["role"] == "sync_standby")
-                .and_then(|m| m["name"].as_str().map(str::to_string))
-        },
-        || format!("{:?}", members()),
-    );
+    let sync = wait_members("a synchronous standby", |m| {
+        m.iter()
+            .find(|m| m["role"] == "sync_standby")
+            .and_then(|m| m["name"].as_str().map(str::to_string))
+    });
     let not_sync = if sync == "pg1" { "pg3" } else { "pg1" };
     refused(
         &c.patroni(json!({"leader": not_sync}), &[]),
@@ -443,12 +435,9 @@ fn patroni_module_operates_a_real_cluster() {
         &c.patroni(json!({"dynamic_config": {"synchronous_mode": false}}), &[]),
         "asynchronous again",
     );
-    wait_for(
-        "no synchronous standby",
-        Duration::from_secs(30),
-        || (!members().iter().any(|m| m["role"] == "sync_standby")).then_some(()),
-        || format!("{:?}", members()),
-    );
+    wait_members("no synchronous standby", |m| {
+        (!m.iter().any(|m| m["role"] == "sync_standby")).then_some(())
+    });
 
     // A restart-requiring parameter, then restart: pending, replicas first.
     ok(
@@ -458,19 +447,9 @@ fn patroni_module_operates_a_real_cluster() {
         ),
         "restart-requiring parameter",
     );
-    wait_for(
-        "every member to report a pending restart",
-        Duration::from_secs(30),
-        || {
-            (members()
-                .iter()
-                .filter(|m| m["pending_restart"] == true)
-                .count()
-                == 3)
-                .then_some(())
-        },
-        || format!("{:?}", members()),
-    );
+    wait_members("every member to report a pending restart", |m| {
+        (m.iter().filter(|m| m["pending_restart"] == true).count() == 3).then_some(())
+    });
     let restart = c.playbook(
         "maintenance.yml",
         &["-e", "paused=false", "-e", "restart_pending=true"],
@@ -574,19 +553,9 @@ fn patroni_module_operates_a_real_cluster() {
         assert_ne!(starts(n), before[i], "{n} was not restarted");
     }
     assert_ne!(role_of("pg1").0, "leader");
-    wait_for(
-        "two streaming replicas after restarting all",
-        Duration::from_secs(30),
-        || {
-            (members()
-                .iter()
-                .filter(|m| m["state"] == "streaming")
-                .count()
-                == 2)
-                .then_some(())
-        },
-        || format!("{:?}", members()),
-    );
+    wait_members("two streaming replicas after restarting all", |m| {
+        (m.iter().filter(|m| m["state"] == "streaming").count() == 2).then_some(())
+    });
 
     // reload is an action: always a change.
     assert_eq!(

@@ -6,9 +6,9 @@ use std::time::Duration;
 
 use pgherd_core::lifecycle::{apply_state, DesiredState};
 use pgherd_core::manifest::{InstanceManifest, InstanceOptions};
-use serde_json::{json, Map, Value};
+use serde_json::{json, Value};
 
-use crate::{load_settings, settings_option};
+use crate::{changes_outcome, load_settings, settings_option};
 
 pub const STATES: [&str; 5] = ["started", "stopped", "restarted", "absent", "present"];
 
@@ -123,19 +123,12 @@ pub fn run_task(task: &Task) -> Result<Outcome, Failure> {
         }
     };
     let report = apply_state(&settings, &manifest, state, task.check_mode, timeout)?;
-    let mut values = Map::new();
-    values.insert("instance".into(), json!(report.facts));
-    values.insert("changes".into(), json!(report.changes));
-    let name = manifest.qualified_name();
-    Ok(Outcome {
-        changed: report.changed(),
-        msg: Some(if report.changes.is_empty() {
-            format!("instance {name} is as requested")
-        } else {
-            format!("instance {name}: {}", report.changes.join("; "))
-        }),
-        diff: report.diff,
-        warnings: report.warnings,
-        values,
-    })
+    Ok(changes_outcome(
+        &format!("instance {}", manifest.qualified_name()),
+        report.changes,
+        report.diff,
+        report.warnings,
+        "instance",
+        json!(report.facts),
+    ))
 }

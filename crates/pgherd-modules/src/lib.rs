@@ -5,7 +5,7 @@
 pub mod instance;
 pub mod patroni;
 
-use pgherd_ansible::Failure;
+use pgherd_ansible::{Failure, Outcome};
 use pgherd_core::settings::{Settings, SettingsSource};
 use serde_json::Value;
 
@@ -33,4 +33,35 @@ pub fn settings_option() -> pgherd_ansible::OptionSpec {
     pgherd_ansible::OptionSpec::new("settings", pgherd_ansible::Kind::Raw)
         .doc("Site settings: the path of a YAML file, or the settings as a mapping.")
         .doc("When not given, C(/etc/pgherd/settings.yaml) is read if it exists, else built-in defaults apply.")
+}
+
+/// The result of a task that reports a list of changes: `changed` when the
+/// list is not empty, a message naming `subject`, the changes, and the
+/// module's facts under `facts_key`.
+pub fn changes_outcome(
+    subject: &str,
+    changes: Vec<String>,
+    diff: Vec<Value>,
+    warnings: Vec<String>,
+    facts_key: &str,
+    facts: Value,
+) -> Outcome {
+    let msg = if changes.is_empty() {
+        format!("{subject}: nothing to change")
+    } else {
+        format!("{subject}: {}", changes.join("; "))
+    };
+    let mut values = serde_json::Map::new();
+    values.insert(facts_key.into(), facts);
+    values.insert(
+        "changes".into(),
+        changes.iter().cloned().map(Value::String).collect(),
+    );
+    Outcome {
+        changed: !changes.is_empty(),
+        msg: Some(msg),
+        diff,
+        warnings,
+        values,
+    }
 }

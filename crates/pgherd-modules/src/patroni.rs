@@ -9,7 +9,7 @@ use pgherd_core::manifest::Login;
 use pgherd_core::names::{parse_host_port, Name};
 use serde_json::{json, Map, Value};
 
-use crate::{load_settings, settings_option};
+use crate::{changes_outcome, load_settings, settings_option};
 
 /// Options that change the cluster; `state: info` and `absent` take none.
 const OPERATIONS: [&str; 8] = [
@@ -184,18 +184,12 @@ pub fn run_task(task: &Task) -> Result<Outcome, Failure> {
     } else {
         cluster::run(&target, &ops, task.check_mode)?
     };
-    let mut values = Map::new();
-    values.insert("cluster".into(), json!(report.info));
-    values.insert("changes".into(), json!(report.changes));
-    Ok(Outcome {
-        changed: !report.changes.is_empty(),
-        msg: Some(if report.changes.is_empty() {
-            format!("cluster {scope}: nothing to change")
-        } else {
-            format!("cluster {scope}: {}", report.changes.join("; "))
-        }),
-        diff: report.diff,
-        warnings: report.warnings,
-        values,
-    })
+    Ok(changes_outcome(
+        &format!("cluster {scope}"),
+        report.changes,
+        report.diff,
+        report.warnings,
+        "cluster",
+        json!(report.info),
+    ))
 }
