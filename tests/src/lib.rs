@@ -11,6 +11,8 @@ use std::time::{Duration, Instant, SystemTime};
 
 use serde_json::Value;
 
+pub mod pki;
+
 pub fn repo_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .parent()
@@ -160,17 +162,33 @@ pub fn http_request(method: &str, addr: &str, path: &str) -> Option<(u16, String
 pub struct Etcd {
     child: Child,
     pub client_addr: String,
+    /// `https` when started with TLS.
+    pub scheme: &'static str,
+    /// etcdctl's TLS options (empty without TLS).
+    tls_args: Vec<String>,
     log: PathBuf,
 }
 
 impl Etcd {
     pub fn start(dir: &Path, client_port: u16, peer_port: u16) -> Etcd {
+        Etcd::start_with(dir, client_port, peer_port, None)
+    }
+
+    /// With `pki`: clients must use TLS and present a certificate signed by
+    /// the test CA (`--client-cert-auth`).
+    pub fn start_with(
+        dir: &Path,
+        client_port: u16,
+        peer_port: u16,
+        pki: Option<&pki::Pki>,
+    ) -> Etcd {
         let data = dir.join(format!("etcd-{client_port}"));
         let log = dir.join(format!("etcd-{client_port}.log"));
-        let client = format!("http://127.0.0.1:{client_port}");
+        let scheme = if pki.is_some() { "https" } else { "http" };
+        let client = format!("{scheme}://127.0.0.1:{client_port}");
         let peer = format!("http://127.0.0.1:{peer_port}");
-        let child = Command::new("etcd")
-            .arg("--name")
+        let mut cmd = Command::new("etcd");
+        cmd.arg("--name")
             .arg(format!("e2e-{client_port}"))
             .arg("--data-dir")
             .arg(&data)
@@ -187,7 +205,23 @@ impl Etcd {
                 &peer,
             ])
             .arg("--initial-cluster")
-            .arg(format!("e2e-{client_port}={peer}"))
+            .arg(format!("e2e-{client_port}={peer}"));
+        let mut tls_args = Vec::new();
+        if let Some(p) = pki {
+            cmd.arg("--cert-file")
+                .arg(&p.server_cert)
+                .arg("--key-file")
+                .arg(&p.server_key)
+                .arg("--trusted-ca-file")
+                .arg(&p.ca)
+                .arg("--client-cert-auth");
+            tls_args = vec![
+                format!("--cacert={}", p.ca.display()),
+                format!("--cert={}", p.client_cert.display()),
+                format!("--key={}", p.client_key.display()),
+            ];
+        }
+        let child = cmd
             .stdin(Stdio::null())
             .stdout(std::fs::File::create(&log).expect("etcd log"))
             .stderr(std::fs::File::create(log.with_extension("err")).expect("etcd log"))
@@ -196,19 +230,66 @@ impl Etcd {
         let etcd = Etcd {
             child,
             client_addr: format!("127.0.0.1:{client_port}"),
+            scheme,
+            tls_args,
             log,
         };
-        let addr = etcd.client_addr.clone();
         wait_for(
             "etcd to report healthy",
             Duration::from_secs(20),
-            || match http_get(&addr, "/health") {
-                Some((200, body)) if body.contains("true") => Some(()),
-                _ => None,
-            },
-            || tail(&etcd.log, 5),
+            || etcd.etcdctl(None, &["endpoint", "health"]).ok().map(|_| ()),
+            || tail(&etcd.log.with_extension("err"), 5),
         );
         etcd
+    }
+
+    /// Runs etcdctl against this member, as `user` (`name:password`).
+    pub fn etcdctl(&self, user: Option<&str>, args: &[&str]) -> Result<String, String> {
+        let mut cmd = Command::new("etcdctl");
+        cmd.arg(format!(
+            "--endpoints={}://{}",
+            self.scheme, self.client_addr
+        ))
+        .arg("--dial-timeout=2s")
+        .args(&self.tls_args)
+        .args(user.map(|u| format!("--user={u}")))
+        .args(args)
+        .env("ETCDCTL_API", "3");
+        let out = cmd.output().map_err(|e| e.to_string())?;
+        if out.status.success() {
+            Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+        } else {
+            Err(String::from_utf8_lossy(&out.stderr).into_owned())
+        }
+    }
+
+    /// Turns on etcd's role-based access: a root user, and `user` with
+    /// read/write on `prefix` only.
+    pub fn enable_auth(&self, root_password: &str, user: &str, password: &str, prefix: &str) {
+        let root = format!("root:{root_password}");
+        let steps: Vec<Vec<String>> = vec![
+            vec!["user".into(), "add".into(), root.clone()],
+            vec!["role".into(), "add".into(), user.into()],
+            vec![
+                "role".into(),
+                "grant-permission".into(),
+                user.into(),
+                "--prefix=true".into(),
+                "readwrite".into(),
+                prefix.into(),
+            ],
+            vec!["user".into(), "add".into(), format!("{user}:{password}")],
+            vec!["user".into(), "grant-role".into(), user.into(), user.into()],
+            vec!["auth".into(), "enable".into()],
+        ];
+        for step in steps {
+            let args: Vec<&str> = step.iter().map(String::as_str).collect();
+            if let Err(e) = self.etcdctl(None, &args) {
+                panic!("etcdctl {}: {e}", args.first().unwrap_or(&""));
+            }
+        }
+        self.etcdctl(Some(&root), &["auth", "status"])
+            .expect("root can log in");
     }
 }
 
@@ -457,4 +538,22 @@ impl Drop for ProcessReaper {
             unsafe { libc::kill(pid, libc::SIGKILL) };
         }
     }
+}
+
+/// Writes a playbook of one task: `module` with `args` (JSON is YAML),
+/// on `host`; returns its path.
+pub fn one_task_playbook(
+    dir: &Path,
+    name: &str,
+    host: &str,
+    module: &str,
+    args: &Value,
+) -> PathBuf {
+    let path = dir.join(format!("{name}.yml"));
+    std::fs::write(
+        &path,
+        format!("- hosts: {host}\n  gather_facts: false\n  tasks:\n    - name: {name}\n      {module}: {args}\n"),
+    )
+    .expect("write the playbook");
+    path
 }

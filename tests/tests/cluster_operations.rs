@@ -4,12 +4,12 @@
 //! action with the reason.
 
 use std::path::PathBuf;
-use std::process::Command;
 use std::time::Duration;
 
 use pgherd_e2e::{
     ansible_playbook, assert_collection_is_fresh, assert_node_ports_free, http_get, http_request,
-    pids_mentioning, psql, repo_root, wait_for, Etcd, PlaybookRun, ProcessReaper, TestDir,
+    one_task_playbook, pids_mentioning, psql, repo_root, wait_for, Etcd, PlaybookRun,
+    ProcessReaper, TestDir,
 };
 use serde_json::{json, Value};
 
@@ -56,14 +56,13 @@ impl Cluster {
         if args.get("settings").is_none() {
             args["settings"] = json!("{{ pgherd_settings_file }}");
         }
-        let path = self.dir.join(&format!("patroni-{n}.yml"));
-        std::fs::write(
-            &path,
-            format!(
-                "- hosts: pg1\n  gather_facts: false\n  tasks:\n    - name: patroni\n      pgherd.cluster.patroni: {args}\n"
-            ),
-        )
-        .unwrap();
+        let path = one_task_playbook(
+            &self.dir.path,
+            &format!("patroni-{n}"),
+            "pg1",
+            "pgherd.cluster.patroni",
+            &args,
+        );
         let vars = self.vars();
         let mut all: Vec<&str> = vars.iter().map(String::as_str).collect();
         all.extend_from_slice(extra);
@@ -81,30 +80,29 @@ impl Cluster {
 
     /// The mod_revision of a DCS key: unchanged means never written.
     fn key_revision(&self, key: &str) -> i64 {
-        let out = Command::new("etcdctl")
-            .args(["--endpoints", &self.etcd.client_addr, "get", "-w", "json"])
-            .arg(format!("/service/{SCOPE}/{key}"))
-            .env("ETCDCTL_API", "3")
-            .output()
-            .expect("run etcdctl");
-        let v: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
+        let out = self
+            .etcd
+            .etcdctl(
+                None,
+                &["get", "-w", "json", &format!("/service/{SCOPE}/{key}")],
+            )
+            .unwrap_or_default();
+        let v: Value = serde_json::from_str(&out).unwrap_or(Value::Null);
         v["kvs"][0]["mod_revision"].as_i64().unwrap_or(-1)
     }
 
     fn keys(&self) -> Vec<String> {
-        let out = Command::new("etcdctl")
-            .args([
-                "--endpoints",
-                &self.etcd.client_addr,
-                "get",
-                "--prefix",
-                "--keys-only",
-            ])
-            .arg(format!("/service/{SCOPE}/"))
-            .env("ETCDCTL_API", "3")
-            .output()
-            .expect("run etcdctl");
-        String::from_utf8_lossy(&out.stdout)
+        self.etcd
+            .etcdctl(
+                None,
+                &[
+                    "get",
+                    "--prefix",
+                    "--keys-only",
+                    &format!("/service/{SCOPE}/"),
+                ],
+            )
+            .unwrap_or_default()
             .lines()
             .filter(|l| !l.is_empty())
             .map(str::to_string)

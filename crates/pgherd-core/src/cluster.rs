@@ -338,11 +338,11 @@ impl<'a> Conn<'a> {
     fn cluster_status(&self) -> Result<(ClusterStatus, RestClient)> {
         let mut errors = Vec::new();
         for address in self.apis.values() {
-            match self
-                .client(address)
-                .and_then(|c| c.cluster().map(|s| (s, c)))
-            {
-                Ok(found) => return Ok(found),
+            // A client that cannot be built (a certificate file missing)
+            // fails the same way for every member: say it once.
+            let client = self.client(address)?;
+            match client.cluster() {
+                Ok(status) => return Ok((status, client)),
                 Err(e) => errors.push(e.to_string()),
             }
         }
@@ -466,9 +466,13 @@ fn connect(target: &Target) -> Result<Conn<'_>> {
         apis.insert("(given)".to_string(), a.clone());
     } else {
         let keys = read_keys(target).map_err(|e| {
-            Error::Other(format!(
-                "{e}; give the REST API of a member (option restapi) to work without the DCS"
-            ))
+            let text = e.to_string();
+            let hint = if text.contains("authentication failed") {
+                "check etcd_username and etcd_password (or patroni.etcd in the settings)"
+            } else {
+                "give the REST API of a member (option restapi) to work without the DCS"
+            };
+            Error::Other(format!("{text}; {hint}"))
         })?;
         apis.extend(keys.member_api_addresses());
         if apis.is_empty() {

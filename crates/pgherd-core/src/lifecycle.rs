@@ -318,6 +318,12 @@ pub fn apply_state(
     if state == DesiredState::Absent {
         return remove(&node, running, check_mode);
     }
+    // A configuration naming files that are not there would only make
+    // Patroni fail later: refuse before writing anything.
+    let missing = settings.missing_files();
+    if !missing.is_empty() {
+        return Err(Error::InvalidSettings(missing));
+    }
 
     let owner = node.run_as.as_ref().map(|a| a.owner);
     let mut files = desired_files(settings, m, &node.paths, owner)?;

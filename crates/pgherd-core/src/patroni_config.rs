@@ -13,7 +13,7 @@ use crate::manifest::{InstanceManifest, Login};
 use crate::merge::{json_to_yaml, merge};
 use crate::paths::InstancePaths;
 use crate::pg_hba::render_pg_hba;
-use crate::settings::{Protocol, Settings, VerifyClient, WatchdogMode};
+use crate::settings::{ClientSsl, Protocol, Settings, SslMode, VerifyClient, WatchdogMode};
 use crate::yaml::to_yaml_string;
 
 #[derive(Debug, Serialize)]
@@ -152,6 +152,27 @@ pub struct Role {
     pub username: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub password: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sslmode: Option<SslMode>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sslrootcert: Option<PathBuf>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sslcert: Option<PathBuf>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sslkey: Option<PathBuf>,
+}
+
+impl Role {
+    fn new(username: &str, password: Option<&String>, ssl: Option<&ClientSsl>) -> Role {
+        Role {
+            username: username.to_string(),
+            password: password.cloned(),
+            sslmode: ssl.and_then(|s| s.sslmode),
+            sslrootcert: ssl.and_then(|s| s.sslrootcert.clone()),
+            sslcert: ssl.and_then(|s| s.sslcert.clone()),
+            sslkey: ssl.and_then(|s| s.sslkey.clone()),
+        }
+    }
 }
 
 #[derive(Debug, Serialize)]
@@ -287,19 +308,20 @@ pub fn build_patroni_config(
             pgpass: paths.patroni_pgpass.clone(),
             use_unix_socket: true,
             use_unix_socket_repl: false,
+            // The superuser connects through the socket; the others cross
+            // the network between members, with the site's SSL options.
             authentication: PgAuthentication {
-                superuser: Role {
-                    username: pg.superuser.clone(),
-                    password: m.surole_password.clone(),
-                },
-                replication: Role {
-                    username: pg.replication_role.clone(),
-                    password: m.replrole_password.clone(),
-                },
-                rewind: Role {
-                    username: pg.rewind_role.clone(),
-                    password: m.rewind_password.clone(),
-                },
+                superuser: Role::new(&pg.superuser, m.surole_password.as_ref(), None),
+                replication: Role::new(
+                    &pg.replication_role,
+                    m.replrole_password.as_ref(),
+                    pg.client_ssl.as_ref(),
+                ),
+                rewind: Role::new(
+                    &pg.rewind_role,
+                    m.rewind_password.as_ref(),
+                    pg.client_ssl.as_ref(),
+                ),
             },
             parameters,
             pg_hba: render_pg_hba(settings, &m.pg_hba)?,

@@ -244,19 +244,26 @@ impl RestClient {
     }
 
     fn describe_send_error(e: &reqwest::Error) -> String {
-        let mut msg = if e.is_timeout() {
-            "no answer before the timeout".to_string()
-        } else if e.is_connect() {
-            "cannot connect (is Patroni running there?)".to_string()
-        } else {
-            "request failed".to_string()
-        };
+        let mut chain = String::new();
         let mut source = std::error::Error::source(e);
         while let Some(s) = source {
-            msg.push_str(&format!(": {s}"));
+            chain.push_str(&format!(": {s}"));
             source = s.source();
         }
-        msg
+        let lower = chain.to_ascii_lowercase();
+        let what = if e.is_timeout() {
+            "no answer before the timeout"
+        } else if lower.contains("certificate")
+            || lower.contains("handshake")
+            || lower.contains("tls")
+        {
+            "TLS handshake failed (check the CA file and the client certificate)"
+        } else if e.is_connect() {
+            "cannot connect (is Patroni running there?)"
+        } else {
+            "request failed"
+        };
+        format!("{what}{chain}")
     }
 
     /// Sends one request; returns the status and the body text.

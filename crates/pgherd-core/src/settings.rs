@@ -58,6 +58,29 @@ pub struct PostgresqlSettings {
     /// A tera template for pg_hba.conf; the built-in one when unset.
     pub pg_hba_template: Option<PathBuf>,
     pub initdb: InitdbSettings,
+    /// SSL of the replication and rewind connections between members.
+    pub client_ssl: Option<ClientSsl>,
+}
+
+/// libpq SSL options of the connections members make to each other.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct ClientSsl {
+    pub sslmode: Option<SslMode>,
+    pub sslrootcert: Option<PathBuf>,
+    pub sslcert: Option<PathBuf>,
+    pub sslkey: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum SslMode {
+    Disable,
+    Allow,
+    Prefer,
+    Require,
+    VerifyCa,
+    VerifyFull,
 }
 
 impl Default for PostgresqlSettings {
@@ -77,6 +100,7 @@ impl Default for PostgresqlSettings {
             local_auth_method: "peer".into(),
             pg_hba_template: None,
             initdb: InitdbSettings::default(),
+            client_ssl: None,
         }
     }
 }
@@ -457,6 +481,23 @@ impl Settings {
                 problems.push(format!("{key}: {e}"));
             }
         }
+        if let Some(ssl) = &pg.client_ssl {
+            if ssl.sslcert.is_some() != ssl.sslkey.is_some() {
+                problems.push(
+                    "postgresql.client_ssl.sslcert and postgresql.client_ssl.sslkey go together"
+                        .into(),
+                );
+            }
+            if matches!(ssl.sslmode, Some(SslMode::VerifyCa | SslMode::VerifyFull))
+                && ssl.sslrootcert.is_none()
+            {
+                problems.push(
+                    "postgresql.client_ssl.sslmode verifies the server but \
+                     postgresql.client_ssl.sslrootcert is not set"
+                        .into(),
+                );
+            }
+        }
         if self.sysuser.is_empty() {
             problems.push("sysuser must not be empty".into());
         }
@@ -466,6 +507,58 @@ impl Settings {
         } else {
             Err(Error::InvalidSettings(problems))
         }
+    }
+}
+
+impl Settings {
+    /// The TLS files the settings name that do not exist on this host,
+    /// each with its key; an instance is not configured to use them.
+    pub fn missing_files(&self) -> Vec<String> {
+        let p = &self.patroni;
+        let ctl = p.ctl.clone().unwrap_or_default();
+        let ssl = self.postgresql.client_ssl.clone().unwrap_or_default();
+        let named: [(&str, &Option<PathBuf>); 13] = [
+            ("patroni.etcd.cacert", &p.etcd.cacert),
+            ("patroni.etcd.cert", &p.etcd.cert),
+            ("patroni.etcd.key", &p.etcd.key),
+            ("patroni.restapi.cafile", &p.restapi.cafile),
+            ("patroni.restapi.certfile", &p.restapi.certfile),
+            ("patroni.restapi.keyfile", &p.restapi.keyfile),
+            ("patroni.ctl.certfile", &ctl.certfile),
+            ("patroni.ctl.keyfile", &ctl.keyfile),
+            ("patroni.ctl.cacert", &ctl.cacert),
+            ("postgresql.client_ssl.sslrootcert", &ssl.sslrootcert),
+            ("postgresql.client_ssl.sslcert", &ssl.sslcert),
+            ("postgresql.client_ssl.sslkey", &ssl.sslkey),
+            (
+                "postgresql.pg_hba_template",
+                &self.postgresql.pg_hba_template,
+            ),
+        ];
+        named
+            .iter()
+            .filter_map(|(key, path)| {
+                let path = path.as_ref()?;
+                (!path.exists()).then(|| format!("{key}: {} does not exist", path.display()))
+            })
+            .collect()
+    }
+
+    /// Combinations that work but may not do what the reader expects.
+    /// `etcd_login` says whether the instance or task gives etcd credentials.
+    pub fn warnings(&self, etcd_login: bool) -> Vec<String> {
+        let etcd = &self.patroni.etcd;
+        let mut out = Vec::new();
+        if (etcd_login || etcd.username.is_some()) && etcd.cert.is_some() {
+            out.push(
+                "etcd gets both a password and a client certificate: etcd authenticates the \
+                 user by the password, the certificate only secures the connection; etcd 3.4 \
+                 then refuses Patroni's requests (through its gRPC gateway) when the \
+                 certificate has a CommonName, so use a client certificate without one"
+                    .to_string(),
+            );
+        }
+        out
     }
 }
 
@@ -631,6 +724,44 @@ mod tests {
             "patroni:\n  ttl: 10\n  etcd:\n    cacert: /x\n    username: u\n  restapi:\n    verify_client: required\n",
         );
         assert!(p.len() >= 4, "{p:?}");
+    }
+
+    #[test]
+    fn client_ssl_verification_needs_a_root_certificate() {
+        assert_one(
+            "postgresql:\n  client_ssl:\n    sslmode: verify-ca\n",
+            "postgresql.client_ssl.sslrootcert is not set",
+        );
+        assert_one(
+            "postgresql:\n  client_ssl:\n    sslmode: require\n    sslcert: /c\n",
+            "sslcert and postgresql.client_ssl.sslkey go together",
+        );
+    }
+
+    #[test]
+    fn missing_tls_files_are_named_with_their_key() {
+        let s = Settings::from_yaml(
+            "patroni:\n  restapi:\n    certfile: /nonexistent/api.pem\n    keyfile: /etc/hostname\n",
+            "t",
+        )
+        .unwrap();
+        assert_eq!(
+            s.missing_files(),
+            vec!["patroni.restapi.certfile: /nonexistent/api.pem does not exist"]
+        );
+        assert!(Settings::default().missing_files().is_empty());
+    }
+
+    #[test]
+    fn password_and_certificate_for_etcd_warn() {
+        let s = Settings::from_yaml(
+            "patroni:\n  etcd:\n    protocol: https\n    cert: /c\n    key: /k\n",
+            "t",
+        )
+        .unwrap();
+        assert!(s.warnings(false).is_empty());
+        assert_eq!(s.warnings(true).len(), 1);
+        assert!(s.warnings(true)[0].contains("authenticates the user by the password"));
     }
 
     #[test]

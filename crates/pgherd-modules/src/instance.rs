@@ -122,7 +122,10 @@ pub fn run_task(task: &Task) -> Result<Outcome, Failure> {
             ))
         }
     };
-    let report = apply_state(&settings, &manifest, state, task.check_mode, timeout)?;
+    let mut report = apply_state(&settings, &manifest, state, task.check_mode, timeout)?;
+    report
+        .warnings
+        .extend(settings.warnings(manifest.etcd_auth.is_some()));
     Ok(changes_outcome(
         &format!("instance {}", manifest.qualified_name()),
         report.changes,

@@ -176,7 +176,7 @@ pub fn run_task(task: &Task) -> Result<Outcome, Failure> {
         remove: state == "absent",
         system_identifier: p["system_identifier"].as_str().map(str::to_string),
     };
-    let report = if state == "info" {
+    let mut report = if state == "info" {
         cluster::Report {
             info: cluster::info(&target)?,
             ..cluster::Report::default()
@@ -184,6 +184,9 @@ pub fn run_task(task: &Task) -> Result<Outcome, Failure> {
     } else {
         cluster::run(&target, &ops, task.check_mode)?
     };
+    report
+        .warnings
+        .extend(target.settings.warnings(target.etcd_auth.is_some()));
     Ok(changes_outcome(
         &format!("cluster {scope}"),
         report.changes,
