@@ -303,8 +303,26 @@ fn a_secured_cluster_works_refuses_and_leaks_nothing() {
         ok(&s.patroni(dynamic), "dynamic config again")["changed"],
         false
     );
-    let sw = ok(&s.patroni(json!({"leader": "pg2"})), "switchover over mTLS");
-    assert_eq!(sw["changed"], true);
+    // The example playbooks, with the credentials from the inventory.
+    let pause = s.playbook("maintenance.yml", &[]);
+    assert!(
+        pause.succeeded() && !pause.changed_tasks().is_empty(),
+        "{}",
+        pause.transcript()
+    );
+    assert_eq!(s.cluster()["pause"], true);
+    let resume = s.playbook("maintenance.yml", &["-e", "paused=false"]);
+    assert!(
+        resume.succeeded() && !resume.changed_tasks().is_empty(),
+        "{}",
+        resume.transcript()
+    );
+    let sw = s.playbook("switchover.yml", &["-e", "new_leader=pg2"]);
+    assert!(
+        sw.succeeded() && !sw.changed_tasks().is_empty(),
+        "{}",
+        sw.transcript()
+    );
     let c = s.cluster();
     let leader = c["members"]
         .as_array()
