@@ -367,6 +367,17 @@ pub fn ansible_playbook(
     inventory: &Path,
     extra: &[&str],
 ) -> PlaybookRun {
+    ansible_playbook_from(&collections_path(), dir, playbook, inventory, extra)
+}
+
+/// As [`ansible_playbook`], with the collection found under `collections`.
+pub fn ansible_playbook_from(
+    collections: &Path,
+    dir: &Path,
+    playbook: &Path,
+    inventory: &Path,
+    extra: &[&str],
+) -> PlaybookRun {
     let events = dir.join(format!(
         "events-{}.jsonl",
         SystemTime::now()
@@ -388,7 +399,7 @@ pub fn ansible_playbook(
         .args(extra)
         .current_dir(dir)
         .env("PATH", path)
-        .env("ANSIBLE_COLLECTIONS_PATH", collections_path())
+        .env("ANSIBLE_COLLECTIONS_PATH", collections)
         .env(
             "ANSIBLE_CALLBACK_PLUGINS",
             repo_root().join("tests/ansible/callback_plugins"),

@@ -2,6 +2,7 @@
 //! specs, their validation with Ansible's conversions, the result object,
 //! secret masking, and a panic hook that keeps every failure in JSON.
 
+pub mod docs;
 pub mod module;
 pub mod spec;
 pub mod validate;

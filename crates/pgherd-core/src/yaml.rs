@@ -79,12 +79,36 @@ fn untag(v: &Value) -> &Value {
     }
 }
 
+/// Whether a multi-line string can be written as a literal block and read
+/// back the same: printable lines, none starting the block with a space,
+/// no trailing blanks.
+fn literal_block_safe(s: &str) -> bool {
+    s.contains('\n')
+        && !s.starts_with([' ', '\n'])
+        && s.chars().all(|c| c == '\n' || !c.is_control())
+        && s.lines().all(|l| l == l.trim_end())
+        && !s.ends_with("\n\n")
+}
+
+/// `|` (or `|-` without a final newline) and the lines, indented.
+fn literal_block(out: &mut String, s: &str, indent: usize) {
+    out.push_str(if s.ends_with('\n') { " |\n" } else { " |-\n" });
+    for line in s.lines() {
+        if !line.is_empty() {
+            out.push_str(&" ".repeat(indent + 2));
+            out.push_str(line);
+        }
+        out.push('\n');
+    }
+}
+
 fn emit_mapping(out: &mut String, m: &serde_yaml::Mapping, indent: usize) {
     for (k, v) in m {
         out.push_str(&" ".repeat(indent));
         out.push_str(&scalar(untag(k)));
         out.push(':');
         match untag(v) {
+            Value::String(s) if literal_block_safe(s) => literal_block(out, s, indent),
             Value::Mapping(inner) if !inner.is_empty() => {
                 out.push('\n');
                 emit_mapping(out, inner, indent + 2);
@@ -217,6 +241,17 @@ mod tests {
         assert_eq!(
             text,
             "a: 1\nb:\n  c:\n  - x\n  - d: 2\n    e:\n    - 3\n  f: {}\n  g: []\nh: 1.5\ni: 2.0\nj: true\nk: null\n"
+        );
+        assert_eq!(serde_yaml::from_str::<Value>(&text).unwrap(), doc);
+    }
+
+    #[test]
+    fn multi_line_strings_become_literal_blocks() {
+        let doc = y("a: \"line 1\\n  line 2\\n\\nline 4\\n\"\nb: \"x\\ny\"\nc: \" lead\\n\"\n");
+        let text = to_yaml_string(&doc);
+        assert!(
+            text.starts_with("a: |\n  line 1\n    line 2\n\n  line 4\nb: |-\n  x\n  y\nc: \""),
+            "{text}"
         );
         assert_eq!(serde_yaml::from_str::<Value>(&text).unwrap(), doc);
     }

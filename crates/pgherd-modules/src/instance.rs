@@ -135,3 +135,90 @@ pub fn run_task(task: &Task) -> Result<Outcome, Failure> {
         json!(report.facts),
     ))
 }
+
+/// The documentation of the `instance` module, beside its spec.
+pub fn docs() -> pgherd_ansible::docs::ModuleDoc {
+    use pgherd_ansible::docs::{ModuleDoc, ReturnDoc};
+    ModuleDoc {
+        module: "pgherd.cluster.instance",
+        short_description: "A PostgreSQL instance managed by Patroni on the target host",
+        description: vec![
+            "Writes the Patroni configuration of one node from the site settings and the task's options, and brings the node to the requested state.",
+            "With C(state=started), Patroni bootstraps the cluster or clones the node from the leader, as the DCS says, and the task waits until the node leads or streams.",
+            "A configuration change on a running node reloads Patroni and reports the parameters that wait for a restart.",
+        ],
+        version_added: "0.1.0",
+        notes: vec![
+            "Runs as root (Patroni and PostgreSQL then run as the settings' C(sysuser)) or as that user through become.",
+            "The module is a native executable built for the controller's architecture; see the collection README to build for other targets.",
+        ],
+        examples: EXAMPLES,
+        returns: vec![
+            ReturnDoc::new("changes", "list", "What the task changed, or would change in check mode.")
+                .always()
+                .elements("str")
+                .sample(json!(["create /etc/patroni/15-main.yaml", "start Patroni (15-main (pg1))"])),
+            ReturnDoc::new("instance", "dict", "The node: where it lives and what Patroni says of it.").contains(vec![
+                ReturnDoc::new("name", "str", "Instance name."),
+                ReturnDoc::new("version", "str", "PostgreSQL major version."),
+                ReturnDoc::new("port", "int", "PostgreSQL port."),
+                ReturnDoc::new("cluster", "str", "Patroni scope."),
+                ReturnDoc::new("node", "str", "Member name."),
+                ReturnDoc::new("data_dir", "str", "Data directory."),
+                ReturnDoc::new("config", "str", "Path of the Patroni configuration."),
+                ReturnDoc::new("passfile", "str", "Path of the client password file, when passwords are given."),
+                ReturnDoc::new("restapi", "str", "host:port of the REST API."),
+                ReturnDoc::new("running", "bool", "Whether Patroni runs."),
+                ReturnDoc::new("role", "str", "primary or replica, when running."),
+                ReturnDoc::new("state", "str", "Patroni's state of PostgreSQL, when running."),
+                ReturnDoc::new("timeline", "int", "Current timeline, when running."),
+                ReturnDoc::new("pending_restart", "bool", "Whether parameters wait for a restart."),
+                ReturnDoc::new("pending_restart_parameters", "list", "Those parameters.").elements("str"),
+                ReturnDoc::new("members", "list", "Cluster members: name, role, state, host, timeline, lag.").elements("dict"),
+            ]),
+        ],
+    }
+}
+
+const EXAMPLES: &str = "\
+- name: PostgreSQL 15 node managed by Patroni, started
+  pgherd.cluster.instance:
+    name: main
+    version: \"15\"
+    port: 5432
+    surole_password: \"{{ vault_surole_password }}\"
+    replrole_password: \"{{ vault_replrole_password }}\"
+    rewind_password: \"{{ vault_rewind_password }}\"
+    patroni:
+      cluster: main
+      node: \"{{ inventory_hostname }}\"
+      restapi:
+        connect_address: \"{{ ansible_host }}:8008\"
+      postgresql:
+        connect_host: \"{{ ansible_host }}\"
+  register: node
+
+- name: A parameter change; the task says whether a restart is pending
+  pgherd.cluster.instance:
+    name: main
+    parameters:
+      work_mem: 16MB
+      shared_buffers: 1GB
+    patroni:
+      cluster: main
+      node: \"{{ inventory_hostname }}\"
+
+- name: Stop the node (Patroni and PostgreSQL)
+  pgherd.cluster.instance:
+    name: main
+    state: stopped
+    patroni:
+      cluster: main
+
+- name: Remove the node, its configuration and data (the DCS is left alone)
+  pgherd.cluster.instance:
+    name: main
+    state: absent
+    patroni:
+      cluster: main
+";

@@ -196,3 +196,79 @@ pub fn run_task(task: &Task) -> Result<Outcome, Failure> {
         json!(report.info),
     ))
 }
+
+/// The documentation of the `patroni` module, beside its spec.
+pub fn docs() -> pgherd_ansible::docs::ModuleDoc {
+    use pgherd_ansible::docs::{ModuleDoc, ReturnDoc};
+    ModuleDoc {
+        module: "pgherd.cluster.patroni",
+        short_description: "Cluster-wide operations on a Patroni cluster",
+        description: vec![
+            "Reads a Patroni cluster, changes its dynamic configuration, switches over, fails over, pauses, restarts, reloads, reinitialises members and removes the cluster from the DCS.",
+            "Every operation checks before it acts and confirms on the cluster after; nothing differs, nothing is sent.",
+            "Runs on any member (the others are found in etcd) or from the controller given a member's REST API with I(restapi).",
+        ],
+        version_added: "0.1.0",
+        notes: vec![
+            "Operations given together run in this order: resume, dynamic configuration, reload, switchover or failover, restarts, reinitialisations, pause.",
+        ],
+        examples: EXAMPLES,
+        returns: vec![
+            ReturnDoc::new("changes", "list", "What the task changed, or would change in check mode.")
+                .always()
+                .elements("str")
+                .sample(json!(["switchover from pg1 to pg2"])),
+            ReturnDoc::new("cluster", "dict", "The cluster after the task.").contains(vec![
+                ReturnDoc::new("name", "str", "Patroni scope."),
+                ReturnDoc::new("system_identifier", "str", "PostgreSQL system identifier."),
+                ReturnDoc::new("leader", "str", "Leader's name."),
+                ReturnDoc::new("sync_standbys", "list", "Synchronous standbys.").elements("str"),
+                ReturnDoc::new("paused", "bool", "Maintenance mode."),
+                ReturnDoc::new("members", "list", "Members: name, role, state, host, port, timeline, lag (bytes), pending_restart, tags, restapi.").elements("dict"),
+                ReturnDoc::new("config", "dict", "Dynamic configuration."),
+                ReturnDoc::new("history", "list", "Timeline history."),
+                ReturnDoc::new("scheduled_switchover", "dict", "A switchover waiting for its time: at, from, to."),
+            ]),
+        ],
+    }
+}
+
+const EXAMPLES: &str = "\
+- name: Read the cluster
+  pgherd.cluster.patroni:
+    cluster: main
+    state: info
+  register: main
+
+- name: Dynamic configuration; only what differs is sent
+  pgherd.cluster.patroni:
+    cluster: main
+    dynamic_config:
+      synchronous_mode: true
+      postgresql:
+        parameters:
+          max_connections: 200
+          work_mem: null
+
+- name: Switch over to pg2, checked before and confirmed after
+  pgherd.cluster.patroni:
+    cluster: main
+    leader: pg2
+
+- name: Maintenance mode
+  pgherd.cluster.patroni:
+    cluster: main
+    paused: true
+
+- name: Restart members waiting for it, replicas first, the leader last
+  pgherd.cluster.patroni:
+    cluster: main
+    restart: pending
+    restart_leader_by_switchover: true
+
+- name: Remove a stopped cluster from etcd
+  pgherd.cluster.patroni:
+    cluster: main
+    state: absent
+    system_identifier: \"7310125487290183262\"
+";

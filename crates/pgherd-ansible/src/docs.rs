@@ -1,0 +1,216 @@
+//! Module documentation (`DOCUMENTATION`, `EXAMPLES`, `RETURN`) rendered
+//! from the same [`Spec`] that validates arguments, so the two cannot drift.
+
+use serde_json::{json, Map, Value};
+
+use crate::spec::{OptionSpec, Spec};
+
+/// One returned key.
+#[derive(Debug, Clone)]
+pub struct ReturnDoc {
+    pub name: &'static str,
+    pub description: &'static str,
+    /// Ansible's type name: str, int, bool, list, dict...
+    pub kind: &'static str,
+    /// When it is returned: "always", "success", ...
+    pub returned: &'static str,
+    pub sample: Option<Value>,
+    pub elements: Option<&'static str>,
+    pub contains: Vec<ReturnDoc>,
+}
+
+impl ReturnDoc {
+    pub fn new(name: &'static str, kind: &'static str, description: &'static str) -> Self {
+        ReturnDoc {
+            name,
+            description,
+            kind,
+            returned: "success",
+            sample: None,
+            elements: None,
+            contains: Vec::new(),
+        }
+    }
+
+    pub fn always(mut self) -> Self {
+        self.returned = "always";
+        self
+    }
+
+    pub fn sample(mut self, v: Value) -> Self {
+        self.sample = Some(v);
+        self
+    }
+
+    pub fn elements(mut self, kind: &'static str) -> Self {
+        self.elements = Some(kind);
+        self
+    }
+
+    pub fn contains(mut self, keys: Vec<ReturnDoc>) -> Self {
+        self.contains = keys;
+        self
+    }
+}
+
+/// What a module's documentation says beyond its options.
+#[derive(Debug, Clone)]
+pub struct ModuleDoc {
+    /// Fully qualified name, e.g. `pgherd.cluster.instance`.
+    pub module: &'static str,
+    pub short_description: &'static str,
+    pub description: Vec<&'static str>,
+    pub version_added: &'static str,
+    pub notes: Vec<&'static str>,
+    pub examples: &'static str,
+    pub returns: Vec<ReturnDoc>,
+}
+
+fn option_doc(o: &OptionSpec) -> Value {
+    let mut d = Map::new();
+    let description: Vec<Value> = if o.description.is_empty() {
+        vec![Value::String(format!("The C({}) option.", o.name))]
+    } else {
+        o.description
+            .iter()
+            .map(|p| Value::String((*p).to_string()))
+            .collect()
+    };
+    d.insert("description".into(), Value::Array(description));
+    d.insert("type".into(), json!(o.kind.ansible_name()));
+    if o.required {
+        d.insert("required".into(), json!(true));
+    }
+    if let Some(v) = &o.default {
+        d.insert("default".into(), v.clone());
+    }
+    if !o.choices.is_empty() {
+        d.insert("choices".into(), Value::Array(o.choices.clone()));
+    }
+    if !o.aliases.is_empty() {
+        d.insert("aliases".into(), json!(o.aliases));
+    }
+    if o.no_log {
+        d.insert("no_log".into(), json!(true));
+    }
+    if let Some(e) = o.elements {
+        d.insert("elements".into(), json!(e.ansible_name()));
+    }
+    if let Some(sub) = &o.suboptions {
+        d.insert("suboptions".into(), options_doc(sub));
+    }
+    Value::Object(d)
+}
+
+fn options_doc(spec: &Spec) -> Value {
+    let mut names: Vec<&OptionSpec> = spec.options.iter().collect();
+    names.sort_by_key(|o| o.name);
+    Value::Object(
+        names
+            .into_iter()
+            .map(|o| (o.name.to_string(), option_doc(o)))
+            .collect(),
+    )
+}
+
+fn return_doc(r: &ReturnDoc) -> Value {
+    let mut d = Map::new();
+    d.insert("description".into(), json!(r.description));
+    d.insert("returned".into(), json!(r.returned));
+    d.insert("type".into(), json!(r.kind));
+    if let Some(e) = r.elements {
+        d.insert("elements".into(), json!(e));
+    }
+    if let Some(s) = &r.sample {
+        d.insert("sample".into(), s.clone());
+    }
+    if !r.contains.is_empty() {
+        d.insert(
+            "contains".into(),
+            Value::Object(
+                r.contains
+                    .iter()
+                    .map(|c| (c.name.to_string(), return_doc(c)))
+                    .collect(),
+            ),
+        );
+    }
+    Value::Object(d)
+}
+
+/// The sidecar documentation (`plugins/modules/NAME.yml`) of a module.
+pub fn sidecar(doc: &ModuleDoc, spec: &Spec) -> Value {
+    let mut documentation = Map::new();
+    documentation.insert(
+        "module".into(),
+        json!(doc.module.rsplit('.').next().unwrap_or(doc.module)),
+    );
+    documentation.insert("short_description".into(), json!(doc.short_description));
+    documentation.insert("version_added".into(), json!(doc.version_added));
+    documentation.insert("description".into(), json!(doc.description));
+    documentation.insert("options".into(), options_doc(spec));
+    documentation.insert(
+        "attributes".into(),
+        json!({
+            "check_mode": {"support": "full", "description": "Reports exactly what a real run changes, and changes nothing."},
+            "diff_mode": {"support": "full", "description": "Shows the change, with secrets masked."},
+        }),
+    );
+    if !doc.notes.is_empty() {
+        documentation.insert("notes".into(), json!(doc.notes));
+    }
+    documentation.insert("author".into(), json!(["pgherd maintainers"]));
+    json!({
+        "DOCUMENTATION": documentation,
+        "EXAMPLES": doc.examples,
+        "RETURN": Value::Object(doc.returns.iter().map(|r| (r.name.to_string(), return_doc(r))).collect()),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::spec::Kind;
+
+    #[test]
+    fn options_carry_every_spec_attribute() {
+        let spec = Spec::new(vec![
+            OptionSpec::new("state", Kind::Str)
+                .default("started")
+                .choices(["started", "stopped"])
+                .doc("What to do."),
+            OptionSpec::new("password", Kind::Str).no_log(),
+            OptionSpec::new("name", Kind::Str)
+                .required()
+                .aliases(&["instance"]),
+            OptionSpec::new("hba", Kind::List).elements(Kind::Str),
+            OptionSpec::new("auth", Kind::Dict)
+                .suboptions(Spec::new(vec![OptionSpec::new("user", Kind::Str)])),
+        ]);
+        let doc = ModuleDoc {
+            module: "ns.coll.thing",
+            short_description: "Does a thing",
+            description: vec!["Long."],
+            version_added: "0.1.0",
+            notes: vec![],
+            examples: "- ns.coll.thing:\n    name: x\n",
+            returns: vec![ReturnDoc::new("changes", "list", "What changed.")
+                .always()
+                .elements("str")],
+        };
+        let v = sidecar(&doc, &spec);
+        let o = &v["DOCUMENTATION"]["options"];
+        assert_eq!(v["DOCUMENTATION"]["module"], "thing");
+        assert_eq!(o["state"]["default"], "started");
+        assert_eq!(o["state"]["choices"], json!(["started", "stopped"]));
+        assert_eq!(o["password"]["no_log"], true);
+        assert_eq!(o["name"]["required"], true);
+        assert_eq!(o["name"]["aliases"], json!(["instance"]));
+        assert_eq!(o["hba"]["elements"], "str");
+        assert_eq!(o["auth"]["suboptions"]["user"]["type"], "str");
+        let keys: Vec<&String> = o.as_object().unwrap().keys().collect();
+        assert_eq!(keys, ["auth", "hba", "name", "password", "state"]);
+        assert_eq!(v["RETURN"]["changes"]["elements"], "str");
+        assert_eq!(v["EXAMPLES"], "- ns.coll.thing:\n    name: x\n");
+    }
+}

@@ -1,0 +1,133 @@
+//! The collection as users get it: ansible-doc shows both modules from the
+//! generated docs, and the tarball built by ansible-galaxy installs into a
+//! fresh path and runs a playbook from there.
+
+use std::process::Command;
+
+use pgherd_e2e::{
+    ansible_playbook_from, assert_collection_is_fresh, collections_path, repo_root, venv_bin,
+    TestDir,
+};
+use serde_json::Value;
+
+fn ansible_doc(collections: &std::path::Path, module: &str) -> Value {
+    let out = Command::new(venv_bin("ansible-doc"))
+        .args(["--json", module])
+        .env("ANSIBLE_COLLECTIONS_PATH", collections)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "ansible-doc {module}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    v[module].clone()
+}
+
+#[test]
+fn ansible_doc_shows_every_option_and_return_value() {
+    let instance = ansible_doc(&collections_path(), "pgherd.cluster.instance");
+    let options = instance["doc"]["options"].as_object().unwrap();
+    for o in [
+        "name",
+        "state",
+        "patroni",
+        "surole_password",
+        "wait_timeout",
+        "settings",
+    ] {
+        assert!(options.contains_key(o), "instance option {o} undocumented");
+    }
+    assert_eq!(
+        options["state"]["choices"].as_array().map(Vec::len),
+        Some(5)
+    );
+    assert!(instance["return"]["instance"]["contains"]["pending_restart"].is_object());
+    assert!(instance["examples"]
+        .as_str()
+        .is_some_and(|e| e.contains("pgherd.cluster.instance:")));
+    let patroni = ansible_doc(&collections_path(), "pgherd.cluster.patroni");
+    for o in [
+        "cluster",
+        "dynamic_config",
+        "leader",
+        "failover_to",
+        "paused",
+        "restart",
+        "reinit",
+        "system_identifier",
+    ] {
+        assert!(
+            patroni["doc"]["options"][o].is_object(),
+            "patroni option {o} undocumented"
+        );
+    }
+}
+
+#[test]
+fn the_built_tarball_installs_and_runs() {
+    assert_collection_is_fresh();
+    let dir = TestDir::new("galaxy");
+    let build = Command::new(venv_bin("ansible-galaxy"))
+        .args(["collection", "build", "--output-path"])
+        .arg(&dir.path)
+        .arg(collections_path().join("ansible_collections/pgherd/cluster"))
+        .output()
+        .unwrap();
+    assert!(
+        build.status.success(),
+        "{}",
+        String::from_utf8_lossy(&build.stderr)
+    );
+    let tarball = dir.join("pgherd-cluster-0.1.0.tar.gz");
+    let installed = dir.join("installed");
+    let install = Command::new(venv_bin("ansible-galaxy"))
+        .args(["collection", "install", "-p"])
+        .arg(&installed)
+        .arg(&tarball)
+        .output()
+        .unwrap();
+    assert!(
+        install.status.success(),
+        "{}",
+        String::from_utf8_lossy(&install.stderr)
+    );
+    let modules = installed.join("ansible_collections/pgherd/cluster/plugins/modules");
+    for m in ["instance", "patroni", "instance.yml", "patroni.yml"] {
+        assert!(
+            modules.join(m).exists(),
+            "{m} missing from the installed collection"
+        );
+    }
+    assert!(
+        ansible_doc(&installed, "pgherd.cluster.patroni")["doc"]["options"]["leader"].is_object()
+    );
+
+    // A playbook runs the installed modules.
+    let node = dir.join("node");
+    let inventory = dir.join("inventory.yml");
+    std::fs::write(
+        &inventory,
+        format!(
+            "all:\n  hosts:\n    pg1:\n      ansible_connection: local\n      ansible_python_interpreter: /usr/bin/python3\n      \
+             ansible_host: 127.0.0.11\n      surole_password: Gal-Su-1x\n      replrole_password: Gal-Re-2y\n      pg_parameters: {{}}\n      \
+             pgherd_settings:\n        postgresql: {{datadir: '{n}/data/{{version}}/{{name}}', socket_directory: '{n}/run', \
+             logdir: '{n}/log/pg', passfile: '{n}/etc/{{version}}-{{name}}.pgpass'}}\n        \
+             patroni: {{configpath: '{n}/etc/{{version}}-{{name}}.yaml', logdir: '{n}/log/patroni', piddir: '{n}/run', \
+             pgpass: '{n}/data/{{version}}-{{name}}.pgpass', ttl: 20, loop_wait: 2, retry_timeout: 5}}\n",
+            n = node.display()
+        ),
+    )
+    .unwrap();
+    let run = ansible_playbook_from(
+        &installed,
+        &dir.path,
+        &repo_root().join("tests/playbooks/instance_present.yml"),
+        &inventory,
+        &[],
+    );
+    assert!(run.succeeded(), "{}", run.transcript());
+    assert_eq!(run.changed_tasks().len(), 1);
+    assert!(node.join("etc/15-main.yaml").exists());
+}
