@@ -14,6 +14,9 @@ step "format"
 cargo fmt --all -- --check
 step "lint"
 cargo clippy --workspace --all-targets --locked -- -D warnings
+step "ansible-lint"
+PATH="$repo/.venv/bin:$PATH" ANSIBLE_COLLECTIONS_PATH="$repo/ansible_collection" \
+  .venv/bin/ansible-lint --offline --profile production playbooks/
 step "build the collection"
 bash scripts/build-collection.sh
 step "tests"

@@ -131,3 +131,41 @@ fn the_built_tarball_installs_and_runs() {
     assert_eq!(run.changed_tasks().len(), 1);
     assert!(node.join("etc/15-main.yaml").exists());
 }
+
+#[test]
+fn the_example_inventory_parses_and_site_yml_checks() {
+    let inventory = repo_root().join("playbooks/inventories/example");
+    let out = Command::new(venv_bin("ansible-inventory"))
+        .arg("-i")
+        .arg(&inventory)
+        .arg("--list")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["primary"]["hosts"], serde_json::json!(["pg1"]));
+    assert_eq!(v["replica"]["hosts"], serde_json::json!(["pg2", "pg3"]));
+    for playbook in [
+        "site.yml",
+        "switchover.yml",
+        "maintenance.yml",
+        "teardown.yml",
+    ] {
+        let check = Command::new(venv_bin("ansible-playbook"))
+            .args(["--syntax-check", "-i"])
+            .arg(&inventory)
+            .arg(repo_root().join("playbooks").join(playbook))
+            .env("ANSIBLE_COLLECTIONS_PATH", collections_path())
+            .output()
+            .unwrap();
+        assert!(
+            check.status.success(),
+            "{playbook}: {}",
+            String::from_utf8_lossy(&check.stderr)
+        );
+    }
+}
