@@ -5,6 +5,7 @@
 #   scripts/demo.sh          set everything up, deploy, print the cluster
 #   scripts/demo.sh status   print the cluster
 #   scripts/demo.sh down     remove the nodes, stop etcd, leave no process
+#   scripts/demo.sh etcd     only start the local etcd (Molecule's create)
 set -euo pipefail
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$repo"
@@ -84,9 +85,10 @@ case "${1:-up}" in
     status
     ;;
   status) status ;;
+  etcd) start_etcd ;;
   down) down ;;
   *)
-    echo "usage: scripts/demo.sh [up|status|down]" >&2
+    echo "usage: scripts/demo.sh [up|status|down|etcd]" >&2
     exit 2
     ;;
 esac

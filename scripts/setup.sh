@@ -57,11 +57,11 @@ fi
 # --- Python virtualenv ---------------------------------------------------
 # /usr/bin/python3, not whatever python3 is first on PATH: a venv made from an
 # interpreter under /root cannot be run by the postgres user.
-if [ ! -x "$venv/bin/patroni" ] || [ ! -x "$venv/bin/ansible-playbook" ] || [ ! -x "$venv/bin/ansible-lint" ]; then
-  log "creating $venv with patroni, ansible-core and ansible-lint"
+if [ ! -x "$venv/bin/patroni" ] || [ ! -x "$venv/bin/ansible-playbook" ] || [ ! -x "$venv/bin/ansible-lint" ] || [ ! -x "$venv/bin/molecule" ]; then
+  log "creating $venv with patroni, ansible-core, ansible-lint and molecule"
   [ -x "$venv/bin/python" ] || /usr/bin/python3 -m venv "$venv"
   "$venv/bin/pip" install -q --disable-pip-version-check \
-    'patroni[etcd3]' psycopg2-binary ansible-core ansible-lint
+    'patroni[etcd3]' psycopg2-binary ansible-core ansible-lint molecule
 fi
 
 # The postgres user runs the venv's Patroni: every directory above it must

@@ -16,7 +16,7 @@ step "lint"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 step "ansible-lint"
 PATH="$repo/.venv/bin:$PATH" ANSIBLE_COLLECTIONS_PATH="$repo/ansible_collection" \
-  .venv/bin/ansible-lint --offline --profile production playbooks/
+  .venv/bin/ansible-lint --offline --profile production playbooks/ molecule/
 step "build the collection"
 bash scripts/build-collection.sh
 step "tests"
@@ -25,6 +25,18 @@ trap 'rm -f "$log"' EXIT
 status=0
 # The end-to-end tests share 127.0.0.11-13: one test at a time.
 cargo test --workspace --locked -- --test-threads=1 2>&1 | tee "$log" || status=$?
+# Molecule: the playbooks as a user runs them, idempotence included. It
+# uses the same local addresses, so it runs after the cargo tests.
+if [ "$status" -eq 0 ]; then
+  step "molecule"
+  if PATH="$repo/.venv/bin:$PATH" ANSIBLE_COLLECTIONS_PATH="$repo/ansible_collection" \
+    .venv/bin/molecule test --all; then
+    echo "test result: ok. 2 passed; 0 failed (molecule scenarios)" >>"$log"
+  else
+    status=1
+    echo "test result: FAILED. 0 passed; 1 failed (molecule test --all)" >>"$log"
+  fi
+fi
 # One closing line for the whole run: cargo's own last line is often a
 # doc-test run of zero tests.
 awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($(i+1) ~ /^passed/) p += $i; if ($(i+1) ~ /^failed/) f += $i } }
