@@ -5,9 +5,10 @@
 use std::process::Command;
 
 use pgherd_e2e::{
-    ansible_playbook_from, assert_collection_is_fresh, collections_path, repo_root, venv_bin,
-    TestDir,
+    ansible_playbook, ansible_playbook_from, assert_collection_is_fresh, assert_node_ports_free,
+    collections_path, repo_root, venv_bin, Etcd, ProcessReaper, TestDir,
 };
+use serde_json::json;
 use serde_json::Value;
 
 fn ansible_doc(collections: &std::path::Path, module: &str) -> Value {
@@ -168,4 +169,107 @@ fn the_example_inventory_parses_and_site_yml_checks() {
             String::from_utf8_lossy(&check.stderr)
         );
     }
+}
+
+/// The tasks of a module's EXAMPLES, as ansible-doc shows them.
+fn examples(module: &str) -> Vec<Value> {
+    let text = ansible_doc(&collections_path(), module)["examples"]
+        .as_str()
+        .expect("EXAMPLES")
+        .to_string();
+    let tasks: Vec<Value> = serde_yaml::from_str(&text).expect("EXAMPLES is a YAML task list");
+    assert!(!tasks.is_empty());
+    tasks
+}
+
+#[test]
+fn module_examples_run_on_a_real_cluster() {
+    assert_collection_is_fresh();
+    assert_node_ports_free(&["127.0.0.11", "127.0.0.12", "127.0.0.13"]);
+    let dir = TestDir::new("examples");
+    let root = dir.join("local");
+    let _reaper = ProcessReaper {
+        needle: root.display().to_string(),
+    };
+    let etcd = Etcd::start(&dir.path, 24_879, 24_880);
+    let instance = examples("pgherd.cluster.instance");
+    let patroni = examples("pgherd.cluster.patroni");
+    assert_eq!(
+        (instance.len(), patroni.len()),
+        (4, 7),
+        "the lifecycle below expects these examples"
+    );
+
+    // The examples as a user would run them, with the local settings as
+    // module defaults, in the order of a cluster's life.
+    let defaults = json!({
+        "pgherd.cluster.instance": {"settings": "{{ pgherd_settings_file }}"},
+        "pgherd.cluster.patroni": {"settings": "{{ pgherd_settings_file }}"},
+    });
+    let play = |name: &str, hosts: &str, tasks: Vec<Value>| json!({"name": name, "hosts": hosts, "gather_facts": false, "module_defaults": defaults, "tasks": tasks});
+    let members_gone = json!({
+        "name": "Wait until no member key is left",
+        "ansible.builtin.command": format!(
+            "etcdctl --endpoints=http://{} get --prefix --keys-only /service/main/members/",
+            etcd.client_addr
+        ),
+        "register": "members", "until": "members.stdout == ''", "retries": 60, "delay": 1,
+        "changed_when": false,
+    });
+    let playbook = json!([
+        {"name": "Settings", "ansible.builtin.import_playbook": repo_root().join("playbooks/settings.yml")},
+        play("Start the primary", "primary", vec![instance[0].clone()]),
+        play("Start the replicas", "replica", vec![instance[0].clone()]),
+        play("Change parameters", "all", vec![instance[1].clone()]),
+        play("Operate the cluster", "pg1", patroni[..6].to_vec()),
+        play("Stop and remove the nodes", "all", vec![instance[2].clone(), instance[3].clone()]),
+        play("Remove the cluster from etcd", "pg1", vec![members_gone, patroni[6].clone()]),
+    ]);
+    let path = dir.join("examples.yml");
+    std::fs::write(&path, playbook.to_string()).unwrap();
+    let vars = json!({
+        "pgherd_local_root": root,
+        "pgherd_etcd_hosts": [etcd.client_addr],
+        "vault_surole_password": "Ex-Su-3k",
+        "vault_replrole_password": "Ex-Re-4m",
+        "vault_rewind_password": "Ex-Rw-5n",
+    })
+    .to_string();
+    let run = ansible_playbook(
+        &dir.path,
+        &path,
+        &repo_root().join("playbooks/inventories/local"),
+        &["-e", &vars],
+    );
+    assert!(run.succeeded(), "{}", run.transcript());
+    let changed = |task: &str| {
+        run.events
+            .iter()
+            .filter(|e| e.task == task)
+            .map(|e| e.changed())
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        changed("Switch over to pg2, checked before and confirmed after"),
+        [true]
+    );
+    assert_eq!(
+        changed("Remove a stopped cluster from etcd, guarded by its system identifier"),
+        [true]
+    );
+    let param = run
+        .events
+        .iter()
+        .find(|e| e.host == "pg1" && e.task.starts_with("Change parameters"))
+        .unwrap();
+    assert_eq!(
+        param.result["instance"]["pending_restart"], true,
+        "{}",
+        param.result
+    );
+    let left = etcd
+        .etcdctl(None, &["get", "--prefix", "--keys-only", "/service/main/"])
+        .unwrap();
+    assert!(left.trim().is_empty(), "keys left: {left}");
+    assert!(!root.join("pg1/data/15/main").exists());
 }

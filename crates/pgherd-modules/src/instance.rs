@@ -181,11 +181,10 @@ pub fn docs() -> pgherd_ansible::docs::ModuleDoc {
 }
 
 const EXAMPLES: &str = "\
-- name: PostgreSQL 15 node managed by Patroni, started
+- name: PostgreSQL 15 node managed by Patroni, started (bootstraps or clones)
   pgherd.cluster.instance:
     name: main
     version: \"15\"
-    port: 5432
     surole_password: \"{{ vault_surole_password }}\"
     replrole_password: \"{{ vault_replrole_password }}\"
     rewind_password: \"{{ vault_rewind_password }}\"
@@ -198,22 +197,41 @@ const EXAMPLES: &str = "\
         connect_host: \"{{ ansible_host }}\"
   register: node
 
-- name: A parameter change; the task says whether a restart is pending
+- name: Change parameters; node.instance.pending_restart says if a restart is due
   pgherd.cluster.instance:
     name: main
     parameters:
       work_mem: 16MB
-      shared_buffers: 1GB
+      shared_buffers: 256MB
+    surole_password: \"{{ vault_surole_password }}\"
+    replrole_password: \"{{ vault_replrole_password }}\"
+    rewind_password: \"{{ vault_rewind_password }}\"
     patroni:
       cluster: main
       node: \"{{ inventory_hostname }}\"
+      restapi:
+        connect_address: \"{{ ansible_host }}:8008\"
+      postgresql:
+        connect_host: \"{{ ansible_host }}\"
+  register: node
 
 - name: Stop the node (Patroni and PostgreSQL)
   pgherd.cluster.instance:
     name: main
     state: stopped
+    parameters:
+      work_mem: 16MB
+      shared_buffers: 256MB
+    surole_password: \"{{ vault_surole_password }}\"
+    replrole_password: \"{{ vault_replrole_password }}\"
+    rewind_password: \"{{ vault_rewind_password }}\"
     patroni:
       cluster: main
+      node: \"{{ inventory_hostname }}\"
+      restapi:
+        connect_address: \"{{ ansible_host }}:8008\"
+      postgresql:
+        connect_host: \"{{ ansible_host }}\"
 
 - name: Remove the node, its configuration and data (the DCS is left alone)
   pgherd.cluster.instance:

@@ -244,11 +244,11 @@ const EXAMPLES: &str = "\
   pgherd.cluster.patroni:
     cluster: main
     dynamic_config:
-      synchronous_mode: true
+      maximum_lag_on_failover: 2097152
       postgresql:
         parameters:
-          max_connections: 200
-          work_mem: null
+          work_mem: 32MB
+          max_wal_size: null
 
 - name: Switch over to pg2, checked before and confirmed after
   pgherd.cluster.patroni:
@@ -260,15 +260,20 @@ const EXAMPLES: &str = "\
     cluster: main
     paused: true
 
-- name: Restart members waiting for it, replicas first, the leader last
+- name: Back to automatic failover
+  pgherd.cluster.patroni:
+    cluster: main
+    paused: false
+
+- name: Restart members waiting for it, replicas first, the leader after a switchover
   pgherd.cluster.patroni:
     cluster: main
     restart: pending
     restart_leader_by_switchover: true
 
-- name: Remove a stopped cluster from etcd
+- name: Remove a stopped cluster from etcd, guarded by its system identifier
   pgherd.cluster.patroni:
     cluster: main
     state: absent
-    system_identifier: \"7310125487290183262\"
+    system_identifier: \"{{ main.cluster.system_identifier }}\"
 ";
