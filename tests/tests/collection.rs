@@ -273,3 +273,56 @@ fn module_examples_run_on_a_real_cluster() {
     assert!(left.trim().is_empty(), "keys left: {left}");
     assert!(!root.join("pg1/data/15/main").exists());
 }
+
+#[test]
+fn a_binary_for_another_architecture_fails_clearly() {
+    let dir = TestDir::new("arch");
+    // A copy of the collection whose instance module is an aarch64 ELF
+    // header: the kernel refuses to run it, as on a host of another kind.
+    let copy = dir.join("collections/ansible_collections/pgherd/cluster");
+    let source = collections_path().join("ansible_collections/pgherd/cluster");
+    std::fs::create_dir_all(copy.parent().unwrap()).unwrap();
+    let status = Command::new("cp")
+        .arg("-r")
+        .arg(&source)
+        .arg(copy.parent().unwrap())
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let mut elf = b"\x7fELF\x02\x01\x01\x00".to_vec();
+    elf.extend([0u8; 8]);
+    elf.extend([2, 0, 183, 0, 1, 0, 0, 0]);
+    elf.resize(64, 0);
+    let binary = copy.join("plugins/modules/instance");
+    std::fs::write(&binary, elf).unwrap();
+    std::fs::set_permissions(&binary, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let playbook = pgherd_e2e::one_task_playbook(
+        &dir.path,
+        "arch",
+        "localhost",
+        "pgherd.cluster.instance",
+        &json!({"name": "main", "state": "present"}),
+    );
+    let inventory = dir.join("inventory.yml");
+    std::fs::write(&inventory, "all:\n  hosts:\n    localhost:\n      ansible_connection: local\n      ansible_python_interpreter: /usr/bin/python3\n").unwrap();
+    let run = ansible_playbook_from(
+        &dir.join("collections"),
+        &dir.path,
+        &playbook,
+        &inventory,
+        &[],
+    );
+    assert!(!run.succeeded());
+    let msg = run.failed_tasks()[0].result["msg"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    let machine =
+        String::from_utf8(Command::new("uname").arg("-m").output().unwrap().stdout).unwrap();
+    assert!(msg.contains("built for aarch64"), "{msg}");
+    assert!(
+        msg.contains(&format!("runs on {}", machine.trim())),
+        "{msg}"
+    );
+    assert!(msg.contains("Building and installing"), "{msg}");
+}
