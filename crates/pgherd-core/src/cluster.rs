@@ -121,8 +121,11 @@ pub struct Report {
     pub info: ClusterInfo,
 }
 
+/// The roles Patroni gives a member that replicates from the leader.
+const REPLICA_ROLES: [&str; 3] = ["replica", "sync_standby", "quorum_standby"];
+
 fn is_replica_role(role: &str) -> bool {
-    matches!(role, "replica" | "sync_standby" | "quorum_standby")
+    REPLICA_ROLES.contains(&role)
 }
 
 fn member_info(m: &Member) -> MemberInfo {
@@ -310,8 +313,8 @@ pub fn restart_order(info: &ClusterInfo, mode: RestartMode) -> Vec<String> {
 
 struct Conn<'a> {
     target: &'a Target,
-    /// Members' REST addresses, by name.
-    apis: BTreeMap<String, String>,
+    /// Members' REST addresses, by name; learnt again at every observe.
+    apis: std::cell::RefCell<BTreeMap<String, String>>,
 }
 
 impl<'a> Conn<'a> {
@@ -327,17 +330,18 @@ impl<'a> Conn<'a> {
     }
 
     fn member_client(&self, name: &str) -> Result<RestClient> {
-        let address = self
-            .apis
-            .get(name)
-            .ok_or_else(|| Error::Other(format!("no REST API address known for member {name}")))?;
-        self.client(address)
+        let address =
+            self.apis.borrow().get(name).cloned().ok_or_else(|| {
+                Error::Other(format!("no REST API address known for member {name}"))
+            })?;
+        self.client(&address)
     }
 
     /// `/cluster` from the first member that answers.
     fn cluster_status(&self) -> Result<(ClusterStatus, RestClient)> {
         let mut errors = Vec::new();
-        for address in self.apis.values() {
+        let addresses: Vec<String> = self.apis.borrow().values().cloned().collect();
+        for address in &addresses {
             // A client that cannot be built (a certificate file missing)
             // fails the same way for every member: say it once.
             let client = self.client(address)?;
@@ -353,11 +357,14 @@ impl<'a> Conn<'a> {
         )))
     }
 
-    fn observe(&mut self) -> Result<ClusterInfo> {
+    fn observe(&self) -> Result<ClusterInfo> {
         let (status, client) = self.cluster_status()?;
-        for m in &status.members {
-            if let Some(a) = m.api_url.as_deref().and_then(api_address) {
-                self.apis.insert(m.name.clone(), a);
+        {
+            let mut apis = self.apis.borrow_mut();
+            for m in &status.members {
+                if let Some(a) = m.api_url.as_deref().and_then(api_address) {
+                    apis.insert(m.name.clone(), a);
+                }
             }
         }
         let members: Vec<MemberInfo> = status.members.iter().map(member_info).collect();
@@ -403,25 +410,26 @@ impl<'a> Conn<'a> {
             String::new,
         )
     }
+}
 
-    /// Waits until a member runs as leader or streams.
-    fn wait_member_healthy(
-        &self,
-        name: &str,
-        also: impl Fn(&crate::rest::NodeStatus) -> bool,
-    ) -> Result<()> {
-        let client = self.member_client(name)?;
-        wait_until(
-            &format!("{name} to run as leader or streaming replica"),
-            self.target.timeout,
-            || match client.patroni() {
-                Ok(s) if s.is_healthy() && also(&s) => Probe::Ready(()),
-                Ok(s) => Probe::Waiting(format!("{name}: {}", s.describe())),
-                Err(e) => Probe::Waiting(e.to_string()),
-            },
-            String::new,
-        )
-    }
+/// Waits, through `client`, until a member runs as leader or streams and
+/// `also` holds.
+fn wait_member_healthy(
+    conn: &Conn<'_>,
+    client: &RestClient,
+    name: &str,
+    also: impl Fn(&crate::rest::NodeStatus) -> bool,
+) -> Result<()> {
+    wait_until(
+        &format!("{name} to run as leader or streaming replica"),
+        conn.target.timeout,
+        || match client.patroni() {
+            Ok(s) if s.is_healthy() && also(&s) => Probe::Ready(()),
+            Ok(s) => Probe::Waiting(format!("{name}: {}", s.describe())),
+            Err(e) => Probe::Waiting(e.to_string()),
+        },
+        String::new,
+    )
 }
 
 fn describe_cluster(s: &ClusterStatus) -> String {
@@ -483,7 +491,10 @@ fn connect(target: &Target) -> Result<Conn<'_>> {
             )));
         }
     }
-    Ok(Conn { target, apis })
+    Ok(Conn {
+        target,
+        apis: std::cell::RefCell::new(apis),
+    })
 }
 
 // ---------------------------------------------------------------------
@@ -500,7 +511,7 @@ pub fn run(target: &Target, ops: &Operations, check_mode: bool) -> Result<Report
     if ops.remove {
         return remove(target, ops, check_mode);
     }
-    let mut conn = connect(target)?;
+    let conn = connect(target)?;
     let mut info = conn.observe()?;
     let mut report = Report::default();
 
@@ -708,12 +719,7 @@ fn switchover(
         &format!("{candidate} to lead and {leader} to stream from it"),
         |s| {
             member_runs_as(s, candidate, &["leader"], &["running"])
-                && member_runs_as(
-                    s,
-                    &leader,
-                    &["replica", "sync_standby", "quorum_standby"],
-                    &["streaming"],
-                )
+                && member_runs_as(s, &leader, &REPLICA_ROLES, &["streaming"])
         },
     )?;
     confirm_writable(conn, candidate)
@@ -787,22 +793,18 @@ fn failover(
     let former = leader.clone();
     conn.wait_cluster(&format!("{candidate} to lead"), |s| {
         member_runs_as(s, candidate, &["leader"], &["running"])
-            && former.as_deref().is_none_or(|f| {
-                member_runs_as(
-                    s,
-                    f,
-                    &["replica", "sync_standby", "quorum_standby"],
-                    &["streaming"],
-                )
-            })
+            && former
+                .as_deref()
+                .is_none_or(|f| member_runs_as(s, f, &REPLICA_ROLES, &["streaming"]))
     })?;
     confirm_writable(conn, candidate)
 }
 
 fn restart_member(conn: &Conn<'_>, name: &str) -> Result<()> {
-    let before = conn.member_client(name)?.patroni()?.postmaster_start_time;
-    conn.member_client(name)?.restart()?;
-    conn.wait_member_healthy(name, |s| s.postmaster_start_time != before)
+    let client = conn.member_client(name)?;
+    let before = client.patroni()?.postmaster_start_time;
+    client.restart()?;
+    wait_member_healthy(conn, &client, name, |s| s.postmaster_start_time != before)
 }
 
 fn restart(
@@ -833,7 +835,7 @@ fn restart(
             let fresh = if check_mode {
                 info.clone()
             } else {
-                conn_observe(conn)?
+                conn.observe()?
             };
             switchover(conn, &fresh, &candidate, ops, check_mode, report)?;
         }
@@ -843,14 +845,6 @@ fn restart(
         }
     }
     Ok(())
-}
-
-fn conn_observe(conn: &Conn<'_>) -> Result<ClusterInfo> {
-    let mut c = Conn {
-        target: conn.target,
-        apis: conn.apis.clone(),
-    };
-    c.observe()
 }
 
 fn reinit(
@@ -884,9 +878,10 @@ fn reinit(
         if check_mode {
             continue;
         }
-        let before = conn.member_client(name)?.patroni()?.postmaster_start_time;
-        conn.member_client(name)?.reinitialize()?;
-        conn.wait_member_healthy(name, |s| s.postmaster_start_time != before)?;
+        let client = conn.member_client(name)?;
+        let before = client.patroni()?.postmaster_start_time;
+        client.reinitialize()?;
+        wait_member_healthy(conn, &client, name, |s| s.postmaster_start_time != before)?;
     }
     Ok(())
 }

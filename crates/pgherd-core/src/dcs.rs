@@ -136,24 +136,29 @@ impl Dcs {
         }
     }
 
+    /// Runs one etcd call with the timeout, naming `what` in any error.
+    fn call<T>(
+        &self,
+        what: &str,
+        future: impl std::future::Future<Output = std::result::Result<T, etcd_client::Error>>,
+    ) -> Result<T> {
+        match self
+            .runtime
+            .block_on(async { tokio::time::timeout(self.timeout, future).await })
+        {
+            Err(_) => Err(self.error(what, "no answer before the timeout")),
+            Ok(Err(e)) => Err(self.error(what, e)),
+            Ok(Ok(v)) => Ok(v),
+        }
+    }
+
     /// Every key under `prefix` with its value.
     pub fn get_prefix(&mut self, prefix: &str) -> Result<Vec<(String, String)>> {
-        let timeout = self.timeout;
-        let client = &mut self.client;
-        let result = self.runtime.block_on(async {
-            tokio::time::timeout(
-                timeout,
-                client.get(prefix, Some(etcd_client::GetOptions::new().with_prefix())),
-            )
-            .await
-        });
-        let resp = match result {
-            Err(_) => {
-                return Err(self.error(&format!("reading {prefix}"), "no answer before the timeout"))
-            }
-            Ok(Err(e)) => return Err(self.error(&format!("reading {prefix}"), e)),
-            Ok(Ok(r)) => r,
-        };
+        let mut kv = self.client.kv_client();
+        let options = etcd_client::GetOptions::new().with_prefix();
+        let resp = self.call(&format!("reading {prefix}"), async move {
+            kv.get(prefix, Some(options)).await
+        })?;
         Ok(resp
             .kvs()
             .iter()
@@ -168,26 +173,12 @@ impl Dcs {
 
     /// Deletes every key under `prefix`; returns how many went.
     pub fn delete_prefix(&mut self, prefix: &str) -> Result<i64> {
-        let timeout = self.timeout;
-        let client = &mut self.client;
-        let result = self.runtime.block_on(async {
-            tokio::time::timeout(
-                timeout,
-                client.delete(
-                    prefix,
-                    Some(etcd_client::DeleteOptions::new().with_prefix()),
-                ),
-            )
-            .await
-        });
-        match result {
-            Err(_) => Err(self.error(
-                &format!("deleting {prefix}"),
-                "no answer before the timeout",
-            )),
-            Ok(Err(e)) => Err(self.error(&format!("deleting {prefix}"), e)),
-            Ok(Ok(r)) => Ok(r.deleted()),
-        }
+        let mut kv = self.client.kv_client();
+        let options = etcd_client::DeleteOptions::new().with_prefix();
+        self.call(&format!("deleting {prefix}"), async move {
+            kv.delete(prefix, Some(options)).await
+        })
+        .map(|r| r.deleted())
     }
 
     /// The cluster's keys, parsed.

@@ -16,6 +16,11 @@ fn pgpass_field(s: &str) -> String {
 
 /// The instance's client password file: superuser and replication entries
 /// for this instance's port. `None` when no password is given.
+/// Whether the instance has a client password file: a password is given.
+pub fn has_passfile(m: &InstanceManifest) -> bool {
+    m.surole_password.is_some() || m.replrole_password.is_some()
+}
+
 pub fn render_passfile(settings: &Settings, m: &InstanceManifest) -> Option<String> {
     let pg = &settings.postgresql;
     let mut lines = Vec::new();

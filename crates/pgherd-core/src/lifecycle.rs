@@ -12,7 +12,7 @@ use serde_json::Value;
 
 use crate::error::{Error, Result};
 use crate::fs::{current_uid, lookup_account, remove_path, running_as_root, Account};
-use crate::instance::{desired_dirs, desired_files, render_passfile};
+use crate::instance::{desired_dirs, desired_files, has_passfile};
 use crate::logs::instance_log_tails;
 use crate::manifest::InstanceManifest;
 use crate::paths::InstancePaths;
@@ -227,8 +227,7 @@ impl Node<'_> {
             node: self.m.node.to_string(),
             data_dir: self.paths.data_dir.display().to_string(),
             config: self.paths.config.display().to_string(),
-            passfile: render_passfile(self.settings, self.m)
-                .map(|_| self.paths.passfile.display().to_string()),
+            passfile: has_passfile(self.m).then(|| self.paths.passfile.display().to_string()),
             restapi: self.m.restapi_connect_address.clone(),
             running,
             ..InstanceFacts::default()
