@@ -319,22 +319,36 @@ struct Conn<'a> {
 
 impl<'a> Conn<'a> {
     fn client(&self, address: &str) -> Result<RestClient> {
+        self.client_with_timeout(address, REQUEST_TIMEOUT)
+    }
+
+    fn client_with_timeout(&self, address: &str, timeout: Duration) -> Result<RestClient> {
         RestClient::new(
             Endpoint::for_address(
                 &self.target.settings,
                 address,
                 self.target.restapi_auth.clone(),
             ),
-            REQUEST_TIMEOUT,
+            timeout,
         )
     }
 
+    fn member_address(&self, name: &str) -> Result<String> {
+        self.apis
+            .borrow()
+            .get(name)
+            .cloned()
+            .ok_or_else(|| Error::Other(format!("no REST API address known for member {name}")))
+    }
+
     fn member_client(&self, name: &str) -> Result<RestClient> {
-        let address =
-            self.apis.borrow().get(name).cloned().ok_or_else(|| {
-                Error::Other(format!("no REST API address known for member {name}"))
-            })?;
-        self.client(&address)
+        self.client(&self.member_address(name)?)
+    }
+
+    /// For Patroni's synchronous operations (switchover, failover, restart,
+    /// reinitialize), which answer only once done: the task's deadline.
+    fn operation_client(&self, name: &str) -> Result<RestClient> {
+        self.client_with_timeout(&self.member_address(name)?, self.target.timeout)
     }
 
     /// `/cluster` from the first member that answers.
@@ -692,9 +706,11 @@ fn switchover(
     if check_mode {
         return Ok(());
     }
-    let (status, answer) =
-        conn.member_client(&leader)?
-            .switchover(&leader, candidate, ops.scheduled_at.as_deref())?;
+    let (status, answer) = conn.operation_client(&leader)?.switchover(
+        &leader,
+        candidate,
+        ops.scheduled_at.as_deref(),
+    )?;
     match status {
         200 => {}
         202 => return Ok(()),
@@ -774,7 +790,7 @@ fn failover(
     if check_mode {
         return Ok(());
     }
-    let (status, answer) = conn.member_client(candidate)?.failover(candidate)?;
+    let (status, answer) = conn.operation_client(candidate)?.failover(candidate)?;
     match status {
         200 => {}
         503 => report.warnings.push(format!(
@@ -803,7 +819,7 @@ fn failover(
 fn restart_member(conn: &Conn<'_>, name: &str) -> Result<()> {
     let client = conn.member_client(name)?;
     let before = client.patroni()?.postmaster_start_time;
-    client.restart()?;
+    conn.operation_client(name)?.restart()?;
     wait_member_healthy(conn, &client, name, |s| s.postmaster_start_time != before)
 }
 
@@ -880,7 +896,7 @@ fn reinit(
         }
         let client = conn.member_client(name)?;
         let before = client.patroni()?.postmaster_start_time;
-        client.reinitialize()?;
+        conn.operation_client(name)?.reinitialize()?;
         wait_member_healthy(conn, &client, name, |s| s.postmaster_start_time != before)?;
     }
     Ok(())
