@@ -160,7 +160,9 @@ pub fn http_request(method: &str, addr: &str, path: &str) -> Option<(u16, String
 
 /// One etcd member on 127.0.0.1, killed when dropped.
 pub struct Etcd {
-    child: Child,
+    child: Option<Child>,
+    /// The command line, to start the member again after [`Etcd::kill`].
+    args: Vec<String>,
     pub client_addr: String,
     /// `https` when started with TLS.
     pub scheme: &'static str,
@@ -182,65 +184,110 @@ impl Etcd {
         peer_port: u16,
         pki: Option<&pki::Pki>,
     ) -> Etcd {
+        let cluster = format!("e2e-{client_port}=http://127.0.0.1:{peer_port}");
+        let etcd = Etcd::spawn(dir, client_port, peer_port, pki, &cluster);
+        etcd.wait_healthy();
+        etcd
+    }
+
+    /// Starts a member of `initial_cluster` without waiting for it: the
+    /// members of a cluster only become healthy together.
+    fn spawn(
+        dir: &Path,
+        client_port: u16,
+        peer_port: u16,
+        pki: Option<&pki::Pki>,
+        initial_cluster: &str,
+    ) -> Etcd {
         let data = dir.join(format!("etcd-{client_port}"));
         let log = dir.join(format!("etcd-{client_port}.log"));
         let scheme = if pki.is_some() { "https" } else { "http" };
         let client = format!("{scheme}://127.0.0.1:{client_port}");
         let peer = format!("http://127.0.0.1:{peer_port}");
-        let mut cmd = Command::new("etcd");
-        cmd.arg("--name")
-            .arg(format!("e2e-{client_port}"))
-            .arg("--data-dir")
-            .arg(&data)
-            .args([
-                "--listen-client-urls",
-                &client,
-                "--advertise-client-urls",
-                &client,
-            ])
-            .args([
-                "--listen-peer-urls",
-                &peer,
-                "--initial-advertise-peer-urls",
-                &peer,
-            ])
-            .arg("--initial-cluster")
-            .arg(format!("e2e-{client_port}={peer}"));
+        let mut args: Vec<String> = vec![
+            "--name".into(),
+            format!("e2e-{client_port}"),
+            "--data-dir".into(),
+            data.display().to_string(),
+            "--listen-client-urls".into(),
+            client.clone(),
+            "--advertise-client-urls".into(),
+            client,
+            "--listen-peer-urls".into(),
+            peer.clone(),
+            "--initial-advertise-peer-urls".into(),
+            peer,
+            "--initial-cluster".into(),
+            initial_cluster.into(),
+        ];
         let mut tls_args = Vec::new();
         if let Some(p) = pki {
-            cmd.arg("--cert-file")
-                .arg(&p.server_cert)
-                .arg("--key-file")
-                .arg(&p.server_key)
-                .arg("--trusted-ca-file")
-                .arg(&p.ca)
-                .arg("--client-cert-auth");
+            args.extend([
+                "--cert-file".into(),
+                p.server_cert.display().to_string(),
+                "--key-file".into(),
+                p.server_key.display().to_string(),
+                "--trusted-ca-file".into(),
+                p.ca.display().to_string(),
+                "--client-cert-auth".into(),
+            ]);
             tls_args = vec![
                 format!("--cacert={}", p.ca.display()),
                 format!("--cert={}", p.client_cert.display()),
                 format!("--key={}", p.client_key.display()),
             ];
         }
-        let child = cmd
-            .stdin(Stdio::null())
-            .stdout(std::fs::File::create(&log).expect("etcd log"))
-            .stderr(std::fs::File::create(log.with_extension("err")).expect("etcd log"))
-            .spawn()
-            .expect("start etcd (is etcd-server installed? scripts/setup.sh)");
-        let etcd = Etcd {
-            child,
+        let mut etcd = Etcd {
+            child: None,
+            args,
             client_addr: format!("127.0.0.1:{client_port}"),
             scheme,
             tls_args,
             log,
         };
+        etcd.launch();
+        etcd
+    }
+
+    fn launch(&mut self) {
+        let append = |p: PathBuf| {
+            std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(p)
+                .expect("etcd log")
+        };
+        let child = Command::new("etcd")
+            .args(&self.args)
+            .stdin(Stdio::null())
+            .stdout(append(self.log.clone()))
+            .stderr(append(self.log.with_extension("err")))
+            .spawn()
+            .expect("start etcd (is etcd-server installed? scripts/setup.sh)");
+        self.child = Some(child);
+    }
+
+    pub fn wait_healthy(&self) {
         wait_for(
             "etcd to report healthy",
             Duration::from_secs(20),
-            || etcd.etcdctl(None, &["endpoint", "health"]).ok().map(|_| ()),
-            || tail(&etcd.log.with_extension("err"), 5),
+            || self.etcdctl(None, &["endpoint", "health"]).ok().map(|_| ()),
+            || tail(&self.log.with_extension("err"), 5),
         );
-        etcd
+    }
+
+    /// Kills the member (SIGKILL): a crash, not a clean stop.
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Starts a killed member again on its data directory.
+    pub fn restart(&mut self) {
+        self.kill();
+        self.launch();
     }
 
     /// Runs etcdctl against this member, as `user` (`name:password`).
@@ -295,8 +342,37 @@ impl Etcd {
 
 impl Drop for Etcd {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.kill();
+    }
+}
+
+/// Three etcd members on 127.0.0.1, client ports `base`, `base + 2`,
+/// `base + 4` (peers one above each).
+pub struct EtcdCluster {
+    pub members: Vec<Etcd>,
+}
+
+impl EtcdCluster {
+    pub fn start(dir: &Path, base: u16) -> EtcdCluster {
+        let ports: Vec<(u16, u16)> = (0..3).map(|i| (base + 2 * i, base + 2 * i + 1)).collect();
+        let initial = ports
+            .iter()
+            .map(|(c, p)| format!("e2e-{c}=http://127.0.0.1:{p}"))
+            .collect::<Vec<_>>()
+            .join(",");
+        let members: Vec<Etcd> = ports
+            .iter()
+            .map(|(c, p)| Etcd::spawn(dir, *c, *p, None, &initial))
+            .collect();
+        for m in &members {
+            m.wait_healthy();
+        }
+        EtcdCluster { members }
+    }
+
+    /// `host:port` of every member's client URL.
+    pub fn client_addrs(&self) -> Vec<String> {
+        self.members.iter().map(|m| m.client_addr.clone()).collect()
     }
 }
 
@@ -567,4 +643,123 @@ pub fn one_task_playbook(
     )
     .expect("write the playbook");
     path
+}
+
+/// A module binary of the built collection.
+pub fn module_bin(module: &str) -> PathBuf {
+    collections_path()
+        .join("ansible_collections/pgherd/cluster/plugins/modules")
+        .join(module)
+}
+
+/// One direct run of a module binary, the way Ansible runs a binary module:
+/// the path of a JSON arguments file as its only argument.
+#[derive(Debug)]
+pub struct ModuleRun {
+    pub code: Option<i32>,
+    /// The one JSON object printed (`Null` when stdout held none).
+    pub result: Value,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl ModuleRun {
+    pub fn failed(&self) -> bool {
+        self.result["failed"] == Value::Bool(true)
+    }
+    pub fn changed(&self) -> bool {
+        self.result["changed"] == Value::Bool(true)
+    }
+    pub fn msg(&self) -> String {
+        self.result["msg"].as_str().unwrap_or_default().to_string()
+    }
+}
+
+/// Writes `args` (the task's options) as an arguments file in `dir`: a
+/// JSON object of the options, which is what Ansible gives binary modules.
+pub fn write_args_file(dir: &Path, tag: &str, args: &Value) -> PathBuf {
+    static COUNTER: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let n = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let path = dir.join(format!("args-{tag}-{n}.json"));
+    std::fs::write(&path, args.to_string()).expect("write the arguments file");
+    path
+}
+
+/// Starts a module binary on an arguments file, without waiting.
+pub fn spawn_module(module: &str, args_file: &Path) -> Child {
+    Command::new(module_bin(module))
+        .arg(args_file)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start the module binary (run scripts/build-collection.sh)")
+}
+
+/// Waits for a module started by [`spawn_module`] and parses its output.
+pub fn finish_module(child: Child) -> ModuleRun {
+    let out = child.wait_with_output().expect("wait for the module");
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    ModuleRun {
+        code: out.status.code(),
+        result: serde_json::from_str(stdout.trim()).unwrap_or(Value::Null),
+        stdout,
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+/// Runs a module binary on `args` (written into the arguments file format
+/// Ansible uses, under `dir`) and waits for it.
+pub fn run_module(dir: &Path, module: &str, args: &Value) -> ModuleRun {
+    let file = write_args_file(dir, module, args);
+    finish_module(spawn_module(module, &file))
+}
+
+/// The settings of one local node under `node_root`, as the local
+/// inventory writes them, with these etcd endpoints.
+pub fn local_settings(node_root: &Path, etcd_hosts: &[String]) -> Value {
+    let r = node_root.display();
+    serde_json::json!({
+        "postgresql": {
+            "datadir": format!("{r}/data/{{version}}/{{name}}"),
+            "socket_directory": format!("{r}/run"),
+            "logdir": format!("{r}/log/postgresql-{{version}}-{{name}}"),
+            "passfile": format!("{r}/etc/{{version}}-{{name}}.pgpass"),
+        },
+        "patroni": {
+            "execpath": venv_bin("patroni").display().to_string(),
+            "configpath": format!("{r}/etc/{{version}}-{{name}}.yaml"),
+            "logdir": format!("{r}/log/patroni-{{version}}-{{name}}"),
+            "piddir": format!("{r}/run"),
+            "pgpass": format!("{r}/data/{{version}}-{{name}}.patroni.pgpass"),
+            "ttl": 20,
+            "loop_wait": 2,
+            "retry_timeout": 5,
+            "etcd": { "hosts": etcd_hosts },
+        },
+    })
+}
+
+/// The `instance` options of local node `node` (pgN on 127.0.0.1N) of
+/// `cluster`, with its settings inline.
+pub fn local_instance_args(node: u8, cluster: &str, settings: &Value) -> Value {
+    let host = format!("127.0.0.1{node}");
+    serde_json::json!({
+        "name": "main",
+        "version": "15",
+        "port": 5432,
+        "settings": settings,
+        "surole_password": "local-superuser-pw",
+        "replrole_password": "local-replication-pw",
+        "rewind_password": "local-rewind-pw",
+        "patroni": {
+            "cluster": cluster,
+            "node": format!("pg{node}"),
+            "restapi": {
+                "connect_address": format!("{host}:8008"),
+                "listen": format!("{host}:8008"),
+            },
+            "postgresql": { "connect_host": host, "listen": host },
+        },
+    })
 }

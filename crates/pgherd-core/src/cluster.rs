@@ -460,16 +460,8 @@ fn member_runs_as(s: &ClusterStatus, name: &str, roles: &[&str], states: &[&str]
 }
 
 fn connect_dcs(target: &Target) -> Result<Dcs> {
-    let auth = target.etcd_auth.clone().or_else(|| {
-        let e = &target.settings.patroni.etcd;
-        match (&e.username, &e.password) {
-            (Some(u), Some(p)) => Some(Login {
-                username: u.clone(),
-                password: p.clone(),
-            }),
-            _ => None,
-        }
-    });
+    let auth =
+        crate::dcs::effective_login(target.etcd_auth.as_ref(), &target.settings.patroni.etcd);
     Dcs::connect(
         &target.settings.patroni.etcd,
         auth.as_ref(),

@@ -58,6 +58,19 @@ pub fn cluster_prefix(namespace: &str, scope: &str) -> String {
     format!("{}/{}/", namespace.trim_end_matches('/'), scope)
 }
 
+/// The etcd credentials in force: a node's or a task's own, else the
+/// settings' site-wide ones.
+pub fn effective_login(own: Option<&Login>, etcd: &EtcdSettings) -> Option<Login> {
+    own.cloned()
+        .or_else(|| match (&etcd.username, &etcd.password) {
+            (Some(u), Some(p)) => Some(Login {
+                username: u.clone(),
+                password: p.clone(),
+            }),
+            _ => None,
+        })
+}
+
 /// A connection to etcd with the site's endpoints, TLS and credentials.
 pub struct Dcs {
     client: etcd_client::Client,

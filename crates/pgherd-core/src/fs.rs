@@ -172,6 +172,39 @@ pub fn create_dir(path: &Path, mode: u32, owner: Option<Owner>) -> Result<()> {
     Ok(())
 }
 
+/// The temporary file [`write_atomic`] writes `path` through, for process
+/// `pid`.
+fn temp_path(dir: &Path, file_name: &std::ffi::OsStr, pid: u32) -> PathBuf {
+    dir.join(format!(".{}.pgherd-{pid}.tmp", file_name.to_string_lossy()))
+}
+
+/// Temporary files of [`write_atomic`] for `path` left by processes that
+/// no longer exist (a run killed while writing).
+pub fn leftover_temps(path: &Path) -> Vec<PathBuf> {
+    let (Some(dir), Some(name)) = (path.parent(), path.file_name()) else {
+        return Vec::new();
+    };
+    let prefix = format!(".{}.pgherd-", name.to_string_lossy());
+    let Ok(entries) = fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    let mut out: Vec<PathBuf> = entries
+        .filter_map(|e| {
+            let file = e.ok()?.file_name();
+            let pid: u32 = file
+                .to_str()?
+                .strip_prefix(&prefix)?
+                .strip_suffix(".tmp")?
+                .parse()
+                .ok()?;
+            let gone = pid != std::process::id() && !Path::new(&format!("/proc/{pid}")).exists();
+            gone.then(|| temp_path(dir, name, pid))
+        })
+        .collect();
+    out.sort();
+    out
+}
+
 /// Writes `content` to `path` atomically: a temporary file in the same
 /// directory, fsync, rename over the target, fsync of the directory. A
 /// reader sees the old bytes or the new ones, never a half-written file.
@@ -183,11 +216,7 @@ pub fn write_atomic(path: &Path, content: &[u8], mode: u32, owner: Option<Owner>
     let file_name = path
         .file_name()
         .ok_or_else(|| Error::Other(format!("{} is not a file path", path.display())))?;
-    let tmp = dir.join(format!(
-        ".{}.pgherd-{}.tmp",
-        file_name.to_string_lossy(),
-        std::process::id()
-    ));
+    let tmp = temp_path(dir, file_name, std::process::id());
     let result = (|| {
         let mut f = OpenOptions::new()
             .write(true)
@@ -229,6 +258,22 @@ pub fn set_mode_owner(path: &Path, mode: u32, owner: Option<Owner>) -> Result<()
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn temps_of_dead_writers_are_found_and_ours_are_not() {
+        let d = tempdir("leftover");
+        let target = d.join("conf.yaml");
+        // pid 1 always exists; i32::MAX never does.
+        let dead = temp_path(&d, target.file_name().unwrap(), i32::MAX as u32);
+        let alive = temp_path(&d, target.file_name().unwrap(), 1);
+        let ours = temp_path(&d, target.file_name().unwrap(), std::process::id());
+        for p in [&dead, &alive, &ours] {
+            fs::write(p, b"half").unwrap();
+        }
+        fs::write(d.join(".other.yaml.pgherd-2147483647.tmp"), b"x").unwrap();
+        assert_eq!(leftover_temps(&target), vec![dead]);
+        fs::remove_dir_all(&d).ok();
+    }
 
     fn tempdir(tag: &str) -> PathBuf {
         let d = std::env::temp_dir().join(format!("pgherd-fs-{tag}-{}", std::process::id()));

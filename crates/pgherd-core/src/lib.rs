@@ -8,6 +8,7 @@ pub mod error;
 pub mod fs;
 pub mod instance;
 pub mod lifecycle;
+pub mod lock;
 pub mod logs;
 pub mod manifest;
 pub mod merge;

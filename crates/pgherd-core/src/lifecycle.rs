@@ -10,9 +10,11 @@ use std::time::Duration;
 use serde::Serialize;
 use serde_json::Value;
 
+use crate::dcs::{cluster_prefix, Dcs};
 use crate::error::{Error, Result};
 use crate::fs::{current_uid, lookup_account, remove_path, running_as_root, Account};
 use crate::instance::{desired_dirs, desired_files, has_passfile};
+use crate::lock::RunLock;
 use crate::logs::instance_log_tails;
 use crate::manifest::InstanceManifest;
 use crate::paths::InstancePaths;
@@ -22,6 +24,9 @@ use crate::service::Service;
 use crate::settings::Settings;
 use crate::sql::Psql;
 use crate::wait::{wait_until, Probe};
+
+/// How long etcd has to answer before a start.
+const DCS_PROBE_TIMEOUT: Duration = Duration::from_secs(3);
 
 /// Timeout of one REST call made while polling.
 const POLL_REQUEST_TIMEOUT: Duration = Duration::from_secs(3);
@@ -80,6 +85,8 @@ pub struct InstanceFacts {
     pub running: bool,
     pub role: Option<String>,
     pub state: Option<String>,
+    /// A replica's replication state (`streaming`, `in archive recovery`).
+    pub replication_state: Option<String>,
     pub timeline: Option<u64>,
     pub pending_restart: bool,
     pub pending_restart_parameters: Vec<String>,
@@ -217,6 +224,51 @@ impl Node<'_> {
         Ok(warnings)
     }
 
+    /// Refuses to start or change a node whose cluster cannot be managed
+    /// because etcd does not answer: when Patroni runs, by its own account
+    /// (`dcs_last_seen` older than the ttl); otherwise by asking etcd.
+    fn check_dcs(&self, running: bool) -> Result<()> {
+        let etcd = &self.settings.patroni.etcd;
+        let hosts = etcd.hosts.join(", ");
+        if running {
+            // Patroni not answering yet is for the wait to report.
+            let Ok(status) = self.rest(POLL_REQUEST_TIMEOUT)?.patroni() else {
+                return Ok(());
+            };
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs());
+            let ttl = u64::from(self.settings.patroni.ttl);
+            match status.dcs_last_seen {
+                Some(seen) if seen > 0 && now.saturating_sub(seen) > ttl => {
+                    return Err(Error::Dcs {
+                        endpoints: hosts,
+                        msg: format!(
+                            "Patroni of instance {} last reached etcd {} s ago (ttl {ttl} s), so the \
+                             cluster cannot be managed from this node ({}); nothing was changed: \
+                             bring etcd back, then run again",
+                            self.name(),
+                            now.saturating_sub(seen),
+                            status.describe()
+                        ),
+                    })
+                }
+                _ => return Ok(()),
+            }
+        }
+        let login = crate::dcs::effective_login(self.m.etcd_auth.as_ref(), etcd);
+        let answer = Dcs::connect(etcd, login.as_ref(), DCS_PROBE_TIMEOUT).and_then(|mut dcs| {
+            dcs.get_prefix(&cluster_prefix(&etcd.namespace, self.m.cluster.as_str()))
+        });
+        answer.map(|_| ()).map_err(|e| {
+            Error::Other(format!(
+                "{e}; Patroni cannot run instance {} without etcd, so nothing was changed: \
+                 bring etcd back (or fix patroni.etcd in the settings), then run again",
+                self.name()
+            ))
+        })
+    }
+
     /// Facts, with the live state when Patroni answers.
     fn facts(&self, running: bool, warnings: &mut Vec<String>) -> InstanceFacts {
         let mut f = InstanceFacts {
@@ -246,6 +298,7 @@ impl Node<'_> {
             Ok(s) => {
                 f.role = Some(s.role.clone());
                 f.state = Some(s.state.clone());
+                f.replication_state = s.replication_state.clone();
                 f.timeline = s.timeline;
                 f.pending_restart = s.pending_restart;
                 f.pending_restart_parameters = s.pending_restart_reason.keys().cloned().collect();
@@ -313,15 +366,33 @@ pub fn apply_state(
         run_as,
         timeout,
     };
-    let running = node.service.is_running()?;
-    if state == DesiredState::Absent {
-        return remove(&node, running, check_mode);
-    }
     // A configuration naming files that are not there would only make
     // Patroni fail later: refuse before writing anything.
-    let missing = settings.missing_files();
-    if !missing.is_empty() {
-        return Err(Error::InvalidSettings(missing));
+    if state != DesiredState::Absent {
+        let missing = settings.missing_files();
+        if !missing.is_empty() {
+            return Err(Error::InvalidSettings(missing));
+        }
+    }
+    // One run at a time changes an instance; check mode only reads.
+    let lock = if check_mode {
+        None
+    } else {
+        Some(RunLock::acquire(
+            &node.paths.lock_file(),
+            &format!("instance {}", node.name()),
+            timeout,
+            0o750,
+            node.run_as.as_ref().map(|a| a.owner),
+        )?)
+    };
+    let running = node.service.is_running()?;
+    if state == DesiredState::Absent {
+        let report = remove(&node, running, check_mode)?;
+        if let Some(lock) = lock {
+            lock.remove_file()?;
+        }
+        return Ok(report);
     }
 
     let owner = node.run_as.as_ref().map(|a| a.owner);
@@ -380,6 +451,15 @@ pub fn apply_state(
     report
         .changes
         .extend(actions.iter().map(|a| format!("{a} ({})", node.name())));
+
+    let needs_dcs = match state {
+        DesiredState::Started | DesiredState::Restarted => true,
+        DesiredState::Present => running && report.changed(),
+        DesiredState::Stopped | DesiredState::Absent => false,
+    };
+    if needs_dcs {
+        node.check_dcs(running)?;
+    }
 
     if check_mode {
         report.facts = node.facts(running, &mut report.warnings);

@@ -52,4 +52,9 @@ impl InstancePaths {
     pub fn patroni_console_log(&self) -> PathBuf {
         self.patroni_log_dir.join("patroni.console.log")
     }
+
+    /// The lock one run of pgherd holds while it changes the instance.
+    pub fn lock_file(&self) -> PathBuf {
+        self.pid_file.with_extension("lock")
+    }
 }

@@ -206,16 +206,7 @@ pub fn build_patroni_config(
 ) -> Result<PatroniConfig> {
     let p = &settings.patroni;
     let pg = &settings.postgresql;
-    let etcd_login = m
-        .etcd_auth
-        .clone()
-        .or_else(|| match (&p.etcd.username, &p.etcd.password) {
-            (Some(u), Some(pw)) => Some(Login {
-                username: u.clone(),
-                password: pw.clone(),
-            }),
-            _ => None,
-        });
+    let etcd_login = crate::dcs::effective_login(m.etcd_auth.as_ref(), &p.etcd);
 
     let mut initdb = vec![
         single("encoding", &pg.initdb.encoding),

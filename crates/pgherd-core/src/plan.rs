@@ -8,7 +8,10 @@ use std::path::{Path, PathBuf};
 use serde_json::{json, Value};
 
 use crate::error::Result;
-use crate::fs::{create_dir, missing_dirs, observe_file, set_mode_owner, write_atomic, Owner};
+use crate::fs::{
+    create_dir, leftover_temps, missing_dirs, observe_file, remove_path, set_mode_owner,
+    write_atomic, Owner,
+};
 
 /// What a file holds, which says how to mask its secrets in diffs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -75,6 +78,8 @@ pub enum Change {
         mode: u32,
         owner: Option<Owner>,
     },
+    /// A temporary file left by a run killed while writing.
+    RemoveLeftover { path: PathBuf },
 }
 
 #[derive(Debug, Clone, Default)]
@@ -164,6 +169,9 @@ impl Plan {
             want_dir(&d.path, d.mode, d.owner, &mut changes);
         }
         for f in files {
+            for path in leftover_temps(&f.path) {
+                changes.push(Change::RemoveLeftover { path });
+            }
             let owner = f.owner;
             if let Some(parent) = f.path.parent() {
                 want_dir(parent, 0o750, owner, &mut changes);
@@ -241,6 +249,12 @@ impl Plan {
                     "before": {"path": path, "mode": format!("{mode_before:04o}")},
                     "after": {"path": path, "mode": format!("{mode:04o}")},
                 }),
+                Change::RemoveLeftover { path } => json!({
+                    "before_header": path,
+                    "after_header": path,
+                    "before": {"path": path, "state": "present"},
+                    "after": {"path": path, "state": "absent"},
+                }),
             })
             .collect()
     }
@@ -257,6 +271,9 @@ impl Plan {
                 Change::WriteFile { path, .. } => format!("update {}", path.display()),
                 Change::FixFile { path, .. } => {
                     format!("fix mode and owner of {}", path.display())
+                }
+                Change::RemoveLeftover { path } => {
+                    format!("remove {} left by an interrupted run", path.display())
                 }
             })
             .collect()
@@ -277,6 +294,7 @@ impl Plan {
                 Change::FixFile {
                     path, mode, owner, ..
                 } => set_mode_owner(path, *mode, *owner)?,
+                Change::RemoveLeftover { path } => remove_path(path)?,
             }
         }
         Ok(())

@@ -75,6 +75,8 @@ pub struct NodeStatus {
     pub database_system_identifier: Option<String>,
     pub patroni: PatroniIdentity,
     pub postmaster_start_time: Option<String>,
+    /// Unix time of Patroni's last successful exchange with the DCS.
+    pub dcs_last_seen: Option<u64>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]

@@ -73,6 +73,30 @@ fn signal(pid: i32, sig: i32) {
     unsafe { libc::kill(pid, sig) };
 }
 
+/// Whether process `pid` is a Patroni run with configuration `config`:
+/// its command line ends with the configuration's path and names patroni.
+fn runs_patroni_with(pid: i32, config: &Path) -> bool {
+    let Ok(raw) = std::fs::read(format!("/proc/{pid}/cmdline")) else {
+        return false;
+    };
+    let args: Vec<&[u8]> = raw.split(|b| *b == 0).filter(|a| !a.is_empty()).collect();
+    let config = config.as_os_str().as_encoded_bytes();
+    args.last() == Some(&config)
+        && args[..args.len() - 1]
+            .iter()
+            .any(|a| a.windows(7).any(|w| w == b"patroni"))
+}
+
+/// A live Patroni run with `config`, found among all processes.
+fn find_patroni_with(config: &Path) -> Option<i32> {
+    let me = std::process::id() as i32;
+    std::fs::read_dir("/proc")
+        .ok()?
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|pid| *pid != me)
+        .find(|pid| runs_patroni_with(*pid, config) && process_alive(*pid))
+}
+
 fn read_pid(path: &Path) -> Option<i32> {
     std::fs::read_to_string(path)
         .ok()?
@@ -116,15 +140,17 @@ impl Service {
     pub fn patroni_pid(&self) -> Result<Option<i32>> {
         match self.backend {
             Backend::Process => {
-                let Some(pid) = read_pid(&self.paths.pid_file) else {
-                    return Ok(None);
-                };
                 // Guard against a recycled pid: it must be Patroni with
                 // this instance's configuration.
-                let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
-                let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
-                let ours = cmdline.contains(&self.paths.config.display().to_string());
-                Ok((ours && process_alive(pid)).then_some(pid))
+                if let Some(pid) = read_pid(&self.paths.pid_file) {
+                    if runs_patroni_with(pid, &self.paths.config) && process_alive(pid) {
+                        return Ok(Some(pid));
+                    }
+                }
+                // No pid file, or a stale one: a run killed between
+                // starting Patroni and writing its pid leaves Patroni
+                // running all the same. Find it rather than start a second.
+                Ok(find_patroni_with(&self.paths.config))
             }
             Backend::Systemd => {
                 let out = systemctl(&["show", "-p", "MainPID", "--value", &self.unit])?;

@@ -171,6 +171,7 @@ pub fn docs() -> pgherd_ansible::docs::ModuleDoc {
                 ReturnDoc::new("running", "bool", "Whether Patroni runs."),
                 ReturnDoc::new("role", "str", "primary or replica, when running."),
                 ReturnDoc::new("state", "str", "Patroni's state of PostgreSQL, when running."),
+                ReturnDoc::new("replication_state", "str", "A replica's replication state (C(streaming) once it streams from its upstream)."),
                 ReturnDoc::new("timeline", "int", "Current timeline, when running."),
                 ReturnDoc::new("pending_restart", "bool", "Whether parameters wait for a restart."),
                 ReturnDoc::new("pending_restart_parameters", "list", "Those parameters.").elements("str"),

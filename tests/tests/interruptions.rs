@@ -1,0 +1,171 @@
+//! Runs of the `instance` module that are killed halfway, or that overlap:
+//! the next run converges, and overlapping runs take turns.
+
+use std::time::Duration;
+
+use pgherd_e2e::{
+    assert_collection_is_fresh, assert_node_ports_free, finish_module, local_instance_args,
+    local_settings, pids_mentioning, run_module, spawn_module, wait_for, write_args_file, Etcd,
+    ProcessReaper, TestDir,
+};
+use serde_json::{json, Value};
+
+fn with(mut args: Value, extra: Value) -> Value {
+    for (k, v) in extra.as_object().expect("extra options are a mapping") {
+        args[k] = v.clone();
+    }
+    args
+}
+
+/// Files whose name says they are a write in progress.
+fn temp_files(dir: &std::path::Path) -> Vec<String> {
+    let mut out = Vec::new();
+    for e in walk(dir) {
+        let name = e.file_name().map(|n| n.to_string_lossy().into_owned());
+        if name.is_some_and(|n| n.ends_with(".tmp") && n.contains(".pgherd-")) {
+            out.push(e.display().to_string());
+        }
+    }
+    out
+}
+
+fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return out;
+    };
+    for e in entries.flatten() {
+        let p = e.path();
+        if p.is_dir() && !p.is_symlink() {
+            out.extend(walk(&p));
+        }
+        out.push(p);
+    }
+    out
+}
+
+#[test]
+fn an_interrupted_create_converges_and_overlapping_runs_take_turns() {
+    assert_collection_is_fresh();
+    assert_node_ports_free(&["127.0.0.11", "127.0.0.12"]);
+    let dir = TestDir::new("interrupt");
+    let root = dir.join("local");
+    let _reaper = ProcessReaper {
+        needle: root.display().to_string(),
+    };
+    let etcd = Etcd::start(&dir.path, 24_979, 24_980);
+    let hosts = vec![etcd.client_addr.clone()];
+    let args_of = |n: u8| {
+        local_instance_args(
+            n,
+            "interrupt",
+            &local_settings(&root.join(format!("pg{n}")), &hosts),
+        )
+    };
+
+    let pg1 = run_module(&dir.path, "instance", &args_of(1));
+    assert!(!pg1.failed() && pg1.code == Some(0), "{pg1:?}");
+
+    // Kill the module creating pg2 as soon as its configuration is on disk:
+    // Patroni may or may not have been started, the clone has not finished.
+    let config = root.join("pg2/etc/15-main.yaml");
+    let file = write_args_file(&dir.path, "pg2", &args_of(2));
+    let mut child = spawn_module("instance", &file);
+    wait_for(
+        "pg2's configuration to be written",
+        Duration::from_secs(30),
+        || config.exists().then_some(()),
+        || format!("nothing at {}", config.display()),
+    );
+    child.kill().expect("kill the module");
+    let status = child.wait().expect("reap the module");
+    assert!(!status.success(), "the module ended before it was killed");
+    // The configuration is whole (atomic write), not a prefix of it.
+    let text = std::fs::read_to_string(&config).unwrap();
+    let parsed: serde_yaml::Value = serde_yaml::from_str(&text).expect("the config parses");
+    assert_eq!(parsed["name"].as_str(), Some("pg2"), "{text}");
+    assert!(text.contains("bootstrap:"), "{text}");
+
+    let again = run_module(&dir.path, "instance", &args_of(2));
+    assert!(!again.failed(), "{again:?}");
+    let facts = &again.result["instance"];
+    assert_eq!(facts["role"], json!("replica"), "{facts}");
+    assert_eq!(facts["replication_state"], json!("streaming"), "{facts}");
+    let third = run_module(&dir.path, "instance", &args_of(2));
+    assert!(
+        !third.failed() && !third.changed(),
+        "not converged: {third:?}"
+    );
+    assert!(temp_files(&root).is_empty(), "{:?}", temp_files(&root));
+
+    // A Patroni running without its pid file (a run killed between the
+    // start and the pid file) is found, not started a second time.
+    let config_arg = config.display().to_string();
+    let patronis = |cfg: &str| {
+        pids_mentioning(cfg)
+            .into_iter()
+            .filter(|p| {
+                std::fs::read(format!("/proc/{p}/cmdline"))
+                    .is_ok_and(|c| String::from_utf8_lossy(&c).contains("patroni"))
+            })
+            .count()
+    };
+    assert_eq!(patronis(&config_arg), 1);
+    std::fs::remove_file(root.join("pg2/run/patroni-15-main.pid")).unwrap();
+    let orphan = run_module(&dir.path, "instance", &args_of(2));
+    assert!(!orphan.failed() && !orphan.changed(), "{orphan:?}");
+    assert_eq!(patronis(&config_arg), 1, "a second Patroni was started");
+
+    // Overlapping runs on one instance: the first holds the lock while it
+    // restarts; one with a short deadline gives up naming it; one with a
+    // longer deadline waits its turn and then finds nothing to do.
+    let lock = root.join("pg2/run/patroni-15-main.lock");
+    let restart = write_args_file(
+        &dir.path,
+        "restart",
+        &with(args_of(2), json!({"state": "restarted"})),
+    );
+    let first = spawn_module("instance", &restart);
+    let first_pid = first.id();
+    wait_for(
+        "the restarting run to hold the lock",
+        Duration::from_secs(10),
+        || {
+            std::fs::read_to_string(&lock)
+                .ok()
+                .filter(|t| t.contains(&format!("pid {first_pid} ")))
+        },
+        || std::fs::read_to_string(&lock).unwrap_or_default(),
+    );
+    let patient = spawn_module(
+        "instance",
+        &write_args_file(&dir.path, "patient", &args_of(2)),
+    );
+    let hasty = run_module(
+        &dir.path,
+        "instance",
+        &with(args_of(2), json!({"wait_timeout": 1})),
+    );
+    assert!(hasty.failed() && hasty.code == Some(1), "{hasty:?}");
+    let msg = hasty.msg();
+    assert!(
+        msg.contains("is being changed by another pgherd run")
+            && msg.contains(&format!("pid {first_pid}")),
+        "{msg}"
+    );
+    let first = finish_module(first);
+    assert!(!first.failed() && first.changed(), "{first:?}");
+    let patient = finish_module(patient);
+    assert!(!patient.failed() && !patient.changed(), "{patient:?}");
+
+    for n in [2, 1] {
+        let gone = run_module(
+            &dir.path,
+            "instance",
+            &with(args_of(n), json!({"state": "absent"})),
+        );
+        assert!(!gone.failed(), "{gone:?}");
+    }
+    assert!(!lock.exists(), "the lock file outlived the instance");
+    assert!(pids_mentioning(&root.display().to_string()).is_empty());
+}
