@@ -115,6 +115,9 @@ fn register_no_log_values(spec: &Spec, raw: &Map<String, Value>) {
                 register_all_strings(v);
                 continue;
             }
+            if opt.suboptions.is_none() {
+                register_password_keys(v);
+            }
             if let Some(sub) = &opt.suboptions {
                 match v {
                     Value::Object(m) => register_no_log_values(sub, m),
@@ -129,6 +132,51 @@ fn register_no_log_values(spec: &Spec, raw: &Map<String, Value>) {
                 }
             }
         }
+    }
+}
+
+/// Whether a key of free-form data names a secret (`password`,
+/// `etcd_password`, `PGPASSWORD`...; not `password_encryption`).
+fn is_password_key(key: &str) -> bool {
+    key.to_ascii_lowercase().ends_with("password")
+}
+
+/// Registers the values of password keys anywhere in free-form data (an
+/// inline settings mapping, `conf_settings`): they are secrets even though
+/// the option as a whole is not `no_log`.
+fn register_password_keys(v: &Value) {
+    match v {
+        Value::Object(m) => {
+            for (k, item) in m {
+                if is_password_key(k) {
+                    register_all_strings(item);
+                } else {
+                    register_password_keys(item);
+                }
+            }
+        }
+        Value::Array(items) => items.iter().for_each(register_password_keys),
+        _ => {}
+    }
+}
+
+/// Free-form data with the value of every password key replaced.
+fn censor_password_keys(v: &Value) -> Value {
+    match v {
+        Value::Object(m) => Value::Object(
+            m.iter()
+                .map(|(k, item)| {
+                    let censored = if is_password_key(k) && !item.is_null() {
+                        Value::String(NO_LOG_PLACEHOLDER.into())
+                    } else {
+                        censor_password_keys(item)
+                    };
+                    (k.clone(), censored)
+                })
+                .collect(),
+        ),
+        Value::Array(items) => Value::Array(items.iter().map(censor_password_keys).collect()),
+        other => other.clone(),
     }
 }
 
@@ -165,6 +213,7 @@ pub fn censor_params(spec: &Spec, params: &Map<String, Value>) -> Map<String, Va
                         })
                         .collect(),
                 ),
+                (None, _) => censor_password_keys(v),
                 _ => v.clone(),
             }
         };
@@ -359,6 +408,30 @@ mod tests {
         assert_eq!(censored["password"], json!(NO_LOG_PLACEHOLDER));
         assert_eq!(censored["auth"]["token"], json!(NO_LOG_PLACEHOLDER));
         assert_eq!(censored["auth"]["user"], json!("u"));
+    }
+
+    #[test]
+    fn password_keys_in_free_form_options_are_secrets() {
+        let spec = Spec::new(vec![
+            OptionSpec::new("name", Kind::Str).required(),
+            OptionSpec::new("settings", Kind::Raw),
+        ]);
+        let raw = json!({"name": "n", "settings": {"patroni": {"etcd": {
+            "username": "u", "password": "pw-free-form-1"}},
+            "hosts": [{"PGPASSWORD": "pw-free-form-2"}],
+            "password_encryption": "scram-sha-256"}});
+        let (_task, censored) = prepare_task(&spec, raw.as_object().unwrap()).unwrap();
+        let text = serde_json::to_string(&censored).unwrap();
+        assert!(!text.contains("pw-free-form"), "{text}");
+        assert_eq!(
+            censored["settings"]["patroni"]["etcd"]["username"],
+            json!("u")
+        );
+        assert_eq!(
+            censored["settings"]["password_encryption"],
+            json!("scram-sha-256")
+        );
+        assert_eq!(scrub("bad pw-free-form-2 here"), "bad ******** here");
     }
 
     #[test]

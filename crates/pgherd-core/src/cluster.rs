@@ -373,6 +373,15 @@ impl<'a> Conn<'a> {
 
     fn observe(&self) -> Result<ClusterInfo> {
         let (status, client) = self.cluster_status()?;
+        if !status.scope.is_empty() && status.scope != self.target.scope {
+            return Err(Error::Other(format!(
+                "the member at {} belongs to cluster {}, not to cluster {}: check the options \
+                 cluster and restapi",
+                client.base_url(),
+                status.scope,
+                self.target.scope
+            )));
+        }
         {
             let mut apis = self.apis.borrow_mut();
             for m in &status.members {

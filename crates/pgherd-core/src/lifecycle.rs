@@ -226,34 +226,19 @@ impl Node<'_> {
 
     /// Refuses to start or change a node whose cluster cannot be managed
     /// because etcd does not answer: when Patroni runs, by its own account
-    /// (`dcs_last_seen` older than the ttl); otherwise by asking etcd.
-    fn check_dcs(&self, running: bool) -> Result<()> {
+    /// (`dcs_last_seen` older than the ttl); when it does not, or when its
+    /// configuration changes, by asking the etcd of the settings.
+    fn check_dcs(&self, running: bool, config_changes: bool) -> Result<()> {
         let etcd = &self.settings.patroni.etcd;
-        let hosts = etcd.hosts.join(", ");
         if running {
             // Patroni not answering yet is for the wait to report.
-            let Ok(status) = self.rest(POLL_REQUEST_TIMEOUT)?.patroni() else {
+            if let Ok(status) = self.rest(POLL_REQUEST_TIMEOUT)?.patroni() {
+                self.check_dcs_last_seen(&status)?;
+            }
+            // The running Patroni is fine; a new configuration may name
+            // other etcd endpoints: those must answer too.
+            if !config_changes {
                 return Ok(());
-            };
-            let now = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |d| d.as_secs());
-            let ttl = u64::from(self.settings.patroni.ttl);
-            match status.dcs_last_seen {
-                Some(seen) if seen > 0 && now.saturating_sub(seen) > ttl => {
-                    return Err(Error::Dcs {
-                        endpoints: hosts,
-                        msg: format!(
-                            "Patroni of instance {} last reached etcd {} s ago (ttl {ttl} s), so the \
-                             cluster cannot be managed from this node ({}); nothing was changed: \
-                             bring etcd back, then run again",
-                            self.name(),
-                            now.saturating_sub(seen),
-                            status.describe()
-                        ),
-                    })
-                }
-                _ => return Ok(()),
             }
         }
         let login = crate::dcs::effective_login(self.m.etcd_auth.as_ref(), etcd);
@@ -267,6 +252,28 @@ impl Node<'_> {
                 self.name()
             ))
         })
+    }
+
+    /// Fails when Patroni last reached etcd longer than the ttl ago.
+    fn check_dcs_last_seen(&self, status: &NodeStatus) -> Result<()> {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        let ttl = u64::from(self.settings.patroni.ttl);
+        match status.dcs_last_seen {
+            Some(seen) if seen > 0 && now.saturating_sub(seen) > ttl => Err(Error::Dcs {
+                endpoints: self.settings.patroni.etcd.hosts.join(", "),
+                msg: format!(
+                    "Patroni of instance {} last reached etcd {} s ago (ttl {ttl} s), so the \
+                     cluster cannot be managed from this node ({}); nothing was changed: \
+                     bring etcd back, then run again",
+                    self.name(),
+                    now.saturating_sub(seen),
+                    status.describe()
+                ),
+            }),
+            _ => Ok(()),
+        }
     }
 
     /// Facts, with the live state when Patroni answers.
@@ -348,55 +355,20 @@ pub fn postgres_sections_differ(old: &str, new: &str) -> bool {
         .any(|k| a["postgresql"].get(k) != b["postgresql"].get(k))
 }
 
-/// Brings the instance to `state`. In check mode, only reports.
-pub fn apply_state(
-    settings: &Settings,
-    m: &InstanceManifest,
-    state: DesiredState,
-    check_mode: bool,
-    timeout: Duration,
-) -> Result<Report> {
-    let run_as = run_as_account(settings)?;
-    let paths = InstancePaths::new(settings, m);
-    let node = Node {
-        settings,
-        m,
-        service: Service::new(settings, m, &paths, run_as.clone()),
-        paths,
-        run_as,
-        timeout,
-    };
-    // A configuration naming files that are not there would only make
-    // Patroni fail later: refuse before writing anything.
-    if state != DesiredState::Absent {
-        let missing = settings.missing_files();
-        if !missing.is_empty() {
-            return Err(Error::InvalidSettings(missing));
-        }
-    }
-    // One run at a time changes an instance; check mode only reads.
-    let lock = if check_mode {
-        None
-    } else {
-        Some(RunLock::acquire(
-            &node.paths.lock_file(),
-            &format!("instance {}", node.name()),
-            timeout,
-            0o750,
-            node.run_as.as_ref().map(|a| a.owner),
-        )?)
-    };
-    let running = node.service.is_running()?;
-    if state == DesiredState::Absent {
-        let report = remove(&node, running, check_mode)?;
-        if let Some(lock) = lock {
-            lock.remove_file()?;
-        }
-        return Ok(report);
-    }
+/// What a run would do, from what is on disk and running now.
+struct Assessment {
+    running: bool,
+    plan: Plan,
+    /// The new configuration text, when the file exists and changes.
+    config_change: Option<String>,
+    old_config: String,
+    report: Report,
+}
 
+fn assess(node: &Node<'_>, state: DesiredState) -> Result<Assessment> {
+    let running = node.service.is_running()?;
     let owner = node.run_as.as_ref().map(|a| a.owner);
-    let mut files = desired_files(settings, m, &node.paths, owner)?;
+    let mut files = desired_files(node.settings, node.m, &node.paths, owner)?;
     files.extend(node.service.unit_files());
     let plan = Plan::compute(&desired_dirs(&node.paths, owner), &files)?;
     let config_change = plan.changes.iter().find_map(|c| match c {
@@ -412,7 +384,6 @@ pub fn apply_state(
         Some(_) => std::fs::read_to_string(&node.paths.config).unwrap_or_default(),
         None => String::new(),
     };
-
     let mut report = Report {
         changes: plan.summary(),
         diff: plan.diff(),
@@ -446,26 +417,88 @@ pub fn apply_state(
             a
         }
         DesiredState::Restarted => vec!["start Patroni"],
-        DesiredState::Absent => unreachable!("handled above"),
+        DesiredState::Absent => unreachable!("absent is assessed by remove()"),
     };
     report
         .changes
         .extend(actions.iter().map(|a| format!("{a} ({})", node.name())));
+    Ok(Assessment {
+        running,
+        plan,
+        config_change,
+        old_config,
+        report,
+    })
+}
 
+/// Brings the instance to `state`. In check mode, only reports.
+pub fn apply_state(
+    settings: &Settings,
+    m: &InstanceManifest,
+    state: DesiredState,
+    check_mode: bool,
+    timeout: Duration,
+) -> Result<Report> {
+    let run_as = run_as_account(settings)?;
+    let paths = InstancePaths::new(settings, m);
+    let node = Node {
+        settings,
+        m,
+        service: Service::new(settings, m, &paths, run_as.clone()),
+        paths,
+        run_as,
+        timeout,
+    };
+    // One run at a time changes an instance; check mode only reads.
+    let lock = |node: &Node<'_>| {
+        RunLock::acquire(
+            &node.paths.lock_file(),
+            &format!("instance {}", node.name()),
+            timeout,
+            0o750,
+            node.run_as.as_ref().map(|a| a.owner),
+        )
+    };
+    if state == DesiredState::Absent {
+        let held = if check_mode { None } else { Some(lock(&node)?) };
+        let running = node.service.is_running()?;
+        let report = remove(&node, running, check_mode)?;
+        if let Some(held) = held {
+            held.remove_file()?;
+        }
+        return Ok(report);
+    }
+    // Everything that can refuse the run does so before anything is
+    // written: files the configuration names, and etcd.
+    let missing = settings.missing_files();
+    if !missing.is_empty() {
+        return Err(Error::InvalidSettings(missing));
+    }
+    let first = assess(&node, state)?;
     let needs_dcs = match state {
         DesiredState::Started | DesiredState::Restarted => true,
-        DesiredState::Present => running && report.changed(),
+        DesiredState::Present => first.running && first.report.changed(),
         DesiredState::Stopped | DesiredState::Absent => false,
     };
     if needs_dcs {
-        node.check_dcs(running)?;
+        node.check_dcs(first.running, first.config_change.is_some())?;
     }
-
     if check_mode {
-        report.facts = node.facts(running, &mut report.warnings);
+        let mut report = first.report;
+        report.facts = node.facts(first.running, &mut report.warnings);
         return Ok(report);
     }
 
+    // Under the lock, look again: a run that held it may have changed
+    // what there is to do.
+    let _held = lock(&node)?;
+    let Assessment {
+        running,
+        plan,
+        config_change,
+        old_config,
+        mut report,
+    } = assess(&node, state)?;
     plan.apply()?;
     if let Some(new_config) = &config_change {
         if running {

@@ -134,6 +134,77 @@ pub fn parse_host_port(s: &str) -> Result<(String, u16), String> {
     Ok((host.to_string(), port))
 }
 
+/// Checks a time as Patroni takes it for a scheduled switchover: ISO 8601
+/// date and time with a UTC offset (`2026-11-22T10:00:00+01:00`, `...Z`).
+pub fn check_timestamp_with_offset(s: &str) -> Result<(), String> {
+    let bad = |why: &str| {
+        Err(format!(
+            "{s:?} is not an ISO 8601 time with a UTC offset ({why}); \
+             write it like 2026-11-22T10:00:00+01:00"
+        ))
+    };
+    let b = s.as_bytes();
+    let digits = |r: std::ops::Range<usize>| -> Option<u32> {
+        let part = s.get(r)?;
+        if part.bytes().all(|c| c.is_ascii_digit()) {
+            part.parse().ok()
+        } else {
+            None
+        }
+    };
+    if b.len() < 16 {
+        return bad("too short");
+    }
+    let (Some(_year), Some(month), Some(day)) = (digits(0..4), digits(5..7), digits(8..10)) else {
+        return bad("the date must be YYYY-MM-DD");
+    };
+    if b[4] != b'-' || b[7] != b'-' || !(1..=12).contains(&month) || !(1..=31).contains(&day) {
+        return bad("the date must be YYYY-MM-DD");
+    }
+    if b[10] != b'T' && b[10] != b' ' {
+        return bad("date and time are separated by T");
+    }
+    let (Some(hour), Some(minute)) = (digits(11..13), digits(14..16)) else {
+        return bad("the time must be HH:MM[:SS]");
+    };
+    if b[13] != b':' || hour > 23 || minute > 59 {
+        return bad("the time must be HH:MM[:SS]");
+    }
+    let mut rest = &s[16..];
+    if let Some(r) = rest.strip_prefix(':') {
+        let secs: String = r.chars().take_while(char::is_ascii_digit).collect();
+        if secs.len() != 2 || secs.parse::<u32>().map_or(true, |v| v > 60) {
+            return bad("seconds must be SS");
+        }
+        rest = &r[2..];
+        if let Some(frac) = rest.strip_prefix('.') {
+            let n = frac.chars().take_while(char::is_ascii_digit).count();
+            if n == 0 {
+                return bad("a fraction of a second needs digits");
+            }
+            rest = &frac[n..];
+        }
+    }
+    let offset_ok = match rest {
+        "Z" | "z" => true,
+        o if o.starts_with('+') || o.starts_with('-') => {
+            let o = &o[1..];
+            let (h, m) = match o.len() {
+                2 => (o, "00"),
+                4 => (&o[..2], &o[2..]),
+                5 if o.as_bytes()[2] == b':' => (&o[..2], &o[3..]),
+                _ => ("x", "x"),
+            };
+            h.parse::<u32>().is_ok_and(|h| h <= 14) && m.parse::<u32>().is_ok_and(|m| m < 60)
+        }
+        _ => false,
+    };
+    if !offset_ok {
+        return bad("it must end with a UTC offset such as Z or +01:00");
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -190,5 +261,32 @@ mod tests {
         assert!(check_role_name("1x").is_err());
         assert!(check_role_name("a b").is_err());
         assert!(check_role_name("a\"b").is_err());
+    }
+
+    #[test]
+    fn timestamps_need_date_time_and_offset() {
+        for ok in [
+            "2026-11-22T10:00:00+01:00",
+            "2026-11-22T10:00Z",
+            "2026-11-22 10:00:00.123456-05:30",
+            "2026-11-22T23:59:59+0100",
+            "2026-11-22T10:00:00+02",
+        ] {
+            assert!(check_timestamp_with_offset(ok).is_ok(), "{ok}");
+        }
+        for bad in [
+            "tomorrow",
+            "2026-11-22",
+            "2026-11-22T10:00:00",
+            "2026-13-01T10:00:00Z",
+            "2026-11-22T24:00:00Z",
+            "2026-11-22T10:00:00+1",
+            "2026-11-22T10:00:0Z",
+            "2026-11-22T10:00:00.Z",
+            "2026-11-22T10:00:00Zjunk",
+            "２026-11-22T10:00:00Z",
+        ] {
+            assert!(check_timestamp_with_offset(bad).is_err(), "{bad}");
+        }
     }
 }

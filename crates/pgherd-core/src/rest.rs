@@ -189,6 +189,11 @@ pub struct RestClient {
 }
 
 impl RestClient {
+    /// The member's base URL, for messages.
+    pub fn base_url(&self) -> String {
+        self.endpoint.url("")
+    }
+
     /// Builds a client whose every request ends after `timeout`.
     pub fn new(endpoint: Endpoint, timeout: Duration) -> Result<RestClient> {
         install_crypto_provider();

@@ -127,6 +127,10 @@ pub fn run_task(task: &Task) -> Result<Outcome, Failure> {
             )));
         }
     }
+    if let Some(at) = p["scheduled_at"].as_str() {
+        pgherd_core::names::check_timestamp_with_offset(at)
+            .map_err(|e| Failure::new(format!("option 'scheduled_at': {e}")))?;
+    }
     if let Some(api) = p["restapi"].as_str() {
         parse_host_port(api).map_err(|e| Failure::new(format!("option 'restapi': {e}")))?;
     }
