@@ -315,6 +315,10 @@ struct Conn<'a> {
     target: &'a Target,
     /// Members' REST addresses, by name; learnt again at every observe.
     apis: std::cell::RefCell<BTreeMap<String, String>>,
+    /// The address that last answered `/cluster`: asked first next time,
+    /// so that a member that does not answer costs one timeout, not one
+    /// per look.
+    answered: std::cell::RefCell<Option<String>>,
 }
 
 impl<'a> Conn<'a> {
@@ -354,13 +358,19 @@ impl<'a> Conn<'a> {
     /// `/cluster` from the first member that answers.
     fn cluster_status(&self) -> Result<(ClusterStatus, RestClient)> {
         let mut errors = Vec::new();
-        let addresses: Vec<String> = self.apis.borrow().values().cloned().collect();
+        let mut addresses: Vec<String> = self.apis.borrow().values().cloned().collect();
+        if let Some(first) = self.answered.borrow().as_ref() {
+            addresses.sort_by_key(|a| a != first);
+        }
         for address in &addresses {
             // A client that cannot be built (a certificate file missing)
             // fails the same way for every member: say it once.
             let client = self.client(address)?;
             match client.cluster() {
-                Ok(status) => return Ok((status, client)),
+                Ok(status) => {
+                    *self.answered.borrow_mut() = Some(address.clone());
+                    return Ok((status, client));
+                }
                 Err(e) => errors.push(e.to_string()),
             }
         }
@@ -509,6 +519,7 @@ fn connect(target: &Target) -> Result<Conn<'_>> {
     Ok(Conn {
         target,
         apis: std::cell::RefCell::new(apis),
+        answered: std::cell::RefCell::new(None),
     })
 }
 
@@ -526,15 +537,81 @@ pub fn run(target: &Target, ops: &Operations, check_mode: bool) -> Result<Report
     if ops.remove {
         return remove(target, ops, check_mode);
     }
+    // Who leads and who restarts is changed by one run at a time; the
+    // state is read once the lock is held. Without the DCS (restapi given),
+    // Patroni's own failover key is the only guard.
+    let moves = ops.leader.is_some()
+        || ops.failover_to.is_some()
+        || ops.restart.is_some()
+        || !ops.reinit.is_empty();
+    let _lock = if moves && !check_mode && target.restapi.is_none() {
+        Some(lock_operations(target, &describe_moves(ops))?)
+    } else {
+        None
+    };
     let conn = connect(target)?;
     let mut info = conn.observe()?;
     let mut report = Report::default();
+    if let Err(e) = run_steps(&conn, &mut info, ops, check_mode, &mut report) {
+        // What was already done must not go unreported.
+        if report.changes.is_empty() {
+            return Err(e);
+        }
+        return Err(Error::Other(format!(
+            "{e}. Done before this failure: {}. Nothing after it was attempted: fix the cause \
+             and run the task again",
+            report.changes.join("; ")
+        )));
+    }
+    report.info = if check_mode { info } else { conn.observe()? };
+    Ok(report)
+}
 
+/// What a run that moves roles does, for the holder of the lock.
+fn describe_moves(ops: &Operations) -> String {
+    let mut what = Vec::new();
+    if let Some(c) = &ops.leader {
+        what.push(format!("switchover to {c}"));
+    }
+    if let Some(c) = &ops.failover_to {
+        what.push(format!("failover to {c}"));
+    }
+    if ops.restart.is_some() {
+        what.push("restart".to_string());
+    }
+    if !ops.reinit.is_empty() {
+        what.push(format!("reinit of {}", ops.reinit.join(", ")));
+    }
+    what.join(", ")
+}
+
+/// Runs one operation that is done or not done as a whole: when it fails,
+/// the change it announced is taken back from the report.
+fn whole(report: &mut Report, step: impl FnOnce(&mut Report) -> Result<()>) -> Result<()> {
+    let before = report.changes.len();
+    let result = step(report);
+    if result.is_err() {
+        report.changes.truncate(before);
+    }
+    result
+}
+
+/// The operations, in order. Steps over several members report each
+/// member once it is done, so that a failure halfway says what was done.
+fn run_steps(
+    conn: &Conn<'_>,
+    info: &mut ClusterInfo,
+    ops: &Operations,
+    check_mode: bool,
+    report: &mut Report,
+) -> Result<()> {
     if ops.paused == Some(false) {
-        set_pause(&conn, &info, false, check_mode, &mut report)?;
+        whole(report, |r| set_pause(conn, info, false, check_mode, r))?;
     }
     if let Some(desired) = &ops.dynamic_config {
-        dynamic_config(&conn, &info, desired, check_mode, &mut report)?;
+        whole(report, |r| {
+            dynamic_config(conn, info, desired, check_mode, r)
+        })?;
     }
     if ops.reload {
         for name in info
@@ -543,36 +620,138 @@ pub fn run(target: &Target, ops: &Operations, check_mode: bool) -> Result<Report
             .map(|m| m.name.clone())
             .collect::<Vec<_>>()
         {
-            report.changes.push(format!("reload {name}"));
             if !check_mode {
-                conn.member_client(&name)?.reload()?;
+                conn.member_client(&name)?
+                    .reload()
+                    .map_err(|e| Error::Other(format!("reload of {name}: {e}")))?;
             }
+            report.changes.push(format!("reload {name}"));
         }
     }
     if !check_mode && !report.changes.is_empty() {
-        info = conn.observe()?;
+        *info = conn.observe()?;
     }
     if let Some(candidate) = &ops.leader {
-        switchover(&conn, &info, candidate, ops, check_mode, &mut report)?;
+        whole(report, |r| {
+            switchover(conn, info, candidate, ops, check_mode, r)
+        })?;
     } else if let Some(candidate) = &ops.failover_to {
-        failover(&conn, &info, candidate, ops.force, check_mode, &mut report)?;
+        whole(report, |r| {
+            failover(conn, info, candidate, ops.force, check_mode, r)
+        })?;
     }
     if ops.restart.is_some() || !ops.reinit.is_empty() {
         if !check_mode {
-            info = conn.observe()?;
+            *info = conn.observe()?;
         }
         if let Some(mode) = ops.restart {
-            restart(&conn, &info, mode, ops, check_mode, &mut report)?;
+            restart(conn, info, mode, ops, check_mode, report)?;
         }
         if !ops.reinit.is_empty() {
-            reinit(&conn, &info, &ops.reinit, check_mode, &mut report)?;
+            reinit(conn, info, &ops.reinit, check_mode, report)?;
         }
     }
     if ops.paused == Some(true) {
-        set_pause(&conn, &info, true, check_mode, &mut report)?;
+        whole(report, |r| set_pause(conn, info, true, check_mode, r))?;
     }
-    report.info = if check_mode { info } else { conn.observe()? };
-    Ok(report)
+    Ok(())
+}
+
+/// The key, under the cluster's prefix, that a pgherd run holds while it
+/// changes who leads or restarts members. Patroni ignores it.
+pub const OPERATION_KEY: &str = "pgherd-operation";
+
+/// Seconds the operation key outlives a run killed while holding it.
+const OPERATION_LEASE_SECS: i64 = 15;
+
+/// The cluster-wide lock of one run: a leased key in etcd, renewed by a
+/// thread while held, revoked when dropped.
+struct OperationLock {
+    stop: Option<std::sync::mpsc::Sender<()>>,
+    renewer: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Drop for OperationLock {
+    fn drop(&mut self) {
+        drop(self.stop.take());
+        if let Some(t) = self.renewer.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+fn host_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .unwrap_or_else(|_| "unknown host".into())
+}
+
+/// Takes the cluster's operation key, waiting for another run to release
+/// it until the task's deadline.
+fn lock_operations(target: &Target, what: &str) -> Result<OperationLock> {
+    let mut dcs = connect_dcs(target)?;
+    let key = format!(
+        "{}{OPERATION_KEY}",
+        crate::dcs::cluster_prefix(&target.settings.patroni.etcd.namespace, &target.scope)
+    );
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let holder = format!(
+        "{what}, by pgherd pid {} on {} since unix time {now}",
+        std::process::id(),
+        host_name()
+    );
+    let lease = wait_until(
+        &format!("the operation lock of cluster {} ({key})", target.scope),
+        target.timeout,
+        || match dcs.create_leased(&key, &holder, OPERATION_LEASE_SECS) {
+            Ok(Ok(lease)) => Probe::Ready(lease),
+            Ok(Err(other)) => Probe::Waiting(format!("held by: {other}")),
+            Err(e) => Probe::Failed(e),
+        },
+        String::new,
+    )
+    .map_err(|e| match e {
+        Error::Timeout {
+            waited_secs,
+            last_seen,
+            ..
+        } => Error::Other(format!(
+            "cluster {} is being changed by another pgherd run ({last_seen}); waited {waited_secs}s \
+             for it to finish, nothing was done: let it end, then run again",
+            target.scope
+        )),
+        other => other,
+    })?;
+    let (stop, stopped) = std::sync::mpsc::channel::<()>();
+    let every = Duration::from_secs(OPERATION_LEASE_SECS as u64 / 3);
+    let renewer = std::thread::spawn(move || {
+        while let Err(std::sync::mpsc::RecvTimeoutError::Timeout) = stopped.recv_timeout(every) {
+            // A failed renewal leaves the key to expire: the next run then
+            // may start; nothing better can be done from here.
+            let _ = dcs.keep_alive(lease);
+        }
+        dcs.revoke(lease);
+    });
+    Ok(OperationLock {
+        stop: Some(stop),
+        renewer: Some(renewer),
+    })
+}
+
+/// Before acting on several members, each must answer on its REST API:
+/// refuse up front rather than stop halfway.
+fn all_answer(conn: &Conn<'_>, names: &[String], action: &str) -> Result<()> {
+    for name in names {
+        if let Err(e) = conn.member_client(name).and_then(|c| c.patroni()) {
+            return Err(Error::Other(format!(
+                "member {name} does not answer on its REST API ({e}), so no member was {action}: \
+                 bring its Patroni back (or wait until it leaves the cluster), then run again"
+            )));
+        }
+    }
+    Ok(())
 }
 
 fn dynamic_config(
@@ -818,10 +997,13 @@ fn failover(
 }
 
 fn restart_member(conn: &Conn<'_>, name: &str) -> Result<()> {
-    let client = conn.member_client(name)?;
-    let before = client.patroni()?.postmaster_start_time;
-    conn.operation_client(name)?.restart()?;
-    wait_member_healthy(conn, &client, name, |s| s.postmaster_start_time != before)
+    let attempt = || {
+        let client = conn.member_client(name)?;
+        let before = client.patroni()?.postmaster_start_time;
+        conn.operation_client(name)?.restart()?;
+        wait_member_healthy(conn, &client, name, |s| s.postmaster_start_time != before)
+    };
+    attempt().map_err(|e| Error::Other(format!("restart of {name}: {e}")))
 }
 
 fn restart(
@@ -833,6 +1015,9 @@ fn restart(
     report: &mut Report,
 ) -> Result<()> {
     let order = restart_order(info, mode);
+    if !check_mode {
+        all_answer(conn, &order, "restarted")?;
+    }
     let leader = info.leader.clone();
     for name in &order {
         let is_leader = leader.as_deref() == Some(name.as_str());
@@ -854,12 +1039,14 @@ fn restart(
             } else {
                 conn.observe()?
             };
-            switchover(conn, &fresh, &candidate, ops, check_mode, report)?;
+            whole(report, |r| {
+                switchover(conn, &fresh, &candidate, ops, check_mode, r)
+            })?;
         }
-        report.changes.push(format!("restart {name}"));
         if !check_mode {
             restart_member(conn, name)?;
         }
+        report.changes.push(format!("restart {name}"));
     }
     Ok(())
 }
@@ -888,17 +1075,22 @@ fn reinit(
             Some(_) => {}
         }
     }
+    if !check_mode {
+        all_answer(conn, names, "reinitialised")?;
+    }
     for name in names {
+        if !check_mode {
+            let attempt = || {
+                let client = conn.member_client(name)?;
+                let before = client.patroni()?.postmaster_start_time;
+                conn.operation_client(name)?.reinitialize()?;
+                wait_member_healthy(conn, &client, name, |s| s.postmaster_start_time != before)
+            };
+            attempt().map_err(|e| Error::Other(format!("reinit of {name}: {e}")))?;
+        }
         report
             .changes
             .push(format!("reinitialise {name} from the leader"));
-        if check_mode {
-            continue;
-        }
-        let client = conn.member_client(name)?;
-        let before = client.patroni()?.postmaster_start_time;
-        conn.operation_client(name)?.reinitialize()?;
-        wait_member_healthy(conn, &client, name, |s| s.postmaster_start_time != before)?;
     }
     Ok(())
 }

@@ -58,6 +58,30 @@ pub fn cluster_prefix(namespace: &str, scope: &str) -> String {
     format!("{}/{}/", namespace.trim_end_matches('/'), scope)
 }
 
+/// The pause before an etcd call is made again after a transient error.
+const RETRY_PAUSE: Duration = Duration::from_millis(100);
+
+/// Errors that go away by themselves: a leader election, a member that
+/// went down while the client still had it in its pool.
+fn is_transient(e: &etcd_client::Error) -> bool {
+    match e {
+        etcd_client::Error::GRpcStatus(s) => {
+            matches!(
+                s.code() as i32,
+                tonic_code::UNAVAILABLE | tonic_code::DEADLINE_EXCEEDED
+            ) || s.message().contains("leader changed")
+        }
+        etcd_client::Error::TransportError(_) => true,
+        _ => false,
+    }
+}
+
+/// The gRPC codes used above, named as the gRPC specification numbers them.
+mod tonic_code {
+    pub const UNAVAILABLE: i32 = 14;
+    pub const DEADLINE_EXCEEDED: i32 = 4;
+}
+
 /// The etcd credentials in force: a node's or a task's own, else the
 /// settings' site-wide ones.
 pub fn effective_login(own: Option<&Login>, etcd: &EtcdSettings) -> Option<Login> {
@@ -150,27 +174,38 @@ impl Dcs {
     }
 
     /// Runs one etcd call with the timeout, naming `what` in any error.
-    fn call<T>(
-        &self,
-        what: &str,
-        future: impl std::future::Future<Output = std::result::Result<T, etcd_client::Error>>,
-    ) -> Result<T> {
-        match self
-            .runtime
-            .block_on(async { tokio::time::timeout(self.timeout, future).await })
-        {
-            Err(_) => Err(self.error(what, "no answer before the timeout")),
-            Ok(Err(e)) => Err(self.error(what, e)),
-            Ok(Ok(v)) => Ok(v),
+    /// An etcd cluster that is electing a leader or a member that is down
+    /// answers "unavailable": the call is made again until the timeout.
+    fn call<T, F, Fut>(&self, what: &str, mut make: F) -> Result<T>
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = std::result::Result<T, etcd_client::Error>>,
+    {
+        let start = std::time::Instant::now();
+        loop {
+            let left = self.timeout.saturating_sub(start.elapsed());
+            match self
+                .runtime
+                .block_on(async { tokio::time::timeout(left, make()).await })
+            {
+                Err(_) => return Err(self.error(what, "no answer before the timeout")),
+                Ok(Ok(v)) => return Ok(v),
+                Ok(Err(e)) => {
+                    if !is_transient(&e) || start.elapsed() + RETRY_PAUSE >= self.timeout {
+                        return Err(self.error(what, e));
+                    }
+                    std::thread::sleep(RETRY_PAUSE);
+                }
+            }
         }
     }
 
     /// Every key under `prefix` with its value.
     pub fn get_prefix(&mut self, prefix: &str) -> Result<Vec<(String, String)>> {
-        let mut kv = self.client.kv_client();
-        let options = etcd_client::GetOptions::new().with_prefix();
-        let resp = self.call(&format!("reading {prefix}"), async move {
-            kv.get(prefix, Some(options)).await
+        let resp = self.call(&format!("reading {prefix}"), || {
+            let mut kv = self.client.kv_client();
+            let options = etcd_client::GetOptions::new().with_prefix();
+            async move { kv.get(prefix, Some(options)).await }
         })?;
         Ok(resp
             .kvs()
@@ -186,12 +221,86 @@ impl Dcs {
 
     /// Deletes every key under `prefix`; returns how many went.
     pub fn delete_prefix(&mut self, prefix: &str) -> Result<i64> {
-        let mut kv = self.client.kv_client();
-        let options = etcd_client::DeleteOptions::new().with_prefix();
-        self.call(&format!("deleting {prefix}"), async move {
-            kv.delete(prefix, Some(options)).await
+        self.call(&format!("deleting {prefix}"), || {
+            let mut kv = self.client.kv_client();
+            let options = etcd_client::DeleteOptions::new().with_prefix();
+            async move { kv.delete(prefix, Some(options)).await }
         })
         .map(|r| r.deleted())
+    }
+
+    /// Creates `key` holding `value`, attached to a new lease of
+    /// `ttl_secs`, unless the key exists: then returns its value instead.
+    pub fn create_leased(
+        &mut self,
+        key: &str,
+        value: &str,
+        ttl_secs: i64,
+    ) -> Result<std::result::Result<i64, String>> {
+        let id = self
+            .call(&format!("granting a lease for {key}"), || {
+                let mut lease = self.client.lease_client();
+                async move { lease.grant(ttl_secs, None).await }
+            })?
+            .id();
+        let txn = etcd_client::Txn::new()
+            .when([etcd_client::Compare::create_revision(
+                key,
+                etcd_client::CompareOp::Equal,
+                0,
+            )])
+            .and_then([etcd_client::TxnOp::put(
+                key,
+                value,
+                Some(etcd_client::PutOptions::new().with_lease(id)),
+            )])
+            .or_else([etcd_client::TxnOp::get(key, None)]);
+        let resp = self.call(&format!("creating {key}"), || {
+            let mut kv = self.client.kv_client();
+            let txn = txn.clone();
+            async move { kv.txn(txn).await }
+        })?;
+        if resp.succeeded() {
+            return Ok(Ok(id));
+        }
+        let holder = resp
+            .op_responses()
+            .into_iter()
+            .find_map(|r| match r {
+                etcd_client::TxnOpResponse::Get(g) => g
+                    .kvs()
+                    .first()
+                    .map(|kv| String::from_utf8_lossy(kv.value()).into_owned()),
+                _ => None,
+            })
+            .unwrap_or_default();
+        // A first attempt that succeeded unseen, then retried: it is ours.
+        if holder == value {
+            return Ok(Ok(id));
+        }
+        self.revoke(id);
+        Ok(Err(holder))
+    }
+
+    /// Renews a lease once.
+    pub fn keep_alive(&mut self, lease: i64) -> Result<()> {
+        self.call("renewing a lease", || {
+            let mut client = self.client.lease_client();
+            async move {
+                let (mut keeper, mut stream) = client.keep_alive(lease).await?;
+                keeper.keep_alive().await?;
+                stream.message().await.map(|_| ())
+            }
+        })
+    }
+
+    /// Revokes a lease, which deletes its keys; errors are left to the
+    /// lease's expiry.
+    pub fn revoke(&mut self, lease: i64) {
+        let _ = self.call("revoking a lease", || {
+            let mut client = self.client.lease_client();
+            async move { client.revoke(lease).await }
+        });
     }
 
     /// The cluster's keys, parsed.
