@@ -112,7 +112,8 @@ fn walk(root: &Path, dir: &Path, out: &mut BTreeMap<PathBuf, u64>) {
 
 /// The cluster's keys in etcd: every key's name, and the value of those
 /// Patroni only changes when asked (config, leader, initialize, failover,
-/// sync, history). Members and status change with every loop.
+/// sync, history). Members change with every loop; the status key comes
+/// and goes with Patroni's own bookkeeping.
 fn dcs_state(etcd: &Etcd) -> BTreeMap<String, String> {
     let out = etcd
         .etcdctl(None, &["get", "--prefix", &format!("/service/{CLUSTER}/")])
@@ -122,7 +123,11 @@ fn dcs_state(etcd: &Etcd) -> BTreeMap<String, String> {
     for pair in lines.chunks(2) {
         let key = pair[0].to_string();
         let value = pair.get(1).copied().unwrap_or_default();
-        let volatile = key.contains("/members/") || key.ends_with("/status");
+        // Patroni writes its status (last WAL position) when it likes.
+        if key.ends_with("/status") || key.ends_with("/optime/leader") {
+            continue;
+        }
+        let volatile = key.contains("/members/");
         keys.insert(
             key,
             if volatile {

@@ -137,6 +137,9 @@ fn an_interrupted_create_converges_and_overlapping_runs_take_turns() {
         },
         || std::fs::read_to_string(&lock).unwrap_or_default(),
     );
+    // Held still while it holds the lock, so that the others surely meet it.
+    // SAFETY: kill(2) on the module process this test started.
+    unsafe { libc::kill(first_pid as i32, libc::SIGSTOP) };
     let patient = spawn_module(
         "instance",
         &write_args_file(&dir.path, "patient", &args_of(2)),
@@ -153,6 +156,8 @@ fn an_interrupted_create_converges_and_overlapping_runs_take_turns() {
             && msg.contains(&format!("pid {first_pid}")),
         "{msg}"
     );
+    // SAFETY: as above.
+    unsafe { libc::kill(first_pid as i32, libc::SIGCONT) };
     let first = finish_module(first);
     assert!(!first.failed() && first.changed(), "{first:?}");
     let patient = finish_module(patient);

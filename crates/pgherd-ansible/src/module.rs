@@ -303,6 +303,14 @@ pub fn install_panic_hook(module: &'static str) {
     }));
 }
 
+/// Forgets the registered secrets: for a process that handles many
+/// independent inputs (the fuzzer), never for a module run.
+pub fn clear_secrets() {
+    if let Ok(mut list) = secrets().lock() {
+        list.clear();
+    }
+}
+
 /// Reads the arguments file and splits Ansible's internal keys from the
 /// task's options.
 pub fn read_args_file(path: &Path) -> Result<Map<String, Value>, Failure> {
@@ -312,7 +320,12 @@ pub fn read_args_file(path: &Path) -> Result<Map<String, Value>, Failure> {
             path.display()
         ))
     })?;
-    match serde_json::from_str::<Value>(&text) {
+    parse_args_text(&text, path)
+}
+
+/// Parses the arguments file's text (`path` names it in messages).
+pub fn parse_args_text(text: &str, path: &Path) -> Result<Map<String, Value>, Failure> {
+    match serde_json::from_str::<Value>(text) {
         Ok(Value::Object(map)) => Ok(map),
         Ok(_) => Err(Failure::new(format!(
             "the arguments file {} must hold a JSON object",

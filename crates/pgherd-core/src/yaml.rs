@@ -25,6 +25,37 @@ fn is_plain_safe(s: &str) -> bool {
     // ".inf" and ".nan" start with '.', never here; "_" alone is fine.
 }
 
+/// Characters written as they are: what YAML (1.1 and 1.2) allows in a
+/// document, less those that mean something besides themselves (a BOM;
+/// NEL, LS and PS, which YAML 1.1 reads as line breaks).
+fn yaml_printable(c: char) -> bool {
+    matches!(c, '\t' | '\n' | '\r' | '\u{20}'..='\u{7e}' | '\u{a0}'..='\u{d7ff}')
+        || (('\u{e000}'..='\u{fffd}').contains(&c) && c != '\u{feff}')
+        || c >= '\u{10000}'
+}
+
+/// A double-quoted scalar: `\\`, `"` and every character YAML does not
+/// allow as is are escaped, with escapes PyYAML and YAML 1.2 both read.
+fn double_quoted(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + 2);
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\t' => out.push_str("\\t"),
+            '\r' => out.push_str("\\r"),
+            c if yaml_printable(c) && !matches!(c, '\u{2028}' | '\u{2029}') => out.push(c),
+            c if (c as u32) <= 0xff => out.push_str(&format!("\\x{:02x}", c as u32)),
+            c if (c as u32) <= 0xffff => out.push_str(&format!("\\u{:04x}", c as u32)),
+            c => out.push_str(&format!("\\U{:08x}", c as u32)),
+        }
+    }
+    out.push('"');
+    out
+}
+
 fn scalar(v: &Value) -> String {
     match v {
         Value::Null => "null".into(),
@@ -51,8 +82,7 @@ fn scalar(v: &Value) -> String {
             if is_plain_safe(s) {
                 s.clone()
             } else {
-                // A JSON string is a valid YAML double-quoted scalar.
-                serde_json::to_string(s).unwrap_or_else(|_| "\"\"".into())
+                double_quoted(s)
             }
         }
         Value::Sequence(s) if s.is_empty() => "[]".into(),
@@ -85,7 +115,10 @@ fn untag(v: &Value) -> &Value {
 fn literal_block_safe(s: &str) -> bool {
     s.contains('\n')
         && !s.starts_with([' ', '\n'])
-        && s.chars().all(|c| c == '\n' || !c.is_control())
+        && s.chars().all(|c| {
+            c == '\n'
+                || (yaml_printable(c) && !c.is_control() && !matches!(c, '\u{2028}' | '\u{2029}'))
+        })
         && s.lines().all(|l| l == l.trim_end())
         && !s.ends_with("\n\n")
 }
@@ -263,5 +296,21 @@ mod tests {
             serde_yaml::from_str::<Value>(&to_yaml_string(&doc)).unwrap(),
             doc
         );
+    }
+
+    #[test]
+    fn characters_yaml_forbids_or_reads_otherwise_are_escaped() {
+        let odd = "pw\u{7f}x\u{85}\u{feff}\u{2028}\u{9f}\u{fffe}\u{1b}\"\\é😀";
+        let mut m = serde_yaml::Mapping::new();
+        m.insert(Value::from("password"), Value::from(odd));
+        m.insert(Value::from("block"), Value::from("a\u{2028}b\nc\n"));
+        let text = to_yaml_string(&Value::Mapping(m.clone()));
+        assert!(
+            text.chars().all(|c| c == '\n' || yaml_printable(c)),
+            "{text:?}"
+        );
+        assert!(!text.contains('\u{2028}'), "{text:?}");
+        let back: Value = serde_yaml::from_str(&text).unwrap();
+        assert_eq!(back, Value::Mapping(m));
     }
 }

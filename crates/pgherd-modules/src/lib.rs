@@ -2,6 +2,8 @@
 //! and the glue from a validated task to one pgherd-core call. The binaries
 //! in `src/bin/` only hand their arguments to [`pgherd_ansible::run`].
 
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod instance;
 pub mod patroni;
 

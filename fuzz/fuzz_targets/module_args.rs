@@ -1,0 +1,6 @@
+#![no_main]
+//! Fuzz target: see pgherd_modules::fuzzing::module_args.
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| {
+    pgherd_modules::fuzzing::module_args(data);
+});
