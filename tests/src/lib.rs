@@ -664,6 +664,17 @@ pub struct ModuleRun {
 }
 
 impl ModuleRun {
+    /// Parses a finished module process's output.
+    pub fn from_output(out: Output) -> ModuleRun {
+        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+        ModuleRun {
+            code: out.status.code(),
+            result: serde_json::from_str(stdout.trim()).unwrap_or(Value::Null),
+            stdout,
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        }
+    }
+
     pub fn failed(&self) -> bool {
         self.result["failed"] == Value::Bool(true)
     }
@@ -698,14 +709,7 @@ pub fn spawn_module(module: &str, args_file: &Path) -> Child {
 
 /// Waits for a module started by [`spawn_module`] and parses its output.
 pub fn finish_module(child: Child) -> ModuleRun {
-    let out = child.wait_with_output().expect("wait for the module");
-    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    ModuleRun {
-        code: out.status.code(),
-        result: serde_json::from_str(stdout.trim()).unwrap_or(Value::Null),
-        stdout,
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    }
+    ModuleRun::from_output(child.wait_with_output().expect("wait for the module"))
 }
 
 /// Runs a module binary on `args` (written into the arguments file format

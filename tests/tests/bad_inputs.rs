@@ -151,17 +151,12 @@ fn run_case(dir: &Path, case: &Case) -> ModuleRun {
         Input::MissingFile => Some(dir.join("no-such-args.json")),
         Input::NoArgument => None,
     };
-    let out = Command::new(module_bin(case.module))
-        .args(file)
-        .output()
-        .expect("run the module");
-    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    ModuleRun {
-        code: out.status.code(),
-        result: serde_json::from_str(stdout.trim()).unwrap_or(Value::Null),
-        stdout,
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    }
+    ModuleRun::from_output(
+        Command::new(module_bin(case.module))
+            .args(file)
+            .output()
+            .expect("run the module"),
+    )
 }
 
 #[test]

@@ -702,28 +702,11 @@ fn lock_operations(target: &Target, what: &str) -> Result<OperationLock> {
         std::process::id(),
         host_name()
     );
-    let lease = wait_until(
-        &format!("the operation lock of cluster {} ({key})", target.scope),
+    let lease = crate::lock::wait_for_turn(
+        &format!("cluster {} ({key})", target.scope),
         target.timeout,
-        || match dcs.create_leased(&key, &holder, OPERATION_LEASE_SECS) {
-            Ok(Ok(lease)) => Probe::Ready(lease),
-            Ok(Err(other)) => Probe::Waiting(format!("held by: {other}")),
-            Err(e) => Probe::Failed(e),
-        },
-        String::new,
-    )
-    .map_err(|e| match e {
-        Error::Timeout {
-            waited_secs,
-            last_seen,
-            ..
-        } => Error::Other(format!(
-            "cluster {} is being changed by another pgherd run ({last_seen}); waited {waited_secs}s \
-             for it to finish, nothing was done: let it end, then run again",
-            target.scope
-        )),
-        other => other,
-    })?;
+        || dcs.create_leased(&key, &holder, OPERATION_LEASE_SECS),
+    )?;
     let (stop, stopped) = std::sync::mpsc::channel::<()>();
     let every = Duration::from_secs(OPERATION_LEASE_SECS as u64 / 3);
     let renewer = std::thread::spawn(move || {

@@ -14,6 +14,37 @@ use crate::error::{Error, Result};
 use crate::fs::{create_dir, missing_dirs, Owner};
 use crate::wait::{wait_until, Probe};
 
+/// Calls `attempt` every poll interval until it takes a lock (`Ok(Ok)`)
+/// or `timeout` passes; `Ok(Err(holder))` says who holds it. The timeout
+/// error names `what` and the last holder seen, and says nothing was done.
+pub fn wait_for_turn<T>(
+    what: &str,
+    timeout: Duration,
+    mut attempt: impl FnMut() -> Result<std::result::Result<T, String>>,
+) -> Result<T> {
+    wait_until(
+        &format!("the lock of {what}"),
+        timeout,
+        || match attempt() {
+            Ok(Ok(held)) => Probe::Ready(held),
+            Ok(Err(holder)) => Probe::Waiting(format!("held by {holder}")),
+            Err(e) => Probe::Failed(e),
+        },
+        String::new,
+    )
+    .map_err(|e| match e {
+        Error::Timeout {
+            waited_secs,
+            last_seen,
+            ..
+        } => Error::Other(format!(
+            "{what} is being changed by another pgherd run ({last_seen}); waited {waited_secs}s \
+             for it to finish and did nothing: let it end (or stop it), then run again"
+        )),
+        other => other,
+    })
+}
+
 /// A held lock; dropping it releases it.
 #[derive(Debug)]
 pub struct RunLock {
@@ -74,30 +105,12 @@ impl RunLock {
                 create_dir(&d, dir_mode, owner)?;
             }
         }
-        let mut file = wait_until(
-            &format!("the lock of {what} ({}), held by another run", path.display()),
-            timeout,
-            || match try_lock(path) {
-                Ok(Attempt::Held(f)) => Probe::Ready(f),
-                Ok(Attempt::Busy(holder)) => Probe::Waiting(if holder.is_empty() {
-                    "another pgherd run holds it".to_string()
-                } else {
-                    format!("held by {holder}")
-                }),
-                Err(e) => Probe::Failed(e),
-            },
-            String::new,
-        )
-        .map_err(|e| match e {
-            Error::Timeout {
-                waited_secs,
-                last_seen,
-                ..
-            } => Error::Other(format!(
-                "{what} is being changed by another pgherd run ({last_seen}); waited {waited_secs}s \
-                 for it to finish: let it end (or stop it), then run again"
-            )),
-            other => other,
+        let mut file = wait_for_turn(what, timeout, || {
+            Ok(match try_lock(path)? {
+                Attempt::Held(f) => Ok(f),
+                Attempt::Busy(holder) if holder.is_empty() => Err("another pgherd run".into()),
+                Attempt::Busy(holder) => Err(holder),
+            })
         })?;
         let holder = format!("pid {} since {}", std::process::id(), now_rfc3339ish());
         let _ = file.set_len(0);
