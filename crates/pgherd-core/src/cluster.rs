@@ -982,9 +982,23 @@ fn failover(
 fn restart_member(conn: &Conn<'_>, name: &str) -> Result<()> {
     let attempt = || {
         let client = conn.member_client(name)?;
-        let before = client.patroni()?.postmaster_start_time;
+        let own = client.patroni()?;
+        let (before, was_pending) = (own.postmaster_start_time, own.pending_restart);
         conn.operation_client(name)?.restart()?;
-        wait_member_healthy(conn, &client, name, |s| s.postmaster_start_time != before)
+        wait_member_healthy(conn, &client, name, |s| s.postmaster_start_time != before)?;
+        // The member's key in the DCS, which /cluster shows, follows on
+        // Patroni's next loop: confirm there too, so that what the task
+        // returns is what the cluster says.
+        conn.wait_cluster(
+            &format!("{name} to show as running after its restart"),
+            |s| {
+                s.member(name).is_some_and(|m| {
+                    matches!(m.state.as_str(), "running" | "streaming")
+                        && !(was_pending && m.pending_restart)
+                })
+            },
+        )
+        .map(|_| ())
     };
     attempt().map_err(|e| Error::Other(format!("restart of {name}: {e}")))
 }
