@@ -44,6 +44,12 @@ fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
     out
 }
 
+/// The pid holding a flock on `path`.
+fn flock_holder(path: &std::path::Path) -> Option<i32> {
+    use std::os::unix::fs::MetadataExt;
+    pgherd_core::lock::flock_holder(std::fs::metadata(path).ok()?.ino())
+}
+
 #[test]
 fn an_interrupted_create_converges_and_overlapping_runs_take_turns() {
     assert_collection_is_fresh();
@@ -130,12 +136,8 @@ fn an_interrupted_create_converges_and_overlapping_runs_take_turns() {
     wait_for(
         "the restarting run to hold the lock",
         Duration::from_secs(10),
-        || {
-            std::fs::read_to_string(&lock)
-                .ok()
-                .filter(|t| t.contains(&format!("pid {first_pid} ")))
-        },
-        || std::fs::read_to_string(&lock).unwrap_or_default(),
+        || flock_holder(&lock).filter(|p| *p == first_pid as i32),
+        || std::fs::read_to_string("/proc/locks").unwrap_or_default(),
     );
     // Held still while it holds the lock, so that the others surely meet it.
     // SAFETY: kill(2) on the module process this test started.

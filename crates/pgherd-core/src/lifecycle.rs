@@ -365,12 +365,14 @@ struct Assessment {
     report: Report,
 }
 
-fn assess(node: &Node<'_>, state: DesiredState) -> Result<Assessment> {
+/// `made` lists directories this run made a moment ago (for its lock):
+/// they are reported as its changes, as check mode would.
+fn assess(node: &Node<'_>, state: DesiredState, made: &[PathBuf]) -> Result<Assessment> {
     let running = node.service.is_running()?;
     let owner = node.run_as.as_ref().map(|a| a.owner);
     let mut files = desired_files(node.settings, node.m, &node.paths, owner)?;
     files.extend(node.service.unit_files());
-    let plan = Plan::compute(&desired_dirs(&node.paths, owner), &files)?;
+    let plan = Plan::compute_as_if_missing(&desired_dirs(&node.paths, owner), &files, made)?;
     let config_change = plan.changes.iter().find_map(|c| match c {
         Change::WriteFile {
             path,
@@ -474,7 +476,7 @@ pub fn apply_state(
     if !missing.is_empty() {
         return Err(Error::InvalidSettings(missing));
     }
-    let first = assess(&node, state)?;
+    let first = assess(&node, state, &[])?;
     let needs_dcs = match state {
         DesiredState::Started | DesiredState::Restarted => true,
         DesiredState::Present => first.running && first.report.changed(),
@@ -491,14 +493,14 @@ pub fn apply_state(
 
     // Under the lock, look again: a run that held it may have changed
     // what there is to do.
-    let _held = lock(&node)?;
+    let held = lock(&node)?;
     let Assessment {
         running,
         plan,
         config_change,
         old_config,
         mut report,
-    } = assess(&node, state)?;
+    } = assess(&node, state, &held.created_dirs)?;
     plan.apply()?;
     if let Some(new_config) = &config_change {
         if running {

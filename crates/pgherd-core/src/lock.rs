@@ -4,7 +4,6 @@
 //! killed run never leaves a stale lock behind.
 
 use std::fs::{File, OpenOptions};
-use std::io::{Read, Seek, Write};
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
@@ -50,6 +49,8 @@ pub fn wait_for_turn<T>(
 pub struct RunLock {
     file: File,
     path: PathBuf,
+    /// Directories made to hold the lock file, outermost first.
+    pub created_dirs: Vec<PathBuf>,
 }
 
 enum Attempt {
@@ -58,7 +59,7 @@ enum Attempt {
 }
 
 fn try_lock(path: &Path) -> Result<Attempt> {
-    let mut file = OpenOptions::new()
+    let file = OpenOptions::new()
         .read(true)
         .write(true)
         .create(true)
@@ -73,9 +74,13 @@ fn try_lock(path: &Path) -> Result<Attempt> {
         if err.kind() != std::io::ErrorKind::WouldBlock {
             return Err(Error::io(path, "locking", err));
         }
-        let mut holder = String::new();
-        let _ = file.read_to_string(&mut holder);
-        return Ok(Attempt::Busy(holder.trim().to_string()));
+        let holder = file
+            .metadata()
+            .ok()
+            .and_then(|m| flock_holder(m.ino()))
+            .map(describe_process)
+            .unwrap_or_default();
+        return Ok(Attempt::Busy(holder));
     }
     // The holder before us may have removed the file (state: absent) after
     // we opened it: then our lock is on a name nobody else will open.
@@ -100,26 +105,33 @@ impl RunLock {
         dir_mode: u32,
         owner: Option<Owner>,
     ) -> Result<RunLock> {
-        if let Some(parent) = path.parent() {
-            for d in missing_dirs(parent) {
-                create_dir(&d, dir_mode, owner)?;
-            }
+        let created_dirs = path.parent().map(missing_dirs).unwrap_or_default();
+        for d in &created_dirs {
+            create_dir(d, dir_mode, owner)?;
         }
-        let mut file = wait_for_turn(what, timeout, || {
+        let file = wait_for_turn(what, timeout, || {
             Ok(match try_lock(path)? {
                 Attempt::Held(f) => Ok(f),
                 Attempt::Busy(holder) if holder.is_empty() => Err("another pgherd run".into()),
                 Attempt::Busy(holder) => Err(holder),
             })
         })?;
-        let holder = format!("pid {} since {}", std::process::id(), now_rfc3339ish());
-        let _ = file.set_len(0);
-        let _ = file.rewind();
-        let _ = file.write_all(holder.as_bytes());
-        let _ = file.flush();
+        // A new lock file belongs to the instance's owner, like its
+        // directory; it is never written: the holder is read from the
+        // kernel's lock table, so a run that changes nothing touches nothing.
+        if let Some(o) = owner {
+            if file
+                .metadata()
+                .is_ok_and(|m| m.uid() != o.uid || m.gid() != o.gid)
+            {
+                std::os::unix::fs::fchown(&file, Some(o.uid), Some(o.gid))
+                    .map_err(|e| Error::io(path, "changing owner", e))?;
+            }
+        }
         Ok(RunLock {
             file,
             path: path.to_path_buf(),
+            created_dirs,
         })
     }
 
@@ -142,13 +154,31 @@ impl Drop for RunLock {
     }
 }
 
-/// Seconds since the epoch, enough to tell how old a holder is.
-fn now_rfc3339ish() -> String {
-    let secs = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0);
-    format!("unix time {secs}")
+/// The pid holding a `flock` on the file with inode `ino`, from the
+/// kernel's table of locks (`/proc/locks`: `1: FLOCK ADVISORY WRITE <pid>
+/// <major>:<minor>:<inode> 0 EOF`).
+pub fn flock_holder(ino: u64) -> Option<i32> {
+    let table = std::fs::read_to_string("/proc/locks").ok()?;
+    table.lines().find_map(|line| {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        let kind = fields.get(1)?;
+        let inode = fields.get(5)?.rsplit(':').next()?;
+        (*kind == "FLOCK" && inode.parse::<u64>().ok()? == ino)
+            .then(|| fields.get(4)?.parse().ok())
+            .flatten()
+    })
+}
+
+/// `pid N (command line)`, for messages.
+fn describe_process(pid: i32) -> String {
+    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+    let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+    let cmdline = cmdline.trim();
+    if cmdline.is_empty() {
+        format!("pid {pid}")
+    } else {
+        format!("pid {pid} ({cmdline})")
+    }
 }
 
 #[cfg(test)]

@@ -150,11 +150,35 @@ fn mask_pgpass_line(line: &str) -> String {
 impl Plan {
     /// Compares the wanted directories and files with the disk.
     pub fn compute(dirs: &[DesiredDir], files: &[DesiredFile]) -> Result<Plan> {
+        Plan::compute_as_if_missing(dirs, files, &[])
+    }
+
+    /// [`Plan::compute`], counting the directories `new` as not there yet:
+    /// this run made them a moment ago (for its lock) and must report them
+    /// as its own changes, as check mode did.
+    pub fn compute_as_if_missing(
+        dirs: &[DesiredDir],
+        files: &[DesiredFile],
+        new: &[PathBuf],
+    ) -> Result<Plan> {
         let mut changes = Vec::new();
         let mut planned: Vec<PathBuf> = Vec::new();
         let mut want_dir =
             |path: &Path, mode: u32, owner: Option<Owner>, changes: &mut Vec<Change>| {
-                for missing in missing_dirs(path) {
+                // Directories made by this run count as missing too.
+                let is_new = |p: &Path| new.iter().any(|n| n == p);
+                let mut missing = missing_dirs(path);
+                if missing.is_empty() && is_new(path) {
+                    missing.push(path.to_path_buf());
+                }
+                if let Some(first) = missing.first().cloned() {
+                    let mut cur = first.parent().map(Path::to_path_buf);
+                    while let Some(p) = cur.filter(|p| is_new(p)) {
+                        cur = p.parent().map(Path::to_path_buf);
+                        missing.insert(0, p);
+                    }
+                }
+                for missing in missing {
                     if !planned.contains(&missing) {
                         planned.push(missing.clone());
                         changes.push(Change::CreateDir {
@@ -304,6 +328,34 @@ impl Plan {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn directories_made_for_the_lock_are_still_reported() {
+        let base = std::env::temp_dir().join(format!("pgherd-plan-made-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&base);
+        std::fs::create_dir_all(&base).unwrap();
+        let node = base.join("node");
+        let dir = |p: PathBuf| DesiredDir {
+            path: p,
+            mode: 0o750,
+            owner: None,
+        };
+        let dirs = vec![
+            dir(node.join("data/15")),
+            dir(node.join("run")),
+            dir(node.join("log/pg")),
+        ];
+        let before = Plan::compute(&dirs, &[]).unwrap().summary();
+        // The lock made node/ and node/run/ in between.
+        std::fs::create_dir_all(node.join("run")).unwrap();
+        let made = vec![node.clone(), node.join("run")];
+        let after = Plan::compute_as_if_missing(&dirs, &[], &made)
+            .unwrap()
+            .summary();
+        assert_eq!(before, after);
+        assert_eq!(before.len(), 6, "{before:?}");
+        std::fs::remove_dir_all(&base).ok();
+    }
 
     #[test]
     fn yaml_passwords_are_masked_whatever_their_nesting() {
