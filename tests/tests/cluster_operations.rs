@@ -571,13 +571,9 @@ fn patroni_module_operates_a_real_cluster() {
         "removal of a running cluster",
         "live members",
     );
+    // Stopped members leave their keys until the ttl expires; no member's
+    // REST API answers any more, and that is what removal asks.
     ok(&c.playbook("teardown.yml", &[]), "teardown");
-    wait_for(
-        "member keys to go",
-        Duration::from_secs(30),
-        || (!c.keys().iter().any(|k| k.contains("/members/"))).then_some(()),
-        || format!("{:?}", c.keys()),
-    );
     let keys = c.keys();
     assert!(!keys.is_empty());
     refused(

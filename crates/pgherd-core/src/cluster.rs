@@ -1106,12 +1106,32 @@ fn remove(target: &Target, ops: &Operations, check_mode: bool) -> Result<Report>
     if keys.is_empty() {
         return Ok(report);
     }
-    if !keys.members.is_empty() {
+    // A stopped Patroni leaves its member key until the ttl expires: a
+    // member is live when its REST API answers, or when it cannot be told.
+    let live: Vec<String> = keys
+        .member_api_addresses()
+        .into_iter()
+        .filter(|(_, address)| {
+            RestClient::new(
+                Endpoint::for_address(&target.settings, address, target.restapi_auth.clone()),
+                REQUEST_TIMEOUT,
+            )
+            .is_ok_and(|c| c.patroni().is_ok())
+        })
+        .map(|(name, _)| name)
+        .chain(
+            keys.members
+                .keys()
+                .filter(|n| !keys.member_api_addresses().iter().any(|(m, _)| m == *n))
+                .cloned(),
+        )
+        .collect();
+    if !live.is_empty() {
         return Err(Error::Other(format!(
-            "cluster {} still has live members in the DCS ({}): stop them (instance state: stopped \
-             or absent) before removing the cluster",
+            "cluster {} still has live members ({}): stop them (instance state: stopped or \
+             absent) before removing the cluster",
             target.scope,
-            keys.members.keys().cloned().collect::<Vec<_>>().join(", ")
+            live.join(", ")
         )));
     }
     if let Some(api) = &target.restapi {

@@ -3,6 +3,7 @@
 # screen output.
 import json
 import os
+import time
 
 from ansible.plugins.callback import CallbackBase
 
@@ -33,6 +34,7 @@ class CallbackModule(CallbackBase):
             "action": result._task.action,
             "status": status,
             "result": result._result,
+            "end": time.time(),
         }
         with open(self._path, "a") as f:
             f.write(json.dumps(event, default=str) + "\n")

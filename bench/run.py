@@ -1,0 +1,212 @@
+#!/usr/bin/env python3
+"""Benchmarks of what users wait for, on a real local cluster.
+
+    bench/run.py [--runs N] [--calls N]
+
+Starts the local etcd (scripts/demo.sh etcd), removes any local node, then
+measures, each as the median of several runs:
+
+- deploy: playbooks/site.yml from nothing to a leader and two streaming
+  replicas, with when each node's task ended (the converge breakdown);
+- re-run: site.yml again on the deployed nodes (must report changed=0);
+- instance no-op, direct: the module binary on an arguments file, process
+  start to exit, and its peak memory (ru_maxrss of the child);
+- instance no-op through ansible-playbook (one task on one node);
+- patroni info, direct;
+- switchover through the patroni module, until the old leader streams again
+  (the module waits for it);
+- module binary sizes.
+
+Prints a Markdown table. Leaves the cluster deployed (scripts/demo.sh down
+removes it). Not a test: nothing here asserts a time.
+"""
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+MODULES = os.path.join(REPO, "ansible_collection/ansible_collections/pgherd/cluster/plugins/modules")
+INVENTORY = os.path.join(REPO, "playbooks/inventories/local")
+LOCAL = os.path.join(REPO, ".work/local")
+PLAYBOOK = os.path.join(REPO, ".venv/bin/ansible-playbook")
+
+
+def env():
+    e = dict(os.environ)
+    e["ANSIBLE_COLLECTIONS_PATH"] = os.path.join(REPO, "ansible_collection")
+    e["ANSIBLE_CALLBACK_PLUGINS"] = os.path.join(REPO, "tests/ansible/callback_plugins")
+    e["ANSIBLE_CALLBACKS_ENABLED"] = "pgherd_events"
+    e["PGHERD_REPO"] = REPO
+    return e
+
+
+def playbook(path, *extra):
+    """Runs a playbook; returns (seconds, events, start time)."""
+    with tempfile.NamedTemporaryFile(suffix=".jsonl", delete=False) as f:
+        events_file = f.name
+    e = env()
+    e["PGHERD_EVENTS_FILE"] = events_file
+    start = time.time()
+    proc = subprocess.run([PLAYBOOK, "-i", INVENTORY, path, *extra], env=e,
+                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    seconds = time.time() - start
+    with open(events_file) as f:
+        events = [json.loads(line) for line in f if line.strip()]
+    os.unlink(events_file)
+    if proc.returncode != 0:
+        failed = [ev for ev in events if ev["status"] == "failed"]
+        sys.exit(f"{path} failed: {json.dumps(failed)[:2000]}\n{proc.stdout[-2000:]}")
+    return seconds, events, start
+
+
+def run_module(module, args):
+    """Runs a module binary on an arguments file: (seconds, peak KiB, result)."""
+    with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as f:
+        json.dump(args, f)
+        path = f.name
+    start = time.perf_counter()
+    proc = subprocess.Popen([os.path.join(MODULES, module), path],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    out = proc.stdout.read()
+    proc.stderr.read()
+    _, status, usage = os.wait4(proc.pid, 0)
+    seconds = time.perf_counter() - start
+    os.unlink(path)
+    result = json.loads(out)
+    if result.get("failed"):
+        sys.exit(f"{module} failed: {result.get('msg')}")
+    return seconds, usage.ru_maxrss, result
+
+
+def node_args(n):
+    host = f"127.0.0.1{n}"
+    root = os.path.join(LOCAL, f"pg{n}")
+    return {
+        "name": "main", "version": "15", "port": 5432,
+        "settings": os.path.join(root, "settings.yaml"),
+        "surole_password": "local-superuser-pw",
+        "replrole_password": "local-replication-pw",
+        "rewind_password": "local-rewind-pw",
+        "patroni": {
+            "cluster": "pgherd-local", "node": f"pg{n}",
+            "restapi": {"connect_address": f"{host}:8008", "listen": f"{host}:8008"},
+            "postgresql": {"connect_host": host, "listen": host},
+        },
+    }
+
+
+def median_ms(values):
+    return statistics.median(values) * 1000
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", type=int, default=3, help="deploys and switchovers")
+    parser.add_argument("--calls", type=int, default=20, help="module calls")
+    a = parser.parse_args()
+
+    subprocess.run([os.path.join(REPO, "scripts/build-collection.sh")], check=True,
+                   stdout=subprocess.DEVNULL)
+    subprocess.run([os.path.join(REPO, "scripts/demo.sh"), "etcd"], check=True,
+                   stdout=subprocess.DEVNULL)
+    teardown = os.path.join(REPO, "playbooks/teardown.yml")
+    site = os.path.join(REPO, "playbooks/site.yml")
+
+    # The settings file site.yml writes; for the first teardown, a copy of
+    # the inventory's settings is enough to reach etcd.
+    info_args = {"cluster": "pgherd-local", "state": "info",
+                 "settings": {"patroni": {"etcd": {"hosts": ["127.0.0.1:2379"]}}}}
+    rows = []
+    deploys, reruns, breakdowns = [], [], []
+    def from_nothing():
+        # teardown.yml leaves the DCS alone: remove the cluster from it with
+        # the patroni module, guarded by its system identifier.
+        sysid = subprocess.run(
+            ["etcdctl", "--endpoints=http://127.0.0.1:2379", "get",
+             "/service/pgherd-local/initialize", "--print-value-only"],
+            stdout=subprocess.PIPE, text=True, check=True).stdout.strip()
+        playbook(teardown)
+        if sysid:
+            run_module("patroni", dict(info_args, state="absent", system_identifier=sysid))
+
+    for _ in range(a.runs):
+        from_nothing()
+        seconds, events, start = playbook(site)
+        deploys.append(seconds)
+        ends = {ev["host"]: ev["end"] - start for ev in events
+                if ev["action"] == "pgherd.cluster.instance"}
+        first = min(ev["end"] for ev in events) - start
+        breakdowns.append((first, ends))
+        seconds, events, _ = playbook(site)
+        changed = [ev for ev in events if ev["result"].get("changed")]
+        if changed:
+            sys.exit(f"the re-run changed something: {changed}")
+        reruns.append(seconds)
+    rows.append(("3-node deploy, site.yml (etcd running)", f"{statistics.median(deploys):.2f} s",
+                 "≤ 12 s", ", ".join(f"{d:.2f}" for d in deploys)))
+    rows.append(("idempotent re-run, site.yml, changed=0", f"{statistics.median(reruns):.2f} s",
+                 "≤ 3 s", ", ".join(f"{d:.2f}" for d in reruns)))
+
+    times, peaks = [], []
+    for _ in range(a.calls):
+        s, peak, result = run_module("instance", node_args(1))
+        if result.get("changed"):
+            sys.exit(f"the no-op changed something: {result.get('changes')}")
+        times.append(s)
+        peaks.append(peak)
+    rows.append(("instance no-op, direct", f"{median_ms(times):.1f} ms", "≤ 20 ms",
+                 f"min {min(times) * 1000:.1f}, max {max(times) * 1000:.1f} ms"))
+    rows.append(("instance no-op, direct: peak memory", f"{max(peaks) / 1024:.1f} MB", "≤ 10 MB",
+                 f"median {statistics.median(peaks) / 1024:.1f} MB"))
+
+    via = []
+    noop = os.path.join(REPO, "bench/instance_noop.yml")
+    for _ in range(max(3, a.calls // 4)):
+        s, _, _ = playbook(noop)
+        via.append(s)
+    rows.append(("instance no-op, ansible-playbook (one task)", f"{statistics.median(via):.2f} s",
+                 "", ", ".join(f"{d:.2f}" for d in via)))
+
+    times, peaks = [], []
+    for _ in range(a.calls):
+        s, peak, _ = run_module("patroni", info_args)
+        times.append(s)
+        peaks.append(peak)
+    rows.append(("patroni info, direct", f"{median_ms(times):.1f} ms", "≤ 30 ms",
+                 f"peak {max(peaks) / 1024:.1f} MB"))
+
+    switches = []
+    for i in range(a.runs):
+        _, _, info = run_module("patroni", info_args)
+        leader = info["cluster"]["leader"]
+        target = next(m["name"] for m in info["cluster"]["members"] if m["name"] != leader)
+        s, _, result = run_module("patroni", dict(info_args, state="present", leader=target))
+        if not result.get("changed"):
+            sys.exit(f"the switchover to {target} did nothing: {result}")
+        switches.append(s)
+    rows.append(("switchover until the old leader streams", f"{statistics.median(switches):.2f} s",
+                 "≤ 7 s", ", ".join(f"{d:.2f}" for d in switches)))
+
+    for module in ("instance", "patroni"):
+        size = os.path.getsize(os.path.join(MODULES, module))
+        rows.append((f"{module} binary (stripped)", f"{size / 1e6:.2f} MB", "≤ 6 MB", ""))
+
+    print("| measure | median | target | runs |")
+    print("|---|---|---|---|")
+    for r in rows:
+        print("| " + " | ".join(r) + " |")
+    print()
+    print("Converge breakdown (seconds from ansible-playbook start to each node's instance task end):")
+    for first, ends in breakdowns:
+        print(f"- first task done at {first:.2f}; " +
+              ", ".join(f"{h} {t:.2f}" for h, t in sorted(ends.items())))
+
+
+if __name__ == "__main__":
+    main()
