@@ -137,6 +137,9 @@ struct Node<'a> {
     service: Service,
     run_as: Option<Account>,
     timeout: Duration,
+    /// Whether this run made PostgreSQL reload: then Patroni's view of
+    /// pending restarts lags a loop behind, and PostgreSQL is asked.
+    reloaded: std::cell::Cell<bool>,
 }
 
 impl Node<'_> {
@@ -202,6 +205,7 @@ impl Node<'_> {
             None
         };
         self.rest(POLL_REQUEST_TIMEOUT)?.reload()?;
+        self.reloaded.set(postgres_affected);
         if let Some(before) = loaded_before {
             // Patroni applies a reload on its next cycle.
             let cycle = Duration::from_secs(2 * u64::from(self.settings.patroni.loop_wait) + 10);
@@ -312,7 +316,7 @@ impl Node<'_> {
             }
             Err(e) => warnings.push(e.to_string()),
         }
-        if f.state.as_deref() == Some("running") {
+        if f.state.as_deref() == Some("running") && self.reloaded.get() {
             if let Ok(params) = self.psql().pending_restart_parameters() {
                 for p in params {
                     if !f.pending_restart_parameters.contains(&p) {
@@ -450,6 +454,7 @@ pub fn apply_state(
         paths,
         run_as,
         timeout,
+        reloaded: std::cell::Cell::new(false),
     };
     // One run at a time changes an instance; check mode only reads.
     let lock = |node: &Node<'_>| {
