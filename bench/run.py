@@ -70,18 +70,20 @@ def run_module(module, args):
     with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as f:
         json.dump(args, f)
         path = f.name
+    binary = os.path.join(MODULES, module)
     start = time.perf_counter()
-    proc = subprocess.Popen([os.path.join(MODULES, module), path],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    out = proc.stdout.read()
-    proc.stderr.read()
-    _, status, usage = os.wait4(proc.pid, 0)
+    proc = subprocess.run([binary, path], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     seconds = time.perf_counter() - start
+    # Peak memory through GNU time: the child of a fork from Python would
+    # count Python's own pages before exec in its ru_maxrss.
+    timed = subprocess.run(["/usr/bin/time", "-f", "%M", binary, path],
+                           stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    peak_kib = int(timed.stderr.strip().splitlines()[-1])
     os.unlink(path)
-    result = json.loads(out)
+    result = json.loads(proc.stdout)
     if result.get("failed"):
         sys.exit(f"{module} failed: {result.get('msg')}")
-    return seconds, usage.ru_maxrss, result
+    return seconds, peak_kib, result
 
 
 def node_args(n):
