@@ -65,8 +65,10 @@ def playbook(path, *extra):
     return seconds, events, start
 
 
-def run_module(module, args):
-    """Runs a module binary on an arguments file: (seconds, peak KiB, result)."""
+def run_module(module, args, memory=False):
+    """Runs a module binary on an arguments file: (seconds, peak KiB, result).
+    With `memory`, runs it a second time under GNU time for its peak memory
+    (only for calls that change nothing); otherwise the peak is None."""
     with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as f:
         json.dump(args, f)
         path = f.name
@@ -74,11 +76,13 @@ def run_module(module, args):
     start = time.perf_counter()
     proc = subprocess.run([binary, path], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     seconds = time.perf_counter() - start
-    # Peak memory through GNU time: the child of a fork from Python would
-    # count Python's own pages before exec in its ru_maxrss.
-    timed = subprocess.run(["/usr/bin/time", "-f", "%M", binary, path],
-                           stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    peak_kib = int(timed.stderr.strip().splitlines()[-1])
+    peak_kib = None
+    if memory:
+        # GNU time: the child of a fork from Python would count Python's
+        # own pages before exec in its ru_maxrss.
+        timed = subprocess.run(["/usr/bin/time", "-f", "%M", binary, path],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        peak_kib = int(timed.stderr.strip().splitlines()[-1])
     os.unlink(path)
     result = json.loads(proc.stdout)
     if result.get("failed"):
@@ -157,7 +161,7 @@ def main():
 
     times, peaks = [], []
     for _ in range(a.calls):
-        s, peak, result = run_module("instance", node_args(1))
+        s, peak, result = run_module("instance", node_args(1), memory=True)
         if result.get("changed"):
             sys.exit(f"the no-op changed something: {result.get('changes')}")
         times.append(s)
@@ -177,7 +181,7 @@ def main():
 
     times, peaks = [], []
     for _ in range(a.calls):
-        s, peak, _ = run_module("patroni", info_args)
+        s, peak, _ = run_module("patroni", info_args, memory=True)
         times.append(s)
         peaks.append(peak)
     rows.append(("patroni info, direct", f"{median_ms(times):.1f} ms", "≤ 30 ms",

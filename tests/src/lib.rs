@@ -767,3 +767,27 @@ pub fn local_instance_args(node: u8, cluster: &str, settings: &Value) -> Value {
         },
     })
 }
+
+/// `args` with the top-level options of `extra` set (replaced or added).
+pub fn with_options(mut args: Value, extra: Value) -> Value {
+    for (k, v) in extra.as_object().expect("extra options are a mapping") {
+        args[k] = v.clone();
+    }
+    args
+}
+
+/// Sends `sig` to `pid` (a process of the test's own cluster or module).
+pub fn signal(pid: i32, sig: i32) {
+    // SAFETY: kill(2) has no memory-safety preconditions.
+    unsafe { libc::kill(pid, sig) };
+}
+
+/// The pid on the first line of a pid file (Patroni's, postmaster.pid).
+pub fn read_pid(path: &Path) -> i32 {
+    std::fs::read_to_string(path)
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+        .lines()
+        .next()
+        .and_then(|l| l.trim().parse().ok())
+        .unwrap_or_else(|| panic!("{} holds no pid", path.display()))
+}

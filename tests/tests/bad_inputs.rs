@@ -45,26 +45,19 @@ fn patched(base: &Value, patches: &[(&str, Option<Value>)]) -> Value {
     let mut v = base.clone();
     for (pointer, value) in patches {
         let (parent, key) = pointer.rsplit_once('/').expect("a JSON pointer");
-        if v.pointer(parent).is_none() || !v.pointer(parent).is_some_and(Value::is_object) {
-            // Create missing parents as mappings.
-            let mut cur = &mut v;
-            for part in parent.split('/').skip(1) {
-                if !cur.get(part).is_some_and(Value::is_object) {
-                    cur[part] = json!({});
-                }
-                cur = &mut cur[part];
+        // Walk to the parent, making missing (or non-mapping) steps mappings.
+        let mut cur = &mut v;
+        for part in parent.split('/').skip(1) {
+            if !cur.get(part).is_some_and(Value::is_object) {
+                cur[part] = json!({});
             }
+            cur = &mut cur[part];
         }
-        let target = v.pointer_mut(parent).expect("parent exists");
-        let map = target.as_object_mut().expect("parent is a mapping");
+        let map = cur.as_object_mut().expect("parent is a mapping");
         match value {
-            Some(val) => {
-                map.insert(key.to_string(), val.clone());
-            }
-            None => {
-                map.remove(key);
-            }
-        }
+            Some(val) => map.insert(key.to_string(), val.clone()),
+            None => map.remove(key),
+        };
     }
     v
 }

@@ -8,33 +8,12 @@ use std::time::{Duration, Instant};
 
 use pgherd_e2e::{
     assert_collection_is_fresh, assert_node_ports_free, finish_module, http_get,
-    local_instance_args, local_settings, psql, run_module, spawn_module, wait_for, write_args_file,
-    EtcdCluster, ProcessReaper, TestDir,
+    local_instance_args, local_settings, psql, read_pid, run_module, signal, spawn_module,
+    wait_for, with_options, write_args_file, EtcdCluster, ProcessReaper, TestDir,
 };
 use serde_json::{json, Value};
 
 const CLUSTER: &str = "faults";
-
-fn with(mut args: Value, extra: Value) -> Value {
-    for (k, v) in extra.as_object().expect("a mapping") {
-        args[k] = v.clone();
-    }
-    args
-}
-
-fn signal(pid: i32, sig: i32) {
-    // SAFETY: kill(2) on a pid of this test's own cluster.
-    unsafe { libc::kill(pid, sig) };
-}
-
-fn read_pid(path: &std::path::Path) -> i32 {
-    std::fs::read_to_string(path)
-        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
-        .lines()
-        .next()
-        .and_then(|l| l.trim().parse().ok())
-        .expect("a pid")
-}
 
 /// `/cluster` from the first of `nodes` that answers.
 fn cluster_view(nodes: &[u8]) -> Option<Value> {
@@ -80,7 +59,7 @@ fn the_cluster_survives_crashes_and_lost_endpoints() {
     let args_of = |n: u8| local_instance_args(n, CLUSTER, &settings(n));
     let socket = |n: u8| root.join(format!("pg{n}/run"));
     let patroni = |extra: Value| {
-        with(
+        with_options(
             json!({"cluster": CLUSTER, "settings": settings(1), "wait_timeout": 60}),
             extra,
         )
@@ -238,7 +217,7 @@ fn the_cluster_survives_crashes_and_lost_endpoints() {
     let param = run_module(
         &dir.path,
         "instance",
-        &with(
+        &with_options(
             args_of(others[0]),
             json!({"parameters": {"work_mem": "6MB"}}),
         ),
@@ -256,7 +235,7 @@ fn the_cluster_survives_crashes_and_lost_endpoints() {
     let refused = run_module(
         &dir.path,
         "instance",
-        &with(
+        &with_options(
             args_of(others[1]),
             json!({"parameters": {"work_mem": "7MB"}}),
         ),

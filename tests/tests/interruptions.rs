@@ -5,43 +5,23 @@ use std::time::Duration;
 
 use pgherd_e2e::{
     assert_collection_is_fresh, assert_node_ports_free, finish_module, local_instance_args,
-    local_settings, pids_mentioning, run_module, spawn_module, wait_for, write_args_file, Etcd,
-    ProcessReaper, TestDir,
+    local_settings, pids_mentioning, psql, run_module, signal, snapshot, spawn_module, wait_for,
+    with_options, write_args_file, Etcd, ProcessReaper, TestDir,
 };
-use serde_json::{json, Value};
+use serde_json::json;
 
-fn with(mut args: Value, extra: Value) -> Value {
-    for (k, v) in extra.as_object().expect("extra options are a mapping") {
-        args[k] = v.clone();
-    }
-    args
-}
-
-/// Files whose name says they are a write in progress.
+/// Files under `dir` whose name says they are a write in progress.
 fn temp_files(dir: &std::path::Path) -> Vec<String> {
-    let mut out = Vec::new();
-    for e in walk(dir) {
-        let name = e.file_name().map(|n| n.to_string_lossy().into_owned());
-        if name.is_some_and(|n| n.ends_with(".tmp") && n.contains(".pgherd-")) {
-            out.push(e.display().to_string());
-        }
-    }
-    out
-}
-
-fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
-    let mut out = Vec::new();
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return out;
-    };
-    for e in entries.flatten() {
-        let p = e.path();
-        if p.is_dir() && !p.is_symlink() {
-            out.extend(walk(&p));
-        }
-        out.push(p);
-    }
-    out
+    snapshot(dir)
+        .into_iter()
+        .map(|(p, ..)| p)
+        .filter(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.ends_with(".tmp") && n.contains(".pgherd-"))
+        })
+        .map(|p| p.display().to_string())
+        .collect()
 }
 
 /// The pid holding a flock on `path`.
@@ -97,6 +77,13 @@ fn an_interrupted_create_converges_and_overlapping_runs_take_turns() {
     let facts = &again.result["instance"];
     assert_eq!(facts["role"], json!("replica"), "{facts}");
     assert_eq!(facts["replication_state"], json!("streaming"), "{facts}");
+    // And the leader says so too: pg2 is among its streaming walsenders.
+    let senders = psql(
+        &root.join("pg1/run"),
+        "SELECT application_name FROM pg_stat_replication WHERE state = 'streaming'",
+    )
+    .unwrap();
+    assert!(senders.lines().any(|l| l == "pg2"), "{senders:?}");
     let third = run_module(&dir.path, "instance", &args_of(2));
     assert!(
         !third.failed() && !third.changed(),
@@ -129,7 +116,7 @@ fn an_interrupted_create_converges_and_overlapping_runs_take_turns() {
     let restart = write_args_file(
         &dir.path,
         "restart",
-        &with(args_of(2), json!({"state": "restarted"})),
+        &with_options(args_of(2), json!({"state": "restarted"})),
     );
     let first = spawn_module("instance", &restart);
     let first_pid = first.id();
@@ -140,8 +127,7 @@ fn an_interrupted_create_converges_and_overlapping_runs_take_turns() {
         || std::fs::read_to_string("/proc/locks").unwrap_or_default(),
     );
     // Held still while it holds the lock, so that the others surely meet it.
-    // SAFETY: kill(2) on the module process this test started.
-    unsafe { libc::kill(first_pid as i32, libc::SIGSTOP) };
+    signal(first_pid as i32, libc::SIGSTOP);
     let patient = spawn_module(
         "instance",
         &write_args_file(&dir.path, "patient", &args_of(2)),
@@ -149,7 +135,7 @@ fn an_interrupted_create_converges_and_overlapping_runs_take_turns() {
     let hasty = run_module(
         &dir.path,
         "instance",
-        &with(args_of(2), json!({"wait_timeout": 1})),
+        &with_options(args_of(2), json!({"wait_timeout": 1})),
     );
     assert!(hasty.failed() && hasty.code == Some(1), "{hasty:?}");
     let msg = hasty.msg();
@@ -158,8 +144,7 @@ fn an_interrupted_create_converges_and_overlapping_runs_take_turns() {
             && msg.contains(&format!("pid {first_pid}")),
         "{msg}"
     );
-    // SAFETY: as above.
-    unsafe { libc::kill(first_pid as i32, libc::SIGCONT) };
+    signal(first_pid as i32, libc::SIGCONT);
     let first = finish_module(first);
     assert!(!first.failed() && first.changed(), "{first:?}");
     let patient = finish_module(patient);
@@ -169,7 +154,7 @@ fn an_interrupted_create_converges_and_overlapping_runs_take_turns() {
         let gone = run_module(
             &dir.path,
             "instance",
-            &with(args_of(n), json!({"state": "absent"})),
+            &with_options(args_of(n), json!({"state": "absent"})),
         );
         assert!(!gone.failed(), "{gone:?}");
     }

@@ -492,13 +492,14 @@ fn read_keys(target: &Target) -> Result<ClusterKeys> {
     connect_dcs(target)?.read_cluster(&target.settings.patroni.etcd.namespace, &target.scope)
 }
 
-/// Finds the members' REST APIs: the given one, or those the DCS lists.
-fn connect(target: &Target) -> Result<Conn<'_>> {
+/// Finds the members to talk to: the given REST API, or the members in the
+/// DCS (`keys` when the caller has just read them).
+fn connect(target: &Target, keys: Option<ClusterKeys>) -> Result<Conn<'_>> {
     let mut apis = BTreeMap::new();
     if let Some(a) = &target.restapi {
         apis.insert("(given)".to_string(), a.clone());
     } else {
-        let keys = read_keys(target).map_err(|e| {
+        let keys = keys.map_or_else(|| read_keys(target), Ok).map_err(|e| {
             let text = e.to_string();
             let hint = if text.contains("authentication failed") {
                 "check etcd_username and etcd_password (or patroni.etcd in the settings)"
@@ -528,7 +529,7 @@ fn connect(target: &Target) -> Result<Conn<'_>> {
 
 /// Reads the cluster; changes nothing.
 pub fn info(target: &Target) -> Result<ClusterInfo> {
-    connect(target)?.observe()
+    connect(target, None)?.observe()
 }
 
 /// Runs the requested operations in a safe order: resume, dynamic config,
@@ -544,12 +545,13 @@ pub fn run(target: &Target, ops: &Operations, check_mode: bool) -> Result<Report
         || ops.failover_to.is_some()
         || ops.restart.is_some()
         || !ops.reinit.is_empty();
-    let _lock = if moves && !check_mode && target.restapi.is_none() {
-        Some(lock_operations(target, &describe_moves(ops))?)
+    let (_lock, keys) = if moves && !check_mode && target.restapi.is_none() {
+        let (lock, keys) = lock_operations(target, &describe_moves(ops))?;
+        (Some(lock), Some(keys))
     } else {
-        None
+        (None, None)
     };
-    let conn = connect(target)?;
+    let conn = connect(target, keys)?;
     let mut info = conn.observe()?;
     let mut report = Report::default();
     if let Err(e) = run_steps(&conn, &mut info, ops, check_mode, &mut report) {
@@ -688,7 +690,9 @@ fn host_name() -> String {
 
 /// Takes the cluster's operation key, waiting for another run to release
 /// it until the task's deadline.
-fn lock_operations(target: &Target, what: &str) -> Result<OperationLock> {
+/// Also returns the cluster's keys, read once the lock is held, through
+/// the same connection.
+fn lock_operations(target: &Target, what: &str) -> Result<(OperationLock, ClusterKeys)> {
     let mut dcs = connect_dcs(target)?;
     let key = format!(
         "{}{OPERATION_KEY}",
@@ -707,6 +711,7 @@ fn lock_operations(target: &Target, what: &str) -> Result<OperationLock> {
         target.timeout,
         || dcs.create_leased(&key, &holder, OPERATION_LEASE_SECS),
     )?;
+    let keys = dcs.read_cluster(&target.settings.patroni.etcd.namespace, &target.scope);
     let (stop, stopped) = std::sync::mpsc::channel::<()>();
     let every = Duration::from_secs(OPERATION_LEASE_SECS as u64 / 3);
     let renewer = std::thread::spawn(move || {
@@ -717,10 +722,11 @@ fn lock_operations(target: &Target, what: &str) -> Result<OperationLock> {
         }
         dcs.revoke(lease);
     });
-    Ok(OperationLock {
+    let lock = OperationLock {
         stop: Some(stop),
         renewer: Some(renewer),
-    })
+    };
+    Ok((lock, keys?))
 }
 
 /// Before acting on several members, each must answer on its REST API:
@@ -1108,23 +1114,19 @@ fn remove(target: &Target, ops: &Operations, check_mode: bool) -> Result<Report>
     }
     // A stopped Patroni leaves its member key until the ttl expires: a
     // member is live when its REST API answers, or when it cannot be told.
+    let addresses: BTreeMap<String, String> = keys.member_api_addresses().into_iter().collect();
     let live: Vec<String> = keys
-        .member_api_addresses()
-        .into_iter()
-        .filter(|(_, address)| {
-            RestClient::new(
+        .members
+        .keys()
+        .filter(|name| match addresses.get(*name) {
+            None => true,
+            Some(address) => RestClient::new(
                 Endpoint::for_address(&target.settings, address, target.restapi_auth.clone()),
                 REQUEST_TIMEOUT,
             )
-            .is_ok_and(|c| c.patroni().is_ok())
+            .is_ok_and(|c| c.patroni().is_ok()),
         })
-        .map(|(name, _)| name)
-        .chain(
-            keys.members
-                .keys()
-                .filter(|n| !keys.member_api_addresses().iter().any(|(m, _)| m == *n))
-                .cloned(),
-        )
+        .cloned()
         .collect();
     if !live.is_empty() {
         return Err(Error::Other(format!(

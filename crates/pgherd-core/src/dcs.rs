@@ -11,6 +11,7 @@ use serde_json::Value;
 use crate::error::{Error, Result};
 use crate::manifest::Login;
 use crate::settings::{EtcdSettings, Protocol};
+use crate::wait::POLL_INTERVAL;
 
 /// What Patroni keeps in the DCS for one cluster.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -57,9 +58,6 @@ pub fn api_address(url: &str) -> Option<String> {
 pub fn cluster_prefix(namespace: &str, scope: &str) -> String {
     format!("{}/{}/", namespace.trim_end_matches('/'), scope)
 }
-
-/// The pause before an etcd call is made again after a transient error.
-const RETRY_PAUSE: Duration = Duration::from_millis(100);
 
 /// Errors that go away by themselves: a leader election, a member that
 /// went down while the client still had it in its pool.
@@ -191,10 +189,10 @@ impl Dcs {
                 Err(_) => return Err(self.error(what, "no answer before the timeout")),
                 Ok(Ok(v)) => return Ok(v),
                 Ok(Err(e)) => {
-                    if !is_transient(&e) || start.elapsed() + RETRY_PAUSE >= self.timeout {
+                    if !is_transient(&e) || start.elapsed() + POLL_INTERVAL >= self.timeout {
                         return Err(self.error(what, e));
                     }
-                    std::thread::sleep(RETRY_PAUSE);
+                    std::thread::sleep(POLL_INTERVAL);
                 }
             }
         }
@@ -231,12 +229,16 @@ impl Dcs {
 
     /// Creates `key` holding `value`, attached to a new lease of
     /// `ttl_secs`, unless the key exists: then returns its value instead.
+    /// A key already there costs one read, no lease.
     pub fn create_leased(
         &mut self,
         key: &str,
         value: &str,
         ttl_secs: i64,
     ) -> Result<std::result::Result<i64, String>> {
+        if let Some((_, holder)) = self.get_prefix(key)?.into_iter().find(|(k, _)| k == key) {
+            return Ok(Err(holder));
+        }
         let id = self
             .call(&format!("granting a lease for {key}"), || {
                 let mut lease = self.client.lease_client();

@@ -137,9 +137,6 @@ struct Node<'a> {
     service: Service,
     run_as: Option<Account>,
     timeout: Duration,
-    /// Whether this run made PostgreSQL reload: then Patroni's view of
-    /// pending restarts lags a loop behind, and PostgreSQL is asked.
-    reloaded: std::cell::Cell<bool>,
 }
 
 impl Node<'_> {
@@ -205,7 +202,6 @@ impl Node<'_> {
             None
         };
         self.rest(POLL_REQUEST_TIMEOUT)?.reload()?;
-        self.reloaded.set(postgres_affected);
         if let Some(before) = loaded_before {
             // Patroni applies a reload on its next cycle.
             let cycle = Duration::from_secs(2 * u64::from(self.settings.patroni.loop_wait) + 10);
@@ -280,8 +276,15 @@ impl Node<'_> {
         }
     }
 
-    /// Facts, with the live state when Patroni answers.
-    fn facts(&self, running: bool, warnings: &mut Vec<String>) -> InstanceFacts {
+    /// Facts, with the live state when Patroni answers. `just_reloaded`:
+    /// this run made PostgreSQL reload, so Patroni's view of pending
+    /// restarts lags a loop behind and PostgreSQL itself is asked.
+    fn facts(
+        &self,
+        running: bool,
+        just_reloaded: bool,
+        warnings: &mut Vec<String>,
+    ) -> InstanceFacts {
         let mut f = InstanceFacts {
             name: self.m.name.to_string(),
             version: self.m.version.to_string(),
@@ -316,7 +319,7 @@ impl Node<'_> {
             }
             Err(e) => warnings.push(e.to_string()),
         }
-        if f.state.as_deref() == Some("running") && self.reloaded.get() {
+        if f.state.as_deref() == Some("running") && just_reloaded {
             if let Ok(params) = self.psql().pending_restart_parameters() {
                 for p in params {
                     if !f.pending_restart_parameters.contains(&p) {
@@ -454,7 +457,6 @@ pub fn apply_state(
         paths,
         run_as,
         timeout,
-        reloaded: std::cell::Cell::new(false),
     };
     // One run at a time changes an instance; check mode only reads.
     let lock = |node: &Node<'_>| {
@@ -492,7 +494,7 @@ pub fn apply_state(
     }
     if check_mode {
         let mut report = first.report;
-        report.facts = node.facts(first.running, &mut report.warnings);
+        report.facts = node.facts(first.running, false, &mut report.warnings);
         return Ok(report);
     }
 
@@ -507,10 +509,11 @@ pub fn apply_state(
         mut report,
     } = assess(&node, state, &held.created_dirs)?;
     plan.apply()?;
+    let mut postgres_reloaded = false;
     if let Some(new_config) = &config_change {
         if running {
-            let affected = postgres_sections_differ(&old_config, new_config);
-            report.warnings.extend(node.reload(affected)?);
+            postgres_reloaded = postgres_sections_differ(&old_config, new_config);
+            report.warnings.extend(node.reload(postgres_reloaded)?);
         }
     }
     let mut now_running = running;
@@ -538,7 +541,7 @@ pub fn apply_state(
         }
         DesiredState::Absent => unreachable!("handled above"),
     }
-    report.facts = node.facts(now_running, &mut report.warnings);
+    report.facts = node.facts(now_running, postgres_reloaded, &mut report.warnings);
     Ok(report)
 }
 
@@ -586,7 +589,7 @@ fn remove(node: &Node<'_>, running: bool, check_mode: bool) -> Result<Report> {
             "after": {"path": p, "state": "absent"},
         }));
     }
-    report.facts = node.facts(false, &mut report.warnings);
+    report.facts = node.facts(false, false, &mut report.warnings);
     if check_mode {
         return Ok(report);
     }
