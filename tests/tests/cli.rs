@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use pgherd_e2e::{
     create_three_nodes, local_instance_args, local_nodes_test, local_settings, pgherd_bin,
-    repo_root, run_module, uid_of, wait_for, with_options, Etcd,
+    repo_root, run_module, wait_for, with_options, Etcd,
 };
 use serde_json::{json, Value};
 
@@ -44,6 +44,18 @@ fn through_pgbouncer() -> Result<String, String> {
     } else {
         Err(text(&out.stderr))
     }
+}
+
+/// Waits until a client through PgBouncer lands on `host`, a server not in
+/// recovery; `context` adds to a timeout's message.
+fn wait_pgbouncer_reaches(host: &str, context: impl Fn() -> String) {
+    let want = format!("{host}|f");
+    wait_for(
+        &format!("PgBouncer to reach the leader at {host}"),
+        Duration::from_secs(20),
+        || through_pgbouncer().ok().filter(|r| *r == want),
+        || format!("{:?}\n{}", through_pgbouncer(), context()),
+    );
 }
 
 /// A child killed when the test ends, however it ends.
@@ -187,7 +199,9 @@ fn the_cli_operates_the_cluster_and_the_proxy_follows_the_leader() {
     // The proxy, with a real PgBouncer run by the postgres user.
     let pgb = dir.join("pgbouncer");
     std::fs::create_dir_all(&pgb).unwrap();
-    let postgres = uid_of("postgres");
+    let owner = pgherd_core::fs::lookup_owner("postgres", None)
+        .expect("the postgres user exists (scripts/setup.sh)");
+    let postgres = owner.uid;
     std::os::unix::fs::chown(&pgb, Some(postgres), None).unwrap();
     let template = dir.join("pgbouncer.ini.tera");
     std::fs::write(
@@ -234,19 +248,14 @@ fn the_cli_operates_the_cluster_and_the_proxy_follows_the_leader() {
         Command::new("/usr/sbin/pgbouncer")
             .arg(&target)
             .uid(postgres)
-            .gid(uid_of_group_postgres())
+            .gid(owner.gid)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
             .expect("start pgbouncer (scripts/setup.sh installs it)"),
     );
-    wait_for(
-        "PgBouncer to reach the leader",
-        Duration::from_secs(20),
-        || through_pgbouncer().ok().filter(|r| r == "127.0.0.12|f"),
-        || format!("{:?}", through_pgbouncer()),
-    );
+    wait_pgbouncer_reaches("127.0.0.12", String::new);
     let pgbouncer_pid = std::fs::read_to_string(pgb.join("pgbouncer.pid")).unwrap();
 
     let log = dir.join("proxy.log");
@@ -305,12 +314,7 @@ fn the_cli_operates_the_cluster_and_the_proxy_follows_the_leader() {
     // A switchover through the patroni module: PgBouncer, reloaded, sends
     // new clients to the new leader; it was not restarted.
     switchover(&dir.path, &hosts, "pg3");
-    wait_for(
-        "PgBouncer to reach pg3",
-        Duration::from_secs(20),
-        || through_pgbouncer().ok().filter(|r| r == "127.0.0.13|f"),
-        || format!("{:?}\n{}", through_pgbouncer(), log_text()),
-    );
+    wait_pgbouncer_reaches("127.0.0.13", log_text);
     assert_eq!(
         std::fs::read_to_string(pgb.join("pgbouncer.pid")).unwrap(),
         pgbouncer_pid,
@@ -350,12 +354,7 @@ fn the_cli_operates_the_cluster_and_the_proxy_follows_the_leader() {
         || text(&pgherd(&["-s", s, "-c", "cli", "status"]).stdout),
     );
     switchover(&dir.path, &hosts, "pg1");
-    wait_for(
-        "PgBouncer to reach pg1",
-        Duration::from_secs(20),
-        || through_pgbouncer().ok().filter(|r| r == "127.0.0.11|f"),
-        || format!("{:?}\n{}", through_pgbouncer(), log_text()),
-    );
+    wait_pgbouncer_reaches("127.0.0.11", log_text);
 
     // On a terminal, a wait shows what it waits for as it goes (script(1)
     // gives the command a pseudo-terminal).
@@ -419,12 +418,4 @@ fn the_cli_operates_the_cluster_and_the_proxy_follows_the_leader() {
     );
     let ini = std::fs::read_to_string(dir.join("sample.ini")).unwrap();
     assert!(ini.contains("* = host=127.0.0.12 port=5432"), "{ini}");
-}
-
-fn uid_of_group_postgres() -> u32 {
-    let out = Command::new("id")
-        .args(["-g", "postgres"])
-        .output()
-        .unwrap();
-    text(&out.stdout).trim().parse().unwrap()
 }

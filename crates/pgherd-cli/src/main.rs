@@ -125,13 +125,9 @@ fn target(args: &TargetArgs) -> Result<Target> {
         ));
     };
     pgherd_core::names::Name::parse("cluster", scope).map_err(Error::Other)?;
-    let source = match &args.settings {
-        Some(p) => SettingsSource::File(p.clone()),
-        None => SettingsSource::Default,
-    };
     Ok(Target {
         scope: scope.clone(),
-        settings: Settings::load(&source)?,
+        settings: Settings::load(&SettingsSource::file_or_default(args.settings.as_deref()))?,
         restapi: None,
         restapi_auth: rest_env,
         etcd_auth: etcd_env,
@@ -203,9 +199,10 @@ fn run(cli: Cli) -> Result<()> {
         },
         Command::Proxy { .. } => unreachable!("handled above"),
     };
-    let _display = progress::Display::start();
+    // Its line is cleared when it goes, before anything else is printed.
+    let display = progress::Display::start();
     let report = cluster::run(&target, &ops, false)?;
-    drop(_display);
+    drop(display);
     if report.changes.is_empty() {
         println!("Nothing to do: the cluster is already as asked.");
     }
@@ -224,7 +221,6 @@ fn main() -> ExitCode {
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            progress::clear();
             eprintln!("pgherd: {e}");
             ExitCode::FAILURE
         }

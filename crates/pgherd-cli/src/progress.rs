@@ -57,7 +57,7 @@ fn draw(text: &str) {
 }
 
 /// Clears the progress line, if one was drawn.
-pub fn clear() {
+fn clear() {
     if DRAWN.swap(false, Ordering::Relaxed) {
         let mut err = std::io::stderr().lock();
         let _ = write!(err, "\r\x1b[2K");

@@ -79,17 +79,15 @@ impl ProxyConfig {
         };
         pgherd_core::names::Name::parse("cluster", &self.cluster).map_err(bad)?;
         self.mode().map_err(|e| bad(format!("mode: {e}")))?;
-        if let Some(ReloadCommand::Argv(argv)) = &self.reload_command {
-            if argv.is_empty() {
-                return Err(bad("reload_command: an empty list runs nothing".into()));
+        match &self.reload_command {
+            Some(ReloadCommand::Argv(argv)) if argv.is_empty() => {
+                Err(bad("reload_command: an empty list runs nothing".into()))
             }
-        }
-        if let Some(ReloadCommand::Shell(s)) = &self.reload_command {
-            if s.trim().is_empty() {
-                return Err(bad("reload_command: an empty command runs nothing".into()));
+            Some(ReloadCommand::Shell(s)) if s.trim().is_empty() => {
+                Err(bad("reload_command: an empty command runs nothing".into()))
             }
+            _ => Ok(()),
         }
-        Ok(())
     }
 
     pub fn mode(&self) -> std::result::Result<u32, String> {
@@ -287,11 +285,8 @@ fn log(msg: &str) {
 
 impl Proxy {
     pub fn new(config: ProxyConfig, login: Option<Login>) -> Result<Proxy> {
-        let source = match &config.settings {
-            Some(p) => SettingsSource::File(p.clone()),
-            None => SettingsSource::Default,
-        };
-        let settings = Settings::load(&source)?;
+        let settings =
+            Settings::load(&SettingsSource::file_or_default(config.settings.as_deref()))?;
         let template = std::fs::read_to_string(&config.template)
             .map_err(|e| Error::io(&config.template, "reading the template", e))?;
         let prefix = cluster_prefix(&settings.patroni.etcd.namespace, &config.cluster);
@@ -316,11 +311,10 @@ impl Proxy {
         )
     }
 
-    /// Renders from `kvs` and writes the target when its bytes change;
-    /// then starts the reload command.
-    fn apply(&self, kvs: &[(String, String)]) -> Result<Outcome> {
-        let keys = parse_cluster_keys(&self.prefix, kvs);
-        let view = view(&keys, kvs, &self.config.cluster, &self.config.vars);
+    /// Renders from the cluster's keys and writes the target when its
+    /// bytes change.
+    fn apply(&self, keys: &ClusterKeys, kvs: &[(String, String)]) -> Result<Outcome> {
+        let view = view(keys, kvs, &self.config.cluster, &self.config.vars);
         if view.leader.is_none() && !self.config.render_without_leader {
             return Ok(Outcome::NoLeader);
         }
@@ -346,21 +340,17 @@ impl Proxy {
     /// the returned handle waits for.
     fn reload(&self) -> Option<std::thread::JoinHandle<()>> {
         let command = self.config.reload_command.as_ref()?;
-        let mut cmd = match command {
+        let (mut cmd, shown) = match command {
             ReloadCommand::Shell(s) => {
                 let mut c = Command::new("/bin/sh");
                 c.arg("-c").arg(s);
-                c
+                (c, s.clone())
             }
             ReloadCommand::Argv(argv) => {
                 let mut c = Command::new(&argv[0]);
                 c.args(&argv[1..]);
-                c
+                (c, argv.join(" "))
             }
-        };
-        let shown = match command {
-            ReloadCommand::Shell(s) => s.clone(),
-            ReloadCommand::Argv(a) => a.join(" "),
         };
         match cmd.stdin(std::process::Stdio::null()).spawn() {
             Ok(mut child) => Some(std::thread::spawn(move || match child.wait() {
@@ -377,11 +367,10 @@ impl Proxy {
 
     /// Logs a pass; one that changed nothing only when `always` (the first
     /// pass, a single render) or verbose.
-    fn report(&self, outcome: &Outcome, why: &str, kvs: &[(String, String)], always: bool) {
+    fn report(&self, outcome: &Outcome, why: &str, keys: &ClusterKeys, always: bool) {
         if *outcome == Outcome::Unchanged && !(always || self.verbose) {
             return;
         }
-        let keys = parse_cluster_keys(&self.prefix, kvs);
         let leader = keys.leader.as_deref().unwrap_or("none");
         let target = self.config.target.display();
         let what = match outcome {
@@ -402,8 +391,9 @@ impl Proxy {
     pub fn once(&self) -> Result<Outcome> {
         let mut dcs = self.connect()?;
         let (kvs, _) = dcs.get_prefix_at(&self.prefix)?;
-        let outcome = self.apply(&kvs)?;
-        self.report(&outcome, "rendered once", &kvs, true);
+        let keys = parse_cluster_keys(&self.prefix, &kvs);
+        let outcome = self.apply(&keys, &kvs)?;
+        self.report(&outcome, "rendered once", &keys, true);
         if outcome == Outcome::Written {
             if let Some(done) = self.reload() {
                 let _ = done.join();
@@ -433,42 +423,40 @@ impl Proxy {
         }
     }
 
-    /// Connects, renders, then renders again on each relevant change.
+    /// Connects, renders, then keeps the keys up to date from the watch's
+    /// events and renders again on each relevant change.
     fn session(&self, reason: &str) -> Result<()> {
         let mut dcs = self.connect()?;
-        let (mut kvs, revision) = dcs.get_prefix_at(&self.prefix)?;
+        let (kvs, revision) = dcs.get_prefix_at(&self.prefix)?;
+        let mut kvs: BTreeMap<String, String> = kvs.into_iter().collect();
         self.pass(reason, &kvs, true);
         let mut watch = dcs.watch_prefix(&self.prefix, revision + 1)?;
         loop {
-            let changed = dcs.next_changes(&mut watch)?;
-            let relevant: Vec<&str> = changed
-                .iter()
-                .map(String::as_str)
-                .filter(|k| is_relevant(&self.prefix, k))
-                .collect();
-            if relevant.is_empty() {
-                continue;
+            let mut relevant = Vec::new();
+            for (key, value) in dcs.next_changes(&mut watch)? {
+                if is_relevant(&self.prefix, &key) {
+                    relevant.push(key.trim_start_matches(self.prefix.as_str()).to_string());
+                }
+                match value {
+                    Some(v) => kvs.insert(key, v),
+                    None => kvs.remove(&key),
+                };
             }
-            let why = format!(
-                "{} changed",
-                relevant
-                    .iter()
-                    .map(|k| k.strip_prefix(self.prefix.as_str()).unwrap_or(k))
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            );
-            kvs = dcs.get_prefix_at(&self.prefix)?.0;
-            self.pass(&why, &kvs, false);
+            if !relevant.is_empty() {
+                self.pass(&format!("{} changed", relevant.join(", ")), &kvs, false);
+            }
         }
     }
 
-    fn pass(&self, why: &str, kvs: &[(String, String)], always: bool) {
-        match self.apply(kvs) {
+    fn pass(&self, why: &str, kvs: &BTreeMap<String, String>, always: bool) {
+        let kvs: Vec<(String, String)> = kvs.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+        let keys = parse_cluster_keys(&self.prefix, &kvs);
+        match self.apply(&keys, &kvs) {
             Ok(outcome) => {
                 if outcome == Outcome::Written {
                     self.reload();
                 }
-                self.report(&outcome, why, kvs, always);
+                self.report(&outcome, why, &keys, always);
             }
             Err(e) => log(&format!(
                 "{why}: {e}; {} left as it is",

@@ -273,38 +273,39 @@ impl Dcs {
         })
     }
 
-    /// Waits, without deadline, for the next changes the watch sees: the
-    /// keys changed. An error means the watch or the connection broke:
-    /// connect again, read again, watch again.
-    pub fn next_changes(&self, watch: &mut Watch) -> Result<Vec<String>> {
+    /// Waits, without deadline, for the next changes the watch sees: each
+    /// key with its new value, `None` when it was deleted. An error means
+    /// the watch or the connection broke: connect again, read again, watch
+    /// again.
+    pub fn next_changes(&self, watch: &mut Watch) -> Result<Vec<(String, Option<String>)>> {
+        let what = format!("watching {}", watch.prefix);
         loop {
-            let message = self.runtime.block_on(watch.stream.message());
-            let resp = match message {
+            let resp = match self.runtime.block_on(watch.stream.message()) {
                 Ok(Some(resp)) => resp,
-                Ok(None) => {
-                    return Err(self.error(&format!("watching {}", watch.prefix), "the watch ended"))
-                }
-                Err(e) => return Err(self.error(&format!("watching {}", watch.prefix), e)),
+                Ok(None) => return Err(self.error(&what, "the watch ended")),
+                Err(e) => return Err(self.error(&what, e)),
             };
             if resp.canceled() {
                 let reason = match resp.compact_revision() {
                     0 => resp.cancel_reason().to_string(),
                     r => format!("history compacted up to revision {r}"),
                 };
-                return Err(self.error(
-                    &format!("watching {}", watch.prefix),
-                    format!("cancelled: {reason}"),
-                ));
+                return Err(self.error(&what, format!("cancelled: {reason}")));
             }
-            let keys: Vec<String> = resp
+            let changes: Vec<(String, Option<String>)> = resp
                 .events()
                 .iter()
-                .filter_map(|e| e.kv())
-                .map(|kv| String::from_utf8_lossy(kv.key()).into_owned())
+                .filter_map(|e| {
+                    let kv = e.kv()?;
+                    let key = String::from_utf8_lossy(kv.key()).into_owned();
+                    let value = (e.event_type() == etcd_client::EventType::Put)
+                        .then(|| String::from_utf8_lossy(kv.value()).into_owned());
+                    Some((key, value))
+                })
                 .collect();
             // The first answer only confirms the watch.
-            if !keys.is_empty() {
-                return Ok(keys);
+            if !changes.is_empty() {
+                return Ok(changes);
             }
         }
     }

@@ -139,10 +139,15 @@ pub fn observe_file(path: &Path) -> Result<Option<Observed>> {
 /// The directories that `create_dir_all(path)` would create, outermost
 /// first.
 pub fn missing_dirs(path: &Path) -> Vec<PathBuf> {
+    missing_dirs_besides(path, &[])
+}
+
+/// [`missing_dirs`], counting the directories `made` as not there yet.
+pub fn missing_dirs_besides(path: &Path, made: &[PathBuf]) -> Vec<PathBuf> {
     let mut missing = Vec::new();
     let mut cur = Some(path);
     while let Some(p) = cur {
-        if p.as_os_str().is_empty() || p.exists() {
+        if p.as_os_str().is_empty() || (p.exists() && !made.iter().any(|m| m == p)) {
             break;
         }
         missing.push(p.to_path_buf());

@@ -31,11 +31,13 @@ const DCS_PROBE_TIMEOUT: Duration = Duration::from_secs(3);
 /// How often the wait of a node without data reads the cluster from etcd.
 const ORPHAN_LOOK_INTERVAL: Duration = Duration::from_secs(1);
 
-/// Since when a node without data has seen no one to clone from.
+/// Since when a node without data has seen no one to clone from, and the
+/// etcd connection its looks share.
 #[derive(Default)]
 struct Orphaned {
     since: Option<Instant>,
     last_look: Option<Instant>,
+    dcs: Option<Dcs>,
 }
 
 /// The system identifier of a cluster etcd holds as initialized, when it
@@ -233,7 +235,17 @@ impl Node<'_> {
             return Ok(());
         }
         seen.last_look = Some(Instant::now());
-        let Ok(keys) = self.read_cluster() else {
+        if seen.dcs.is_none() {
+            seen.dcs = self.connect_dcs().ok();
+        }
+        let etcd = &self.settings.patroni.etcd;
+        let Some(Ok(keys)) = seen
+            .dcs
+            .as_mut()
+            .map(|dcs| dcs.read_cluster(&etcd.namespace, self.m.cluster.as_str()))
+        else {
+            // etcd not answering is for the deadline to report.
+            seen.dcs = None;
             return Ok(());
         };
         let Some(sysid) = leaderless_initialized(&keys, self.m.node.as_str()) else {
@@ -342,11 +354,17 @@ impl Node<'_> {
         })
     }
 
-    /// The cluster's keys in etcd, read with the instance's etcd login.
-    fn read_cluster(&self) -> Result<ClusterKeys> {
+    /// A connection to etcd with the instance's etcd login.
+    fn connect_dcs(&self) -> Result<Dcs> {
         let etcd = &self.settings.patroni.etcd;
         let login = crate::dcs::effective_login(self.m.etcd_auth.as_ref(), etcd);
-        Dcs::connect(etcd, login.as_ref(), DCS_PROBE_TIMEOUT)?
+        Dcs::connect(etcd, login.as_ref(), DCS_PROBE_TIMEOUT)
+    }
+
+    /// The cluster's keys in etcd.
+    fn read_cluster(&self) -> Result<ClusterKeys> {
+        let etcd = &self.settings.patroni.etcd;
+        self.connect_dcs()?
             .read_cluster(&etcd.namespace, self.m.cluster.as_str())
     }
 
@@ -607,13 +625,15 @@ pub fn apply_state(
     plan.apply()?;
     // From here on, a failure reports what was already done.
     let mut done = plan.summary();
+    let reload = config_change
+        .as_deref()
+        .filter(|_| running)
+        .map(|new| postgres_sections_differ(&old_config, new));
     let (now_running, postgres_reloaded) = act(
         &node,
         state,
         running,
-        config_change.is_some()
-            && postgres_sections_differ(&old_config, config_change.as_deref().unwrap_or_default()),
-        config_change.is_some(),
+        reload,
         &mut report.warnings,
         &mut done,
     )
@@ -623,25 +643,24 @@ pub fn apply_state(
 }
 
 /// The service side of a run, once its files are written: reload, start,
-/// stop or restart, and the wait. Each completed action is added to
-/// `done`. Returns whether the node runs now and whether PostgreSQL was
-/// made to reload.
+/// stop or restart, and the wait. `reload`: the running node's
+/// configuration changed, and whether PostgreSQL's part did. Each completed
+/// action is added to `done`. Returns whether the node runs now and whether
+/// PostgreSQL was made to reload.
 fn act(
     node: &Node<'_>,
     state: DesiredState,
     running: bool,
-    postgres_affected: bool,
-    config_changed: bool,
+    reload: Option<bool>,
     warnings: &mut Vec<String>,
     done: &mut Vec<String>,
 ) -> Result<(bool, bool)> {
     let name = node.name();
-    let mut postgres_reloaded = false;
-    if config_changed && running {
+    if let Some(postgres_affected) = reload {
         warnings.extend(node.reload(postgres_affected)?);
-        postgres_reloaded = postgres_affected;
         done.push(format!("reload Patroni ({name})"));
     }
+    let postgres_reloaded = reload == Some(true);
     let mut now_running = running;
     match state {
         DesiredState::Present => {}

@@ -9,7 +9,7 @@ use serde_json::{json, Value};
 
 use crate::error::Result;
 use crate::fs::{
-    create_dir, leftover_temps, missing_dirs, observe_file, remove_path, set_mode_owner,
+    create_dir, leftover_temps, missing_dirs_besides, observe_file, remove_path, set_mode_owner,
     write_atomic, Owner,
 };
 
@@ -166,19 +166,7 @@ impl Plan {
         let mut want_dir =
             |path: &Path, mode: u32, owner: Option<Owner>, changes: &mut Vec<Change>| {
                 // Directories made by this run count as missing too.
-                let is_new = |p: &Path| new.iter().any(|n| n == p);
-                let mut missing = missing_dirs(path);
-                if missing.is_empty() && is_new(path) {
-                    missing.push(path.to_path_buf());
-                }
-                if let Some(first) = missing.first().cloned() {
-                    let mut cur = first.parent().map(Path::to_path_buf);
-                    while let Some(p) = cur.filter(|p| is_new(p)) {
-                        cur = p.parent().map(Path::to_path_buf);
-                        missing.insert(0, p);
-                    }
-                }
-                for missing in missing {
+                for missing in missing_dirs_besides(path, new) {
                     if !planned.contains(&missing) {
                         planned.push(missing.clone());
                         changes.push(Change::CreateDir {

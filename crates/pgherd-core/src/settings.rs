@@ -279,6 +279,15 @@ pub enum SettingsSource {
     Inline(serde_json::Value),
 }
 
+impl SettingsSource {
+    /// A settings file when one is named, else the default.
+    pub fn file_or_default(path: Option<&Path>) -> SettingsSource {
+        path.map_or(SettingsSource::Default, |p| {
+            SettingsSource::File(p.to_path_buf())
+        })
+    }
+}
+
 impl Settings {
     /// Loads and validates the settings from `source`.
     pub fn load(source: &SettingsSource) -> Result<Settings> {
