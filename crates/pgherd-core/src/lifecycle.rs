@@ -201,7 +201,23 @@ impl Node<'_> {
                     Err(e) => return Probe::Failed(e),
                 }
                 match rest.patroni() {
-                    Ok(s) if s.is_healthy() => Probe::Ready(s),
+                    // What the node says must also be what the DCS shows
+                    // (it lags up to a loop), since that is what the next
+                    // task, the patroni module or patronictl, reads.
+                    Ok(s) if s.is_healthy() => match rest.cluster() {
+                        Ok(c) if listed_as_healthy(&c, self.m.node.as_str(), s.is_primary()) => {
+                            Probe::Ready(s)
+                        }
+                        Ok(c) => Probe::Waiting(format!(
+                            "Patroni reports {}, the DCS still shows {}",
+                            s.describe(),
+                            c.member(self.m.node.as_str()).map_or(
+                                "no member key".to_string(),
+                                |m| format!("role {}, state {}", m.role, m.state)
+                            )
+                        )),
+                        Err(e) => Probe::Waiting(e.to_string()),
+                    },
                     Ok(s) => {
                         if s.role == "replica" {
                             self.wake_if_slot_was_missing(&mut last_wake);
@@ -450,6 +466,18 @@ impl Node<'_> {
         }
         f
     }
+}
+
+/// Whether the cluster's view (the DCS, through `/cluster`) shows `name`
+/// as a running leader, or as a streaming replica.
+fn listed_as_healthy(c: &ClusterStatus, name: &str, primary: bool) -> bool {
+    c.member(name).is_some_and(|m| {
+        if primary {
+            m.role == "leader" && m.state == "running"
+        } else {
+            m.role != "leader" && m.state == "streaming"
+        }
+    })
 }
 
 fn member_facts(c: &ClusterStatus) -> Vec<MemberFacts> {
