@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs what pgherd needs to build and to run its tests on a fresh Debian
 # machine: system packages (protoc for etcd-client's build, etcd, PostgreSQL,
-# PgBouncer and HAProxy for the proxy's tests),
+# PgBouncer and HAProxy for the proxy's tests, pgBackRest),
 # the `postgres` system user, and a virtualenv under the repository with
 # Patroni and ansible-core from PyPI. Safe to run again: it only adds what is
 # missing.
@@ -30,6 +30,8 @@ command -v curl >/dev/null 2>&1 || need+=(curl ca-certificates)
 # pgherd proxy's tests drive a real PgBouncer and check HAProxy's sample.
 [ -x /usr/sbin/pgbouncer ] || need+=(pgbouncer)
 [ -x /usr/sbin/haproxy ] || need+=(haproxy)
+# Backups, and replicas built from a backup (the instance option pgbackrest).
+[ -x /usr/bin/pgbackrest ] || need+=(pgbackrest)
 [ -x /usr/bin/python3 ] || need+=(python3)
 /usr/bin/python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || need+=(python3-venv)
 

@@ -1181,6 +1181,25 @@ fn reinit(
     Ok(())
 }
 
+/// The members in `keys` that are live. A stopped Patroni leaves its
+/// member key until the ttl expires: a member is live when its REST API
+/// answers, or when it cannot be told.
+pub fn live_members(settings: &Settings, keys: &ClusterKeys, auth: Option<&Login>) -> Vec<String> {
+    let addresses: BTreeMap<String, String> = keys.member_api_addresses().into_iter().collect();
+    keys.members
+        .keys()
+        .filter(|name| match addresses.get(*name) {
+            None => true,
+            Some(address) => RestClient::new(
+                Endpoint::for_address(settings, address, auth.cloned()),
+                REQUEST_TIMEOUT,
+            )
+            .is_ok_and(|c| c.patroni().is_ok()),
+        })
+        .cloned()
+        .collect()
+}
+
 fn remove(target: &Target, ops: &Operations, check_mode: bool) -> Result<Report> {
     let mut dcs = connect_dcs(target)?;
     let keys = dcs.read_cluster(&target.settings.patroni.etcd.namespace, &target.scope)?;
@@ -1195,22 +1214,7 @@ fn remove(target: &Target, ops: &Operations, check_mode: bool) -> Result<Report>
     if keys.is_empty() {
         return Ok(report);
     }
-    // A stopped Patroni leaves its member key until the ttl expires: a
-    // member is live when its REST API answers, or when it cannot be told.
-    let addresses: BTreeMap<String, String> = keys.member_api_addresses().into_iter().collect();
-    let live: Vec<String> = keys
-        .members
-        .keys()
-        .filter(|name| match addresses.get(*name) {
-            None => true,
-            Some(address) => RestClient::new(
-                Endpoint::for_address(&target.settings, address, target.restapi_auth.clone()),
-                REQUEST_TIMEOUT,
-            )
-            .is_ok_and(|c| c.patroni().is_ok()),
-        })
-        .cloned()
-        .collect();
+    let live = live_members(&target.settings, &keys, target.restapi_auth.as_ref());
     if !live.is_empty() {
         return Err(Error::Other(format!(
             "cluster {} still has live members ({}): stop them (instance state: stopped or \

@@ -6,6 +6,7 @@ use crate::fs::{lookup_owner, running_as_root, Owner};
 use crate::manifest::InstanceManifest;
 use crate::paths::InstancePaths;
 use crate::patroni_config::render_patroni_config;
+use crate::pgbackrest::PgBackRest;
 use crate::plan::{Content, DesiredDir, DesiredFile, FileKind, Plan};
 use crate::settings::Settings;
 
@@ -79,6 +80,13 @@ pub fn desired_dirs(paths: &InstancePaths, owner: Option<Owner>) -> Vec<DesiredD
     if let Some(parent) = paths.pid_file.parent() {
         add(parent, 0o750);
     }
+    if let Some(b) = &paths.pgbackrest {
+        add(&b.repository, 0o750);
+        add(&b.log_dir, 0o750);
+        if let Some(parent) = b.config.parent() {
+            add(parent, 0o750);
+        }
+    }
     dirs
 }
 
@@ -102,6 +110,15 @@ pub fn desired_files(
             content: Content(text.into_bytes()),
             mode: 0o600,
             kind: FileKind::Pgpass,
+            owner,
+        });
+    }
+    if let Some(b) = PgBackRest::for_instance(settings, m, paths, None) {
+        files.push(DesiredFile {
+            path: b.config.clone(),
+            content: Content(b.render_config(settings, m, paths).into_bytes()),
+            mode: 0o600,
+            kind: FileKind::Ini,
             owner,
         });
     }

@@ -16,6 +16,7 @@ pub mod names;
 pub mod paths;
 pub mod patroni_config;
 pub mod pg_hba;
+pub mod pgbackrest;
 pub mod plan;
 pub mod rest;
 pub mod service;

@@ -18,12 +18,15 @@ use crate::lock::RunLock;
 use crate::logs::{instance_log_tails, newest_file, standby_waits_for_missing_slot, tail};
 use crate::manifest::InstanceManifest;
 use crate::paths::InstancePaths;
+use crate::pgbackrest::PgBackRest;
 use crate::plan::{Change, Plan};
 use crate::rest::{ClusterStatus, Endpoint, NodeStatus, RestClient};
 use crate::service::Service;
 use crate::settings::Settings;
 use crate::sql::Psql;
 use crate::wait::{wait_until, Probe};
+
+mod restore;
 
 /// How long etcd has to answer before a start.
 const DCS_PROBE_TIMEOUT: Duration = Duration::from_secs(3);
@@ -80,6 +83,18 @@ impl FromStr for DesiredState {
             )))
             }
         })
+    }
+}
+
+impl DesiredState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DesiredState::Present => "present",
+            DesiredState::Started => "started",
+            DesiredState::Stopped => "stopped",
+            DesiredState::Restarted => "restarted",
+            DesiredState::Absent => "absent",
+        }
     }
 }
 
@@ -370,6 +385,64 @@ impl Node<'_> {
         })
     }
 
+    /// On the leader, creates the instance's pgBackRest stanza when the
+    /// repository lacks it, and checks that WAL archiving reaches it; in
+    /// check mode only says so. Refuses a stanza that holds another
+    /// cluster. The change made (or to make), if any.
+    fn ensure_stanza(&self, running: bool, check_mode: bool) -> Result<Option<String>> {
+        let Some(b) =
+            PgBackRest::for_instance(self.settings, self.m, &self.paths, self.run_as.clone())
+        else {
+            return Ok(None);
+        };
+        if !running || !b.config.exists() {
+            return Ok(None);
+        }
+        let status = match self.rest(POLL_REQUEST_TIMEOUT)?.patroni() {
+            Ok(s) if s.is_primary() && s.state == "running" => s,
+            _ => return Ok(None),
+        };
+        let info = b.info(self.timeout)?;
+        if info.exists {
+            if let (Some(held), Some(ours)) = (
+                info.system_identifiers.last(),
+                status.database_system_identifier.as_ref(),
+            ) {
+                if held != ours {
+                    return Err(Error::Other(format!(
+                        "pgBackRest stanza {} in {} holds the cluster with system identifier \
+                         {held}, not this one ({ours}): give this cluster another stanza, or \
+                         delete the old one (pgbackrest stanza-delete) if its backups are no \
+                         longer wanted",
+                        b.stanza,
+                        b.repository.display()
+                    )));
+                }
+            }
+            return Ok(None);
+        }
+        // archive_mode waits for a restart when pgBackRest was added to a
+        // running node: archiving can be checked only after it.
+        let archiving = self
+            .psql()
+            .value("SELECT setting FROM pg_settings WHERE name = 'archive_mode'")
+            .is_ok_and(|v| v == "on");
+        let change = format!(
+            "create pgBackRest stanza {} in {}{}",
+            b.stanza,
+            b.repository.display(),
+            if archiving {
+                " and check WAL archiving"
+            } else {
+                " (archiving starts when archive_mode is on, after a restart)"
+            }
+        );
+        if !check_mode {
+            b.create_stanza(archiving, self.timeout)?;
+        }
+        Ok(Some(change))
+    }
+
     /// A connection to etcd with the instance's etcd login.
     fn connect_dcs(&self) -> Result<Dcs> {
         let etcd = &self.settings.patroni.etcd;
@@ -542,6 +615,8 @@ fn assess(node: &Node<'_>, state: DesiredState, made: &[PathBuf]) -> Result<Asse
     };
     let reload_needed = running && config_change.is_some();
     let actions: Vec<&str> = match state {
+        // A restore stops and starts the node itself.
+        DesiredState::Started if node.m.restore.is_some() => vec![],
         DesiredState::Present | DesiredState::Started if running => {
             if reload_needed {
                 vec!["reload Patroni"]
@@ -625,6 +700,12 @@ pub fn apply_state(
     if !missing.is_empty() {
         return Err(Error::InvalidSettings(missing));
     }
+    if m.restore.is_some() && state != DesiredState::Started {
+        return Err(Error::InvalidManifest(vec![format!(
+            "restore goes with state: started (the restored node runs at the end), not {}",
+            state.as_str()
+        )]));
+    }
     let first = assess(&node, state, &[])?;
     let needs_dcs = match state {
         DesiredState::Started | DesiredState::Restarted => true,
@@ -636,6 +717,12 @@ pub fn apply_state(
     }
     if check_mode {
         let mut report = first.report;
+        if let Some(source) = &m.restore {
+            let planned = restore::plan(&node, source, first.running, true, &mut report.warnings)?;
+            report.changes.extend(planned.changes);
+        } else if let Some(change) = node.ensure_stanza(first.running, true)? {
+            report.changes.push(change);
+        }
         report.facts = node.facts(first.running, false, &mut report.warnings);
         return Ok(report);
     }
@@ -653,10 +740,24 @@ pub fn apply_state(
     plan.apply()?;
     // From here on, a failure reports what was already done.
     let mut done = plan.summary();
-    let reload = config_change
+    let mut running = running;
+    let mut reload = config_change
         .as_deref()
         .filter(|_| running)
         .map(|new| postgres_sections_differ(&old_config, new));
+    if let Some(source) = &m.restore {
+        let restored =
+            restore::plan(&node, source, running, false, &mut report.warnings).and_then(|rp| {
+                restore::execute(&node, &rp, running, &mut report.warnings, &mut done)?;
+                Ok(rp.changes)
+            });
+        report
+            .changes
+            .extend(restored.map_err(|e| e.after(done.clone()))?);
+        // The node is stopped now: what it reads at its start is current.
+        running = false;
+        reload = None;
+    }
     let (now_running, postgres_reloaded) = act(
         &node,
         state,
@@ -666,6 +767,14 @@ pub fn apply_state(
         &mut done,
     )
     .map_err(|e| e.after(done.clone()))?;
+    if now_running && state != DesiredState::Stopped {
+        if let Some(change) = node
+            .ensure_stanza(true, false)
+            .map_err(|e| e.after(done.clone()))?
+        {
+            report.changes.push(change);
+        }
+    }
     report.facts = node.facts(now_running, postgres_reloaded, &mut report.warnings);
     Ok(report)
 }
@@ -740,6 +849,8 @@ fn removable_paths(node: &Node<'_>) -> Vec<PathBuf> {
         p.data_dir.clone(),
     ];
     out.extend(p.wal_dir.clone());
+    // The repository is the cluster's, often shared: it stays.
+    out.extend(p.pgbackrest.as_ref().map(|b| b.config.clone()));
     // Log directories are removed only when they are this instance's own.
     if s.postgresql.logdir.contains("{name}") {
         out.push(p.pg_log_dir.clone());

@@ -25,6 +25,111 @@ pub struct InstanceOptions {
     pub pg_hba: Option<Vec<String>>,
     pub conf_settings: Option<serde_json::Map<String, Value>>,
     pub dynamic_conf_settings: Option<serde_json::Map<String, Value>>,
+    pub pgbackrest: Option<PgBackRestOptions>,
+    pub restore: Option<RestoreOptions>,
+}
+
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(default)]
+pub struct PgBackRestOptions {
+    pub stanza: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(default)]
+pub struct RestoreOptions {
+    pub from: Option<String>,
+    pub set: Option<String>,
+    pub target: Option<String>,
+}
+
+/// Where a restored node's data comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RestoreSource {
+    /// The pgBackRest repository: this node becomes the new leader.
+    Backup {
+        set: Option<String>,
+        target: RecoveryTarget,
+    },
+    /// A new copy from the (restored) leader.
+    Leader,
+}
+
+/// How far a restore replays the archived WAL.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RecoveryTarget {
+    /// Every archived WAL segment.
+    Latest,
+    /// Only until the backup is consistent.
+    Immediate,
+    /// Until this time (ISO 8601, with offset).
+    Time(String),
+}
+
+impl RestoreSource {
+    /// Parses and checks the `restore` option.
+    pub fn from_options(o: &RestoreOptions) -> std::result::Result<RestoreSource, Vec<String>> {
+        let mut problems = Vec::new();
+        let source = match o.from.as_deref() {
+            Some("backup") => {
+                if let Some(set) = &o.set {
+                    if set.is_empty()
+                        || !set.chars().all(|c| {
+                            c.is_ascii_digit() || c.is_ascii_uppercase() || c == '-' || c == '_'
+                        })
+                    {
+                        problems.push(format!(
+                            "restore.set {set:?} is not a pgBackRest backup label \
+                             (like 20261201-214644F)"
+                        ));
+                    }
+                }
+                let target = match o.target.as_deref() {
+                    None | Some("latest") => RecoveryTarget::Latest,
+                    Some("immediate") => RecoveryTarget::Immediate,
+                    Some(t) => match crate::names::check_timestamp_with_offset(t) {
+                        Ok(()) => RecoveryTarget::Time(t.to_string()),
+                        Err(e) => {
+                            problems.push(format!(
+                                "restore.target must be latest, immediate or a time: {e}"
+                            ));
+                            RecoveryTarget::Latest
+                        }
+                    },
+                };
+                RestoreSource::Backup {
+                    set: o.set.clone(),
+                    target,
+                }
+            }
+            Some("leader") => {
+                for (key, given) in [("set", o.set.is_some()), ("target", o.target.is_some())] {
+                    if given {
+                        problems.push(format!(
+                            "restore.{key} goes with restore.from: backup; a node restored from \
+                             the leader copies it as it is"
+                        ));
+                    }
+                }
+                RestoreSource::Leader
+            }
+            Some(other) => {
+                problems.push(format!(
+                    "restore.from must be backup or leader, got {other:?}"
+                ));
+                RestoreSource::Leader
+            }
+            None => {
+                problems.push("restore.from is required: backup or leader".into());
+                RestoreSource::Leader
+            }
+        };
+        if problems.is_empty() {
+            Ok(source)
+        } else {
+            Err(problems)
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize, Default)]
@@ -94,6 +199,11 @@ pub struct InstanceManifest {
     pub pg_hba: Vec<String>,
     pub conf_settings: serde_json::Map<String, Value>,
     pub dynamic_conf_settings: serde_json::Map<String, Value>,
+    /// The pgBackRest stanza, when the instance archives to and is
+    /// restored from pgBackRest.
+    pub pgbackrest_stanza: Option<Name>,
+    /// A restore this run does.
+    pub restore: Option<RestoreSource>,
 }
 
 fn login(what: &str, c: Option<&Credentials>, problems: &mut Vec<String>) -> Option<Login> {
@@ -232,6 +342,40 @@ impl InstanceManifest {
             }
         }
 
+        let pgbackrest_stanza = opts
+            .pgbackrest
+            .as_ref()
+            .and_then(|b| match b.stanza.as_deref() {
+                Some(stanza) => match Name::parse("pgbackrest.stanza", stanza) {
+                    Ok(n) => Some(n),
+                    Err(e) => {
+                        problems.push(e);
+                        None
+                    }
+                },
+                None => {
+                    problems.push("pgbackrest.stanza is required".into());
+                    None
+                }
+            });
+        let restore = opts
+            .restore
+            .as_ref()
+            .and_then(|r| match RestoreSource::from_options(r) {
+                Ok(source) => Some(source),
+                Err(p) => {
+                    problems.extend(p);
+                    None
+                }
+            });
+        let from_backup = opts.restore.as_ref().and_then(|r| r.from.as_deref()) == Some("backup");
+        if from_backup && opts.pgbackrest.is_none() {
+            problems.push(
+                "restore.from: backup needs the pgbackrest option (the stanza to restore from)"
+                    .into(),
+            );
+        }
+
         match (name, cluster, node, version) {
             (Some(name), Some(cluster), Some(node), Some(version)) if problems.is_empty() => {
                 Ok(InstanceManifest {
@@ -253,6 +397,8 @@ impl InstanceManifest {
                     pg_hba,
                     conf_settings: opts.conf_settings.clone().unwrap_or_default(),
                     dynamic_conf_settings: opts.dynamic_conf_settings.clone().unwrap_or_default(),
+                    pgbackrest_stanza,
+                    restore,
                 })
             }
             _ => Err(Error::InvalidManifest(problems)),
@@ -334,6 +480,50 @@ mod tests {
         assert_eq!(
             p,
             vec!["patroni.etcd.username is set without patroni.etcd.password"]
+        );
+    }
+
+    #[test]
+    fn restore_options_are_checked_together() {
+        let p =
+            problems(json!({"name": "m", "restore": {"from": "backup", "target": "yesterday"}}));
+        let text = p.join("\n");
+        assert!(
+            text.contains("restore.target must be latest, immediate or a time"),
+            "{text}"
+        );
+        assert!(text.contains("needs the pgbackrest option"), "{text}");
+        let p = problems(
+            json!({"name": "m", "restore": {"from": "leader", "set": "20261201-214644F"}}),
+        );
+        assert_eq!(
+            p,
+            vec![
+                "restore.set goes with restore.from: backup; a node restored from the leader \
+                  copies it as it is"
+            ]
+        );
+        let p = problems(json!({"name": "m", "pgbackrest": {}, "restore": {}}));
+        assert_eq!(
+            p,
+            vec![
+                "pgbackrest.stanza is required",
+                "restore.from is required: backup or leader"
+            ]
+        );
+        let m = InstanceManifest::from_options(
+            &opts(json!({"name": "m", "pgbackrest": {"stanza": "main"},
+                "restore": {"from": "backup", "set": "20261201-214644F",
+                            "target": "2026-12-01T22:00:00+00:00"}})),
+            &Settings::default(),
+        )
+        .unwrap();
+        assert_eq!(
+            m.restore,
+            Some(RestoreSource::Backup {
+                set: Some("20261201-214644F".into()),
+                target: RecoveryTarget::Time("2026-12-01T22:00:00+00:00".into())
+            })
         );
     }
 

@@ -22,6 +22,16 @@ pub struct InstancePaths {
     pub patroni_log_dir: PathBuf,
     /// The pid file of a Patroni started without systemd.
     pub pid_file: PathBuf,
+    /// pgBackRest's files, when the instance has a stanza.
+    pub pgbackrest: Option<PgBackRestPaths>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PgBackRestPaths {
+    /// The instance's pgBackRest configuration (`--config`).
+    pub config: PathBuf,
+    pub repository: PathBuf,
+    pub log_dir: PathBuf,
 }
 
 impl InstancePaths {
@@ -42,6 +52,14 @@ impl InstancePaths {
             pg_log_dir: path(&pg.logdir),
             patroni_log_dir: path(&p.logdir),
             pid_file: path(&p.piddir).join(format!("patroni-{}.pid", m.qualified_name())),
+            pgbackrest: m.pgbackrest_stanza.as_ref().map(|_| {
+                let b = &settings.pgbackrest;
+                PgBackRestPaths {
+                    config: path(&b.configpath),
+                    repository: path(&b.repository.path),
+                    log_dir: path(&b.logpath),
+                }
+            }),
         }
     }
 }
@@ -56,5 +74,160 @@ impl InstancePaths {
     /// The lock one run of pgherd holds while it changes the instance.
     pub fn lock_file(&self) -> PathBuf {
         self.pid_file.with_extension("lock")
+    }
+}
+
+/// One piece of a path component pattern.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Piece<'a> {
+    Literal(&'a str),
+    Version,
+    Name,
+}
+
+fn pieces(component: &str) -> Vec<Piece<'_>> {
+    let mut out = Vec::new();
+    let mut rest = component;
+    while !rest.is_empty() {
+        let next = [("{version}", Piece::Version), ("{name}", Piece::Name)]
+            .into_iter()
+            .filter_map(|(p, piece)| rest.find(p).map(|i| (i, p.len(), piece)))
+            .min_by_key(|(i, _, _)| *i);
+        match next {
+            Some((i, len, piece)) => {
+                if i > 0 {
+                    out.push(Piece::Literal(&rest[..i]));
+                }
+                out.push(piece);
+                rest = &rest[i + len..];
+            }
+            None => {
+                out.push(Piece::Literal(rest));
+                rest = "";
+            }
+        }
+    }
+    out
+}
+
+/// Matches a file name against pattern pieces, filling the captures.
+fn match_pieces(
+    p: &[Piece<'_>],
+    s: &str,
+    version: &mut Option<String>,
+    name: &mut Option<String>,
+) -> bool {
+    let Some((first, rest)) = p.split_first() else {
+        return s.is_empty();
+    };
+    match first {
+        Piece::Literal(l) => s
+            .strip_prefix(l)
+            .is_some_and(|t| match_pieces(rest, t, version, name)),
+        Piece::Version | Piece::Name => {
+            let ok = |c: char| match first {
+                Piece::Version => c.is_ascii_digit(),
+                _ => c.is_ascii_alphanumeric() || c == '-' || c == '_',
+            };
+            let longest = s.find(|c| !ok(c)).unwrap_or(s.len());
+            for end in (1..=longest).rev() {
+                let captured = &s[..end];
+                let (mut v, mut n) = (version.clone(), name.clone());
+                let slot = if *first == Piece::Version {
+                    &mut v
+                } else {
+                    &mut n
+                };
+                if slot.as_deref().is_some_and(|x| x != captured) {
+                    continue;
+                }
+                *slot = Some(captured.to_string());
+                if match_pieces(rest, &s[end..], &mut v, &mut n) {
+                    *version = v;
+                    *name = n;
+                    return true;
+                }
+            }
+            false
+        }
+    }
+}
+
+/// The instances whose Patroni configuration exists on this host, found
+/// through the settings' `patroni.configpath` pattern: (version, name,
+/// configuration path).
+pub fn local_instances(settings: &Settings) -> Vec<(String, String, PathBuf)> {
+    let mut found = vec![(PathBuf::from("/"), None::<String>, None::<String>)];
+    for component in settings
+        .patroni
+        .configpath
+        .split('/')
+        .filter(|c| !c.is_empty())
+    {
+        let ps = pieces(component);
+        let mut next = Vec::new();
+        for (dir, version, name) in found {
+            if ps.iter().all(|p| matches!(p, Piece::Literal(_))) {
+                next.push((dir.join(component), version, name));
+                continue;
+            }
+            let Ok(entries) = std::fs::read_dir(&dir) else {
+                continue;
+            };
+            for entry in entries.flatten() {
+                let file = entry.file_name().to_string_lossy().into_owned();
+                let (mut v, mut n) = (version.clone(), name.clone());
+                if match_pieces(&ps, &file, &mut v, &mut n) {
+                    next.push((dir.join(&file), v, n));
+                }
+            }
+        }
+        found = next;
+    }
+    let mut out: Vec<(String, String, PathBuf)> = found
+        .into_iter()
+        .filter(|(path, _, _)| path.is_file())
+        .filter_map(|(path, v, n)| {
+            let version = v.unwrap_or_else(|| settings.postgresql.default_version.clone());
+            Some((version, n?, path))
+        })
+        .collect();
+    out.sort();
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn file_names_match_patterns_with_placeholders() {
+        let ps = pieces("{version}-{name}.yaml");
+        let (mut v, mut n) = (None, None);
+        assert!(match_pieces(&ps, "15-my-db.yaml", &mut v, &mut n));
+        assert_eq!((v.as_deref(), n.as_deref()), (Some("15"), Some("my-db")));
+        let (mut v, mut n) = (None, None);
+        assert!(!match_pieces(&ps, "15-main.yml", &mut v, &mut n));
+        assert!(!match_pieces(&ps, "x-main.yaml", &mut None, &mut None));
+    }
+
+    #[test]
+    fn local_instances_are_found_through_the_pattern() {
+        let dir = std::env::temp_dir().join(format!("pgherd-paths-{}", std::process::id()));
+        std::fs::create_dir_all(dir.join("16")).unwrap();
+        std::fs::write(dir.join("16").join("main.yaml"), "scope: x\n").unwrap();
+        std::fs::write(dir.join("16").join("notes.txt"), "").unwrap();
+        let mut settings = Settings::default();
+        settings.patroni.configpath = format!("{}/{{version}}/{{name}}.yaml", dir.display());
+        let found = local_instances(&settings);
+        std::fs::remove_dir_all(&dir).unwrap();
+        assert_eq!(
+            found,
+            vec![(
+                "16".to_string(),
+                "main".to_string(),
+                dir.join("16").join("main.yaml")
+            )]
+        );
     }
 }

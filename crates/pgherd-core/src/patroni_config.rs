@@ -13,6 +13,7 @@ use crate::manifest::{InstanceManifest, Login};
 use crate::merge::{json_to_yaml, merge};
 use crate::paths::InstancePaths;
 use crate::pg_hba::render_pg_hba;
+use crate::pgbackrest::PgBackRest;
 use crate::settings::{ClientSsl, Protocol, Settings, SslMode, VerifyClient, WatchdogMode};
 use crate::yaml::to_yaml_string;
 
@@ -138,6 +139,20 @@ pub struct PostgresqlConfig {
     pub use_pg_rewind: bool,
     pub create_replica_methods: Vec<String>,
     pub basebackup: Vec<Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pgbackrest: Option<ReplicaMethod>,
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub recovery_conf: BTreeMap<String, Value>,
+}
+
+/// A custom replica creation method (`postgresql.<method>`).
+#[derive(Debug, Serialize)]
+pub struct ReplicaMethod {
+    pub command: String,
+    /// Patroni leaves the data directory for the command (a delta restore).
+    pub keep_data: bool,
+    /// Patroni adds no arguments of its own.
+    pub no_params: bool,
 }
 
 #[derive(Debug, Serialize)]
@@ -229,6 +244,19 @@ pub fn build_patroni_config(
         "log_directory".into(),
         Value::from(paths.pg_log_dir.display().to_string()),
     );
+    // With pgBackRest, every member archives when it leads, fetches
+    // missing WAL from the repository, and is built from the last backup
+    // before falling back to the settings' methods.
+    let pgbackrest = PgBackRest::for_instance(settings, m, paths, None);
+    let mut create_replica_methods = p.create_replica_methods.clone();
+    let mut recovery_conf = BTreeMap::new();
+    if let Some(b) = &pgbackrest {
+        parameters.insert("archive_mode".into(), Value::from("on"));
+        parameters.insert("archive_command".into(), Value::from(b.archive_command()));
+        recovery_conf.insert("restore_command".into(), Value::from(b.restore_command()));
+        create_replica_methods.retain(|method| method != "pgbackrest");
+        create_replica_methods.insert(0, "pgbackrest".into());
+    }
     for (key, value) in &m.parameters {
         parameters.insert(key.clone(), json_to_yaml(value));
     }
@@ -317,8 +345,14 @@ pub fn build_patroni_config(
             parameters,
             pg_hba: render_pg_hba(settings, &m.pg_hba)?,
             use_pg_rewind: p.use_pg_rewind,
-            create_replica_methods: p.create_replica_methods.clone(),
+            create_replica_methods,
             basebackup: vec![single("checkpoint", "fast")],
+            pgbackrest: pgbackrest.as_ref().map(|b| ReplicaMethod {
+                command: b.replica_command(),
+                keep_data: true,
+                no_params: true,
+            }),
+            recovery_conf,
         },
         watchdog: p.watchdog.as_ref().map(|w| WatchdogConfig {
             mode: w.mode,

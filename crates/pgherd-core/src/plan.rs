@@ -20,6 +20,9 @@ pub enum FileKind {
     Yaml,
     /// A libpq password file: the last field of each entry is a secret.
     Pgpass,
+    /// An INI file (pgBackRest's): options naming a pass, a secret or a
+    /// key are secrets.
+    Ini,
     /// Nothing secret in it.
     Plain,
 }
@@ -98,6 +101,7 @@ pub fn mask_secrets(text: &str, kind: FileKind) -> String {
         let masked = match kind {
             FileKind::Yaml => mask_yaml_line(body),
             FileKind::Pgpass => mask_pgpass_line(body),
+            FileKind::Ini => mask_ini_line(body),
             FileKind::Plain => body.to_string(),
         };
         out.push_str(&masked);
@@ -118,6 +122,20 @@ fn mask_yaml_line(line: &str) -> String {
         format!("{key}: {}", crate::MASK)
     } else {
         line.to_string()
+    }
+}
+
+fn mask_ini_line(line: &str) -> String {
+    match line.split_once('=') {
+        Some((key, value))
+            if !value.is_empty()
+                && ["pass", "secret", "key"]
+                    .iter()
+                    .any(|w| key.to_ascii_lowercase().contains(w)) =>
+        {
+            format!("{key}={}", crate::MASK)
+        }
+        _ => line.to_string(),
     }
 }
 
@@ -352,6 +370,16 @@ mod tests {
         assert_eq!(
             masked,
             "a: 1\n  password: ********\nkeyfile_password: ********\nusername: u\n  - password: ********\npasswords_file: /x\n"
+        );
+    }
+
+    #[test]
+    fn ini_secrets_are_masked() {
+        let text = "[global]\nrepo1-path=/r\nrepo1-cipher-pass=s3cr3t\nrepo1-s3-key-secret=x\n";
+        let masked = mask_secrets(text, FileKind::Ini);
+        assert_eq!(
+            masked,
+            "[global]\nrepo1-path=/r\nrepo1-cipher-pass=********\nrepo1-s3-key-secret=********\n"
         );
     }
 

@@ -20,6 +20,8 @@ pub struct Settings {
     pub sysgroup: Option<String>,
     pub postgresql: PostgresqlSettings,
     pub patroni: PatroniSettings,
+    /// pgBackRest, for instances given the `pgbackrest` option.
+    pub pgbackrest: PgBackRestSettings,
 }
 
 impl Default for Settings {
@@ -29,6 +31,7 @@ impl Default for Settings {
             sysgroup: None,
             postgresql: PostgresqlSettings::default(),
             patroni: PatroniSettings::default(),
+            pgbackrest: PgBackRestSettings::default(),
         }
     }
 }
@@ -185,6 +188,56 @@ impl Default for PatroniSettings {
         }
     }
 }
+
+/// Where pgBackRest is and the repository its stanzas live in.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PgBackRestSettings {
+    pub execpath: PathBuf,
+    /// The configuration file of each instance (`--config`): one per
+    /// instance, since instances sharing a host may share a stanza.
+    pub configpath: String,
+    pub repository: RepositorySettings,
+    /// pgBackRest's log directory (`log-path`).
+    pub logpath: String,
+    /// More `[global]` options, as pgBackRest names them
+    /// (`compress-type`, `process-max`, ...).
+    pub global_options: std::collections::BTreeMap<String, String>,
+}
+
+impl Default for PgBackRestSettings {
+    fn default() -> Self {
+        PgBackRestSettings {
+            execpath: PathBuf::from("/usr/bin/pgbackrest"),
+            configpath: "/etc/pgbackrest/{version}-{name}.conf".into(),
+            repository: RepositorySettings::default(),
+            logpath: "/var/log/pgbackrest".into(),
+            global_options: std::collections::BTreeMap::new(),
+        }
+    }
+}
+
+/// The repository: a path every member reaches (local, or a shared mount).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RepositorySettings {
+    pub path: String,
+    /// Full backups kept (`repo1-retention-full`).
+    pub retention_full: u32,
+}
+
+impl Default for RepositorySettings {
+    fn default() -> Self {
+        RepositorySettings {
+            path: "/var/lib/pgbackrest".into(),
+            retention_full: 2,
+        }
+    }
+}
+
+/// Options pgherd writes itself into a pgBackRest configuration.
+pub const PGBACKREST_OWN_OPTIONS: [&str; 4] =
+    ["repo1-path", "repo1-retention-full", "log-path", "pg1-path"];
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "lowercase")]
@@ -509,6 +562,51 @@ impl Settings {
         }
         if self.sysuser.is_empty() {
             problems.push("sysuser must not be empty".into());
+        }
+        {
+            let b = &self.pgbackrest;
+            for (key, pattern) in [
+                ("pgbackrest.configpath", &b.configpath),
+                ("pgbackrest.repository.path", &b.repository.path),
+                ("pgbackrest.logpath", &b.logpath),
+            ] {
+                if let Err(e) = check_pattern(pattern) {
+                    problems.push(format!("{key}: {e}"));
+                } else if !pattern.starts_with('/') {
+                    problems.push(format!("{key} must be an absolute path, got {pattern:?}"));
+                }
+            }
+            if !b.execpath.is_absolute() {
+                problems.push(format!(
+                    "pgbackrest.execpath must be an absolute path, got {:?}",
+                    b.execpath.display().to_string()
+                ));
+            }
+            if b.repository.retention_full == 0 {
+                problems.push("pgbackrest.repository.retention_full must be at least 1".into());
+            }
+            for (key, value) in &b.global_options {
+                if PGBACKREST_OWN_OPTIONS.contains(&key.as_str())
+                    || key.starts_with("pg1-")
+                    || key == "stanza"
+                {
+                    problems.push(format!(
+                        "pgbackrest.global_options.{key} is written by pgherd itself: remove it"
+                    ));
+                } else if key.is_empty()
+                    || !key
+                        .chars()
+                        .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+                {
+                    problems.push(format!(
+                        "pgbackrest.global_options: {key:?} is not a pgBackRest option name \
+                         (lowercase letters, digits and -)"
+                    ));
+                }
+                if value.contains('\n') || value.contains('\r') {
+                    problems.push(format!("pgbackrest.global_options.{key} must be one line"));
+                }
+            }
         }
 
         if problems.is_empty() {

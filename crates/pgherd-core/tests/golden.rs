@@ -62,6 +62,32 @@ fn tls_config_matches_golden() {
 }
 
 #[test]
+fn pgbackrest_config_matches_golden() {
+    check("pgbackrest");
+}
+
+#[test]
+fn pgbackrest_configuration_names_the_stanza_and_the_repository() {
+    let input = std::fs::read_to_string(golden_dir().join("pgbackrest.input.yaml")).unwrap();
+    let doc: serde_json::Value = serde_yaml::from_str(&input).unwrap();
+    let settings = Settings::load(&SettingsSource::Inline(doc["settings"].clone())).unwrap();
+    let opts: InstanceOptions = serde_json::from_value(doc["instance"].clone()).unwrap();
+    let m = InstanceManifest::from_options(&opts, &settings).unwrap();
+    let paths = InstancePaths::new(&settings, &m);
+    let b = pgherd_core::pgbackrest::PgBackRest::for_instance(&settings, &m, &paths, None).unwrap();
+    assert_eq!(b.config, Path::new("/etc/pgbackrest/15-main.conf"));
+    assert_eq!(
+        b.render_config(&settings, &m, &paths),
+        "# pgBackRest configuration of 15-main (stanza pgherd), written by pgherd.\n\
+         # Changes made here are replaced by the next run: set them in the settings.\n\
+         [global]\nrepo1-path=/srv/pgbackrest\nrepo1-retention-full=3\n\
+         log-path=/var/log/pgbackrest\ncompress-type=zst\n\n\
+         [pgherd]\npg1-path=/var/lib/postgresql/15/my main\npg1-port=5432\n\
+         pg1-socket-path=/run/postgresql\npg1-user=postgres\n"
+    );
+}
+
+#[test]
 fn overrides_with_null_match_golden() {
     check("overrides");
 }

@@ -102,6 +102,30 @@ pub fn spec() -> Spec {
                   On timeout the task fails with the last Patroni state seen and the last lines of the logs."),
         OptionSpec::new("dynamic_conf_settings", Kind::Dict)
             .doc("Mapping merged into C(bootstrap.dcs), the dynamic configuration a new cluster starts with; null deletes."),
+        OptionSpec::new("pgbackrest", Kind::Dict)
+            .suboptions(Spec::new(vec![OptionSpec::new("stanza", Kind::Str)
+                .required()
+                .doc("The stanza: the cluster's backups and WAL archive in the repository. Every member of a cluster names the same one.")]))
+            .doc("Backups with pgBackRest, in the repository the settings' C(pgbackrest) names. The module writes the instance's pgBackRest configuration, \
+                  archives WAL (C(archive_mode), C(archive_command)), fetches missing WAL from the repository (C(restore_command)), \
+                  builds replicas from the newest backup before C(basebackup), and creates the stanza on the leader, then checks archiving."),
+        OptionSpec::new("restore", Kind::Dict)
+            .suboptions(Spec::new(vec![
+                OptionSpec::new("from", Kind::Str)
+                    .required()
+                    .choices(["backup", "leader"])
+                    .doc("C(backup): this node is rebuilt from the repository and leads the restored cluster; every other member must be stopped, \
+                          and the cluster's state is removed from the DCS (guarded by the backup's system identifier). \
+                          C(leader): this node's data is removed and copied again from the running leader."),
+                OptionSpec::new("set", Kind::Str)
+                    .doc("The backup to restore (its label); the newest when not given."),
+                OptionSpec::new("target", Kind::Str).doc(
+                    "How far archived WAL is replayed: C(latest) (the default), C(immediate) (the end of the backup), \
+                     or an ISO 8601 time with offset (point-in-time recovery).",
+                ),
+            ]))
+            .doc("Restore this node, with I(state=started). An operation: it restores at every run, so keep it out of the playbooks that deploy; \
+                  C(playbooks/restore.yml) runs the whole sequence on a cluster."),
     ])
 }
 

@@ -7,12 +7,14 @@ use pgherd_ansible::{Failure, Kind, OptionSpec, Outcome, Spec, Task};
 use pgherd_core::cluster::{self, Operations, RestartMode, Target};
 use pgherd_core::manifest::Login;
 use pgherd_core::names::{parse_host_port, Name};
+use pgherd_core::pgbackrest::{backup_on_leader, BackupKind, BackupOutcome};
 use serde_json::{json, Map, Value};
 
 use crate::{changes_outcome, load_settings, settings_option};
 
 /// Options that change the cluster; `state: info` and `absent` take none.
-const OPERATIONS: [&str; 8] = [
+const OPERATIONS: [&str; 9] = [
+    "backup",
     "dynamic_config",
     "leader",
     "failover_to",
@@ -87,6 +89,13 @@ pub fn spec() -> Spec {
         OptionSpec::new("reinit", Kind::List)
             .elements(Kind::Str)
             .doc("Replicas to re-clone from the leader."),
+        OptionSpec::new("backup", Kind::Str)
+            .choices(["full", "diff", "incr"])
+            .doc(
+                "Take a pgBackRest backup of this type on the leader. Only the host where the leader runs takes it \
+                 (its instance has the I(pgbackrest) option); on the others the task is skipped. Run it on every host of \
+                 the cluster to back up wherever the leader is. I(wait_timeout) bounds the backup's duration.",
+            ),
         OptionSpec::new("system_identifier", Kind::Str).doc(
             "With C(state: absent): the cluster's system identifier, which must match the DCS's \
              C(initialize) key.",
@@ -191,14 +200,42 @@ pub fn run_task(task: &Task) -> Result<Outcome, Failure> {
     report
         .warnings
         .extend(target.settings.warnings(target.etcd_auth.is_some()));
-    Ok(changes_outcome(
+    let mut backup = None;
+    let mut elsewhere = None;
+    if let Some(kind) = p["backup"].as_str().and_then(BackupKind::parse) {
+        match backup_on_leader(&target, kind, task.check_mode)
+            .map_err(|e| crate::failure(e.after(report.changes.clone())))?
+        {
+            BackupOutcome::Taken { change, backup: b } => {
+                report.changes.push(change);
+                backup = b;
+            }
+            BackupOutcome::Elsewhere { leader } => elsewhere = Some(leader),
+        }
+    }
+    let mut outcome = changes_outcome(
         &format!("cluster {scope}"),
         report.changes,
         report.diff,
         report.warnings,
         "cluster",
         json!(report.info),
-    ))
+    );
+    if let Some(b) = backup {
+        outcome.values.insert("backup".into(), json!(b));
+    }
+    if let Some(leader) = elsewhere {
+        let msg = format!(
+            "cluster {scope}: the leader {leader} does not run on this host, which takes no backup"
+        );
+        if !outcome.changed {
+            outcome.values.insert("skipped".into(), Value::Bool(true));
+            outcome.msg = Some(msg);
+        } else {
+            outcome.warnings.push(msg);
+        }
+    }
+    Ok(outcome)
 }
 
 /// The documentation of the `patroni` module, beside its spec.
@@ -232,6 +269,15 @@ pub fn docs() -> pgherd_ansible::docs::ModuleDoc {
                 ReturnDoc::new("config", "dict", "Dynamic configuration."),
                 ReturnDoc::new("history", "list", "Timeline history."),
                 ReturnDoc::new("scheduled_switchover", "dict", "A switchover waiting for its time: at, from, to."),
+            ]),
+            ReturnDoc::new("backup", "dict", "The backup taken, on the host of the leader (I(backup)).").contains(vec![
+                ReturnDoc::new("label", "str", "pgBackRest's label of the backup."),
+                ReturnDoc::new("type", "str", "full, diff or incr."),
+                ReturnDoc::new("start", "int", "Start, in Unix time."),
+                ReturnDoc::new("stop", "int", "End, in Unix time."),
+                ReturnDoc::new("size", "int", "Bytes of the database."),
+                ReturnDoc::new("repository_size", "int", "Bytes it takes in the repository."),
+                ReturnDoc::new("system_identifier", "str", "System identifier of the cluster backed up."),
             ]),
         ],
     }
@@ -274,6 +320,12 @@ const EXAMPLES: &str = "\
     cluster: main
     restart: pending
     restart_leader_by_switchover: true
+
+- name: Back up on the leader; run on every member's host, the leader's takes it
+  pgherd.cluster.patroni:
+    cluster: main
+    backup: full
+    wait_timeout: 3600
 
 - name: Remove a stopped cluster from etcd, guarded by its system identifier
   pgherd.cluster.patroni:

@@ -1,0 +1,380 @@
+//! Restores of a node: rebuilt from the pgBackRest repository, when it is
+//! to become the leader of a restored cluster, or copied again from the
+//! leader. Every condition is checked before anything changes, and a
+//! failure halfway says what was done.
+
+use std::fs::OpenOptions;
+use std::os::unix::process::CommandExt;
+use std::process::{Child, Command, Stdio};
+
+use super::*;
+use crate::cluster::{self, Operations, Target};
+use crate::fs::create_dir;
+use crate::manifest::{RecoveryTarget, RestoreSource};
+use crate::pgbackrest::{BackupSet, PgBackRest, RECOVERY_SETTINGS};
+
+/// A restore, checked, with what it will do.
+pub(super) struct RestorePlan {
+    pub changes: Vec<String>,
+    kind: Kind,
+}
+
+enum Kind {
+    Backup {
+        set: Option<BackupSet>,
+        target: RecoveryTarget,
+    },
+    Leader,
+}
+
+fn describe_target(t: &RecoveryTarget) -> String {
+    match t {
+        RecoveryTarget::Latest => "replaying every archived WAL segment".into(),
+        RecoveryTarget::Immediate => "up to the end of the backup".into(),
+        RecoveryTarget::Time(t) => format!("up to {t}"),
+    }
+}
+
+impl Node<'_> {
+    fn pgbackrest(&self) -> Option<PgBackRest> {
+        PgBackRest::for_instance(self.settings, self.m, &self.paths, self.run_as.clone())
+    }
+
+    /// The cluster as the `patroni` module would address it.
+    fn cluster_target(&self) -> Target {
+        Target {
+            scope: self.m.cluster.to_string(),
+            settings: self.settings.clone(),
+            restapi: None,
+            restapi_auth: self.m.restapi_auth.clone(),
+            etcd_auth: self.m.etcd_auth.clone(),
+            timeout: self.timeout,
+        }
+    }
+}
+
+/// Checks a restore and says what it will do; changes nothing. In check
+/// mode, what other hosts' tasks change first (members stopped, the leader
+/// restored) is not there yet: those conditions are warned about instead.
+pub(super) fn plan(
+    node: &Node<'_>,
+    source: &RestoreSource,
+    running: bool,
+    check_mode: bool,
+    warnings: &mut Vec<String>,
+) -> Result<RestorePlan> {
+    let mut refuse = |e: String| {
+        if check_mode {
+            warnings.push(format!("in a real run: {e}"));
+            Ok(())
+        } else {
+            Err(Error::Other(e))
+        }
+    };
+    let me = node.m.node.to_string();
+    let scope = node.m.cluster.as_str();
+    let keys = node.read_cluster()?;
+    let mut changes = Vec::new();
+    if running {
+        changes.push(format!("stop Patroni and PostgreSQL ({})", node.name()));
+    }
+    let kind = match source {
+        RestoreSource::Backup { set, target } => {
+            let b = node.pgbackrest().ok_or_else(|| {
+                Error::Other("restore.from: backup needs the pgbackrest option".into())
+            })?;
+            // Before the first run writes pgBackRest's configuration (check
+            // mode), the repository cannot be read yet.
+            let chosen = if b.config.exists() {
+                let info = b.info(node.timeout)?;
+                let chosen = match set {
+                    Some(label) => info
+                        .backups
+                        .iter()
+                        .find(|s| &s.label == label)
+                        .cloned()
+                        .ok_or_else(|| {
+                            Error::Other(format!(
+                                "stanza {} has no backup {label}; it has: {}",
+                                b.stanza,
+                                if info.backups.is_empty() {
+                                    "none".to_string()
+                                } else {
+                                    info.backups
+                                        .iter()
+                                        .map(|s| s.label.as_str())
+                                        .collect::<Vec<_>>()
+                                        .join(", ")
+                                }
+                            ))
+                        })?,
+                    None => info.backups.last().cloned().ok_or_else(|| {
+                        Error::Other(format!(
+                            "stanza {} has no backup to restore ({}): take one first \
+                             (patroni module, backup: full)",
+                            b.stanza, info.status
+                        ))
+                    })?,
+                };
+                if let (Some(init), Some(sysid)) = (&keys.initialize, &chosen.system_identifier) {
+                    if init != sysid {
+                        return Err(Error::Other(format!(
+                            "backup {} of stanza {} was taken from the cluster with system \
+                             identifier {sysid}, but the DCS holds cluster {scope} as {init}: \
+                             nothing was changed; restore a backup of this cluster, or remove \
+                             the other cluster from the DCS first",
+                            chosen.label, b.stanza
+                        )));
+                    }
+                }
+                Some(chosen)
+            } else {
+                None
+            };
+            let others: Vec<String> =
+                cluster::live_members(node.settings, &keys, node.m.restapi_auth.as_ref())
+                    .into_iter()
+                    .filter(|n| *n != me)
+                    .collect();
+            if !others.is_empty() {
+                refuse(format!(
+                    "cluster {scope} still has live members ({}): stop every member first \
+                     (instance state: stopped), then restore; nothing was changed",
+                    others.join(", ")
+                ))?;
+            }
+            changes.push(format!(
+                "restore {} from backup {} of stanza {}, {}, and promote it",
+                node.paths.data_dir.display(),
+                chosen.as_ref().map_or("(the newest)", |s| s.label.as_str()),
+                b.stanza,
+                describe_target(target)
+            ));
+            if !keys.is_empty() {
+                changes.push(format!(
+                    "remove cluster {scope}'s state from the DCS ({} keys under {})",
+                    keys.all_keys.len(),
+                    keys.prefix
+                ));
+            }
+            Kind::Backup {
+                set: chosen,
+                target: target.clone(),
+            }
+        }
+        RestoreSource::Leader => {
+            let leader = keys.leader.clone();
+            match &leader {
+                None => refuse(format!(
+                    "cluster {scope} has no leader to copy {me} from: restore the leader first \
+                     (restore.from: backup on the chosen node); nothing was changed"
+                ))?,
+                Some(l) if *l == me => refuse(format!(
+                    "{me} leads cluster {scope}: restoring it from the leader would discard \
+                     the cluster's own data; nothing was changed"
+                ))?,
+                Some(l) => {
+                    let live =
+                        cluster::live_members(node.settings, &keys, node.m.restapi_auth.as_ref());
+                    if !live.contains(l) {
+                        refuse(format!(
+                            "the leader {l} of cluster {scope} does not answer: start it first; \
+                             nothing was changed"
+                        ))?;
+                    }
+                }
+            }
+            changes.push(format!(
+                "remove the data of {} ({}) to copy it again from the leader{}",
+                node.name(),
+                node.paths.data_dir.display(),
+                leader.map(|l| format!(" {l}")).unwrap_or_default()
+            ));
+            Kind::Leader
+        }
+    };
+    changes.push(format!("start Patroni ({})", node.name()));
+    Ok(RestorePlan { changes, kind })
+}
+
+/// Carries out a checked restore up to, not including, the start of
+/// Patroni. Each completed step is added to `done`.
+pub(super) fn execute(
+    node: &Node<'_>,
+    plan: &RestorePlan,
+    running: bool,
+    warnings: &mut Vec<String>,
+    done: &mut Vec<String>,
+) -> Result<()> {
+    let mut steps = plan.changes.iter();
+    let mut step_done = |done: &mut Vec<String>| {
+        if let Some(s) = steps.next() {
+            done.push(s.clone());
+        }
+    };
+    if running {
+        warnings.extend(node.service.stop(node.timeout)?);
+        step_done(done);
+    }
+    if let Some(pid) = node.service.postmaster_pid() {
+        return Err(Error::Other(format!(
+            "a PostgreSQL (pid {pid}) runs on {} without Patroni: stop it (instance state: \
+             stopped), then restore",
+            node.paths.data_dir.display()
+        )));
+    }
+    match &plan.kind {
+        Kind::Backup { set, target } => {
+            let b = node.pgbackrest().ok_or_else(|| {
+                Error::Other("restore.from: backup needs the pgbackrest option".into())
+            })?;
+            b.restore(set.as_ref().map(|s| s.label.as_str()), target, node.timeout)?;
+            finish_recovery(node, &b)?;
+            step_done(done);
+            // The DCS state goes with the same guard as the patroni
+            // module's removal: no live member, the same system identifier.
+            let keys = node.read_cluster()?;
+            if !keys.is_empty() {
+                cluster::run(
+                    &node.cluster_target(),
+                    &Operations {
+                        remove: true,
+                        system_identifier: keys.initialize.clone(),
+                        ..Operations::default()
+                    },
+                    false,
+                )?;
+                step_done(done);
+            }
+        }
+        Kind::Leader => {
+            remove_path(&node.paths.data_dir)?;
+            if let Some(wal) = &node.paths.wal_dir {
+                remove_path(wal)?;
+            }
+            // Empty and 0700, as initdb, pg_basebackup and pgBackRest
+            // all accept it.
+            create_dir(
+                &node.paths.data_dir,
+                0o700,
+                node.run_as.as_ref().map(|a| a.owner),
+            )?;
+            step_done(done);
+        }
+    }
+    Ok(())
+}
+
+/// Runs the restored PostgreSQL alone (no Patroni, no network, this node's
+/// port, socket and archive command) until its recovery ends with a
+/// promotion, resets the recovery settings the restore wrote, and stops
+/// it cleanly: Patroni then finds a stopped primary to lead with.
+fn finish_recovery(node: &Node<'_>, b: &PgBackRest) -> Result<()> {
+    let paths = &node.paths;
+    let log_path = paths.pg_log_dir.join("pgherd-restore.log");
+    let log = OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&log_path)
+        .map_err(|e| Error::io(&log_path, "opening", e))?;
+    if let Some(a) = &node.run_as {
+        crate::fs::set_mode_owner(&log_path, 0o640, Some(a.owner))?;
+    }
+    let data = &paths.data_dir;
+    let settings = [
+        "listen_addresses=".to_string(),
+        format!("port={}", node.m.port),
+        format!("unix_socket_directories={}", paths.socket_dir.display()),
+        format!("hba_file={}", data.join("pg_hba.conf").display()),
+        format!("ident_file={}", data.join("pg_ident.conf").display()),
+        "logging_collector=off".to_string(),
+        format!("archive_command={}", b.archive_command()),
+        format!("restore_command={}", b.restore_command()),
+    ];
+    let mut cmd = Command::new(paths.bin_dir.join("postgres"));
+    cmd.arg("-D").arg(data);
+    for s in &settings {
+        cmd.arg("-c").arg(s);
+    }
+    let err_log = log
+        .try_clone()
+        .map_err(|e| Error::io(&log_path, "opening", e))?;
+    cmd.current_dir("/")
+        .env_clear()
+        .env("PATH", "/usr/local/bin:/usr/bin:/bin")
+        .env("LANG", "C.UTF-8")
+        .stdin(Stdio::null())
+        .stdout(log)
+        .stderr(err_log)
+        .process_group(0);
+    if let Some(a) = &node.run_as {
+        cmd.uid(a.owner.uid).gid(a.owner.gid).env("HOME", &a.home);
+    }
+    let mut child = cmd
+        .spawn()
+        .map_err(|e| Error::io(paths.bin_dir.join("postgres"), "starting PostgreSQL", e))?;
+    let log_tail = || {
+        tail(&log_path, 10).map_or(String::new(), |t| {
+            format!("; last lines of {}:\n{t}", log_path.display())
+        })
+    };
+    let psql = node.psql();
+    let promoted = wait_until(
+        &format!(
+            "the restored PostgreSQL of {} to end its recovery",
+            node.name()
+        ),
+        node.timeout,
+        || match child.try_wait() {
+            Ok(Some(status)) => Probe::Failed(Error::Other(format!(
+                "the restored PostgreSQL of {} exited ({status}) before its recovery ended{}",
+                node.name(),
+                log_tail()
+            ))),
+            _ => match psql.value("SELECT pg_is_in_recovery()") {
+                Ok(v) if v == "f" => Probe::Ready(()),
+                Ok(_) => Probe::Waiting("PostgreSQL is still in recovery".into()),
+                Err(e) => Probe::Waiting(e.to_string()),
+            },
+        },
+        log_tail,
+    );
+    let reset = promoted.and_then(|()| {
+        for setting in RECOVERY_SETTINGS {
+            psql.query(&format!("ALTER SYSTEM RESET {setting}"))?;
+        }
+        Ok(())
+    });
+    let stopped = stop_postgres(node, &mut child, &log_tail);
+    reset?;
+    stopped
+}
+
+/// Stops a PostgreSQL this run started: a fast shutdown, then an
+/// immediate one past the deadline.
+fn stop_postgres(node: &Node<'_>, child: &mut Child, log_tail: &dyn Fn() -> String) -> Result<()> {
+    let pid = child.id() as i32;
+    for (signal, mode) in [(libc::SIGINT, "fast"), (libc::SIGQUIT, "immediate")] {
+        // SAFETY: kill(2) on the postmaster this run started.
+        unsafe {
+            libc::kill(pid, signal);
+        }
+        let stopped = wait_until(
+            &format!(
+                "the restored PostgreSQL of {} to stop ({mode} shutdown)",
+                node.name()
+            ),
+            node.timeout,
+            || match child.try_wait() {
+                Ok(Some(_)) => Probe::Ready(()),
+                Ok(None) => Probe::Waiting("the postmaster still runs".into()),
+                Err(e) => Probe::Failed(Error::Other(e.to_string())),
+            },
+            log_tail,
+        );
+        if stopped.is_ok() || signal == libc::SIGQUIT {
+            return stopped;
+        }
+    }
+    Ok(())
+}
