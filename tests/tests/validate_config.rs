@@ -40,8 +40,8 @@ fn golden_configs_pass_patroni_validate_config() {
         checked += 1;
     }
     assert_eq!(
-        checked, 3,
-        "expected the plain, tls and overrides golden files"
+        checked, 4,
+        "expected the plain, tls, overrides and pgbackrest golden files"
     );
 }
 

@@ -1,0 +1,285 @@
+//! Backups with pgBackRest on a real 3-node cluster, deployed and operated
+//! through the playbooks with a stanza and a repository under the test
+//! directory: the stanza made on the leader, a replica built from a backup
+//! (Patroni's log says so), a backup taken wherever the leader runs, and a
+//! cluster restored to a time before a deletion, whole again afterwards.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use pgherd_e2e::{
+    ansible_playbook, local_nodes_test, psql, repo_root, wait_for, Etcd, PlaybookRun, TaskEvent,
+};
+use serde_json::{json, Value};
+
+const STANZA: &str = "pgherd-test";
+
+struct Run<'a> {
+    dir: &'a Path,
+    vars: String,
+}
+
+impl Run<'_> {
+    fn playbook(&self, path: &Path, extra: &[&str]) -> PlaybookRun {
+        let mut args = vec!["-e", self.vars.as_str()];
+        args.extend_from_slice(extra);
+        ansible_playbook(
+            self.dir,
+            path,
+            &repo_root().join("playbooks/inventories/local"),
+            &args,
+        )
+    }
+
+    fn repo_playbook(&self, name: &str, extra: &[&str]) -> PlaybookRun {
+        self.playbook(&repo_root().join("playbooks").join(name), extra)
+    }
+}
+
+fn ok(run: &PlaybookRun, step: &str) {
+    assert!(run.succeeded(), "{step} failed:\n{}", run.transcript());
+}
+
+fn events<'a>(run: &'a PlaybookRun, task: &str) -> Vec<&'a TaskEvent> {
+    run.events.iter().filter(|e| e.task == task).collect()
+}
+
+fn patroni_log(root: &Path, node: &str) -> String {
+    std::fs::read_to_string(root.join(node).join("log/patroni-15-main/patroni.log"))
+        .unwrap_or_default()
+}
+
+fn rows(root: &Path, node: &str) -> Result<String, String> {
+    psql(
+        &root.join(node).join("run"),
+        "SELECT string_agg(x::text, ',' ORDER BY x) FROM kept",
+    )
+}
+
+fn wait_rows(root: &Path, node: &str, expected: &str) {
+    wait_for(
+        &format!("table kept to hold {expected} on {node}"),
+        Duration::from_secs(60),
+        || (rows(root, node).ok().as_deref() == Some(expected)).then_some(()),
+        || format!("{:?}", rows(root, node)),
+    );
+}
+
+/// The member Patroni's REST API calls leader, and how many stream.
+fn leader_and_streaming(info: &Value) -> (String, usize) {
+    let members = info["members"].as_array().cloned().unwrap_or_default();
+    let leader = members
+        .iter()
+        .find(|m| m["role"] == "leader" && m["state"] == "running")
+        .and_then(|m| m["name"].as_str())
+        .unwrap_or_default()
+        .to_string();
+    let streaming = members.iter().filter(|m| m["state"] == "streaming").count();
+    (leader, streaming)
+}
+
+#[test]
+fn a_cluster_is_backed_up_and_restored_with_pgbackrest() {
+    let (dir, root, _reaper) =
+        local_nodes_test("pgbackrest", &["127.0.0.11", "127.0.0.12", "127.0.0.13"]);
+    let etcd = Etcd::start(&dir.path, 25_479, 25_480);
+    let run = Run {
+        dir: &dir.path,
+        vars: json!({
+            "pgherd_local_root": root,
+            "pgherd_etcd_hosts": [etcd.client_addr],
+            "pgbackrest_stanza": STANZA,
+        })
+        .to_string(),
+    };
+    let repository: PathBuf = root.join("pgbackrest");
+
+    // The leader alone: the stanza is made and archiving checked.
+    let leader = run.repo_playbook("site.yml", &["--limit", "pg1"]);
+    ok(&leader, "deploying pg1");
+    let changes =
+        events(&leader, "PostgreSQL instance managed by Patroni")[0].result["changes"].to_string();
+    assert!(
+        changes.contains(&format!("create pgBackRest stanza {STANZA}"))
+            && changes.contains("check WAL archiving"),
+        "{changes}"
+    );
+    assert!(repository
+        .join("archive")
+        .join(STANZA)
+        .join("archive.info")
+        .exists());
+    psql(
+        &root.join("pg1/run"),
+        "CREATE TABLE kept(x int); INSERT INTO kept VALUES (1), (2), (3)",
+    )
+    .unwrap();
+
+    // A backup while only pg1 runs; then the replicas are built from it.
+    let first = run.repo_playbook("backup.yml", &["--limit", "pg1"]);
+    ok(&first, "the first backup");
+    let taken = events(&first, "Back up on the leader")[0].result.clone();
+    assert_eq!(taken["changed"], true, "{taken}");
+    assert_eq!(taken["backup"]["type"], "full", "{taken}");
+    let whole = run.repo_playbook("site.yml", &[]);
+    ok(&whole, "deploying the replicas");
+    for node in ["pg2", "pg3"] {
+        let log = patroni_log(&root, node);
+        assert!(
+            log.contains("replica has been created using pgbackrest"),
+            "{node}'s Patroni log:\n{log}"
+        );
+        wait_rows(&root, node, "1,2,3");
+    }
+    let again = run.repo_playbook("site.yml", &[]);
+    ok(&again, "the second deployment");
+    assert!(
+        again.changed_tasks().is_empty(),
+        "a second run changed: {:?}",
+        again.changed_tasks()
+    );
+
+    // The leader moves; the backup follows it: pg2's host takes it.
+    ok(
+        &run.repo_playbook("switchover.yml", &["-e", "new_leader=pg2"]),
+        "the switchover",
+    );
+    let second = run.repo_playbook("backup.yml", &[]);
+    ok(&second, "the backup after the switchover");
+    let by_host: Vec<(String, bool, bool)> = events(&second, "Back up on the leader")
+        .iter()
+        .map(|e| (e.host.clone(), e.changed(), e.status == "skipped"))
+        .collect();
+    let mut sorted = by_host.clone();
+    sorted.sort();
+    assert_eq!(
+        sorted,
+        vec![
+            ("pg1".to_string(), false, true),
+            ("pg2".to_string(), true, false),
+            ("pg3".to_string(), false, true),
+        ],
+        "{}",
+        second.transcript()
+    );
+    let label = events(&second, "Back up on the leader")
+        .iter()
+        .find(|e| e.host == "pg2")
+        .map(|e| e.result["backup"]["label"].as_str().unwrap().to_string())
+        .unwrap();
+
+    // A row written after the backup stays; a row deleted after the target
+    // time comes back.
+    let pg2 = root.join("pg2/run");
+    psql(&pg2, "INSERT INTO kept VALUES (4)").unwrap();
+    let target = psql(
+        &pg2,
+        "SELECT to_char(clock_timestamp() AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US') || '+00:00'",
+    )
+    .unwrap();
+    psql(&pg2, "DELETE FROM kept WHERE x = 2").unwrap();
+    let segment = psql(&pg2, "SELECT pg_walfile_name(pg_switch_wal())").unwrap();
+    wait_for(
+        "the deletion's WAL to reach the repository",
+        Duration::from_secs(30),
+        || {
+            psql(&pg2, "SELECT last_archived_wal FROM pg_stat_archiver")
+                .ok()
+                .filter(|last| *last >= segment)
+        },
+        || format!("{:?}", psql(&pg2, "SELECT * FROM pg_stat_archiver")),
+    );
+    wait_rows(&root, "pg3", "1,3,4");
+
+    // A restore while members run is refused, and changes nothing.
+    let early = dir.join("restore-early.yml");
+    std::fs::write(
+        &early,
+        json!([{
+            "name": "Restore one member alone", "hosts": "pg3", "gather_facts": false,
+            "tasks": [{
+                "ansible.builtin.import_tasks": repo_root().join("playbooks/tasks/instance.yml"),
+                "vars": {"pg_restore": {"from": "backup"}},
+            }],
+        }])
+        .to_string(),
+    )
+    .unwrap();
+    let refused = run.playbook(&early, &[]);
+    assert!(!refused.succeeded(), "{}", refused.transcript());
+    let msg = refused.failed_tasks()[0].result["msg"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    assert!(
+        msg.contains("still has live members (pg1, pg2)") && msg.contains("nothing was changed"),
+        "{msg}"
+    );
+    wait_rows(&root, "pg3", "1,3,4");
+
+    // Check mode predicts the restore and changes nothing.
+    let target_var = format!("restore_target={target}");
+    let restore_vars = [
+        "-e",
+        "restore_from=pg3",
+        "-e",
+        target_var.as_str(),
+        "-e",
+        &format!("restore_set={label}"),
+    ];
+    let mut checked_args = restore_vars.to_vec();
+    checked_args.push("--check");
+    let checked = run.repo_playbook("restore.yml", &checked_args);
+    ok(&checked, "the restore in check mode");
+    let predicted: Vec<String> = checked
+        .events
+        .iter()
+        .filter(|e| e.task.starts_with("Rebuild the chosen member") || e.host == "pg3")
+        .map(|e| e.result["changes"].to_string())
+        .collect();
+    assert!(
+        predicted
+            .iter()
+            .any(|c| c.contains(&format!("from backup {label} of stanza {STANZA}"))),
+        "{}",
+        checked.transcript()
+    );
+    wait_rows(&root, "pg3", "1,3,4");
+    wait_rows(&root, "pg1", "1,3,4");
+
+    // The restore: pg3, which never took a backup, leads the restored
+    // cluster; pg1 and pg2 are copied again from it.
+    let restored = run.repo_playbook("restore.yml", &restore_vars);
+    ok(&restored, "the restore");
+    let info = events(&restored, "Read the restored cluster")[0].result["cluster"].clone();
+    assert_eq!(
+        leader_and_streaming(&info),
+        ("pg3".to_string(), 2),
+        "{info}"
+    );
+    for node in ["pg1", "pg2", "pg3"] {
+        wait_rows(&root, node, "1,2,3,4");
+    }
+    for node in ["pg1", "pg2"] {
+        let log = patroni_log(&root, node);
+        assert_eq!(
+            log.matches("replica has been created using pgbackrest")
+                .count(),
+            if node == "pg2" { 2 } else { 1 },
+            "{node}'s Patroni log:\n{log}"
+        );
+    }
+    // The restored cluster is a cluster like any other: it takes writes,
+    // archives, and backs up.
+    psql(&root.join("pg3/run"), "INSERT INTO kept VALUES (5)").unwrap();
+    wait_rows(&root, "pg1", "1,2,3,4,5");
+    let after = run.repo_playbook("backup.yml", &["-e", "backup_type=incr"]);
+    ok(&after, "a backup of the restored cluster");
+    let taken: Vec<&TaskEvent> = events(&after, "Back up on the leader")
+        .into_iter()
+        .filter(|e| e.changed())
+        .collect();
+    assert_eq!(taken.len(), 1, "{}", after.transcript());
+    assert_eq!(taken[0].host, "pg3");
+    assert_eq!(taken[0].result["backup"]["type"], "incr");
+}
