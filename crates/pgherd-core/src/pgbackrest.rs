@@ -6,7 +6,7 @@
 use std::io::Read;
 use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::Duration;
 
 use serde_json::Value;
@@ -17,7 +17,6 @@ use crate::fs::Account;
 use crate::manifest::{InstanceManifest, RecoveryTarget};
 use crate::paths::InstancePaths;
 use crate::settings::{expand, Settings};
-use crate::wait::{wait_until, Probe};
 
 /// The kinds of backup pgBackRest takes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -253,22 +252,14 @@ impl PgBackRest {
     /// Runs pgBackRest with `args` after `--config` and `--stanza`, within
     /// `timeout`; its standard output on success.
     fn run(&self, args: &[String], what: &str, timeout: Duration) -> Result<String> {
-        let mut cmd = Command::new(&self.execpath);
+        let mut cmd = crate::process::command(&self.execpath, self.run_as.as_ref());
         cmd.arg(format!("--config={}", self.config.display()))
             .arg(format!("--stanza={}", self.stanza))
             .args(args)
-            .current_dir("/")
-            .env_clear()
-            .env("PATH", "/usr/local/bin:/usr/bin:/bin")
-            .env("LANG", "C.UTF-8")
-            .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             // Its own process group: a timeout ends the helpers it forks.
             .process_group(0);
-        if let Some(a) = &self.run_as {
-            cmd.uid(a.owner.uid).gid(a.owner.gid).env("HOME", &a.home);
-        }
         let mut child = cmd
             .spawn()
             .map_err(|e| Error::io(&self.execpath, "running pgbackrest", e))?;
@@ -294,14 +285,10 @@ impl PgBackRest {
                 .take()
                 .map(|p| Box::new(p) as Box<dyn Read + Send>),
         );
-        let waited = wait_until(
+        let waited = crate::process::wait_exit(
             &format!("pgbackrest {what} (stanza {})", self.stanza),
+            &mut child,
             timeout,
-            || match child.try_wait() {
-                Ok(Some(status)) => Probe::Ready(status),
-                Ok(None) => Probe::Waiting("pgbackrest still runs".into()),
-                Err(e) => Probe::Failed(Error::Other(format!("waiting for pgbackrest: {e}"))),
-            },
             || self.log_tail(args),
         );
         let status = match waited {

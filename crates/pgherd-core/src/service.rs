@@ -2,8 +2,6 @@
 //! when systemd is the init system, otherwise as a detached process with a
 //! pid file. Stopping always ends with no Patroni and no postmaster left.
 
-use std::fs::OpenOptions;
-use std::os::unix::fs::OpenOptionsExt;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -224,38 +222,9 @@ impl Service {
 
     fn spawn_detached(&self) -> Result<()> {
         let console = self.paths.patroni_console_log();
-        let log = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .mode(0o640)
-            .open(&console)
-            .map_err(|e| Error::io(&console, "opening Patroni's console log", e))?;
-        if let Some(a) = &self.run_as {
-            std::os::unix::fs::chown(&console, Some(a.owner.uid), Some(a.owner.gid))
-                .map_err(|e| Error::io(&console, "changing owner", e))?;
-        }
-        let err_log = log
-            .try_clone()
-            .map_err(|e| Error::io(&console, "duplicating the log descriptor", e))?;
-        let mut cmd = Command::new(&self.execpath);
-        cmd.arg(&self.paths.config)
-            .current_dir("/")
-            // Ansible's environment is not Patroni's business.
-            .env_clear()
-            .env("PATH", "/usr/local/bin:/usr/bin:/bin")
-            .env("LANG", "C.UTF-8")
-            .stdin(Stdio::null())
-            .stdout(log)
-            .stderr(err_log);
-        if let Some(a) = &self.run_as {
-            cmd.uid(a.owner.uid)
-                .gid(a.owner.gid)
-                .env("HOME", &a.home)
-                .env("USER", &a.name)
-                .env("LOGNAME", &a.name);
-        } else if let Ok(home) = std::env::var("HOME") {
-            cmd.env("HOME", home);
-        }
+        let (log, err_log) = crate::process::append_log(&console, self.run_as.as_ref())?;
+        let mut cmd = crate::process::command(&self.execpath, self.run_as.as_ref());
+        cmd.arg(&self.paths.config).stdout(log).stderr(err_log);
         // SAFETY: setsid and close_range are async-signal-safe. setsid
         // detaches Patroni from the module's session so that it outlives
         // the module; descriptors the module inherited without close-on-exec

@@ -3,9 +3,8 @@
 //! leader. Every condition is checked before anything changes, and a
 //! failure halfway says what was done.
 
-use std::fs::OpenOptions;
 use std::os::unix::process::CommandExt;
-use std::process::{Child, Command, Stdio};
+use std::process::Child;
 
 use super::*;
 use crate::cluster::{self, Operations, Target};
@@ -272,14 +271,7 @@ pub(super) fn execute(
 fn finish_recovery(node: &Node<'_>, b: &PgBackRest) -> Result<()> {
     let paths = &node.paths;
     let log_path = paths.pg_log_dir.join("pgherd-restore.log");
-    let log = OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(&log_path)
-        .map_err(|e| Error::io(&log_path, "opening", e))?;
-    if let Some(a) = &node.run_as {
-        crate::fs::set_mode_owner(&log_path, 0o640, Some(a.owner))?;
-    }
+    let (log, err_log) = crate::process::append_log(&log_path, node.run_as.as_ref())?;
     let data = &paths.data_dir;
     let settings = [
         "listen_addresses=".to_string(),
@@ -291,28 +283,16 @@ fn finish_recovery(node: &Node<'_>, b: &PgBackRest) -> Result<()> {
         format!("archive_command={}", b.archive_command()),
         format!("restore_command={}", b.restore_command()),
     ];
-    let mut cmd = Command::new(paths.bin_dir.join("postgres"));
+    let postgres = paths.bin_dir.join("postgres");
+    let mut cmd = crate::process::command(&postgres, node.run_as.as_ref());
     cmd.arg("-D").arg(data);
     for s in &settings {
         cmd.arg("-c").arg(s);
     }
-    let err_log = log
-        .try_clone()
-        .map_err(|e| Error::io(&log_path, "opening", e))?;
-    cmd.current_dir("/")
-        .env_clear()
-        .env("PATH", "/usr/local/bin:/usr/bin:/bin")
-        .env("LANG", "C.UTF-8")
-        .stdin(Stdio::null())
-        .stdout(log)
-        .stderr(err_log)
-        .process_group(0);
-    if let Some(a) = &node.run_as {
-        cmd.uid(a.owner.uid).gid(a.owner.gid).env("HOME", &a.home);
-    }
+    cmd.stdout(log).stderr(err_log).process_group(0);
     let mut child = cmd
         .spawn()
-        .map_err(|e| Error::io(paths.bin_dir.join("postgres"), "starting PostgreSQL", e))?;
+        .map_err(|e| Error::io(&postgres, "starting PostgreSQL", e))?;
     let log_tail = || {
         tail(&log_path, 10).map_or(String::new(), |t| {
             format!("; last lines of {}:\n{t}", log_path.display())
@@ -359,19 +339,16 @@ fn stop_postgres(node: &Node<'_>, child: &mut Child, log_tail: &dyn Fn() -> Stri
         unsafe {
             libc::kill(pid, signal);
         }
-        let stopped = wait_until(
+        let stopped = crate::process::wait_exit(
             &format!(
                 "the restored PostgreSQL of {} to stop ({mode} shutdown)",
                 node.name()
             ),
+            child,
             node.timeout,
-            || match child.try_wait() {
-                Ok(Some(_)) => Probe::Ready(()),
-                Ok(None) => Probe::Waiting("the postmaster still runs".into()),
-                Err(e) => Probe::Failed(Error::Other(e.to_string())),
-            },
             log_tail,
-        );
+        )
+        .map(|_| ());
         if stopped.is_ok() || signal == libc::SIGQUIT {
             return stopped;
         }

@@ -1,0 +1,115 @@
+//! Processes pgherd starts for an instance (Patroni, pgBackRest, a
+//! PostgreSQL run alone): a clean environment, the instance's OS user, logs
+//! appended to a file, and waits for their end with a deadline.
+
+use std::fs::{File, OpenOptions};
+use std::os::unix::fs::OpenOptionsExt;
+use std::os::unix::process::CommandExt;
+use std::path::Path;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::Duration;
+
+use crate::error::{Error, Result};
+use crate::fs::Account;
+use crate::wait::{wait_until, Probe};
+
+/// `program` in `/`, with only PATH, LANG and the account's identity in its
+/// environment (Ansible's is not its business), no standard input, and run
+/// as `run_as` when given (pgherd then runs as root).
+pub fn command(program: &Path, run_as: Option<&Account>) -> Command {
+    let mut cmd = Command::new(program);
+    cmd.current_dir("/")
+        .env_clear()
+        .env("PATH", "/usr/local/bin:/usr/bin:/bin")
+        .env("LANG", "C.UTF-8")
+        .stdin(Stdio::null());
+    match run_as {
+        Some(a) => {
+            cmd.uid(a.owner.uid)
+                .gid(a.owner.gid)
+                .env("HOME", &a.home)
+                .env("USER", &a.name)
+                .env("LOGNAME", &a.name);
+        }
+        None => {
+            if let Some(home) = std::env::var_os("HOME") {
+                cmd.env("HOME", home);
+            }
+        }
+    }
+    cmd
+}
+
+/// A log file opened for appending (0640, given to `run_as`), twice: for a
+/// child's standard output and its standard error.
+pub fn append_log(path: &Path, run_as: Option<&Account>) -> Result<(File, File)> {
+    let log = OpenOptions::new()
+        .create(true)
+        .append(true)
+        .mode(0o640)
+        .open(path)
+        .map_err(|e| Error::io(path, "opening the log", e))?;
+    if let Some(a) = run_as {
+        std::os::unix::fs::chown(path, Some(a.owner.uid), Some(a.owner.gid))
+            .map_err(|e| Error::io(path, "changing owner", e))?;
+    }
+    let err = log
+        .try_clone()
+        .map_err(|e| Error::io(path, "duplicating the log descriptor", e))?;
+    Ok((log, err))
+}
+
+/// Waits until `child` exits, within `timeout`; `context` adds what the
+/// timeout message should show (a log's tail).
+pub fn wait_exit(
+    what: &str,
+    child: &mut Child,
+    timeout: Duration,
+    context: impl Fn() -> String,
+) -> Result<ExitStatus> {
+    wait_until(
+        what,
+        timeout,
+        || match child.try_wait() {
+            Ok(Some(status)) => Probe::Ready(status),
+            Ok(None) => Probe::Waiting("it still runs".into()),
+            Err(e) => Probe::Failed(Error::Other(format!("waiting for {what}: {e}"))),
+        },
+        context,
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_environment_is_clean_and_the_exit_is_awaited() {
+        std::env::set_var("PGHERD_PROCESS_TEST", "leaks");
+        let mut child = command(Path::new("/bin/sh"), None)
+            .args([
+                "-c",
+                "test -z \"$PGHERD_PROCESS_TEST\" && test \"$PWD\" = / && exit 3",
+            ])
+            .spawn()
+            .unwrap();
+        let status = wait_exit("sh", &mut child, Duration::from_secs(10), String::new).unwrap();
+        assert_eq!(status.code(), Some(3));
+    }
+
+    #[test]
+    fn a_child_past_its_deadline_is_reported() {
+        let mut child = command(Path::new("/bin/sleep"), None)
+            .arg("5")
+            .spawn()
+            .unwrap();
+        let err = wait_exit("sleep", &mut child, Duration::from_millis(200), || {
+            "; context".into()
+        })
+        .unwrap_err()
+        .to_string();
+        let _ = child.kill();
+        let _ = child.wait();
+        assert!(err.contains("sleep") && err.contains("context"), "{err}");
+    }
+}
