@@ -94,6 +94,22 @@ fn a_cluster_is_backed_up_and_restored_with_pgbackrest() {
     };
     let repository: PathBuf = root.join("pgbackrest");
 
+    // Check mode predicts the stanza of the node that will bootstrap, and
+    // makes nothing.
+    ok(
+        &run.repo_playbook("settings.yml", &["--limit", "pg1"]),
+        "writing pg1's settings",
+    );
+    let predicted = run.repo_playbook("site.yml", &["--limit", "pg1", "--check"]);
+    ok(&predicted, "deploying pg1 in check mode");
+    let changes = events(&predicted, "PostgreSQL instance managed by Patroni")[0].result["changes"]
+        .to_string();
+    assert!(
+        changes.contains(&format!("create pgBackRest stanza {STANZA}")),
+        "{changes}"
+    );
+    assert!(!repository.exists());
+
     // The leader alone: the stanza is made and archiving checked.
     let leader = run.repo_playbook("site.yml", &["--limit", "pg1"]);
     ok(&leader, "deploying pg1");

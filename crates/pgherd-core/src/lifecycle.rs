@@ -387,27 +387,33 @@ impl Node<'_> {
 
     /// On the leader, creates the instance's pgBackRest stanza when the
     /// repository lacks it, and checks that WAL archiving reaches it; in
-    /// check mode only says so. Refuses a stanza that holds another
-    /// cluster. The change made (or to make), if any.
-    fn ensure_stanza(&self, running: bool, check_mode: bool) -> Result<Option<String>> {
+    /// check mode only says so, for a running leader or for a node about to
+    /// bootstrap the cluster (`will_bootstrap`). Refuses a stanza that holds
+    /// another cluster. The change made (or to make), if any.
+    fn ensure_stanza(
+        &self,
+        running: bool,
+        will_bootstrap: bool,
+        check_mode: bool,
+    ) -> Result<Option<String>> {
         let Some(b) =
             PgBackRest::for_instance(self.settings, self.m, &self.paths, self.run_as.clone())
         else {
             return Ok(None);
         };
-        if !running || !b.config.exists() {
+        let ours = if running {
+            match self.rest(POLL_REQUEST_TIMEOUT)?.patroni() {
+                Ok(s) if s.is_primary() && s.state == "running" => s.database_system_identifier,
+                _ => return Ok(None),
+            }
+        } else if will_bootstrap {
+            None
+        } else {
             return Ok(None);
-        }
-        let status = match self.rest(POLL_REQUEST_TIMEOUT)?.patroni() {
-            Ok(s) if s.is_primary() && s.state == "running" => s,
-            _ => return Ok(None),
         };
         let info = b.info(self.timeout)?;
         if info.exists {
-            if let (Some(held), Some(ours)) = (
-                info.system_identifiers.last(),
-                status.database_system_identifier.as_ref(),
-            ) {
+            if let (Some(held), Some(ours)) = (info.system_identifiers.last(), ours.as_ref()) {
                 if held != ours {
                     return Err(Error::Other(format!(
                         "pgBackRest stanza {} in {} holds the cluster with system identifier \
@@ -423,10 +429,11 @@ impl Node<'_> {
         }
         // archive_mode waits for a restart when pgBackRest was added to a
         // running node: archiving can be checked only after it.
-        let archiving = self
-            .psql()
-            .value("SELECT setting FROM pg_settings WHERE name = 'archive_mode'")
-            .is_ok_and(|v| v == "on");
+        let archiving = !running
+            || self
+                .psql()
+                .value("SELECT setting FROM pg_settings WHERE name = 'archive_mode'")
+                .is_ok_and(|v| v == "on");
         let change = format!(
             "create pgBackRest stanza {} in {}{}",
             b.stanza,
@@ -720,8 +727,14 @@ pub fn apply_state(
         if let Some(source) = &m.restore {
             let planned = restore::plan(&node, source, first.running, true, &mut report.warnings)?;
             report.changes.extend(planned.changes);
-        } else if let Some(change) = node.ensure_stanza(first.running, true)? {
-            report.changes.push(change);
+        } else {
+            // A node that starts with no cluster in the DCS bootstraps it.
+            let will_bootstrap = !first.running
+                && state == DesiredState::Started
+                && node.read_cluster()?.initialize.is_none();
+            if let Some(change) = node.ensure_stanza(first.running, will_bootstrap, true)? {
+                report.changes.push(change);
+            }
         }
         report.facts = node.facts(first.running, false, &mut report.warnings);
         return Ok(report);
@@ -769,7 +782,7 @@ pub fn apply_state(
     .map_err(|e| e.after(done.clone()))?;
     if now_running && state != DesiredState::Stopped {
         if let Some(change) = node
-            .ensure_stanza(true, false)
+            .ensure_stanza(true, false, false)
             .map_err(|e| e.after(done.clone()))?
         {
             report.changes.push(change);

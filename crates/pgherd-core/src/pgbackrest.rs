@@ -57,6 +57,31 @@ pub struct PgBackRest {
     pub log_dir: PathBuf,
     /// Run as this account when pgherd runs as root.
     pub run_as: Option<Account>,
+    /// The configuration's text, for runs before its file is written
+    /// (check mode): they read a private copy, removed after.
+    pub unwritten_config: Option<String>,
+}
+
+/// A private copy of a configuration not written yet, removed on drop.
+struct TempConfig(PathBuf);
+
+impl TempConfig {
+    fn write(text: &str, run_as: Option<&Account>) -> Result<TempConfig> {
+        static COUNT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let path = std::env::temp_dir().join(format!(
+            "pgherd-pgbackrest-{}-{}.conf",
+            std::process::id(),
+            COUNT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+        ));
+        crate::fs::write_atomic(&path, text.as_bytes(), 0o600, run_as.map(|a| a.owner))?;
+        Ok(TempConfig(path))
+    }
+}
+
+impl Drop for TempConfig {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
 }
 
 /// A backup in the repository, as `pgbackrest info` lists it.
@@ -173,7 +198,7 @@ impl PgBackRest {
     ) -> Option<PgBackRest> {
         let stanza = m.pgbackrest_stanza.as_ref()?;
         let files = paths.pgbackrest.as_ref()?;
-        Some(PgBackRest {
+        let mut b = PgBackRest {
             execpath: settings.pgbackrest.execpath.clone(),
             config: files.config.clone(),
             stanza: stanza.to_string(),
@@ -181,7 +206,12 @@ impl PgBackRest {
             repository: files.repository.clone(),
             log_dir: files.log_dir.clone(),
             run_as,
-        })
+            unwritten_config: None,
+        };
+        if !b.config.exists() {
+            b.unwritten_config = Some(b.render_config(settings, m, paths));
+        }
+        Some(b)
     }
 
     /// `pgbackrest --config=... --stanza=...`, quoted for a shell.
@@ -252,8 +282,15 @@ impl PgBackRest {
     /// Runs pgBackRest with `args` after `--config` and `--stanza`, within
     /// `timeout`; its standard output on success.
     fn run(&self, args: &[String], what: &str, timeout: Duration) -> Result<String> {
+        let copy = match &self.unwritten_config {
+            Some(text) if !self.config.exists() => {
+                Some(TempConfig::write(text, self.run_as.as_ref())?)
+            }
+            _ => None,
+        };
+        let config = copy.as_ref().map_or(&self.config, |c| &c.0);
         let mut cmd = crate::process::command(&self.execpath, self.run_as.as_ref());
-        cmd.arg(format!("--config={}", self.config.display()))
+        cmd.arg(format!("--config={}", config.display()))
             .arg(format!("--stanza={}", self.stanza))
             .args(args)
             .stdout(Stdio::piped())
@@ -441,6 +478,7 @@ fn local_member(settings: &Settings, scope: &str, leader: &str) -> Result<Option
             repository: PathBuf::from(expand(&b.repository.path, &version, &name)),
             log_dir: PathBuf::from(expand(&b.logpath, &version, &name)),
             run_as: crate::lifecycle::run_as_account(settings)?,
+            unwritten_config: None,
         }));
     }
     Ok(None)
