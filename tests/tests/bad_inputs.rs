@@ -172,6 +172,10 @@ fn bad_inputs_fail_clearly_and_change_nothing() {
     let invalid_yaml = write("invalid.yaml", "patroni: [unclosed\n  ttl: 30\n");
     let list_yaml = write("list.yaml", "- patroni\n- postgresql\n");
     let unknown_key = write("unknown.yaml", "postgresql:\n  datadir_typo: /x\n");
+    let own_pgbackrest_option = write(
+        "pgbackrest-own.yaml",
+        "pgbackrest:\n  global_options:\n    repo1-path: /elsewhere\n",
+    );
     let wrong_type = write("wrongtype.yaml", "patroni:\n  ttl: thirty\n");
     let unreadable = dir.path.display().to_string();
     let garbage_ca = write("garbage-ca.pem", "this is not a certificate\n");
@@ -320,6 +324,76 @@ fn bad_inputs_fail_clearly_and_change_nothing() {
         "instance",
         inst(&[set("/state", json!(["started"]))]),
         &["state"],
+    );
+    // pgBackRest and restores.
+    add(
+        "pgbackrest without stanza",
+        "instance",
+        inst(&[set("/pgbackrest", json!({}))]),
+        &["stanza"],
+    );
+    add(
+        "pgbackrest stanza with a space",
+        "instance",
+        inst(&[set("/pgbackrest", json!({"stanza": "my stanza"}))]),
+        &["pgbackrest.stanza"],
+    );
+    add(
+        "restore from backup without pgbackrest",
+        "instance",
+        inst(&[set("/restore", json!({"from": "backup"}))]),
+        &["restore.from: backup needs the pgbackrest option"],
+    );
+    add(
+        "restore to a vague target",
+        "instance",
+        inst(&[
+            set("/pgbackrest", json!({"stanza": "s"})),
+            set("/restore", json!({"from": "backup", "target": "yesterday"})),
+        ]),
+        &["restore.target", "latest, immediate or a time"],
+    );
+    add(
+        "restore from nowhere",
+        "instance",
+        inst(&[set("/restore", json!({"from": "nowhere"}))]),
+        &["from", "backup", "leader"],
+    );
+    add(
+        "restore of a stopped node",
+        "instance",
+        inst(&[
+            set("/state", json!("stopped")),
+            set("/restore", json!({"from": "leader"})),
+        ]),
+        &["restore goes with state: started"],
+    );
+    add(
+        "restore of the leader from the leader",
+        "instance",
+        inst(&[set("/restore", json!({"from": "leader"}))]),
+        &["leads cluster", "nothing was changed"],
+    );
+    add(
+        "backup with state info",
+        "patroni",
+        pat(&[set("/backup", json!("full"))]),
+        &["state: info takes no operation", "backup"],
+    );
+    add(
+        "backup of an unknown type",
+        "patroni",
+        pat(&[
+            set("/state", json!("present")),
+            set("/backup", json!("weekly")),
+        ]),
+        &["backup", "full"],
+    );
+    add(
+        "settings setting pgherd's own pgbackrest option",
+        "instance",
+        inst(&[set("/settings", json!(own_pgbackrest_option))]),
+        &["pgbackrest.global_options.repo1-path is written by pgherd itself"],
     );
     add(
         "version a word",
