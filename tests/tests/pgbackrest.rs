@@ -7,8 +7,11 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use std::process::Command;
+
 use pgherd_e2e::{
-    ansible_playbook, local_nodes_test, psql, repo_root, wait_for, Etcd, PlaybookRun, TaskEvent,
+    ansible_playbook, local_nodes_test, pgherd_bin, psql, repo_root, wait_for, Etcd, PlaybookRun,
+    TaskEvent,
 };
 use serde_json::{json, Value};
 
@@ -298,4 +301,32 @@ fn a_cluster_is_backed_up_and_restored_with_pgbackrest() {
     assert_eq!(taken.len(), 1, "{}", after.transcript());
     assert_eq!(taken[0].host, "pg3");
     assert_eq!(taken[0].result["backup"]["type"], "incr");
+
+    // The pgherd command takes one too, on the leader's host only.
+    let pgherd = |node: &str| {
+        Command::new(pgherd_bin())
+            .arg("-s")
+            .arg(root.join(node).join("settings.yaml"))
+            .args(["-c", "pgherd-local", "backup", "--type", "diff"])
+            .output()
+            .unwrap()
+    };
+    let on_leader = pgherd("pg3");
+    let said = String::from_utf8_lossy(&on_leader.stdout);
+    assert!(
+        on_leader.status.success()
+            && said.contains(&format!(
+                "take a diff backup of cluster pgherd-local on its leader pg3 (stanza {STANZA})"
+            ))
+            && said.contains("(diff):"),
+        "{on_leader:?}"
+    );
+    let elsewhere = pgherd("pg1");
+    let said = String::from_utf8_lossy(&elsewhere.stderr);
+    assert!(
+        elsewhere.status.code() == Some(1)
+            && said.contains("the leader pg3")
+            && said.contains("run pgherd backup on its host"),
+        "{elsewhere:?}"
+    );
 }

@@ -14,6 +14,7 @@ use clap::{Args, Parser, Subcommand};
 use pgherd_core::cluster::{self, Operations, RestartMode, Target};
 use pgherd_core::error::{Error, Result};
 use pgherd_core::manifest::Login;
+use pgherd_core::pgbackrest::{backup_on_leader, BackupKind, BackupOutcome};
 use pgherd_core::settings::{Settings, SettingsSource};
 
 /// Operate PostgreSQL clusters managed by Patroni (etcd as the DCS).
@@ -83,6 +84,14 @@ enum Command {
         /// Every member.
         #[arg(long)]
         all: bool,
+    },
+    /// Take a pgBackRest backup on the leader; run it on the leader's host
+    /// (its instance is found through the settings' patroni.configpath).
+    Backup {
+        /// full, diff or incr.
+        #[arg(long = "type", default_value = "full", value_name = "TYPE",
+              value_parser = ["full", "diff", "incr"])]
+        kind: String,
     },
     /// Keep a proxy's configuration (PgBouncer, HAProxy) pointed at the
     /// cluster, driven by an etcd watch.
@@ -197,6 +206,7 @@ fn run(cli: Cli) -> Result<()> {
             }),
             ..Operations::default()
         },
+        Command::Backup { kind } => return backup(&target, &kind),
         Command::Proxy { .. } => unreachable!("handled above"),
     };
     // Its line is cleared when it goes, before anything else is printed.
@@ -214,6 +224,35 @@ fn run(cli: Cli) -> Result<()> {
     }
     print!("{}", status::render_table(&report.info));
     Ok(())
+}
+
+fn backup(target: &Target, kind: &str) -> Result<()> {
+    let kind = BackupKind::parse(kind)
+        .ok_or_else(|| Error::Other(format!("--type must be full, diff or incr, not {kind}")))?;
+    let display = progress::Display::start();
+    let outcome = backup_on_leader(target, kind, false)?;
+    drop(display);
+    match outcome {
+        BackupOutcome::Taken { change, backup } => {
+            println!("done: {change}");
+            if let Some(b) = backup {
+                println!(
+                    "backup {} ({}): {} of database, {} in the repository",
+                    b.label,
+                    b.kind,
+                    status::human_bytes(b.size),
+                    status::human_bytes(b.repository_size)
+                );
+            }
+            Ok(())
+        }
+        BackupOutcome::Elsewhere { leader } => Err(Error::Other(format!(
+            "the leader {leader} of cluster {} does not run on this host (no instance of it \
+             among the Patroni configurations the settings' patroni.configpath names): run \
+             pgherd backup on its host",
+            target.scope
+        ))),
+    }
 }
 
 fn main() -> ExitCode {
