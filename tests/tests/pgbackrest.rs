@@ -4,6 +4,7 @@
 //! (Patroni's log says so), a backup taken wherever the leader runs, and a
 //! cluster restored to a time before a deletion, whole again afterwards.
 
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -156,6 +157,51 @@ fn a_cluster_is_backed_up_and_restored_with_pgbackrest() {
         again.changed_tasks().is_empty(),
         "a second run changed: {:?}",
         again.changed_tasks()
+    );
+
+    // Archiving that fails is reported by the next run on the leader, and
+    // not once it works again.
+    let archive = repository.join("archive").join(STANZA);
+    let pg1 = root.join("pg1/run");
+    let archiver = || {
+        psql(&pg1, "SELECT failed_count, last_failed_time > coalesce(last_archived_time, '-infinity') FROM pg_stat_archiver")
+    };
+    std::fs::set_permissions(&archive, std::fs::Permissions::from_mode(0o000)).unwrap();
+    psql(&pg1, "CREATE TABLE switch1(); SELECT pg_switch_wal()").unwrap();
+    wait_for(
+        "pg1's archiver to fail",
+        Duration::from_secs(30),
+        || archiver().ok().filter(|r| r.ends_with("|t")),
+        || format!("{:?}", archiver()),
+    );
+    let noticed = run.repo_playbook("site.yml", &["--limit", "pg1"]);
+    std::fs::set_permissions(&archive, std::fs::Permissions::from_mode(0o750)).unwrap();
+    ok(&noticed, "a run while archiving fails");
+    let warned = events(&noticed, "PostgreSQL instance managed by Patroni")[0].result["warnings"]
+        .to_string();
+    assert!(
+        warned.contains(&format!(
+            "WAL archiving of 15-main (pg1) to pgBackRest stanza {STANZA} fails"
+        )),
+        "{}",
+        noticed.transcript()
+    );
+    // A new segment wakes the archiver, which sends both.
+    psql(&pg1, "CREATE TABLE switch2(); SELECT pg_switch_wal()").unwrap();
+    wait_for(
+        "pg1's archiver to catch up",
+        Duration::from_secs(30),
+        || archiver().ok().filter(|r| r.ends_with("|f")),
+        || format!("{:?}", archiver()),
+    );
+    let quiet = run.repo_playbook("site.yml", &["--limit", "pg1"]);
+    ok(&quiet, "a run once archiving works");
+    assert!(
+        !events(&quiet, "PostgreSQL instance managed by Patroni")[0].result["warnings"]
+            .to_string()
+            .contains("WAL archiving"),
+        "{}",
+        quiet.transcript()
     );
 
     // The leader moves; the backup follows it: pg2's host takes it.

@@ -395,6 +395,7 @@ impl Node<'_> {
         running: bool,
         will_bootstrap: bool,
         check_mode: bool,
+        warnings: &mut Vec<String>,
     ) -> Result<Option<String>> {
         let Some(b) =
             PgBackRest::for_instance(self.settings, self.m, &self.paths, self.run_as.clone())
@@ -425,6 +426,9 @@ impl Node<'_> {
                     )));
                 }
             }
+            if running {
+                warnings.extend(self.archiving_failure(&b));
+            }
             return Ok(None);
         }
         // archive_mode waits for a restart when pgBackRest was added to a
@@ -448,6 +452,31 @@ impl Node<'_> {
             b.create_stanza(archiving, self.timeout)?;
         }
         Ok(Some(change))
+    }
+
+    /// A warning when the leader's last attempt to archive WAL failed
+    /// (and none succeeded since), as pg_stat_archiver says: backups and
+    /// replicas built from them would miss that WAL.
+    fn archiving_failure(&self, b: &PgBackRest) -> Option<String> {
+        let rows = self
+            .psql()
+            .query(
+                "SELECT last_failed_wal, last_failed_time, coalesce(last_archived_wal, 'none') \
+                 FROM pg_stat_archiver \
+                 WHERE last_failed_time > coalesce(last_archived_time, '-infinity')",
+            )
+            .ok()?;
+        let row = rows.first()?;
+        Some(format!(
+            "WAL archiving of {} to pgBackRest stanza {} fails: segment {} last failed at {} \
+             (last archived: {}); PostgreSQL keeps the WAL and retries, see pgBackRest's log in {}",
+            self.name(),
+            b.stanza,
+            row.first().map_or("?", String::as_str),
+            row.get(1).map_or("?", String::as_str),
+            row.get(2).map_or("?", String::as_str),
+            b.log_dir.display()
+        ))
     }
 
     /// A connection to etcd with the instance's etcd login.
@@ -732,7 +761,9 @@ pub fn apply_state(
             let will_bootstrap = !first.running
                 && state == DesiredState::Started
                 && node.read_cluster()?.initialize.is_none();
-            if let Some(change) = node.ensure_stanza(first.running, will_bootstrap, true)? {
+            if let Some(change) =
+                node.ensure_stanza(first.running, will_bootstrap, true, &mut report.warnings)?
+            {
                 report.changes.push(change);
             }
         }
@@ -782,7 +813,7 @@ pub fn apply_state(
     .map_err(|e| e.after(done.clone()))?;
     if now_running && state != DesiredState::Stopped {
         if let Some(change) = node
-            .ensure_stanza(true, false, false)
+            .ensure_stanza(true, false, false, &mut report.warnings)
             .map_err(|e| e.after(done.clone()))?
         {
             report.changes.push(change);
