@@ -163,17 +163,30 @@ fn a_cluster_is_backed_up_and_restored_with_pgbackrest() {
     // not once it works again.
     let archive = repository.join("archive").join(STANZA);
     let pg1 = root.join("pg1/run");
-    let archiver = || {
-        psql(&pg1, "SELECT failed_count, last_failed_time > coalesce(last_archived_time, '-infinity') FROM pg_stat_archiver")
+    // A new segment, then until pg_stat_archiver says whether the last
+    // attempt failed ("t") or not ("f").
+    let switch_until = |table: &str, failing: &str| {
+        psql(
+            &pg1,
+            &format!("CREATE TABLE {table}(); SELECT pg_switch_wal()"),
+        )
+        .unwrap();
+        let archiver = || {
+            psql(
+                &pg1,
+                "SELECT last_failed_time > coalesce(last_archived_time, '-infinity') \
+                 FROM pg_stat_archiver",
+            )
+        };
+        wait_for(
+            &format!("pg1's archiver to report failing = {failing}"),
+            Duration::from_secs(30),
+            || archiver().ok().filter(|r| r == failing),
+            || format!("{:?}", archiver()),
+        );
     };
     std::fs::set_permissions(&archive, std::fs::Permissions::from_mode(0o000)).unwrap();
-    psql(&pg1, "CREATE TABLE switch1(); SELECT pg_switch_wal()").unwrap();
-    wait_for(
-        "pg1's archiver to fail",
-        Duration::from_secs(30),
-        || archiver().ok().filter(|r| r.ends_with("|t")),
-        || format!("{:?}", archiver()),
-    );
+    switch_until("switch1", "t");
     let noticed = run.repo_playbook("site.yml", &["--limit", "pg1"]);
     std::fs::set_permissions(&archive, std::fs::Permissions::from_mode(0o750)).unwrap();
     ok(&noticed, "a run while archiving fails");
@@ -187,13 +200,7 @@ fn a_cluster_is_backed_up_and_restored_with_pgbackrest() {
         noticed.transcript()
     );
     // A new segment wakes the archiver, which sends both.
-    psql(&pg1, "CREATE TABLE switch2(); SELECT pg_switch_wal()").unwrap();
-    wait_for(
-        "pg1's archiver to catch up",
-        Duration::from_secs(30),
-        || archiver().ok().filter(|r| r.ends_with("|f")),
-        || format!("{:?}", archiver()),
-    );
+    switch_until("switch2", "f");
     let quiet = run.repo_playbook("site.yml", &["--limit", "pg1"]);
     ok(&quiet, "a run once archiving works");
     assert!(
