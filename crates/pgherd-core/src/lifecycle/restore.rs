@@ -35,10 +35,6 @@ fn describe_target(t: &RecoveryTarget) -> String {
 }
 
 impl Node<'_> {
-    fn pgbackrest(&self) -> Option<PgBackRest> {
-        PgBackRest::for_instance(self.settings, self.m, &self.paths, self.run_as.clone())
-    }
-
     /// The cluster as the `patroni` module would address it.
     fn cluster_target(&self) -> Target {
         Target {

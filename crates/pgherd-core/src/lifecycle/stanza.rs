@@ -1,0 +1,99 @@
+//! The pgBackRest stanza of a leader: created when the repository lacks
+//! it, refused when it holds another cluster, and WAL archiving watched.
+
+use super::*;
+use crate::pgbackrest::PgBackRest;
+
+impl Node<'_> {
+    /// On the leader, creates the instance's pgBackRest stanza when the
+    /// repository lacks it, and checks that WAL archiving reaches it; in
+    /// check mode only says so, for a running leader or for a node about to
+    /// bootstrap the cluster (`will_bootstrap`). Refuses a stanza that holds
+    /// another cluster. The change made (or to make), if any.
+    pub(super) fn ensure_stanza(
+        &self,
+        running: bool,
+        will_bootstrap: bool,
+        check_mode: bool,
+        warnings: &mut Vec<String>,
+    ) -> Result<Option<String>> {
+        let Some(b) = self.pgbackrest() else {
+            return Ok(None);
+        };
+        let ours = if running {
+            match self.rest(POLL_REQUEST_TIMEOUT)?.patroni() {
+                Ok(s) if s.is_primary() && s.state == "running" => s.database_system_identifier,
+                _ => return Ok(None),
+            }
+        } else if will_bootstrap {
+            None
+        } else {
+            return Ok(None);
+        };
+        let info = b.info(self.timeout)?;
+        if info.exists {
+            if let (Some(held), Some(ours)) = (info.system_identifiers.last(), ours.as_ref()) {
+                if held != ours {
+                    return Err(Error::Other(format!(
+                        "pgBackRest stanza {} in {} holds the cluster with system identifier \
+                         {held}, not this one ({ours}): give this cluster another stanza, or \
+                         delete the old one (pgbackrest stanza-delete) if its backups are no \
+                         longer wanted",
+                        b.stanza,
+                        b.repository.display()
+                    )));
+                }
+            }
+            if running {
+                warnings.extend(self.archiving_failure(&b));
+            }
+            return Ok(None);
+        }
+        // archive_mode waits for a restart when pgBackRest was added to a
+        // running node: archiving can be checked only after it.
+        let archiving = !running
+            || self
+                .psql()
+                .value("SELECT setting FROM pg_settings WHERE name = 'archive_mode'")
+                .is_ok_and(|v| v == "on");
+        let change = format!(
+            "create pgBackRest stanza {} in {}{}",
+            b.stanza,
+            b.repository.display(),
+            if archiving {
+                " and check WAL archiving"
+            } else {
+                " (archiving starts when archive_mode is on, after a restart)"
+            }
+        );
+        if !check_mode {
+            b.create_stanza(archiving, self.timeout)?;
+        }
+        Ok(Some(change))
+    }
+
+    /// A warning when the leader's last attempt to archive WAL failed
+    /// (and none succeeded since), as pg_stat_archiver says: backups and
+    /// replicas built from them would miss that WAL.
+    fn archiving_failure(&self, b: &PgBackRest) -> Option<String> {
+        let rows = self
+            .psql()
+            .query(
+                "SELECT last_failed_wal, last_failed_time, coalesce(last_archived_wal, 'none') \
+                 FROM pg_stat_archiver \
+                 WHERE last_failed_time > coalesce(last_archived_time, '-infinity')",
+            )
+            .ok()?;
+        let row = rows.first()?;
+        Some(format!(
+            "WAL archiving of {} to pgBackRest stanza {} fails: segment {} last failed at {} \
+             (last archived: {}); PostgreSQL keeps the WAL and retries, see pgBackRest's log in {}",
+            self.name(),
+            b.stanza,
+            row.first().map_or("?", String::as_str),
+            row.get(1).map_or("?", String::as_str),
+            row.get(2).map_or("?", String::as_str),
+            b.log_dir.display()
+        ))
+    }
+}
