@@ -230,7 +230,7 @@ fn backup(target: &Target, kind: &str) -> Result<()> {
     let kind = BackupKind::parse(kind)
         .ok_or_else(|| Error::Other(format!("--type must be full, diff or incr, not {kind}")))?;
     let display = progress::Display::start();
-    let outcome = backup_on_leader(target, kind, false)?;
+    let outcome = backup_on_leader(target, &cluster::info(target)?, kind, false)?;
     drop(display);
     match outcome {
         BackupOutcome::Taken { change, backup } => {

@@ -29,6 +29,8 @@ use crate::wait::{wait_until, Probe};
 mod restore;
 mod stanza;
 
+use stanza::StanzaCase;
+
 /// How long etcd has to answer before a start.
 const DCS_PROBE_TIMEOUT: Duration = Duration::from_secs(3);
 
@@ -370,7 +372,8 @@ impl Node<'_> {
     /// because etcd does not answer: when Patroni runs, by its own account
     /// (`dcs_last_seen` older than the ttl); when it does not, or when its
     /// configuration changes, by asking the etcd of the settings.
-    fn check_dcs(&self, running: bool, config_changes: bool) -> Result<()> {
+    /// The cluster's keys when they were read for the check.
+    fn check_dcs(&self, running: bool, config_changes: bool) -> Result<Option<ClusterKeys>> {
         if running {
             // Patroni not answering yet is for the wait to report.
             if let Ok(status) = self.rest(POLL_REQUEST_TIMEOUT)?.patroni() {
@@ -379,10 +382,10 @@ impl Node<'_> {
             // The running Patroni is fine; a new configuration may name
             // other etcd endpoints: those must answer too.
             if !config_changes {
-                return Ok(());
+                return Ok(None);
             }
         }
-        self.read_cluster().map(|_| ()).map_err(|e| {
+        self.read_cluster().map(Some).map_err(|e| {
             Error::Other(format!(
                 "{e}; Patroni cannot run instance {} without etcd, so nothing was changed: \
                  bring etcd back (or fix patroni.etcd in the settings), then run again",
@@ -660,23 +663,31 @@ pub fn apply_state(
         DesiredState::Present => first.running && first.report.changed(),
         DesiredState::Stopped | DesiredState::Absent => false,
     };
-    if needs_dcs {
-        node.check_dcs(first.running, first.config_change.is_some())?;
-    }
+    let keys = if needs_dcs {
+        node.check_dcs(first.running, first.config_change.is_some())?
+    } else {
+        None
+    };
     if check_mode {
         let mut report = first.report;
         if let Some(source) = &m.restore {
             let planned = restore::plan(&node, source, first.running, true, &mut report.warnings)?;
             report.changes.extend(planned.changes);
         } else {
-            // A node that starts with no cluster in the DCS bootstraps it.
-            let will_bootstrap = !first.running
-                && state == DesiredState::Started
-                && node.read_cluster()?.initialize.is_none();
-            if let Some(change) =
-                node.ensure_stanza(first.running, will_bootstrap, true, &mut report.warnings)?
+            // A node that starts with no cluster in the DCS bootstraps it
+            // (the check above read the keys of every node it starts).
+            let case = if first.running {
+                Some(StanzaCase::Running(None))
+            } else if state == DesiredState::Started && keys.is_some_and(|k| k.initialize.is_none())
             {
-                report.changes.push(change);
+                Some(StanzaCase::Bootstrapping)
+            } else {
+                None
+            };
+            if let Some(case) = case {
+                if let Some(change) = node.ensure_stanza(case, true, &mut report.warnings)? {
+                    report.changes.push(change);
+                }
             }
         }
         report.facts = node.facts(first.running, false, &mut report.warnings);
@@ -714,7 +725,7 @@ pub fn apply_state(
         running = false;
         reload = None;
     }
-    let (now_running, postgres_reloaded) = act(
+    let acted = act(
         &node,
         state,
         running,
@@ -723,23 +734,35 @@ pub fn apply_state(
         &mut done,
     )
     .map_err(|e| e.after(done.clone()))?;
-    if now_running && state != DesiredState::Stopped {
+    if acted.running && state != DesiredState::Stopped {
         if let Some(change) = node
-            .ensure_stanza(true, false, false, &mut report.warnings)
+            .ensure_stanza(
+                StanzaCase::Running(acted.status.as_ref()),
+                false,
+                &mut report.warnings,
+            )
             .map_err(|e| e.after(done.clone()))?
         {
             report.changes.push(change);
         }
     }
-    report.facts = node.facts(now_running, postgres_reloaded, &mut report.warnings);
+    report.facts = node.facts(acted.running, acted.postgres_reloaded, &mut report.warnings);
     Ok(report)
+}
+
+/// Where the service side of a run left the node.
+struct Acted {
+    running: bool,
+    /// PostgreSQL was made to reload.
+    postgres_reloaded: bool,
+    /// The node's status, when the run waited for it to be healthy.
+    status: Option<NodeStatus>,
 }
 
 /// The service side of a run, once its files are written: reload, start,
 /// stop or restart, and the wait. `reload`: the running node's
 /// configuration changed, and whether PostgreSQL's part did. Each completed
-/// action is added to `done`. Returns whether the node runs now and whether
-/// PostgreSQL was made to reload.
+/// action is added to `done`.
 fn act(
     node: &Node<'_>,
     state: DesiredState,
@@ -747,7 +770,7 @@ fn act(
     reload: Option<bool>,
     warnings: &mut Vec<String>,
     done: &mut Vec<String>,
-) -> Result<(bool, bool)> {
+) -> Result<Acted> {
     let name = node.name();
     if let Some(postgres_affected) = reload {
         warnings.extend(node.reload(postgres_affected)?);
@@ -755,6 +778,7 @@ fn act(
     }
     let postgres_reloaded = reload == Some(true);
     let mut now_running = running;
+    let mut status = None;
     match state {
         DesiredState::Present => {}
         DesiredState::Started => {
@@ -763,14 +787,18 @@ fn act(
                 now_running = true;
                 done.push(format!("start Patroni ({name})"));
             }
-            if let Err(e) = node.wait_healthy() {
-                // A Patroni this run started, which can only wait: stopped
-                // again, so that the cluster's stale state can be removed.
-                if !running && matches!(e, Error::NoOneToClone(_)) {
-                    warnings.extend(node.service.stop(node.timeout)?);
-                    done.pop();
+            match node.wait_healthy() {
+                Ok(s) => status = Some(s),
+                Err(e) => {
+                    // A Patroni this run started, which can only wait:
+                    // stopped again, so that the cluster's stale state can
+                    // be removed.
+                    if !running && matches!(e, Error::NoOneToClone(_)) {
+                        warnings.extend(node.service.stop(node.timeout)?);
+                        done.pop();
+                    }
+                    return Err(e);
                 }
-                return Err(e);
             }
         }
         DesiredState::Stopped => {
@@ -786,11 +814,15 @@ fn act(
                 now_running = true;
                 done.push(format!("start Patroni ({name})"));
             }
-            node.wait_healthy()?;
+            status = Some(node.wait_healthy()?);
         }
         DesiredState::Absent => unreachable!("handled by remove()"),
     }
-    Ok((now_running, postgres_reloaded))
+    Ok(Acted {
+        running: now_running,
+        postgres_reloaded,
+        status,
+    })
 }
 
 /// What `absent` removes: the instance's own files and directories.

@@ -17,9 +17,21 @@ pub fn tail(path: &Path, n: usize) -> Option<String> {
     f.seek(SeekFrom::Start(start)).ok()?;
     let mut buf = Vec::new();
     f.read_to_end(&mut buf).ok()?;
-    let text = String::from_utf8_lossy(&buf);
+    Some(last_lines(&String::from_utf8_lossy(&buf), n))
+}
+
+/// The last `n` lines of a text.
+pub fn last_lines(text: &str, n: usize) -> String {
     let lines: Vec<&str> = text.lines().collect();
-    Some(lines[lines.len().saturating_sub(n)..].join("\n"))
+    lines[lines.len().saturating_sub(n)..].join("\n")
+}
+
+/// `; last lines of PATH:` and the last `n` lines of the file, to end a
+/// message with; nothing when the file cannot be read.
+pub fn tail_note(path: &Path, n: usize) -> String {
+    tail(path, n).map_or(String::new(), |t| {
+        format!("; last lines of {}:\n{t}", path.display())
+    })
 }
 
 /// The most recently modified file of a directory.

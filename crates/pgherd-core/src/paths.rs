@@ -52,14 +52,23 @@ impl InstancePaths {
             pg_log_dir: path(&pg.logdir),
             patroni_log_dir: path(&p.logdir),
             pid_file: path(&p.piddir).join(format!("patroni-{}.pid", m.qualified_name())),
-            pgbackrest: m.pgbackrest_stanza.as_ref().map(|_| {
-                let b = &settings.pgbackrest;
-                PgBackRestPaths {
-                    config: path(&b.configpath),
-                    repository: path(&b.repository.path),
-                    log_dir: path(&b.logpath),
-                }
-            }),
+            pgbackrest: m
+                .pgbackrest_stanza
+                .as_ref()
+                .map(|_| PgBackRestPaths::new(settings, v, n)),
+        }
+    }
+}
+
+impl PgBackRestPaths {
+    /// pgBackRest's files of the instance `name` of PostgreSQL `version`.
+    pub fn new(settings: &Settings, version: &str, name: &str) -> PgBackRestPaths {
+        let b = &settings.pgbackrest;
+        let path = |pattern: &str| PathBuf::from(expand(pattern, version, name));
+        PgBackRestPaths {
+            config: path(&b.configpath),
+            repository: path(&b.repository.path),
+            log_dir: path(&b.logpath),
         }
     }
 }

@@ -11,12 +11,13 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use crate::cluster::Target;
+use crate::cluster::{ClusterInfo, Target};
 use crate::error::{Error, Result};
 use crate::fs::Account;
+use crate::logs::{last_lines, tail_note};
 use crate::manifest::{InstanceManifest, RecoveryTarget};
-use crate::paths::InstancePaths;
-use crate::settings::{expand, Settings};
+use crate::paths::{InstancePaths, PgBackRestPaths};
+use crate::settings::Settings;
 
 /// The kinds of backup pgBackRest takes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -182,10 +183,15 @@ pub fn parse_info(json: &str, stanza: &str) -> Result<StanzaInfo> {
     })
 }
 
-/// The last lines of a command's output, for error messages.
-fn last_lines(text: &str, n: usize) -> String {
-    let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
-    lines[lines.len().saturating_sub(n)..].join("\n")
+/// Reads a child's output to its end, beside the wait for the child.
+fn drain<R: Read + Send + 'static>(pipe: Option<R>) -> std::thread::JoinHandle<String> {
+    std::thread::spawn(move || {
+        let mut text = String::new();
+        if let Some(mut p) = pipe {
+            let _ = p.read_to_string(&mut text);
+        }
+        text
+    })
 }
 
 impl PgBackRest {
@@ -198,20 +204,36 @@ impl PgBackRest {
     ) -> Option<PgBackRest> {
         let stanza = m.pgbackrest_stanza.as_ref()?;
         let files = paths.pgbackrest.as_ref()?;
-        let mut b = PgBackRest {
-            execpath: settings.pgbackrest.execpath.clone(),
-            config: files.config.clone(),
-            stanza: stanza.to_string(),
-            data_dir: paths.data_dir.clone(),
-            repository: files.repository.clone(),
-            log_dir: files.log_dir.clone(),
+        let mut b = PgBackRest::new(
+            settings,
+            files,
+            stanza.to_string(),
+            paths.data_dir.clone(),
             run_as,
-            unwritten_config: None,
-        };
+        );
         if !b.config.exists() {
             b.unwritten_config = Some(b.render_config(settings, m, paths));
         }
         Some(b)
+    }
+
+    fn new(
+        settings: &Settings,
+        files: &PgBackRestPaths,
+        stanza: String,
+        data_dir: PathBuf,
+        run_as: Option<Account>,
+    ) -> PgBackRest {
+        PgBackRest {
+            execpath: settings.pgbackrest.execpath.clone(),
+            config: files.config.clone(),
+            stanza,
+            data_dir,
+            repository: files.repository.clone(),
+            log_dir: files.log_dir.clone(),
+            run_as,
+            unwritten_config: None,
+        }
     }
 
     /// `pgbackrest --config=... --stanza=...`, quoted for a shell.
@@ -301,27 +323,8 @@ impl PgBackRest {
             .spawn()
             .map_err(|e| Error::io(&self.execpath, "running pgbackrest", e))?;
         let pid = child.id() as i32;
-        let drain = |pipe: Option<Box<dyn Read + Send>>| {
-            std::thread::spawn(move || {
-                let mut text = String::new();
-                if let Some(mut p) = pipe {
-                    let _ = p.read_to_string(&mut text);
-                }
-                text
-            })
-        };
-        let out = drain(
-            child
-                .stdout
-                .take()
-                .map(|p| Box::new(p) as Box<dyn Read + Send>),
-        );
-        let err = drain(
-            child
-                .stderr
-                .take()
-                .map(|p| Box::new(p) as Box<dyn Read + Send>),
-        );
+        let out = drain(child.stdout.take());
+        let err = drain(child.stderr.take());
         let waited = crate::process::wait_exit(
             &format!("pgbackrest {what} (stanza {})", self.stanza),
             &mut child,
@@ -344,7 +347,7 @@ impl PgBackRest {
         if status.success() {
             return Ok(stdout);
         }
-        let said = last_lines(&format!("{stdout}\n{stderr}"), 6);
+        let said = last_lines(format!("{}\n{}", stdout.trim(), stderr.trim()).trim(), 6);
         Err(Error::Other(format!(
             "pgbackrest {what} (stanza {}, configuration {}) failed ({status}): {said}",
             self.stanza,
@@ -355,15 +358,10 @@ impl PgBackRest {
     /// The last lines of the log of the command `args` ends with.
     fn log_tail(&self, args: &[String]) -> String {
         let command = args.last().map(String::as_str).unwrap_or_default();
-        let log = self.log_dir.join(format!("{}-{command}.log", self.stanza));
-        match std::fs::read_to_string(&log) {
-            Ok(text) => format!(
-                "; last lines of {}:\n{}",
-                log.display(),
-                last_lines(&text, 8)
-            ),
-            Err(_) => String::new(),
-        }
+        tail_note(
+            &self.log_dir.join(format!("{}-{command}.log", self.stanza)),
+            8,
+        )
     }
 
     /// What the repository holds for the stanza.
@@ -458,40 +456,35 @@ fn local_member(settings: &Settings, scope: &str, leader: &str) -> Result<Option
         if doc["scope"].as_str() != Some(scope) || doc["name"].as_str() != Some(leader) {
             continue;
         }
-        let b = &settings.pgbackrest;
-        let config = PathBuf::from(expand(&b.configpath, &version, &name));
-        let stanza = std::fs::read_to_string(&config)
+        let files = PgBackRestPaths::new(settings, &version, &name);
+        let stanza = std::fs::read_to_string(&files.config)
             .ok()
             .and_then(|c| stanza_of(&c))
             .ok_or_else(|| {
                 Error::Other(format!(
                     "the leader {leader} is instance {version}-{name} of this host, but it has \
                      no pgBackRest configuration ({}): give the instance the pgbackrest option",
-                    config.display()
+                    files.config.display()
                 ))
             })?;
-        return Ok(Some(PgBackRest {
-            execpath: b.execpath.clone(),
-            config,
-            stanza,
-            data_dir: PathBuf::from(doc["postgresql"]["data_dir"].as_str().unwrap_or_default()),
-            repository: PathBuf::from(expand(&b.repository.path, &version, &name)),
-            log_dir: PathBuf::from(expand(&b.logpath, &version, &name)),
-            run_as: crate::lifecycle::run_as_account(settings)?,
-            unwritten_config: None,
-        }));
+        let data_dir = PathBuf::from(doc["postgresql"]["data_dir"].as_str().unwrap_or_default());
+        let run_as = crate::lifecycle::run_as_account(settings)?;
+        return Ok(Some(PgBackRest::new(
+            settings, &files, stanza, data_dir, run_as,
+        )));
     }
     Ok(None)
 }
 
 /// Takes a backup of the cluster on its leader when the leader runs on
-/// this host; says where it runs otherwise.
+/// this host; says where it runs otherwise. `info`: the cluster as the
+/// caller has just read it.
 pub fn backup_on_leader(
     target: &Target,
+    info: &ClusterInfo,
     kind: BackupKind,
     check_mode: bool,
 ) -> Result<BackupOutcome> {
-    let info = crate::cluster::info(target)?;
     let leader = info
         .running_leader()
         .map(|m| m.name.clone())

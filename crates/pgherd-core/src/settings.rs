@@ -235,9 +235,9 @@ impl Default for RepositorySettings {
     }
 }
 
-/// Options pgherd writes itself into a pgBackRest configuration.
-pub const PGBACKREST_OWN_OPTIONS: [&str; 4] =
-    ["repo1-path", "repo1-retention-full", "log-path", "pg1-path"];
+/// Options pgherd writes itself into a pgBackRest configuration, besides
+/// the stanza's `pg1-*`.
+pub const PGBACKREST_OWN_OPTIONS: [&str; 3] = ["repo1-path", "repo1-retention-full", "log-path"];
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "lowercase")]

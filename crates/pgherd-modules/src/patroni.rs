@@ -203,7 +203,7 @@ pub fn run_task(task: &Task) -> Result<Outcome, Failure> {
     let mut backup = None;
     let mut elsewhere = None;
     if let Some(kind) = p["backup"].as_str().and_then(BackupKind::parse) {
-        match backup_on_leader(&target, kind, task.check_mode)
+        match backup_on_leader(&target, &report.info, kind, task.check_mode)
             .map_err(|e| crate::failure(e.after(report.changes.clone())))?
         {
             BackupOutcome::Taken { change, backup: b } => {

@@ -20,8 +20,11 @@ pub(super) struct RestorePlan {
 
 enum Kind {
     Backup {
+        b: Box<PgBackRest>,
         set: Option<BackupSet>,
         target: RecoveryTarget,
+        /// The DCS held the cluster, as this initialize key: its state goes.
+        dcs_state: Option<Option<String>>,
     },
     Leader,
 }
@@ -153,8 +156,10 @@ pub(super) fn plan(
                 ));
             }
             Kind::Backup {
+                b: Box::new(b),
                 set: chosen,
                 target: target.clone(),
+                dcs_state: (!keys.is_empty()).then(|| keys.initialize.clone()),
             }
         }
         RestoreSource::Leader => {
@@ -219,22 +224,24 @@ pub(super) fn execute(
         )));
     }
     match &plan.kind {
-        Kind::Backup { set, target } => {
-            let b = node.pgbackrest().ok_or_else(|| {
-                Error::Other("restore.from: backup needs the pgbackrest option".into())
-            })?;
+        Kind::Backup {
+            b,
+            set,
+            target,
+            dcs_state,
+        } => {
             b.restore(set.as_ref().map(|s| s.label.as_str()), target, node.timeout)?;
-            finish_recovery(node, &b)?;
+            finish_recovery(node, b)?;
             step_done(done);
             // The DCS state goes with the same guard as the patroni
-            // module's removal: no live member, the same system identifier.
-            let keys = node.read_cluster()?;
-            if !keys.is_empty() {
+            // module's removal, which reads it again: no live member, and
+            // still the initialize key the plan checked against the backup.
+            if let Some(initialize) = dcs_state {
                 cluster::run(
                     &node.cluster_target(),
                     &Operations {
                         remove: true,
-                        system_identifier: keys.initialize.clone(),
+                        system_identifier: initialize.clone(),
                         ..Operations::default()
                     },
                     false,
@@ -289,11 +296,7 @@ fn finish_recovery(node: &Node<'_>, b: &PgBackRest) -> Result<()> {
     let mut child = cmd
         .spawn()
         .map_err(|e| Error::io(&postgres, "starting PostgreSQL", e))?;
-    let log_tail = || {
-        tail(&log_path, 10).map_or(String::new(), |t| {
-            format!("; last lines of {}:\n{t}", log_path.display())
-        })
-    };
+    let log_tail = || crate::logs::tail_note(&log_path, 10);
     let psql = node.psql();
     let promoted = wait_until(
         &format!(

@@ -4,31 +4,49 @@
 use super::*;
 use crate::pgbackrest::PgBackRest;
 
+/// The node whose stanza is looked at.
+pub(super) enum StanzaCase<'a> {
+    /// It runs; its status when this run has just waited for it.
+    Running(Option<&'a NodeStatus>),
+    /// It will bootstrap the cluster when it starts (check mode).
+    Bootstrapping,
+}
+
 impl Node<'_> {
     /// On the leader, creates the instance's pgBackRest stanza when the
     /// repository lacks it, and checks that WAL archiving reaches it; in
     /// check mode only says so, for a running leader or for a node about to
-    /// bootstrap the cluster (`will_bootstrap`). Refuses a stanza that holds
-    /// another cluster. The change made (or to make), if any.
+    /// bootstrap the cluster. Refuses a stanza that holds another cluster.
+    /// The change made (or to make), if any.
     pub(super) fn ensure_stanza(
         &self,
-        running: bool,
-        will_bootstrap: bool,
+        case: StanzaCase<'_>,
         check_mode: bool,
         warnings: &mut Vec<String>,
     ) -> Result<Option<String>> {
         let Some(b) = self.pgbackrest() else {
             return Ok(None);
         };
-        let ours = if running {
-            match self.rest(POLL_REQUEST_TIMEOUT)?.patroni() {
-                Ok(s) if s.is_primary() && s.state == "running" => s.database_system_identifier,
-                _ => return Ok(None),
+        let running = matches!(case, StanzaCase::Running(_));
+        let ours = match case {
+            StanzaCase::Running(known) => {
+                let fetched;
+                let status = match known {
+                    Some(s) => s,
+                    None => match self.rest(POLL_REQUEST_TIMEOUT)?.patroni() {
+                        Ok(s) => {
+                            fetched = s;
+                            &fetched
+                        }
+                        Err(_) => return Ok(None),
+                    },
+                };
+                if !(status.is_primary() && status.state == "running") {
+                    return Ok(None);
+                }
+                status.database_system_identifier.clone()
             }
-        } else if will_bootstrap {
-            None
-        } else {
-            return Ok(None);
+            StanzaCase::Bootstrapping => None,
         };
         let info = b.info(self.timeout)?;
         if info.exists {
