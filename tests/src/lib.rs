@@ -750,6 +750,23 @@ pub fn spawn_module(module: &str, args_file: &Path) -> Child {
         .expect("start the module binary (run scripts/build-collection.sh)")
 }
 
+/// Runs a module binary as another user (`uid`, `gid`), as `become_user`
+/// does, and waits for it.
+pub fn run_module_as(dir: &Path, module: &str, args: &Value, uid: u32, gid: u32) -> ModuleRun {
+    use std::os::unix::process::CommandExt;
+    let file = write_args_file(dir, module, args);
+    std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o644)).ok();
+    let out = Command::new(module_bin(module))
+        .arg(&file)
+        .uid(uid)
+        .gid(gid)
+        .current_dir(dir)
+        .stdin(Stdio::null())
+        .output()
+        .expect("start the module binary (run scripts/build-collection.sh)");
+    ModuleRun::from_output(out)
+}
+
 /// Waits for a module started by [`spawn_module`] and parses its output.
 pub fn finish_module(child: Child) -> ModuleRun {
     ModuleRun::from_output(child.wait_with_output().expect("wait for the module"))

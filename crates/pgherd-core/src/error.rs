@@ -13,6 +13,11 @@ pub enum Error {
     #[error("invalid settings: {}", .0.join("; "))]
     InvalidSettings(Vec<String>),
 
+    /// What the host lacks for the run (programs, writable directories),
+    /// found before anything was written.
+    #[error("{}; nothing was changed", .0.join("; "))]
+    Preflight(Vec<String>),
+
     #[error("invalid instance options: {}", .0.join("; "))]
     InvalidManifest(Vec<String>),
 

@@ -18,6 +18,7 @@ pub mod patroni_config;
 pub mod pg_hba;
 pub mod pgbackrest;
 pub mod plan;
+pub mod preflight;
 pub mod process;
 pub mod rest;
 pub mod service;

@@ -651,6 +651,13 @@ pub fn apply_state(
     if !missing.is_empty() {
         return Err(Error::InvalidSettings(missing));
     }
+    if state != DesiredState::Stopped {
+        let problems =
+            crate::preflight::check_instance(settings, m, &node.paths, node.run_as.as_ref());
+        if !problems.is_empty() {
+            return Err(Error::Preflight(problems));
+        }
+    }
     if m.restore.is_some() && state != DesiredState::Started {
         return Err(Error::InvalidManifest(vec![format!(
             "restore goes with state: started (the restored node runs at the end), not {}",
@@ -704,8 +711,9 @@ pub fn apply_state(
         old_config,
         mut report,
     } = assess(&node, state, &held.created_dirs)?;
+    // A failure while writing reports what was written before it; from
+    // here on, every failure reports what was already done.
     plan.apply()?;
-    // From here on, a failure reports what was already done.
     let mut done = plan.summary();
     let mut running = running;
     let mut reload = config_change

@@ -57,6 +57,10 @@ pub fn instance_log_tails(paths: &InstancePaths) -> String {
         files.push(pg);
     }
     let mut out = Vec::new();
+    let errors = program_errors(paths);
+    if !errors.is_empty() {
+        out.push(format!("errors reported: {}", errors.join("; ")));
+    }
     for f in files {
         if let Some(t) = tail(&f, TAIL_LINES).filter(|t| !t.trim().is_empty()) {
             out.push(format!("last lines of {}:\n{t}", f.display()));
@@ -71,6 +75,40 @@ pub fn instance_log_tails(paths: &InstancePaths) -> String {
     } else {
         out.join("\n")
     }
+}
+
+/// The errors the programs Patroni runs printed (initdb, pg_basebackup,
+/// pg_ctl, pg_rewind, PostgreSQL's FATAL and PANIC lines), newest last,
+/// from Patroni's console output and log: what a failed start is about,
+/// stated before the log tails.
+pub fn program_errors(paths: &InstancePaths) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    for f in [
+        paths.patroni_console_log(),
+        paths.patroni_log_dir.join("patroni.log"),
+    ] {
+        let Some(text) = tail(&f, 200) else { continue };
+        for line in text.lines() {
+            let line = line.trim();
+            let found = [
+                "initdb: error:",
+                "pg_basebackup: error:",
+                "pg_ctl: ",
+                "pg_rewind: error:",
+                "FATAL:",
+                "PANIC:",
+            ]
+            .iter()
+            .find_map(|m| line.find(m).map(|i| &line[i..]));
+            if let Some(e) = found {
+                if !out.iter().any(|o| o == e) {
+                    out.push(e.to_string());
+                }
+            }
+        }
+    }
+    let skip = out.len().saturating_sub(3);
+    out.split_off(skip)
 }
 
 /// Whether a standby's PostgreSQL log (its last lines) says that its last

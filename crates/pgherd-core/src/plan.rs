@@ -309,25 +309,31 @@ impl Plan {
             .collect()
     }
 
-    /// Carries the plan out, in order.
+    /// Carries the plan out, in order. A failure halfway is reported with
+    /// the changes made before it ([`crate::error::Error::AfterChanges`]).
     pub fn apply(&self) -> Result<()> {
-        for c in &self.changes {
-            match c {
-                Change::CreateDir { path, mode, owner } => create_dir(path, *mode, *owner)?,
-                Change::WriteFile {
-                    path,
-                    content,
-                    mode,
-                    owner,
-                    ..
-                } => write_atomic(path, &content.0, *mode, *owner)?,
-                Change::FixFile {
-                    path, mode, owner, ..
-                } => set_mode_owner(path, *mode, *owner)?,
-                Change::RemoveLeftover { path } => remove_path(path)?,
-            }
+        let summary = self.summary();
+        for (i, c) in self.changes.iter().enumerate() {
+            Self::apply_one(c).map_err(|e| e.after(summary[..i].to_vec()))?;
         }
         Ok(())
+    }
+
+    fn apply_one(c: &Change) -> Result<()> {
+        match c {
+            Change::CreateDir { path, mode, owner } => create_dir(path, *mode, *owner),
+            Change::WriteFile {
+                path,
+                content,
+                mode,
+                owner,
+                ..
+            } => write_atomic(path, &content.0, *mode, *owner),
+            Change::FixFile {
+                path, mode, owner, ..
+            } => set_mode_owner(path, *mode, *owner),
+            Change::RemoveLeftover { path } => remove_path(path),
+        }
     }
 }
 
@@ -445,6 +451,46 @@ mod tests {
         );
         fix.apply().unwrap();
         assert!(Plan::compute(&dirs, &files).unwrap().is_empty());
+        std::fs::remove_dir_all(&d).ok();
+    }
+
+    #[test]
+    fn a_failure_halfway_reports_what_was_written_before_it() {
+        let d = std::env::temp_dir().join(format!("pgherd-plan-half-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        std::fs::create_dir_all(&d).unwrap();
+        // A regular file where the second file's directory belongs.
+        std::fs::write(d.join("blocked"), b"").unwrap();
+        let file = |p: PathBuf| DesiredFile {
+            path: p,
+            content: Content(b"x: 1\n".to_vec()),
+            mode: 0o600,
+            kind: FileKind::Yaml,
+            owner: None,
+        };
+        let plan = Plan {
+            changes: Plan::compute(&[], &[file(d.join("etc/a.yaml"))])
+                .unwrap()
+                .changes
+                .into_iter()
+                .chain([Change::CreateDir {
+                    path: d.join("blocked/sub"),
+                    mode: 0o750,
+                    owner: None,
+                }])
+                .collect(),
+        };
+        let err = plan.apply().unwrap_err();
+        match &err {
+            crate::error::Error::AfterChanges { done, .. } => assert_eq!(
+                done,
+                &vec![
+                    format!("create directory {}", d.join("etc").display()),
+                    format!("create {}", d.join("etc/a.yaml").display()),
+                ]
+            ),
+            other => panic!("not reported as after changes: {other}"),
+        }
         std::fs::remove_dir_all(&d).ok();
     }
 }

@@ -1,0 +1,524 @@
+//! What can refuse an instance run before anything is written: the
+//! programs the settings name, and whether each directory the run, Patroni
+//! and PostgreSQL write into can be made and written by whoever writes it.
+//! Each problem names the setting, the path, and its owner and mode.
+
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+
+use crate::fs::{current_uid, Account};
+use crate::manifest::InstanceManifest;
+use crate::paths::InstancePaths;
+use crate::settings::Settings;
+
+/// Who a check is for: a uid and every group it is in.
+#[derive(Debug, Clone)]
+pub struct Who {
+    pub name: String,
+    pub uid: u32,
+    pub gids: Vec<u32>,
+}
+
+impl Who {
+    /// The account Patroni and PostgreSQL run as (`None`: this process's
+    /// own user, when pgherd does not run as root).
+    pub fn of(account: Option<&Account>) -> Who {
+        match account {
+            Some(a) => Who {
+                name: a.name.clone(),
+                uid: a.owner.uid,
+                gids: groups_of(&a.name, a.owner.gid),
+            },
+            None => Who::this_process(),
+        }
+    }
+
+    pub fn this_process() -> Who {
+        // SAFETY: getegid has no preconditions; getgroups writes at most
+        // `len` gids into a buffer of that size.
+        let mut gids = vec![unsafe { libc::getegid() }];
+        let len = unsafe { libc::getgroups(0, std::ptr::null_mut()) };
+        if len > 0 {
+            let mut buf = vec![0 as libc::gid_t; len as usize];
+            let got = unsafe { libc::getgroups(len, buf.as_mut_ptr()) };
+            gids.extend(buf.into_iter().take(got.max(0) as usize));
+        }
+        Who {
+            name: user_name(current_uid()),
+            uid: current_uid(),
+            gids,
+        }
+    }
+
+    /// Whether the permission bits of `meta` grant `bits` (4 read, 2
+    /// write, 1 search/execute) to this user. ACLs are not read.
+    pub fn may(&self, meta: &std::fs::Metadata, bits: u32) -> bool {
+        if self.uid == 0 {
+            return true;
+        }
+        let mode = meta.mode();
+        let granted = if meta.uid() == self.uid {
+            mode >> 6
+        } else if self.gids.contains(&meta.gid()) {
+            mode >> 3
+        } else {
+            mode
+        };
+        granted & bits == bits
+    }
+}
+
+/// The groups of `user`, its primary group `gid` first.
+fn groups_of(user: &str, gid: u32) -> Vec<u32> {
+    let Ok(name) = std::ffi::CString::new(user) else {
+        return vec![gid];
+    };
+    let mut n: libc::c_int = 64;
+    loop {
+        let mut buf = vec![0 as libc::gid_t; n as usize];
+        let mut count = n;
+        // SAFETY: `buf` holds `count` gids; getgrouplist writes at most that
+        // many and sets `count` to how many there are.
+        let rc = unsafe { libc::getgrouplist(name.as_ptr(), gid, buf.as_mut_ptr(), &mut count) };
+        if rc >= 0 {
+            buf.truncate(count.max(0) as usize);
+            return buf;
+        }
+        if count <= n || n > 65536 {
+            return vec![gid];
+        }
+        n = count;
+    }
+}
+
+/// `owner:group mode` of a path, for messages.
+pub fn describe_owner_mode(meta: &std::fs::Metadata) -> String {
+    format!(
+        "{}:{} mode {:04o}",
+        user_name(meta.uid()),
+        group_name(meta.gid()),
+        meta.mode() & 0o7777
+    )
+}
+
+fn user_name(uid: u32) -> String {
+    // SAFETY: getpwuid returns a pointer into static storage or null; the
+    // name is copied out at once.
+    let pw = unsafe { libc::getpwuid(uid) };
+    if pw.is_null() {
+        return uid.to_string();
+    }
+    unsafe { std::ffi::CStr::from_ptr((*pw).pw_name) }
+        .to_string_lossy()
+        .into_owned()
+}
+
+fn group_name(gid: u32) -> String {
+    // SAFETY: as in user_name, for groups.
+    let gr = unsafe { libc::getgrgid(gid) };
+    if gr.is_null() {
+        return gid.to_string();
+    }
+    unsafe { std::ffi::CStr::from_ptr((*gr).gr_name) }
+        .to_string_lossy()
+        .into_owned()
+}
+
+/// The nearest existing ancestor of `path` (itself when it exists), with
+/// its metadata (symbolic links followed, as the kernel does when it
+/// resolves a path).
+fn nearest_existing(path: &Path) -> Option<(PathBuf, std::fs::Metadata)> {
+    let mut cur = Some(path);
+    while let Some(p) = cur {
+        if let Ok(meta) = std::fs::metadata(p) {
+            return Some((p.to_path_buf(), meta));
+        }
+        cur = p.parent();
+    }
+    None
+}
+
+/// The first ancestor of `path` that `who` cannot pass through (search
+/// permission), with why.
+fn blocked_ancestor(path: &Path, who: &Who) -> Option<String> {
+    let mut ancestors: Vec<&Path> = path.ancestors().skip(1).collect();
+    ancestors.reverse();
+    for a in ancestors {
+        let Ok(meta) = std::fs::metadata(a) else {
+            return None;
+        };
+        if !meta.is_dir() {
+            return Some(format!("{} is not a directory", a.display()));
+        }
+        if !who.may(&meta, 0o1) {
+            return Some(format!(
+                "{} cannot pass through {} ({})",
+                who.name,
+                a.display(),
+                describe_owner_mode(&meta)
+            ));
+        }
+    }
+    None
+}
+
+/// A directory someone must be able to write into, or create: `key` is
+/// the setting it comes from.
+pub struct WritableDir<'a> {
+    pub key: &'a str,
+    pub path: &'a Path,
+    /// Who writes into it (Patroni and PostgreSQL's user, or pgherd).
+    pub who: &'a Who,
+    /// The directory itself is made by a program run as `who` (initdb,
+    /// pg_basebackup), so its parent must be writable by `who`, and the
+    /// directory, when it exists, must be owned by `who`.
+    pub made_by_who: bool,
+}
+
+/// Problems with one directory, checked without writing anything. A
+/// directory that does not exist yet is made by pgherd (as root, for
+/// `who`) unless `made_by_who`.
+pub fn check_dir(d: &WritableDir<'_>, runner: &Who) -> Vec<String> {
+    let mut problems = Vec::new();
+    let shown = d.path.display();
+    if let Some(why) = blocked_ancestor(d.path, d.who) {
+        problems.push(format!("{}: {shown}: {why}", d.key));
+        return problems;
+    }
+    match std::fs::metadata(d.path) {
+        Ok(meta) if !meta.is_dir() => {
+            problems.push(format!("{}: {shown} exists and is not a directory", d.key));
+        }
+        Ok(meta) if d.made_by_who && meta.uid() != d.who.uid && d.who.uid != 0 => {
+            problems.push(format!(
+                "{}: {shown} exists and belongs to {}, not to {}: give it to {} (chown) or \
+                 remove it",
+                d.key,
+                describe_owner_mode(&meta),
+                d.who.name,
+                d.who.name
+            ));
+        }
+        Ok(meta) if !d.who.may(&meta, 0o3) => {
+            problems.push(format!(
+                "{}: {} cannot write into {shown} ({}): give it to {} (chown) or choose \
+                 another path",
+                d.key,
+                d.who.name,
+                describe_owner_mode(&meta),
+                d.who.name
+            ));
+        }
+        Ok(_) => {}
+        Err(_) => {
+            let Some((existing, meta)) = nearest_existing(d.path) else {
+                return problems;
+            };
+            if !meta.is_dir() {
+                problems.push(format!(
+                    "{}: {shown} cannot be created: {} is not a directory",
+                    d.key,
+                    existing.display()
+                ));
+                return problems;
+            }
+            // The direct parent made by initdb's own user must be writable
+            // by it; anything pgherd makes, it gives to that user.
+            let parent_exists = d.path.parent() == Some(existing.as_path());
+            let (maker, what) = if d.made_by_who && parent_exists {
+                (d.who, format!("{} creates {shown} itself", d.who.name))
+            } else {
+                (runner, format!("{shown} is created by pgherd"))
+            };
+            if !maker.may(&meta, 0o3) {
+                problems.push(format!(
+                    "{}: {what}, but cannot write into {} ({}): give {} to {} (chown) or \
+                     choose another path",
+                    d.key,
+                    existing.display(),
+                    describe_owner_mode(&meta),
+                    existing.display(),
+                    maker.name
+                ));
+            }
+        }
+    }
+    problems
+}
+
+/// A program the settings name: it must be an executable file `who` can
+/// run.
+pub fn check_program(key: &str, path: &Path, who: &Who, hint: &str) -> Option<String> {
+    let shown = path.display();
+    match std::fs::metadata(path) {
+        Err(_) => Some(format!("{key}: {shown} does not exist{hint}")),
+        Ok(meta) if !meta.is_file() => Some(format!("{key}: {shown} is not a file{hint}")),
+        Ok(meta) if !who.may(&meta, 0o1) || meta.mode() & 0o111 == 0 => Some(format!(
+            "{key}: {shown} is not executable by {} ({})",
+            who.name,
+            describe_owner_mode(&meta)
+        )),
+        Ok(_) => blocked_ancestor(path, who).map(|why| format!("{key}: {shown}: {why}")),
+    }
+}
+
+/// The PostgreSQL programs Patroni and pgherd run from the bin directory.
+fn postgres_programs(settings: &Settings) -> Vec<&'static str> {
+    let mut out = vec![
+        "postgres",
+        "pg_ctl",
+        "initdb",
+        "pg_controldata",
+        "pg_basebackup",
+        "psql",
+    ];
+    if settings.patroni.use_pg_rewind {
+        out.push("pg_rewind");
+    }
+    out
+}
+
+/// Everything a run that writes an instance's files and starts it needs,
+/// checked before the first write. `run_as`: who Patroni runs as.
+pub fn check_instance(
+    settings: &Settings,
+    m: &InstanceManifest,
+    paths: &InstancePaths,
+    run_as: Option<&Account>,
+) -> Vec<String> {
+    let pg = Who::of(run_as);
+    let me = Who::this_process();
+    let mut problems = Vec::new();
+    let version = m.version.as_str();
+    problems.extend(check_program(
+        "patroni.execpath",
+        &settings.patroni.execpath,
+        &pg,
+        ": install Patroni or set patroni.execpath to where it is",
+    ));
+    for program in postgres_programs(settings) {
+        problems.extend(check_program(
+            "postgresql.bindir",
+            &paths.bin_dir.join(program),
+            &pg,
+            &format!(
+                ": is PostgreSQL {version} installed (Debian: postgresql-{version})? Else set \
+                 postgresql.bindir"
+            ),
+        ));
+    }
+    if let Some(b) = &paths.pgbackrest {
+        problems.extend(check_program(
+            "pgbackrest.execpath",
+            &settings.pgbackrest.execpath,
+            &pg,
+            ": install pgBackRest or set pgbackrest.execpath",
+        ));
+        for (key, path) in [
+            ("pgbackrest.repository.path", &b.repository),
+            ("pgbackrest.logpath", &b.log_dir),
+        ] {
+            problems.extend(check_dir(
+                &WritableDir {
+                    key,
+                    path,
+                    who: &pg,
+                    made_by_who: false,
+                },
+                &me,
+            ));
+        }
+    }
+    let made_by_postgres = [
+        Some(("postgresql.datadir", &paths.data_dir)),
+        paths.wal_dir.as_ref().map(|w| ("postgresql.waldir", w)),
+    ];
+    for (key, path) in made_by_postgres.into_iter().flatten() {
+        problems.extend(check_dir(
+            &WritableDir {
+                key,
+                path,
+                who: &pg,
+                made_by_who: true,
+            },
+            &me,
+        ));
+    }
+    let written_by_postgres = [
+        ("postgresql.socket_directory", paths.socket_dir.as_path()),
+        ("postgresql.logdir", paths.pg_log_dir.as_path()),
+        ("patroni.logdir", paths.patroni_log_dir.as_path()),
+    ];
+    let parents = [
+        ("patroni.pgpass", paths.patroni_pgpass.parent(), &pg),
+        ("patroni.configpath", paths.config.parent(), &me),
+        ("postgresql.passfile", paths.passfile.parent(), &me),
+        ("patroni.piddir", paths.pid_file.parent(), &me),
+    ];
+    let dirs = written_by_postgres
+        .into_iter()
+        .map(|(key, path)| (key, Some(path), &pg))
+        .chain(parents);
+    for (key, path, who) in dirs {
+        let Some(path) = path else { continue };
+        problems.extend(check_dir(
+            &WritableDir {
+                key,
+                path,
+                who,
+                made_by_who: false,
+            },
+            &me,
+        ));
+    }
+    // Patroni, as its user, reads its configuration.
+    if let Some(why) = blocked_ancestor(&paths.config, &pg) {
+        problems.push(format!(
+            "patroni.configpath: {}: {why}",
+            paths.config.display()
+        ));
+    }
+    problems.dedup();
+    problems
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    fn tempdir(tag: &str) -> PathBuf {
+        let d = std::env::temp_dir().join(format!("pgherd-preflight-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        std::fs::create_dir_all(&d).unwrap();
+        d
+    }
+
+    fn nobody() -> Who {
+        Who {
+            name: "nobody".into(),
+            uid: 65534,
+            gids: vec![65534],
+        }
+    }
+
+    fn root() -> Who {
+        Who {
+            name: "root".into(),
+            uid: 0,
+            gids: vec![0],
+        }
+    }
+
+    #[test]
+    fn permission_bits_are_read_for_owner_group_and_others() {
+        let d = tempdir("bits");
+        std::fs::set_permissions(&d, std::fs::Permissions::from_mode(0o750)).unwrap();
+        let meta = std::fs::metadata(&d).unwrap();
+        let owner = Who {
+            name: "o".into(),
+            uid: meta.uid(),
+            gids: vec![],
+        };
+        let group = Who {
+            name: "g".into(),
+            uid: meta.uid() + 1,
+            gids: vec![meta.gid()],
+        };
+        let other = Who {
+            name: "x".into(),
+            uid: meta.uid() + 1,
+            gids: vec![meta.gid() + 1],
+        };
+        assert!(owner.may(&meta, 0o7));
+        assert!(group.may(&meta, 0o5) && !group.may(&meta, 0o2));
+        assert!(!other.may(&meta, 0o1));
+        std::fs::remove_dir_all(&d).ok();
+    }
+
+    #[test]
+    fn a_data_directory_under_a_parent_its_user_cannot_write_is_refused() {
+        let d = tempdir("data");
+        std::fs::set_permissions(&d, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let data = d.join("15-main");
+        let problems = check_dir(
+            &WritableDir {
+                key: "postgresql.datadir",
+                path: &data,
+                who: &nobody(),
+                made_by_who: true,
+            },
+            &root(),
+        );
+        assert_eq!(problems.len(), 1, "{problems:?}");
+        let p = &problems[0];
+        assert!(p.starts_with("postgresql.datadir: nobody creates"), "{p}");
+        assert!(p.contains("mode 0755"), "{p}");
+        // Deeper: pgherd makes the parents and gives them away.
+        let deeper = d.join("a/b/15-main");
+        assert!(check_dir(
+            &WritableDir {
+                key: "postgresql.datadir",
+                path: &deeper,
+                who: &nobody(),
+                made_by_who: true,
+            },
+            &root(),
+        )
+        .is_empty());
+        // An existing data directory of another owner.
+        std::fs::create_dir(&data).unwrap();
+        let p = check_dir(
+            &WritableDir {
+                key: "postgresql.datadir",
+                path: &data,
+                who: &nobody(),
+                made_by_who: true,
+            },
+            &root(),
+        );
+        assert!(p[0].contains("exists and belongs to"), "{p:?}");
+        std::fs::remove_dir_all(&d).ok();
+    }
+
+    #[test]
+    fn a_file_where_a_directory_belongs_is_named() {
+        let d = tempdir("file");
+        std::fs::write(d.join("f"), b"").unwrap();
+        let p = check_dir(
+            &WritableDir {
+                key: "postgresql.passfile",
+                path: &d.join("f/sub"),
+                who: &root(),
+                made_by_who: false,
+            },
+            &root(),
+        );
+        assert_eq!(p.len(), 1, "{p:?}");
+        assert!(p[0].contains("is not a directory"), "{p:?}");
+        std::fs::remove_dir_all(&d).ok();
+    }
+
+    #[test]
+    fn programs_must_exist_and_be_executable() {
+        let d = tempdir("prog");
+        let missing = check_program("patroni.execpath", &d.join("patroni"), &root(), "").unwrap();
+        assert_eq!(
+            missing,
+            format!(
+                "patroni.execpath: {} does not exist",
+                d.join("patroni").display()
+            )
+        );
+        std::fs::write(d.join("patroni"), b"#!/bin/sh\n").unwrap();
+        std::fs::set_permissions(d.join("patroni"), std::fs::Permissions::from_mode(0o644))
+            .unwrap();
+        assert!(check_program("k", &d.join("patroni"), &root(), "")
+            .unwrap()
+            .contains("not executable"));
+        std::fs::set_permissions(d.join("patroni"), std::fs::Permissions::from_mode(0o755))
+            .unwrap();
+        assert!(check_program("k", &d.join("patroni"), &root(), "").is_none());
+        std::fs::remove_dir_all(&d).ok();
+    }
+}

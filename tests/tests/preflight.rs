@@ -1,0 +1,184 @@
+//! What can refuse an instance run does so before the first write: the
+//! programs the settings name, directories that whoever writes them cannot
+//! make or write; and a failure after writing reports what was written.
+
+use std::os::unix::fs::PermissionsExt;
+
+use pgherd_e2e::{
+    local_instance_args, local_nodes_test, local_settings, pids_mentioning, run_module,
+    run_module_as, snapshot, uid_of, with_options, Etcd,
+};
+use serde_json::{json, Value};
+
+/// `settings` with the keys of `changes` (`section.key`) replaced.
+fn set_settings(mut settings: Value, changes: &[(&str, Value)]) -> Value {
+    for (path, value) in changes {
+        let (section, key) = path.split_once('.').expect("section.key");
+        settings[section][key] = value.clone();
+    }
+    settings
+}
+
+#[test]
+fn a_data_directory_whose_parent_belongs_to_root_is_refused_before_writing() {
+    let (dir, root, _reaper) = local_nodes_test("preflight-datadir", &["127.0.0.11"]);
+    let etcd = Etcd::start(&dir.path, 24_779, 24_780);
+    let node = root.join("pg1");
+    // A parent made by root, as for a settings file, holding the data
+    // directory; the pattern has no placeholder at all.
+    let srv = node.join("srv");
+    std::fs::create_dir_all(&srv).unwrap();
+    std::fs::set_permissions(&srv, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let settings = set_settings(
+        local_settings(&node, std::slice::from_ref(&etcd.client_addr)),
+        &[(
+            "postgresql.datadir",
+            json!(srv.join("pgdata").display().to_string()),
+        )],
+    );
+    let args = local_instance_args(1, "preflight", &settings);
+    let before = snapshot(&root);
+    for check_mode in [true, false] {
+        let run = run_module(
+            &dir.path,
+            "instance",
+            &with_options(args.clone(), json!({"_ansible_check_mode": check_mode})),
+        );
+        assert!(run.failed() && run.code == Some(1), "{run:?}");
+        let msg = run.msg();
+        assert!(
+            msg.contains(&format!(
+                "postgresql.datadir: postgres creates {}/pgdata itself, but cannot write into {} \
+                 (root:root mode 0755)",
+                srv.display(),
+                srv.display()
+            )),
+            "{msg}"
+        );
+        assert!(msg.contains("nothing was changed"), "{msg}");
+        assert_eq!(run.result["changed"], false, "{run:?}");
+        assert_eq!(snapshot(&root), before, "nothing may be written");
+    }
+    assert!(pids_mentioning(&node.display().to_string()).is_empty());
+
+    // Given to postgres, as the message says, the same task converges.
+    let postgres = uid_of("postgres");
+    std::os::unix::fs::chown(&srv, Some(postgres), Some(postgres)).unwrap();
+    let run = run_module(&dir.path, "instance", &args);
+    assert!(!run.failed(), "{run:?}");
+    assert!(srv.join("pgdata/PG_VERSION").exists());
+}
+
+#[test]
+fn missing_programs_are_named_with_their_setting_before_writing() {
+    let (dir, root, _reaper) = local_nodes_test("preflight-programs", &["127.0.0.12"]);
+    let node = root.join("n2");
+    let settings = set_settings(
+        local_settings(&node, &["127.0.0.1:1".to_string()]),
+        &[
+            ("patroni.execpath", json!("/opt/nowhere/bin/patroni")),
+            (
+                "postgresql.bindir",
+                json!("/usr/lib/postgresql/{version}/bin"),
+            ),
+        ],
+    );
+    // Version 17 is not installed here: every program of its bin dir is
+    // missing, and Patroni too.
+    let args = with_options(
+        local_instance_args(2, "programs", &settings),
+        json!({"version": "17", "state": "present"}),
+    );
+    let before = snapshot(&dir.path);
+    for check_mode in [true, false] {
+        let run = run_module(
+            &dir.path,
+            "instance",
+            &with_options(args.clone(), json!({"_ansible_check_mode": check_mode})),
+        );
+        assert!(run.failed(), "{run:?}");
+        let msg = run.msg();
+        assert!(
+            msg.contains("patroni.execpath: /opt/nowhere/bin/patroni does not exist"),
+            "{msg}"
+        );
+        assert!(
+            msg.contains("postgresql.bindir: /usr/lib/postgresql/17/bin/initdb does not exist")
+                && msg.contains("postgresql-17"),
+            "{msg}"
+        );
+        assert_eq!(run.result["changed"], false, "{run:?}");
+        let after = snapshot(&dir.path);
+        let written: Vec<_> = after
+            .iter()
+            .filter(|f| !f.0.to_string_lossy().contains("/args-"))
+            .filter(|f| !before.contains(f))
+            .collect();
+        assert!(written.is_empty(), "written: {written:?}");
+    }
+}
+
+#[test]
+fn a_password_file_directory_its_user_cannot_write_is_refused_before_writing() {
+    let (dir, root, _reaper) = local_nodes_test("preflight-passfile", &["127.0.0.13"]);
+    let node = root.join("n3");
+    let postgres = uid_of("postgres");
+    std::fs::create_dir_all(node.join("locked")).unwrap();
+    for d in [&root, &node] {
+        std::os::unix::fs::chown(d, Some(postgres), Some(postgres)).unwrap();
+    }
+    // The module runs as postgres (become_user); the passfile's directory
+    // belongs to root.
+    std::fs::set_permissions(node.join("locked"), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let settings = set_settings(
+        local_settings(&node, &["127.0.0.1:1".to_string()]),
+        &[(
+            "postgresql.passfile",
+            json!(node.join("locked/{name}.pgpass").display().to_string()),
+        )],
+    );
+    let args = with_options(
+        local_instance_args(3, "passfile", &settings),
+        json!({"state": "present"}),
+    );
+    let before = snapshot(&root);
+    let run = run_module_as(&dir.path, "instance", &args, postgres, postgres);
+    assert!(run.failed() && run.code == Some(1), "{run:?}");
+    let msg = run.msg();
+    assert!(
+        msg.contains(&format!(
+            "postgresql.passfile: postgres cannot write into {}/locked (root:root mode 0755)",
+            node.display()
+        )),
+        "{msg}"
+    );
+    assert_eq!(run.result["changed"], false, "{run:?}");
+    assert_eq!(snapshot(&root), before, "nothing may be written");
+}
+
+#[test]
+fn a_failed_bootstrap_states_initdbs_own_error_and_what_was_written() {
+    let (dir, root, _reaper) = local_nodes_test("preflight-initdb", &["127.0.0.11"]);
+    let etcd = Etcd::start(&dir.path, 24_879, 24_880);
+    let node = root.join("pg1");
+    let mut settings = local_settings(&node, std::slice::from_ref(&etcd.client_addr));
+    settings["postgresql"]["initdb"] = json!({"locale": "xx_XX.UTF-8"});
+    let args = with_options(
+        local_instance_args(1, "initdb", &settings),
+        json!({"wait_timeout": 60}),
+    );
+    let run = run_module(&dir.path, "instance", &args);
+    assert!(run.failed(), "{run:?}");
+    let msg = run.msg();
+    assert!(
+        msg.contains("initdb: error: invalid locale name \"xx_XX.UTF-8\""),
+        "initdb's own error is stated: {msg}"
+    );
+    assert!(
+        msg.contains("exited; errors reported: initdb: error:"),
+        "before the log tails: {msg}"
+    );
+    assert_eq!(run.result["changed"], true, "{run:?}");
+    let changes = run.result["changes"].to_string();
+    assert!(changes.contains("15-main.yaml"), "{changes}");
+}
