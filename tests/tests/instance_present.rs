@@ -175,6 +175,46 @@ fn present_writes_once_then_changes_nothing() {
         std::fs::metadata(&config).unwrap().permissions().mode() & 0o777,
         0o600
     );
+
+    // The configuration's directory belongs to postgres, which can plant a
+    // link to a root-only file there: the diff never shows its content, and
+    // the real run replaces the link, leaving the file as it was.
+    let secret = dir.join("root-only");
+    std::fs::write(&secret, "root-only: the-content-of-a-root-file\n").unwrap();
+    std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o600)).unwrap();
+    std::fs::remove_file(&config).unwrap();
+    std::os::unix::fs::symlink(&secret, &config).unwrap();
+    let linked = ansible_playbook(
+        &dir.path,
+        &playbook("instance_present.yml"),
+        &inv2,
+        &["--check", "--diff"],
+    );
+    assert!(linked.succeeded(), "{}", linked.transcript());
+    assert!(
+        !linked.transcript().contains("the-content-of-a-root-file"),
+        "{}",
+        linked.transcript()
+    );
+    assert!(
+        linked.events[0].result["changes"]
+            .to_string()
+            .contains("remove the symbolic link"),
+        "{}",
+        linked.transcript()
+    );
+    let replaced = ansible_playbook(&dir.path, &playbook("instance_present.yml"), &inv2, &[]);
+    assert!(replaced.succeeded(), "{}", replaced.transcript());
+    assert!(!std::fs::symlink_metadata(&config)
+        .unwrap()
+        .file_type()
+        .is_symlink());
+    let kept = std::fs::metadata(&secret).unwrap();
+    assert_eq!((kept.uid(), kept.permissions().mode() & 0o777), (0, 0o600));
+    assert_eq!(
+        std::fs::read_to_string(&secret).unwrap(),
+        "root-only: the-content-of-a-root-file\n"
+    );
 }
 
 #[test]

@@ -119,6 +119,30 @@ pub struct Observed {
     pub gid: u32,
 }
 
+/// A path that should hold a file, as found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Found {
+    Missing,
+    File(Observed),
+    /// A symbolic link, never followed: whoever may write in the directory
+    /// could point it at any file, whose content must not end up in a
+    /// diff, and whose mode must not be changed.
+    Link(PathBuf),
+}
+
+/// What is at a path meant to hold a file, without following a link.
+pub fn observe_path(path: &Path) -> Result<Found> {
+    match fs::symlink_metadata(path) {
+        Ok(m) if m.file_type().is_symlink() => {
+            let target = fs::read_link(path).map_err(|e| Error::io(path, "reading link", e))?;
+            Ok(Found::Link(target))
+        }
+        Ok(_) => Ok(observe_file(path)?.map_or(Found::Missing, Found::File)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Found::Missing),
+        Err(e) => Err(Error::io(path, "reading metadata", e)),
+    }
+}
+
 /// Reads a file, `None` when it does not exist.
 pub fn observe_file(path: &Path) -> Result<Option<Observed>> {
     match fs::read(path) {

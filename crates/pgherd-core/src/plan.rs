@@ -9,8 +9,8 @@ use serde_json::{json, Value};
 
 use crate::error::Result;
 use crate::fs::{
-    create_dir, leftover_temps, missing_dirs_besides, observe_file, remove_path, set_mode_owner,
-    write_atomic, Owner,
+    create_dir, leftover_temps, missing_dirs_besides, observe_path, remove_path, set_mode_owner,
+    write_atomic, Found, Owner,
 };
 
 /// What a file holds, which says how to mask its secrets in diffs.
@@ -83,6 +83,9 @@ pub enum Change {
     },
     /// A temporary file left by a run killed while writing.
     RemoveLeftover { path: PathBuf },
+    /// A symbolic link where a file belongs: removed, not followed, and
+    /// the file written in its place.
+    RemoveLink { path: PathBuf, target: PathBuf },
 }
 
 #[derive(Debug, Clone, Default)]
@@ -206,7 +209,18 @@ impl Plan {
             if let Some(parent) = f.path.parent() {
                 want_dir(parent, 0o750, owner, &mut changes);
             }
-            match observe_file(&f.path)? {
+            let seen = match observe_path(&f.path)? {
+                Found::Link(target) => {
+                    changes.push(Change::RemoveLink {
+                        path: f.path.clone(),
+                        target,
+                    });
+                    None
+                }
+                Found::Missing => None,
+                Found::File(seen) => Some(seen),
+            };
+            match seen {
                 None => changes.push(Change::WriteFile {
                     path: f.path.clone(),
                     kind: f.kind,
@@ -285,6 +299,12 @@ impl Plan {
                     "before": {"path": path, "state": "present"},
                     "after": {"path": path, "state": "absent"},
                 }),
+                Change::RemoveLink { path, target } => json!({
+                    "before_header": path,
+                    "after_header": path,
+                    "before": {"path": path, "state": "link", "src": target},
+                    "after": {"path": path, "state": "absent"},
+                }),
             })
             .collect()
     }
@@ -305,6 +325,11 @@ impl Plan {
                 Change::RemoveLeftover { path } => {
                     format!("remove {} left by an interrupted run", path.display())
                 }
+                Change::RemoveLink { path, target } => format!(
+                    "remove the symbolic link {} (to {}, not followed)",
+                    path.display(),
+                    target.display()
+                ),
             })
             .collect()
     }
@@ -332,7 +357,7 @@ impl Plan {
             Change::FixFile {
                 path, mode, owner, ..
             } => set_mode_owner(path, *mode, *owner),
-            Change::RemoveLeftover { path } => remove_path(path),
+            Change::RemoveLeftover { path } | Change::RemoveLink { path, .. } => remove_path(path),
         }
     }
 }
@@ -491,6 +516,54 @@ mod tests {
             ),
             other => panic!("not reported as after changes: {other}"),
         }
+        std::fs::remove_dir_all(&d).ok();
+    }
+
+    #[test]
+    fn a_symbolic_link_where_a_file_belongs_is_replaced_never_read() {
+        let d = std::env::temp_dir().join(format!("pgherd-plan-link-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        std::fs::create_dir_all(&d).unwrap();
+        let secret = d.join("secret");
+        std::fs::write(&secret, b"root-only-content\n").unwrap();
+        std::fs::set_permissions(&secret, std::os::unix::fs::PermissionsExt::from_mode(0o600))
+            .unwrap();
+        let conf = d.join("conf.yaml");
+        std::os::unix::fs::symlink(&secret, &conf).unwrap();
+        let files = vec![DesiredFile {
+            path: conf.clone(),
+            content: Content(b"a: 1\n".to_vec()),
+            mode: 0o640,
+            kind: FileKind::Yaml,
+            owner: None,
+        }];
+        let plan = Plan::compute(&[], &files).unwrap();
+        assert_eq!(
+            plan.summary(),
+            vec![
+                format!(
+                    "remove the symbolic link {} (to {}, not followed)",
+                    conf.display(),
+                    secret.display()
+                ),
+                format!("create {}", conf.display()),
+            ]
+        );
+        let diff = serde_json::to_string(&plan.diff()).unwrap();
+        assert!(!diff.contains("root-only-content"), "{diff}");
+        plan.apply().unwrap();
+        // The target is untouched: same bytes, same mode.
+        assert_eq!(std::fs::read(&secret).unwrap(), b"root-only-content\n");
+        let mode = std::fs::metadata(&secret).unwrap().permissions();
+        assert_eq!(
+            std::os::unix::fs::PermissionsExt::mode(&mode) & 0o777,
+            0o600
+        );
+        assert!(!std::fs::symlink_metadata(&conf)
+            .unwrap()
+            .file_type()
+            .is_symlink());
+        assert!(Plan::compute(&[], &files).unwrap().is_empty());
         std::fs::remove_dir_all(&d).ok();
     }
 }
