@@ -3,7 +3,7 @@
 //! and otherwise applies it and waits for the node to be what was asked,
 //! with a deadline.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::time::{Duration, Instant};
 
@@ -26,6 +26,7 @@ use crate::settings::Settings;
 use crate::sql::Psql;
 use crate::wait::{wait_until, Probe};
 
+mod remove;
 mod restore;
 mod stanza;
 
@@ -637,9 +638,16 @@ pub fn apply_state(
         )
     };
     if state == DesiredState::Absent {
-        let held = if check_mode { None } else { Some(lock(&node)?) };
+        // Without its directory no run holds the lock, and absent must not
+        // make the directory of a node that was never deployed.
+        let lockable = node.paths.lock_file().parent().is_some_and(Path::exists);
+        let held = if check_mode || !lockable {
+            None
+        } else {
+            Some(lock(&node)?)
+        };
         let running = node.service.is_running()?;
-        let report = remove(&node, running, check_mode)?;
+        let report = remove::remove(&node, running, check_mode)?;
         if let Some(held) = held {
             held.remove_file()?;
         }
@@ -831,66 +839,6 @@ fn act(
         postgres_reloaded,
         status,
     })
-}
-
-/// What `absent` removes: the instance's own files and directories.
-fn removable_paths(node: &Node<'_>) -> Vec<PathBuf> {
-    let p = &node.paths;
-    let s = &node.settings;
-    let mut out = vec![
-        p.config.clone(),
-        p.passfile.clone(),
-        p.patroni_pgpass.clone(),
-        p.pid_file.clone(),
-        p.data_dir.clone(),
-    ];
-    out.extend(p.wal_dir.clone());
-    // The repository is the cluster's, often shared: it stays.
-    out.extend(p.pgbackrest.as_ref().map(|b| b.config.clone()));
-    // Log directories are removed only when they are this instance's own.
-    if s.postgresql.logdir.contains("{name}") {
-        out.push(p.pg_log_dir.clone());
-    }
-    if s.patroni.logdir.contains("{name}") {
-        out.push(p.patroni_log_dir.clone());
-    } else {
-        out.push(p.patroni_console_log());
-    }
-    out
-}
-
-fn remove(node: &Node<'_>, running: bool, check_mode: bool) -> Result<Report> {
-    let mut report = Report::default();
-    let orphan = node.service.postmaster_pid().is_some();
-    if running || orphan {
-        report
-            .changes
-            .push(format!("stop Patroni and PostgreSQL ({})", node.name()));
-    }
-    let existing: Vec<PathBuf> = removable_paths(node)
-        .into_iter()
-        .filter(|p| p.symlink_metadata().is_ok())
-        .collect();
-    for p in &existing {
-        report.changes.push(format!("remove {}", p.display()));
-        report.diff.push(serde_json::json!({
-            "before_header": p, "after_header": p,
-            "before": {"path": p, "state": "present"},
-            "after": {"path": p, "state": "absent"},
-        }));
-    }
-    report.facts = node.facts(false, false, &mut report.warnings);
-    if check_mode {
-        return Ok(report);
-    }
-    if running || orphan {
-        report.warnings.extend(node.service.stop(node.timeout)?);
-    }
-    node.service.remove()?;
-    for p in &existing {
-        remove_path(p)?;
-    }
-    Ok(report)
 }
 
 #[cfg(test)]

@@ -73,7 +73,71 @@ impl PgBackRestPaths {
     }
 }
 
+/// The directory holding the literal start of a pattern, before its first
+/// placeholder: shared by every instance. `None` for a pattern without
+/// placeholders.
+fn literal_dir(pattern: &str) -> Option<PathBuf> {
+    let start = pattern.find('{')?;
+    let literal = &pattern[..start];
+    let cut = literal.rfind('/')?;
+    Some(PathBuf::from(if cut == 0 { "/" } else { &literal[..cut] }))
+}
+
+/// The directories a pattern makes for one instance: those of its
+/// expansion below the pattern's literal part (`/var/lib/postgresql/15`
+/// for `/var/lib/postgresql/{version}/{name}`), deepest first. `is_dir`:
+/// the pattern names a directory, which counts too.
+pub fn own_dirs(pattern: &str, version: &str, name: &str, is_dir: bool) -> Vec<PathBuf> {
+    let Some(shared) = literal_dir(pattern) else {
+        return Vec::new();
+    };
+    let expanded = PathBuf::from(expand(pattern, version, name));
+    expanded
+        .ancestors()
+        .skip(usize::from(!is_dir))
+        .take_while(|a| a.starts_with(&shared) && *a != shared)
+        .map(PathBuf::from)
+        .collect()
+}
+
+/// The file name PostgreSQL's logs of an instance get when its log
+/// directory is shared (no `{name}` in the pattern): a `.` ends the
+/// instance's part, since names never hold one.
+pub fn shared_log_filename(version: &str, name: &str) -> String {
+    format!("postgresql-{version}-{name}.%Y-%m-%d_%H%M%S.log")
+}
+
 impl InstancePaths {
+    /// Directories made for this instance only, deepest first: removed by
+    /// `absent` once empty.
+    pub fn own_dirs(settings: &Settings, m: &InstanceManifest) -> Vec<PathBuf> {
+        let (v, n) = (m.version.as_str(), m.name.as_str());
+        let pg = &settings.postgresql;
+        let p = &settings.patroni;
+        let b = &settings.pgbackrest;
+        let mut patterns = vec![
+            (pg.datadir.as_str(), true),
+            (pg.socket_directory.as_str(), true),
+            (pg.logdir.as_str(), true),
+            (pg.passfile.as_str(), false),
+            (p.configpath.as_str(), false),
+            (p.logdir.as_str(), true),
+            (p.piddir.as_str(), true),
+            (p.pgpass.as_str(), false),
+        ];
+        patterns.extend(pg.waldir.as_deref().map(|w| (w, true)));
+        if m.pgbackrest_stanza.is_some() {
+            patterns.push((b.configpath.as_str(), false));
+        }
+        let mut out: Vec<PathBuf> = patterns
+            .into_iter()
+            .flat_map(|(pattern, is_dir)| own_dirs(pattern, v, n, is_dir))
+            .collect();
+        out.sort_by_key(|d| std::cmp::Reverse(d.components().count()));
+        out.dedup();
+        out
+    }
+
     /// Standard output and error of a Patroni started without systemd:
     /// what Patroni prints before its own log is set up.
     pub fn patroni_console_log(&self) -> PathBuf {
@@ -237,6 +301,31 @@ mod tests {
                 "main".to_string(),
                 dir.join("16").join("main.yaml")
             )]
+        );
+    }
+
+    #[test]
+    fn an_instance_owns_the_directories_below_its_patterns_literal_part() {
+        assert_eq!(
+            own_dirs("/var/lib/postgresql/{version}/{name}", "15", "main", true),
+            vec![
+                PathBuf::from("/var/lib/postgresql/15/main"),
+                PathBuf::from("/var/lib/postgresql/15"),
+            ]
+        );
+        assert_eq!(
+            own_dirs("/var/lib/postgresql/{version}/{name}", "15", "main", false),
+            vec![PathBuf::from("/var/lib/postgresql/15")]
+        );
+        assert!(own_dirs("/etc/patroni/{version}-{name}.yaml", "15", "main", false).is_empty());
+        assert_eq!(
+            own_dirs("/srv/log/pg-{name}", "15", "main", true),
+            vec![PathBuf::from("/srv/log/pg-main")]
+        );
+        assert!(own_dirs("/srv/pgdata", "15", "main", true).is_empty());
+        assert_eq!(
+            own_dirs("/{name}/data", "15", "x", true),
+            vec![PathBuf::from("/x/data"), PathBuf::from("/x")]
         );
     }
 }

@@ -244,6 +244,17 @@ pub fn build_patroni_config(
         "log_directory".into(),
         Value::from(paths.pg_log_dir.display().to_string()),
     );
+    // In a log directory instances share, each one's files carry its name,
+    // so that they can be told apart and removed with it.
+    if !pg.logdir.contains("{name}") {
+        parameters.insert(
+            "log_filename".into(),
+            Value::from(crate::paths::shared_log_filename(
+                m.version.as_str(),
+                m.name.as_str(),
+            )),
+        );
+    }
     // With pgBackRest, every member archives when it leads, fetches
     // missing WAL from the repository, and is built from the last backup
     // before falling back to the settings' methods.

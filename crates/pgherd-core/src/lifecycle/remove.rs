@@ -1,0 +1,194 @@
+//! `absent`: stop the node and remove what it had on this host (its
+//! configuration, password files, data, logs, and the directories made for
+//! it alone once they are empty). The DCS is left alone.
+
+use std::path::{Path, PathBuf};
+
+use super::{Node, Report};
+use crate::error::{Error, Result};
+use crate::fs::remove_path;
+use crate::paths::InstancePaths;
+
+/// Patroni's log file in its log directory, and its rotated copies
+/// (`patroni.log.1`, ...).
+fn is_patroni_log(name: &str) -> bool {
+    name == "patroni.log"
+        || name
+            .strip_prefix("patroni.log.")
+            .is_some_and(|n| !n.is_empty() && n.chars().all(|c| c.is_ascii_digit()))
+}
+
+/// The files of `dir` whose names `keep` selects, sorted.
+fn files_in(dir: &Path, keep: impl Fn(&str) -> bool) -> Vec<PathBuf> {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    let mut out: Vec<PathBuf> = entries
+        .flatten()
+        .filter(|e| e.file_name().to_str().is_some_and(&keep))
+        .map(|e| e.path())
+        .collect();
+    out.sort();
+    out
+}
+
+/// What `absent` removes: the instance's own files and directories, and
+/// its logs; warnings for logs it cannot tell apart from others'.
+fn removable_paths(node: &Node<'_>) -> (Vec<PathBuf>, Vec<String>) {
+    let p = &node.paths;
+    let s = node.settings;
+    let mut warnings = Vec::new();
+    let mut out = vec![
+        p.config.clone(),
+        p.passfile.clone(),
+        p.patroni_pgpass.clone(),
+        p.pid_file.clone(),
+        p.data_dir.clone(),
+    ];
+    out.extend(p.wal_dir.clone());
+    // The repository is the cluster's, often shared: it stays.
+    out.extend(p.pgbackrest.as_ref().map(|b| b.config.clone()));
+    // A log directory of this instance alone goes whole; in a shared one,
+    // only this instance's files.
+    if s.postgresql.logdir.contains("{name}") {
+        out.push(p.pg_log_dir.clone());
+    } else if node.m.parameters.contains_key("log_filename") {
+        warnings.push(format!(
+            "PostgreSQL's logs in {} were left: the instance's parameters set log_filename, so \
+             its files cannot be told from other instances' there",
+            p.pg_log_dir.display()
+        ));
+    } else {
+        let own = crate::paths::shared_log_filename(node.m.version.as_str(), node.m.name.as_str());
+        let prefix = own.split('%').next().unwrap_or(&own).to_string();
+        out.extend(files_in(&p.pg_log_dir, |n| n.starts_with(&prefix)));
+    }
+    if s.patroni.logdir.contains("{name}") {
+        out.push(p.patroni_log_dir.clone());
+    } else {
+        out.push(p.patroni_console_log());
+        out.extend(files_in(&p.patroni_log_dir, is_patroni_log));
+    }
+    out.retain(|path| path.symlink_metadata().is_ok());
+    out.dedup();
+    (out, warnings)
+}
+
+/// Of the instance's own directories (deepest first), those that removing
+/// `removed` leaves empty, deepest first.
+fn left_empty(own: &[PathBuf], removed: &[PathBuf]) -> Vec<PathBuf> {
+    let mut out: Vec<PathBuf> = Vec::new();
+    for dir in own {
+        if removed.contains(dir) {
+            continue;
+        }
+        let Ok(entries) = std::fs::read_dir(dir) else {
+            continue;
+        };
+        let empties = entries.flatten().all(|e| {
+            let p = e.path();
+            removed.contains(&p) || out.contains(&p)
+        });
+        if empties {
+            out.push(dir.clone());
+        }
+    }
+    out
+}
+
+fn removal_diff(path: &Path) -> serde_json::Value {
+    serde_json::json!({
+        "before_header": path, "after_header": path,
+        "before": {"path": path, "state": "present"},
+        "after": {"path": path, "state": "absent"},
+    })
+}
+
+pub(super) fn remove(node: &Node<'_>, running: bool, check_mode: bool) -> Result<Report> {
+    let mut report = Report::default();
+    let orphan = node.service.postmaster_pid().is_some();
+    let stop = format!("stop Patroni and PostgreSQL ({})", node.name());
+    if running || orphan {
+        report.changes.push(stop.clone());
+    }
+    let (existing, warnings) = removable_paths(node);
+    report.warnings.extend(warnings);
+    let emptied = left_empty(&InstancePaths::own_dirs(node.settings, node.m), &existing);
+    for p in &existing {
+        report.changes.push(format!("remove {}", p.display()));
+        report.diff.push(removal_diff(p));
+    }
+    for d in &emptied {
+        report
+            .changes
+            .push(format!("remove empty directory {}", d.display()));
+        report.diff.push(removal_diff(d));
+    }
+    report.facts = node.facts(false, false, &mut report.warnings);
+    if check_mode {
+        return Ok(report);
+    }
+    let mut done = Vec::new();
+    if running || orphan {
+        report.warnings.extend(node.service.stop(node.timeout)?);
+        done.push(stop);
+    }
+    node.service.remove().map_err(|e| e.after(done.clone()))?;
+    for p in &existing {
+        remove_path(p).map_err(|e| e.after(done.clone()))?;
+        done.push(format!("remove {}", p.display()));
+    }
+    for d in &emptied {
+        match std::fs::remove_dir(d) {
+            Ok(()) => done.push(format!("remove empty directory {}", d.display())),
+            // Something was written there meanwhile: it stays, and so
+            // does the directory.
+            Err(e) if e.raw_os_error() == Some(libc::ENOTEMPTY) => {
+                let change = format!("remove empty directory {}", d.display());
+                report.changes.retain(|c| *c != change);
+                report.warnings.push(format!(
+                    "{} was left: files appeared in it during the removal",
+                    d.display()
+                ));
+            }
+            Err(e) => {
+                return Err(Error::io(d, "removing directory", e).after(done));
+            }
+        }
+    }
+    Ok(report)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn patroni_logs_and_their_rotations_are_told_apart() {
+        for yes in ["patroni.log", "patroni.log.1", "patroni.log.12"] {
+            assert!(is_patroni_log(yes), "{yes}");
+        }
+        for no in [
+            "patroni.log.",
+            "patroni.log.old",
+            "patroni.console.log",
+            "x",
+        ] {
+            assert!(!is_patroni_log(no), "{no}");
+        }
+    }
+
+    #[test]
+    fn directories_left_empty_are_found_deepest_first() {
+        let d = std::env::temp_dir().join(format!("pgherd-remove-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        std::fs::create_dir_all(d.join("data/15/main")).unwrap();
+        std::fs::create_dir_all(d.join("log/15")).unwrap();
+        std::fs::write(d.join("log/15/other.log"), b"").unwrap();
+        std::fs::write(d.join("log/15/mine.log"), b"").unwrap();
+        let own = vec![d.join("data/15/main"), d.join("data/15"), d.join("log/15")];
+        let removed = vec![d.join("data/15/main"), d.join("log/15/mine.log")];
+        assert_eq!(left_empty(&own, &removed), vec![d.join("data/15")]);
+        std::fs::remove_dir_all(&d).ok();
+    }
+}
