@@ -727,6 +727,18 @@ impl ModuleRun {
     pub fn msg(&self) -> String {
         self.result["msg"].as_str().unwrap_or_default().to_string()
     }
+    /// The warnings the module returned, one per line.
+    pub fn warnings_text(&self) -> String {
+        self.result["warnings"]
+            .as_array()
+            .map(|w| {
+                w.iter()
+                    .filter_map(Value::as_str)
+                    .collect::<Vec<_>>()
+                    .join("\n")
+            })
+            .unwrap_or_default()
+    }
 }
 
 /// Writes `args` (the task's options) as an arguments file in `dir`: a

@@ -1092,7 +1092,50 @@ fn restart_member(conn: &Conn<'_>, name: &str) -> Result<()> {
     attempt().map_err(|e| Error::Other(format!("restart of {name}: {e}")))
 }
 
+/// Rounds of `restart: pending`: a member whose pending restart Patroni
+/// published only after the first round was observed is restarted in a
+/// second one.
+const RESTART_ROUNDS: usize = 2;
+
 fn restart(
+    conn: &Conn<'_>,
+    info: &ClusterInfo,
+    mode: RestartMode,
+    ops: &Operations,
+    check_mode: bool,
+    report: &mut Report,
+) -> Result<()> {
+    restart_round(conn, info, mode, ops, check_mode, report)?;
+    if check_mode {
+        return Ok(());
+    }
+    // Confirmed on the cluster: no member may still wait for a restart.
+    for round in 1..=RESTART_ROUNDS {
+        let after = conn.observe()?;
+        let still = restart_order(&after, RestartMode::Pending);
+        if still.is_empty() {
+            return Ok(());
+        }
+        if round == RESTART_ROUNDS {
+            return Err(Error::Other(format!(
+                "after restarting, {} still report a pending restart ({}): Patroni may not                  apply a parameter that needs a restart; see the members'                  pending_restart_reason",
+                still.join(", "),
+                after
+                    .members
+                    .iter()
+                    .filter(|m| m.pending_restart)
+                    .map(|m| format!("{} {} {}", m.name, m.role, m.state))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )));
+        }
+        restart_round(conn, &after, RestartMode::Pending, ops, false, report)?;
+    }
+    Ok(())
+}
+
+/// One pass over the members to restart, replicas first, the leader last.
+fn restart_round(
     conn: &Conn<'_>,
     info: &ClusterInfo,
     mode: RestartMode,

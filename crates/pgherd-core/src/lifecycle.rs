@@ -20,16 +20,19 @@ use crate::manifest::InstanceManifest;
 use crate::paths::InstancePaths;
 use crate::pgbackrest::PgBackRest;
 use crate::plan::{Change, Plan};
-use crate::rest::{ClusterStatus, Endpoint, NodeStatus, RestClient};
+use crate::rest::{ClusterStatus, NodeStatus, RestClient};
 use crate::service::Service;
 use crate::settings::Settings;
 use crate::sql::Psql;
 use crate::wait::{wait_until, Probe};
 
+mod api;
+mod reload;
 mod remove;
 mod restore;
 mod stanza;
 
+use reload::{postgres_sections_differ, Reload};
 use stanza::StanzaCase;
 
 /// How long etcd has to answer before a start.
@@ -185,7 +188,7 @@ struct Node<'a> {
 
 impl Node<'_> {
     fn rest(&self, timeout: Duration) -> Result<RestClient> {
-        RestClient::new(Endpoint::for_instance(self.settings, self.m), timeout)
+        self.rest_at(&self.m.restapi_connect_address, timeout)
     }
 
     /// The instance's pgBackRest, when it has a stanza.
@@ -328,47 +331,6 @@ impl Node<'_> {
         }
     }
 
-    /// Asks Patroni to reload its configuration and, when PostgreSQL's
-    /// part changed, waits until PostgreSQL has read it. Returns warnings.
-    fn reload(&self, postgres_affected: bool) -> Result<Vec<String>> {
-        let mut warnings = Vec::new();
-        let psql = self.psql();
-        let loaded_before = if postgres_affected {
-            match psql.conf_load_time() {
-                Ok(t) => Some(t),
-                Err(e) => {
-                    warnings.push(format!(
-                        "cannot tell when PostgreSQL reloads its configuration: {e}"
-                    ));
-                    None
-                }
-            }
-        } else {
-            None
-        };
-        self.rest(POLL_REQUEST_TIMEOUT)?.reload()?;
-        if let Some(before) = loaded_before {
-            // Patroni applies a reload on its next cycle.
-            let cycle = Duration::from_secs(2 * u64::from(self.settings.patroni.loop_wait) + 10);
-            let waited = wait_until(
-                "PostgreSQL to load the new configuration",
-                self.timeout.min(cycle),
-                || match psql.conf_load_time() {
-                    Ok(t) if t != before => Probe::Ready(()),
-                    Ok(t) => Probe::Waiting(format!("configuration last loaded at {t}")),
-                    Err(e) => Probe::Waiting(e.to_string()),
-                },
-                String::new,
-            );
-            if let Err(e) = waited {
-                warnings.push(format!(
-                    "Patroni was asked to reload but PostgreSQL has not reloaded yet: {e}"
-                ));
-            }
-        }
-        Ok(warnings)
-    }
-
     /// Refuses to start or change a node whose cluster cannot be managed
     /// because etcd does not answer: when Patroni runs, by its own account
     /// (`dcs_last_seen` older than the ttl); when it does not, or when its
@@ -431,15 +393,8 @@ impl Node<'_> {
         }
     }
 
-    /// Facts, with the live state when Patroni answers. `just_reloaded`:
-    /// this run made PostgreSQL reload, so Patroni's view of pending
-    /// restarts lags a loop behind and PostgreSQL itself is asked.
-    fn facts(
-        &self,
-        running: bool,
-        just_reloaded: bool,
-        warnings: &mut Vec<String>,
-    ) -> InstanceFacts {
+    /// Facts, with the live state when Patroni answers.
+    fn facts(&self, running: bool, warnings: &mut Vec<String>) -> InstanceFacts {
         let mut f = InstanceFacts {
             name: self.m.name.to_string(),
             version: self.m.version.to_string(),
@@ -473,17 +428,6 @@ impl Node<'_> {
                 f.pending_restart_parameters = s.pending_restart_reason.keys().cloned().collect();
             }
             Err(e) => warnings.push(e.to_string()),
-        }
-        if f.state.as_deref() == Some("running") && just_reloaded {
-            if let Ok(params) = self.psql().pending_restart_parameters() {
-                for p in params {
-                    if !f.pending_restart_parameters.contains(&p) {
-                        f.pending_restart_parameters.push(p);
-                    }
-                }
-                f.pending_restart_parameters.sort();
-                f.pending_restart = !f.pending_restart_parameters.is_empty() || f.pending_restart;
-            }
         }
         match rest.cluster() {
             Ok(c) => f.members = member_facts(&c),
@@ -519,16 +463,6 @@ fn member_facts(c: &ClusterStatus) -> Vec<MemberFacts> {
         .collect()
 }
 
-/// Whether two Patroni configurations differ in what PostgreSQL reads
-/// (parameters, pg_hba, pg_ident): then a reload reaches PostgreSQL.
-pub fn postgres_sections_differ(old: &str, new: &str) -> bool {
-    let parse = |t: &str| serde_yaml::from_str::<serde_yaml::Value>(t).unwrap_or_default();
-    let (a, b) = (parse(old), parse(new));
-    ["parameters", "pg_hba", "pg_ident"]
-        .iter()
-        .any(|k| a["postgresql"].get(k) != b["postgresql"].get(k))
-}
-
 /// What a run would do, from what is on disk and running now.
 struct Assessment {
     running: bool,
@@ -536,6 +470,8 @@ struct Assessment {
     /// The new configuration text, when the file exists and changes.
     config_change: Option<String>,
     old_config: String,
+    /// The running Patroni answers elsewhere than configured.
+    moved: Option<api::ApiMove>,
     report: Report,
 }
 
@@ -565,7 +501,21 @@ fn assess(node: &Node<'_>, state: DesiredState, made: &[PathBuf]) -> Result<Asse
         diff: plan.diff(),
         ..Report::default()
     };
-    let reload_needed = running && config_change.is_some();
+    // Where Patroni is asked to reload: where it answers now.
+    let keeps_running = matches!(
+        state,
+        DesiredState::Present | DesiredState::Started | DesiredState::Restarted
+    ) && node.m.restore.is_none();
+    let moved = if running && keeps_running {
+        node.locate_moved_api()
+    } else {
+        None
+    };
+    let reload_needed = running && (config_change.is_some() || moved.is_some());
+    let reload_action = match &moved {
+        Some(m) => format!("reload Patroni ({}; {})", node.name(), m.describe()),
+        None => format!("reload Patroni ({})", node.name()),
+    };
     let actions: Vec<&str> = match state {
         // A restore stops and starts the node itself.
         DesiredState::Started if node.m.restore.is_some() => vec![],
@@ -597,14 +547,19 @@ fn assess(node: &Node<'_>, state: DesiredState, made: &[PathBuf]) -> Result<Asse
         DesiredState::Restarted => vec!["start Patroni"],
         DesiredState::Absent => unreachable!("absent is assessed by remove()"),
     };
-    report
-        .changes
-        .extend(actions.iter().map(|a| format!("{a} ({})", node.name())));
+    report.changes.extend(actions.iter().map(|a| {
+        if *a == "reload Patroni" {
+            reload_action.clone()
+        } else {
+            format!("{a} ({})", node.name())
+        }
+    }));
     Ok(Assessment {
         running,
         plan,
         config_change,
         old_config,
+        moved,
         report,
     })
 }
@@ -705,7 +660,7 @@ pub fn apply_state(
                 }
             }
         }
-        report.facts = node.facts(first.running, false, &mut report.warnings);
+        report.facts = node.facts(first.running, &mut report.warnings);
         return Ok(report);
     }
 
@@ -717,6 +672,7 @@ pub fn apply_state(
         plan,
         config_change,
         old_config,
+        moved,
         mut report,
     } = assess(&node, state, &held.created_dirs)?;
     // A failure while writing reports what was written before it; from
@@ -724,10 +680,12 @@ pub fn apply_state(
     plan.apply()?;
     let mut done = plan.summary();
     let mut running = running;
-    let mut reload = config_change
-        .as_deref()
-        .filter(|_| running)
-        .map(|new| postgres_sections_differ(&old_config, new));
+    let mut reload = (running && (config_change.is_some() || moved.is_some())).then(|| Reload {
+        postgres_affected: config_change
+            .as_deref()
+            .is_some_and(|new| postgres_sections_differ(&old_config, new)),
+        moved,
+    });
     if let Some(source) = &m.restore {
         let restored =
             restore::plan(&node, source, running, false, &mut report.warnings).and_then(|rp| {
@@ -762,15 +720,13 @@ pub fn apply_state(
             report.changes.push(change);
         }
     }
-    report.facts = node.facts(acted.running, acted.postgres_reloaded, &mut report.warnings);
+    report.facts = node.facts(acted.running, &mut report.warnings);
     Ok(report)
 }
 
 /// Where the service side of a run left the node.
 struct Acted {
     running: bool,
-    /// PostgreSQL was made to reload.
-    postgres_reloaded: bool,
     /// The node's status, when the run waited for it to be healthy.
     status: Option<NodeStatus>,
 }
@@ -783,16 +739,14 @@ fn act(
     node: &Node<'_>,
     state: DesiredState,
     running: bool,
-    reload: Option<bool>,
+    reload: Option<Reload>,
     warnings: &mut Vec<String>,
     done: &mut Vec<String>,
 ) -> Result<Acted> {
     let name = node.name();
-    if let Some(postgres_affected) = reload {
-        warnings.extend(node.reload(postgres_affected)?);
-        done.push(format!("reload Patroni ({name})"));
+    if let Some(r) = &reload {
+        r.apply(node, warnings, done)?;
     }
-    let postgres_reloaded = reload == Some(true);
     let mut now_running = running;
     let mut status = None;
     match state {
@@ -836,7 +790,6 @@ fn act(
     }
     Ok(Acted {
         running: now_running,
-        postgres_reloaded,
         status,
     })
 }
@@ -876,15 +829,6 @@ mod tests {
             None
         );
         assert_eq!(leaderless_initialized(&keys(None, None, &[]), "pg1"), None);
-    }
-
-    #[test]
-    fn postgres_sections_are_told_apart() {
-        let a = "postgresql:\n  parameters:\n    a: 1\n  pg_hba: [x]\nlog:\n  level: INFO\n";
-        let b = "postgresql:\n  parameters:\n    a: 2\n  pg_hba: [x]\nlog:\n  level: INFO\n";
-        let c = "postgresql:\n  parameters:\n    a: 1\n  pg_hba: [x]\nlog:\n  level: DEBUG\n";
-        assert!(postgres_sections_differ(a, b));
-        assert!(!postgres_sections_differ(a, c));
     }
 
     #[test]

@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::error::{Error, Result};
-use crate::manifest::{InstanceManifest, Login};
+use crate::manifest::Login;
 use crate::settings::Settings;
 
 /// TLS material of a REST API client.
@@ -34,11 +34,6 @@ pub struct Endpoint {
 }
 
 impl Endpoint {
-    /// The endpoint of an instance of this host, as its config describes it.
-    pub fn for_instance(settings: &Settings, m: &InstanceManifest) -> Endpoint {
-        Endpoint::for_address(settings, &m.restapi_connect_address, m.restapi_auth.clone())
-    }
-
     /// Any member's endpoint, with this site's TLS settings.
     pub fn for_address(settings: &Settings, address: &str, auth: Option<Login>) -> Endpoint {
         let api = &settings.patroni.restapi;

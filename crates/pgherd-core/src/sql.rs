@@ -26,6 +26,20 @@ pub struct Psql {
     pub run_as: Option<Account>,
 }
 
+/// The port and first socket directory of the postmaster running on
+/// `data_dir`, from its `postmaster.pid` (lines 4 and 5).
+fn running_address(data_dir: &std::path::Path) -> Option<(u16, PathBuf)> {
+    let text = std::fs::read_to_string(data_dir.join("postmaster.pid")).ok()?;
+    let lines: Vec<&str> = text.lines().collect();
+    let pid: i32 = lines.first()?.trim().parse().ok()?;
+    if !crate::service::process_alive(pid) {
+        return None;
+    }
+    let port = lines.get(3)?.trim().parse().ok()?;
+    let socket = lines.get(4)?.trim();
+    (!socket.is_empty()).then(|| (port, PathBuf::from(socket)))
+}
+
 impl Psql {
     pub fn for_instance(
         settings: &Settings,
@@ -33,10 +47,14 @@ impl Psql {
         paths: &InstancePaths,
         run_as: Option<Account>,
     ) -> Psql {
+        // A running PostgreSQL is reached where it listens, which is not
+        // where the configuration says until it restarts.
+        let (port, socket_dir) =
+            running_address(&paths.data_dir).unwrap_or_else(|| (m.port, paths.socket_dir.clone()));
         Psql {
             psql: paths.bin_dir.join("psql"),
-            socket_dir: paths.socket_dir.clone(),
-            port: m.port,
+            socket_dir,
+            port,
             user: settings.postgresql.superuser.clone(),
             passfile: paths.passfile.exists().then(|| paths.passfile.clone()),
             run_as,

@@ -124,7 +124,7 @@ pub(super) fn remove(node: &Node<'_>, running: bool, check_mode: bool) -> Result
             .push(format!("remove empty directory {}", d.display()));
         report.diff.push(removal_diff(d));
     }
-    report.facts = node.facts(false, false, &mut report.warnings);
+    report.facts = node.facts(false, &mut report.warnings);
     if check_mode {
         return Ok(report);
     }

@@ -1,0 +1,160 @@
+//! A reload of a running node once its configuration is written: Patroni
+//! asked where it answers now, the REST API followed to where it moves,
+//! PostgreSQL's reload awaited, and the run returns only once Patroni (its
+//! REST API and the DCS, which the next task reads) reports the pending
+//! restart PostgreSQL itself reports.
+
+use std::time::Duration;
+
+use super::api::ApiMove;
+use super::{Node, POLL_REQUEST_TIMEOUT};
+use crate::error::Result;
+use crate::wait::{wait_until, Probe};
+
+/// What, in a Patroni configuration's `postgresql` section, PostgreSQL
+/// reads: when one of these changes, Patroni's reload reaches PostgreSQL.
+const POSTGRES_KEYS: [&str; 4] = ["parameters", "pg_hba", "pg_ident", "listen"];
+
+/// Whether two Patroni configurations differ in what PostgreSQL reads.
+pub fn postgres_sections_differ(old: &str, new: &str) -> bool {
+    let parse = |t: &str| serde_yaml::from_str::<serde_yaml::Value>(t).unwrap_or_default();
+    let (a, b) = (parse(old), parse(new));
+    POSTGRES_KEYS
+        .iter()
+        .any(|k| a["postgresql"].get(k) != b["postgresql"].get(k))
+}
+
+/// A reload of the running Patroni, once its configuration is written.
+pub(super) struct Reload {
+    /// PostgreSQL's part of the configuration changed.
+    pub postgres_affected: bool,
+    /// Patroni answers elsewhere until it reloads.
+    pub moved: Option<ApiMove>,
+}
+
+impl Reload {
+    /// Reloads, follows a moved REST API, and waits until PostgreSQL and
+    /// Patroni's views agree. Each completed step is added to `done`.
+    pub fn apply(
+        &self,
+        node: &Node<'_>,
+        warnings: &mut Vec<String>,
+        done: &mut Vec<String>,
+    ) -> Result<()> {
+        let name = node.name();
+        let at = self
+            .moved
+            .as_ref()
+            .map_or(node.m.restapi_connect_address.as_str(), |m| m.from.as_str());
+        let psql = node.psql();
+        let loaded_before = if self.postgres_affected {
+            match psql.conf_load_time() {
+                Ok(t) => Some(t),
+                Err(e) => {
+                    warnings.push(format!(
+                        "cannot tell when PostgreSQL reloads its configuration: {e}"
+                    ));
+                    None
+                }
+            }
+        } else {
+            None
+        };
+        node.rest_at(at, POLL_REQUEST_TIMEOUT)?.reload()?;
+        match &self.moved {
+            Some(m) => {
+                done.push(format!("reload Patroni ({name}; {})", m.describe()));
+                node.wait_api_moved(m)?;
+            }
+            None => done.push(format!("reload Patroni ({name})")),
+        }
+        let Some(before) = loaded_before else {
+            return Ok(());
+        };
+        // Patroni applies a reload on its next cycle.
+        let cycle = Duration::from_secs(2 * u64::from(node.settings.patroni.loop_wait) + 10);
+        let waited = wait_until(
+            "PostgreSQL to load the new configuration",
+            node.timeout.min(cycle),
+            || match psql.conf_load_time() {
+                Ok(t) if t != before => Probe::Ready(()),
+                Ok(t) => Probe::Waiting(format!("configuration last loaded at {t}")),
+                Err(e) => Probe::Waiting(e.to_string()),
+            },
+            String::new,
+        );
+        if let Err(e) = waited {
+            warnings.push(format!(
+                "Patroni was asked to reload but PostgreSQL has not reloaded yet: {e}"
+            ));
+            return Ok(());
+        }
+        match psql.pending_restart_parameters() {
+            Ok(pending) => node.wait_pending_restart_reported(&pending),
+            Err(e) => {
+                warnings.push(format!(
+                    "cannot tell from PostgreSQL which parameters wait for a restart: {e}"
+                ));
+                Ok(())
+            }
+        }
+    }
+}
+
+impl Node<'_> {
+    /// Waits until Patroni's own view and the DCS's say, as PostgreSQL
+    /// does, whether a restart is pending: they follow a loop later, and
+    /// the next task (a restart of the pending members) reads them.
+    fn wait_pending_restart_reported(&self, pending: &[String]) -> Result<()> {
+        let rest = self.rest(POLL_REQUEST_TIMEOUT)?;
+        let node = self.m.node.as_str();
+        let want = !pending.is_empty();
+        let said = if want {
+            format!("a pending restart ({})", pending.join(", "))
+        } else {
+            "no pending restart".to_string()
+        };
+        wait_until(
+            &format!(
+                "Patroni and the DCS to report {said} for {}, as PostgreSQL does",
+                self.name()
+            ),
+            self.timeout,
+            || {
+                let own = match rest.patroni() {
+                    Ok(s) => s.pending_restart,
+                    Err(e) => return Probe::Waiting(e.to_string()),
+                };
+                let published = match rest.cluster() {
+                    Ok(c) => c.member(node).map(|m| m.pending_restart),
+                    Err(e) => return Probe::Waiting(e.to_string()),
+                };
+                if own == want && published == Some(want) {
+                    Probe::Ready(())
+                } else {
+                    Probe::Waiting(format!(
+                        "Patroni says pending restart {own}, the DCS {}",
+                        published.map_or("no member key".to_string(), |p| p.to_string())
+                    ))
+                }
+            },
+            String::new,
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn postgres_sections_are_told_apart() {
+        let a = "postgresql:\n  parameters:\n    a: 1\n  pg_hba: [x]\n  listen: h:5432\nlog:\n  level: INFO\n";
+        let b = "postgresql:\n  parameters:\n    a: 2\n  pg_hba: [x]\n  listen: h:5432\nlog:\n  level: INFO\n";
+        let c = "postgresql:\n  parameters:\n    a: 1\n  pg_hba: [x]\n  listen: h:5432\nlog:\n  level: DEBUG\n";
+        let d = "postgresql:\n  parameters:\n    a: 1\n  pg_hba: [x]\n  listen: h:5433\nlog:\n  level: INFO\n";
+        assert!(postgres_sections_differ(a, b));
+        assert!(!postgres_sections_differ(a, c));
+        assert!(postgres_sections_differ(a, d));
+    }
+}
