@@ -24,7 +24,7 @@ log=$(mktemp)
 trap 'rm -f "$log"' EXIT
 status=0
 # The end-to-end tests share 127.0.0.11-13: one test at a time.
-cargo test --workspace --locked -- --test-threads=1 2>&1 | tee "$log" || status=$?
+cargo test --workspace --locked --no-fail-fast -- --test-threads=1 2>&1 | tee "$log" || status=$?
 # Molecule: the playbooks as a user runs them, idempotence included. It
 # uses the same local addresses, so it runs after the cargo tests.
 if [ "$status" -eq 0 ]; then

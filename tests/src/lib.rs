@@ -397,6 +397,12 @@ pub struct EtcdCluster {
 
 impl EtcdCluster {
     pub fn start(dir: &Path, base: u16) -> EtcdCluster {
+        EtcdCluster::start_with(dir, base, None)
+    }
+
+    /// With `pki`: clients must use TLS and present a certificate signed
+    /// by the test CA.
+    pub fn start_with(dir: &Path, base: u16, pki: Option<&pki::Pki>) -> EtcdCluster {
         let ports: Vec<(u16, u16)> = (0..3).map(|i| (base + 2 * i, base + 2 * i + 1)).collect();
         let initial = ports
             .iter()
@@ -405,7 +411,7 @@ impl EtcdCluster {
             .join(",");
         let members: Vec<Etcd> = ports
             .iter()
-            .map(|(c, p)| Etcd::spawn(dir, *c, *p, None, &initial))
+            .map(|(c, p)| Etcd::spawn(dir, *c, *p, pki, &initial))
             .collect();
         for m in &members {
             m.wait_healthy();
@@ -653,6 +659,41 @@ pub fn pids_mentioning(needle: &str) -> Vec<i32> {
         }
     }
     pids
+}
+
+/// The remote ports of the established TCP connections of process `pid`
+/// to 127.0.0.1 (from its descriptors and /proc/net/tcp).
+pub fn loopback_peer_ports(pid: i32) -> Vec<u16> {
+    let inodes: Vec<String> = std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .map(|entries| {
+            entries
+                .flatten()
+                .filter_map(|e| {
+                    let target = std::fs::read_link(e.path()).ok()?;
+                    let t = target.to_string_lossy();
+                    Some(t.strip_prefix("socket:[")?.strip_suffix(']')?.to_string())
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    let table = std::fs::read_to_string("/proc/net/tcp").unwrap_or_default();
+    let mut ports: Vec<u16> = table
+        .lines()
+        .skip(1)
+        .filter_map(|line| {
+            let f: Vec<&str> = line.split_whitespace().collect();
+            // remote address, state 01 (established), inode
+            let (remote, state, inode) = (f.get(2)?, f.get(3)?, f.get(9)?);
+            if *state != "01" || !inodes.iter().any(|i| i == inode) {
+                return None;
+            }
+            let (addr, port) = remote.split_once(':')?;
+            (addr == "0100007F").then(|| u16::from_str_radix(port, 16).ok())?
+        })
+        .collect();
+    ports.sort_unstable();
+    ports.dedup();
+    ports
 }
 
 /// Kills, when dropped, every process whose command line mentions the

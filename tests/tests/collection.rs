@@ -115,9 +115,10 @@ fn the_built_tarball_installs_and_runs() {
              ansible_host: 127.0.0.11\n      surole_password: Gal-Su-1x\n      replrole_password: Gal-Re-2y\n      pg_parameters: {{}}\n      \
              pgherd_settings:\n        postgresql: {{datadir: '{n}/data/{{version}}/{{name}}', socket_directory: '{n}/run', \
              logdir: '{n}/log/pg', passfile: '{n}/etc/{{version}}-{{name}}.pgpass'}}\n        \
-             patroni: {{configpath: '{n}/etc/{{version}}-{{name}}.yaml', logdir: '{n}/log/patroni', piddir: '{n}/run', \
-             pgpass: '{n}/data/{{version}}-{{name}}.pgpass', ttl: 20, loop_wait: 2, retry_timeout: 5}}\n",
-            n = node.display()
+             patroni: {{execpath: '{patroni}', configpath: '{n}/etc/{{version}}-{{name}}.yaml', logdir: '{n}/log/patroni', \
+             piddir: '{n}/run', pgpass: '{n}/data/{{version}}-{{name}}.pgpass', ttl: 20, loop_wait: 2, retry_timeout: 5}}\n",
+            n = node.display(),
+            patroni = venv_bin("patroni").display()
         ),
     )
     .unwrap();

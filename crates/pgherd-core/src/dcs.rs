@@ -74,6 +74,37 @@ fn is_transient(e: &etcd_client::Error) -> bool {
     }
 }
 
+/// An etcd client error as one readable line: gRPC's status and message,
+/// and the innermost cause (a refused connection, a certificate rejected),
+/// without the library's debug dump.
+pub fn describe_error(e: &etcd_client::Error) -> String {
+    let root = {
+        let mut cause: Option<&dyn std::error::Error> = std::error::Error::source(e);
+        let mut last = None;
+        while let Some(c) = cause {
+            last = Some(c.to_string());
+            cause = c.source();
+        }
+        last
+    };
+    let head = match e {
+        etcd_client::Error::GRpcStatus(s) => {
+            let message = s.message().trim();
+            if message.is_empty() {
+                format!("{:?}", s.code()).to_lowercase()
+            } else {
+                message.to_string()
+            }
+        }
+        etcd_client::Error::TransportError(_) => "transport error".to_string(),
+        other => other.to_string(),
+    };
+    match root {
+        Some(r) if !head.contains(&r) => format!("{head}: {r}"),
+        _ => head,
+    }
+}
+
 /// The gRPC codes used above, named as the gRPC specification numbers them.
 mod tonic_code {
     pub const UNAVAILABLE: i32 = 14;
@@ -148,9 +179,10 @@ impl Dcs {
         } else {
             options.with_timeout(timeout)
         };
-        if let Some(login) = auth {
-            options = options.with_user(login.username.clone(), login.password.clone());
-        }
+        // The login is not part of the connection: made there, it goes to
+        // whichever member the balancer picks, and a member that is down
+        // fails the connection. It is made afterwards as a call, retried
+        // like every call until a live member answers.
         if etcd.protocol == Protocol::Https {
             let mut tls = etcd_client::TlsOptions::new();
             if let Some(ca) = &etcd.cacert {
@@ -187,17 +219,31 @@ impl Dcs {
             })?
             .map_err(|e| Error::Dcs {
                 endpoints: described.clone(),
-                msg: e.to_string(),
+                msg: describe_error(&e),
             })?;
-        Ok(Dcs {
+        let dcs = Dcs {
             client,
             runtime,
             endpoints,
             timeout,
-        })
+        };
+        if let Some(login) = auth {
+            let user = Some((login.username.clone(), login.password.clone()));
+            let client = dcs.client.clone();
+            dcs.call(&format!("logging in as {}", login.username), || {
+                let mut client = client.clone();
+                let user = user.clone();
+                async move { client.update_user(user).await }
+            })?;
+        }
+        Ok(dcs)
     }
 
-    fn error(&self, what: &str, e: impl std::fmt::Display) -> Error {
+    fn error(&self, what: &str, e: &etcd_client::Error) -> Error {
+        self.error_text(what, &describe_error(e))
+    }
+
+    fn error_text(&self, what: &str, e: &str) -> Error {
         Error::Dcs {
             endpoints: self.endpoints.join(", "),
             msg: format!("{what}: {e}"),
@@ -219,11 +265,11 @@ impl Dcs {
                 .runtime
                 .block_on(async { tokio::time::timeout(left, make()).await })
             {
-                Err(_) => return Err(self.error(what, "no answer before the timeout")),
+                Err(_) => return Err(self.error_text(what, "no answer before the timeout")),
                 Ok(Ok(v)) => return Ok(v),
                 Ok(Err(e)) => {
                     if !is_transient(&e) || start.elapsed() + POLL_INTERVAL >= self.timeout {
-                        return Err(self.error(what, e));
+                        return Err(self.error(what, &e));
                     }
                     std::thread::sleep(POLL_INTERVAL);
                 }
@@ -282,15 +328,15 @@ impl Dcs {
         loop {
             let resp = match self.runtime.block_on(watch.stream.message()) {
                 Ok(Some(resp)) => resp,
-                Ok(None) => return Err(self.error(&what, "the watch ended")),
-                Err(e) => return Err(self.error(&what, e)),
+                Ok(None) => return Err(self.error_text(&what, "the watch ended")),
+                Err(e) => return Err(self.error(&what, &e)),
             };
             if resp.canceled() {
                 let reason = match resp.compact_revision() {
                     0 => resp.cancel_reason().to_string(),
                     r => format!("history compacted up to revision {r}"),
                 };
-                return Err(self.error(&what, format!("cancelled: {reason}")));
+                return Err(self.error_text(&what, &format!("cancelled: {reason}")));
             }
             let changes: Vec<(String, Option<String>)> = resp
                 .events()
