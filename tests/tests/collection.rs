@@ -1,6 +1,7 @@
-//! The collection as users get it: ansible-doc shows both modules from the
-//! generated docs, and the tarball built by ansible-galaxy installs into a
-//! fresh path and runs a playbook from there.
+//! The collection as users get it: ansible-doc lists and shows both modules
+//! from the generated docs, a task with a misspelled option fails on the
+//! controller before anything reaches the host, and the tarball built by
+//! ansible-galaxy installs into a fresh path and runs a playbook from there.
 
 use std::process::Command;
 
@@ -24,6 +25,139 @@ fn ansible_doc(collections: &std::path::Path, module: &str) -> Value {
     );
     let v: Value = serde_json::from_slice(&out.stdout).unwrap();
     v[module].clone()
+}
+
+/// `ansible-doc -l` of the collection found under `collections`: its
+/// standard output and error.
+fn ansible_doc_list(collections: &std::path::Path) -> (String, String) {
+    let out = Command::new(venv_bin("ansible-doc"))
+        .args(["-l", "pgherd.cluster"])
+        .env("ANSIBLE_COLLECTIONS_PATH", collections)
+        .env("ANSIBLE_NOCOLOR", "1")
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    (
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+fn assert_lists_both_modules(collections: &std::path::Path) {
+    let (listed, warnings) = ansible_doc_list(collections);
+    for line in [
+        "pgherd.cluster.instance A PostgreSQL instance managed by Patroni",
+        "pgherd.cluster.patroni  Cluster-wide operations on a Patroni cluster",
+    ] {
+        assert!(
+            listed.contains(line),
+            "{line:?} not listed:\n{listed}{warnings}"
+        );
+    }
+    assert!(
+        !warnings.contains("WARNING"),
+        "ansible-doc -l warns: {warnings}"
+    );
+}
+
+#[test]
+fn ansible_doc_lists_the_modules() {
+    assert_collection_is_fresh();
+    assert_lists_both_modules(&collections_path());
+}
+
+#[test]
+fn misspelled_options_fail_on_the_controller_before_any_transfer() {
+    assert_collection_is_fresh();
+    let dir = TestDir::new("controller-check");
+    // A host nothing answers for: a task that reached it would come back
+    // unreachable, not failed with the option named.
+    let inventory = dir.join("inventory.yml");
+    std::fs::write(
+        &inventory,
+        "all:\n  hosts:\n    db7:\n      ansible_host: 127.0.0.1\n      ansible_port: 1\n      \
+         ansible_user: nobody\n      ansible_connection: ssh\n",
+    )
+    .unwrap();
+    let cases: Vec<(&str, Value, Vec<&str>)> = vec![
+        (
+            "instance",
+            json!({"name": "main", "surole_pasword": "Ctl-Secret-1x"}),
+            vec!["unsupported option surole_pasword", "surole_password"],
+        ),
+        (
+            "instance",
+            json!({"name": "main", "port": "not-a-port"}),
+            vec!["'port'"],
+        ),
+        (
+            "instance",
+            json!({"name": "main", "state": "running"}),
+            vec!["state"],
+        ),
+        ("instance", json!({"port": 5433}), vec!["name"]),
+        (
+            "instance",
+            json!({"name": "main", "patroni": {"restapi": {"lisen": "h:1"}}}),
+            vec!["unsupported option patroni.restapi.lisen in 'patroni.restapi'"],
+        ),
+        (
+            "instance",
+            json!({"name": "main", "restore": {"set": "x"}}),
+            vec!["from"],
+        ),
+        (
+            "patroni",
+            json!({"cluster": "c", "leader": "pg2", "failover_to": "pg3"}),
+            vec!["leader", "failover_to"],
+        ),
+        (
+            "patroni",
+            json!({"cluster": "c", "restapi_username": "u"}),
+            vec!["restapi_password"],
+        ),
+        (
+            "patroni",
+            json!({"cluster": "c", "wait_timeout": "soon"}),
+            vec!["wait_timeout"],
+        ),
+    ];
+    for (i, (module, args, named)) in cases.iter().enumerate() {
+        let playbook = pgherd_e2e::one_task_playbook(
+            &dir.path,
+            &format!("case{i}"),
+            "db7",
+            &format!("pgherd.cluster.{module}"),
+            args,
+        );
+        let run = ansible_playbook(&dir.path, &playbook, &inventory, &[]);
+        let failed = run.failed_tasks();
+        assert_eq!(failed.len(), 1, "case {i}: {}", run.transcript());
+        assert_eq!(failed[0].status, "failed", "case {i}: {}", run.transcript());
+        let msg = failed[0].result["msg"].as_str().unwrap_or_default();
+        assert!(
+            msg.contains("checked on the controller: nothing was sent to db7"),
+            "case {i}: {msg}"
+        );
+        for n in named {
+            assert!(msg.contains(n), "case {i}: {n:?} not named: {msg}");
+        }
+        assert!(!run.transcript().contains("Ctl-Secret-1x"), "case {i}");
+        // The module itself, on a host, refuses the same task naming the
+        // same option: one spec.
+        let direct = pgherd_e2e::run_module(&dir.path, module, args);
+        assert!(
+            direct.failed(),
+            "case {i}: the module accepts it: {direct:?}"
+        );
+        for n in named {
+            assert!(
+                direct.msg().contains(n.trim_matches('\'')),
+                "case {i}: the module does not name {n:?}: {}",
+                direct.msg()
+            );
+        }
+    }
 }
 
 #[test]
@@ -95,7 +229,7 @@ fn the_built_tarball_installs_and_runs() {
         String::from_utf8_lossy(&install.stderr)
     );
     let modules = installed.join("ansible_collections/pgherd/cluster/plugins/modules");
-    for m in ["instance", "patroni", "instance.yml", "patroni.yml"] {
+    for m in ["instance", "patroni", "instance.py", "patroni.py"] {
         assert!(
             modules.join(m).exists(),
             "{m} missing from the installed collection"
@@ -104,6 +238,10 @@ fn the_built_tarball_installs_and_runs() {
     assert!(
         ansible_doc(&installed, "pgherd.cluster.patroni")["doc"]["options"]["leader"].is_object()
     );
+    assert_lists_both_modules(&installed);
+    assert!(installed
+        .join("ansible_collections/pgherd/cluster/docs/settings.md")
+        .exists());
 
     // A playbook runs the installed modules.
     let node = dir.join("node");

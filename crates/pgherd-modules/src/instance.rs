@@ -175,7 +175,20 @@ pub fn docs() -> pgherd_ansible::docs::ModuleDoc {
         version_added: "0.1.0",
         notes: vec![
             "Runs as root (Patroni and PostgreSQL then run as the settings' C(sysuser)) or as that user through become.",
+            "The site settings (option I(settings)): every key, its default and the C({version}) and C({name}) placeholders of paths are described in the collection's C(docs/settings.md).",
+            "Before anything is written, the module checks the programs the settings name (Patroni, PostgreSQL's bin directory, pgBackRest) and that every directory can be made and written by whoever writes it, and fails naming the setting and the path.",
             "The module is a native executable built for the controller's architecture; see the collection README to build for other targets.",
+        ],
+        requirements: vec![
+            "PostgreSQL's server programs for the instance's version (Debian: C(postgresql-VERSION)).",
+            "Patroni with etcd3 support (Debian: C(patroni) and C(python3-etcd3), or a virtualenv with C(patroni[etcd3])).",
+            "An etcd cluster (v3 API) reachable from the host.",
+            "pgBackRest, for I(pgbackrest) and I(restore).",
+        ],
+        seealso: vec![
+            json!({"module": "pgherd.cluster.patroni"}),
+            json!({"name": "Patroni's YAML configuration", "link": "https://patroni.readthedocs.io/en/latest/yaml_configuration.html",
+                   "description": "What the module writes, and what conf_settings can override."}),
         ],
         examples: EXAMPLES,
         returns: vec![
@@ -183,24 +196,27 @@ pub fn docs() -> pgherd_ansible::docs::ModuleDoc {
                 .always()
                 .elements("str")
                 .sample(json!(["create /etc/patroni/15-main.yaml", "start Patroni (15-main (pg1))"])),
-            ReturnDoc::new("instance", "dict", "The node: where it lives and what Patroni says of it.").contains(vec![
-                ReturnDoc::new("name", "str", "Instance name."),
-                ReturnDoc::new("version", "str", "PostgreSQL major version."),
-                ReturnDoc::new("port", "int", "PostgreSQL port."),
-                ReturnDoc::new("cluster", "str", "Patroni scope."),
-                ReturnDoc::new("node", "str", "Member name."),
-                ReturnDoc::new("data_dir", "str", "Data directory."),
-                ReturnDoc::new("config", "str", "Path of the Patroni configuration."),
-                ReturnDoc::new("passfile", "str", "Path of the client password file, when passwords are given."),
-                ReturnDoc::new("restapi", "str", "host:port of the REST API."),
-                ReturnDoc::new("running", "bool", "Whether Patroni runs."),
-                ReturnDoc::new("role", "str", "primary or replica, when running."),
-                ReturnDoc::new("state", "str", "Patroni's state of PostgreSQL, when running."),
-                ReturnDoc::new("replication_state", "str", "A replica's replication state (C(streaming) once it streams from its upstream)."),
-                ReturnDoc::new("timeline", "int", "Current timeline, when running."),
-                ReturnDoc::new("pending_restart", "bool", "Whether parameters wait for a restart."),
-                ReturnDoc::new("pending_restart_parameters", "list", "Those parameters.").elements("str"),
-                ReturnDoc::new("members", "list", "Cluster members: name, role, state, host, timeline, lag.").elements("dict"),
+            ReturnDoc::new("instance", "dict", "The node: where it lives and what Patroni says of it.")
+                .sample(json!({"name": "main", "version": "15", "role": "primary", "state": "running"}))
+                .contains(vec![
+                ReturnDoc::new("name", "str", "Instance name.").sample(json!("main")),
+                ReturnDoc::new("version", "str", "PostgreSQL major version.").sample(json!("15")),
+                ReturnDoc::new("port", "int", "PostgreSQL port.").sample(json!(5432)),
+                ReturnDoc::new("cluster", "str", "Patroni scope.").sample(json!("main")),
+                ReturnDoc::new("node", "str", "Member name.").sample(json!("pg1")),
+                ReturnDoc::new("data_dir", "str", "Data directory.").sample(json!("/var/lib/postgresql/15/main")),
+                ReturnDoc::new("config", "str", "Path of the Patroni configuration.").sample(json!("/etc/patroni/15-main.yaml")),
+                ReturnDoc::new("passfile", "str", "Path of the client password file, when passwords are given.").sample(json!("/etc/patroni/15-main.pgpass")),
+                ReturnDoc::new("restapi", "str", "host:port of the REST API.").sample(json!("10.0.0.11:8008")),
+                ReturnDoc::new("running", "bool", "Whether Patroni runs.").sample(json!(true)),
+                ReturnDoc::new("role", "str", "primary or replica, when running.").sample(json!("replica")),
+                ReturnDoc::new("state", "str", "Patroni's state of PostgreSQL, when running.").sample(json!("streaming")),
+                ReturnDoc::new("replication_state", "str", "A replica's replication state (C(streaming) once it streams from its upstream).").sample(json!("streaming")),
+                ReturnDoc::new("timeline", "int", "Current timeline, when running.").sample(json!(3)),
+                ReturnDoc::new("pending_restart", "bool", "Whether parameters wait for a restart, as Patroni and the DCS report it (the task waits until they agree with PostgreSQL).").sample(json!(true)),
+                ReturnDoc::new("pending_restart_parameters", "list", "Those parameters.").elements("str").sample(json!(["shared_buffers"])),
+                ReturnDoc::new("members", "list", "Cluster members: name, role, state, host, timeline, lag.").elements("dict")
+                    .sample(json!([{"name": "pg1", "role": "leader", "state": "running", "host": "10.0.0.11", "timeline": 3, "lag": null}])),
             ]),
         ],
     }

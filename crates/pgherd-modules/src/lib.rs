@@ -82,3 +82,35 @@ pub fn changes_outcome(
         values,
     }
 }
+
+/// The file the collection ships beside a module's executable
+/// (`plugins/modules/NAME.py`): its documentation, read by `ansible-doc`,
+/// and its argument spec, with which the collection's action plugin
+/// validates a task on the controller before anything reaches the host.
+/// Generated from the module's spec; `tests/docs.rs` pins it.
+pub fn collection_doc_file(
+    doc: &pgherd_ansible::docs::ModuleDoc,
+    spec: &pgherd_ansible::Spec,
+) -> String {
+    use pgherd_ansible::docs::{argument_spec, python_literal, sidecar};
+    use pgherd_core::merge::json_to_yaml;
+    use pgherd_core::yaml::to_yaml_string;
+    let docs = sidecar(doc, spec);
+    let yaml = |key: &str| to_yaml_string(&json_to_yaml(&docs[key]));
+    let name = doc.module.rsplit('.').next().unwrap_or(doc.module);
+    format!(
+        "# Generated from the module's argument spec (crates/pgherd-modules); do not edit.\n\
+         # {module} is a native executable (bin/{name}, linked as plugins/modules/{name});\n\
+         # this file holds its documentation and the argument spec its action plugin\n\
+         # checks a task against on the controller.\n\n\
+         DOCUMENTATION = r\"\"\"\n{documentation}\"\"\"\n\n\
+         EXAMPLES = r\"\"\"\n{examples}\"\"\"\n\n\
+         RETURN = r\"\"\"\n{returns}\"\"\"\n\n\
+         ARGUMENT_SPEC = {spec}\n",
+        module = doc.module,
+        documentation = yaml("DOCUMENTATION"),
+        examples = doc.examples,
+        returns = yaml("RETURN"),
+        spec = python_literal(&argument_spec(spec)),
+    )
+}

@@ -252,6 +252,17 @@ pub fn docs() -> pgherd_ansible::docs::ModuleDoc {
         version_added: "0.1.0",
         notes: vec![
             "Operations given together run in this order: resume, dynamic configuration, reload, switchover or failover, restarts, reinitialisations, pause.",
+            "The site settings (option I(settings)) are described in the collection's C(docs/settings.md).",
+        ],
+        requirements: vec![
+            "An etcd cluster (v3 API) holding the cluster's keys, reachable from the host the task runs on, unless I(restapi) is given.",
+            "Patroni's REST API of the members, reachable from that host.",
+            "pgBackRest on the leader's host, for I(backup).",
+        ],
+        seealso: vec![
+            json!({"module": "pgherd.cluster.instance"}),
+            json!({"name": "Patroni's REST API", "link": "https://patroni.readthedocs.io/en/latest/rest_api.html",
+                   "description": "The endpoints the module calls."}),
         ],
         examples: EXAMPLES,
         returns: vec![
@@ -259,25 +270,37 @@ pub fn docs() -> pgherd_ansible::docs::ModuleDoc {
                 .always()
                 .elements("str")
                 .sample(json!(["switchover from pg1 to pg2"])),
-            ReturnDoc::new("cluster", "dict", "The cluster after the task.").contains(vec![
-                ReturnDoc::new("name", "str", "Patroni scope."),
-                ReturnDoc::new("system_identifier", "str", "PostgreSQL system identifier."),
-                ReturnDoc::new("leader", "str", "Leader's name."),
-                ReturnDoc::new("sync_standbys", "list", "Synchronous standbys.").elements("str"),
-                ReturnDoc::new("paused", "bool", "Maintenance mode."),
-                ReturnDoc::new("members", "list", "Members: name, role, state, host, port, timeline, lag (bytes), pending_restart, tags, restapi.").elements("dict"),
-                ReturnDoc::new("config", "dict", "Dynamic configuration."),
-                ReturnDoc::new("history", "list", "Timeline history."),
-                ReturnDoc::new("scheduled_switchover", "dict", "A switchover waiting for its time: at, from, to."),
+            ReturnDoc::new("cluster", "dict", "The cluster after the task (before it, in check mode).")
+                .sample(json!({"name": "main", "leader": "pg1", "paused": false}))
+                .contains(vec![
+                ReturnDoc::new("name", "str", "Patroni scope.").sample(json!("main")),
+                ReturnDoc::new("system_identifier", "str", "PostgreSQL system identifier; null for a cluster with no member.")
+                    .sample(json!("7441223371234567890")),
+                ReturnDoc::new("leader", "str", "Leader's name.").sample(json!("pg1")),
+                ReturnDoc::new("sync_standbys", "list", "Synchronous standbys.").elements("str").sample(json!(["pg2"])),
+                ReturnDoc::new("paused", "bool", "Maintenance mode.").sample(json!(false)),
+                ReturnDoc::new("members", "list", "Members: name, role, state, host, port, timeline, lag (bytes), pending_restart, tags, restapi, \
+                    and reachable (false when its REST API did not answer: role and state are then the last ones it published in the DCS).")
+                    .elements("dict")
+                    .sample(json!([{"name": "pg1", "role": "leader", "state": "running", "host": "10.0.0.11", "port": 5432,
+                                    "timeline": 3, "lag": null, "pending_restart": false, "tags": {}, "restapi": "10.0.0.11:8008",
+                                    "reachable": true}])),
+                ReturnDoc::new("config", "dict", "Dynamic configuration.").sample(json!({"ttl": 30, "loop_wait": 10})),
+                ReturnDoc::new("history", "list", "Timeline history: timeline, LSN, reason, time, new leader.")
+                    .sample(json!([[1, 50331808, "no recovery target specified", "2026-12-01T10:00:00+00:00", "pg2"]])),
+                ReturnDoc::new("scheduled_switchover", "dict", "A switchover waiting for its time: at, from, to.")
+                    .sample(json!({"at": "2026-12-01T22:00:00+00:00", "from": "pg1", "to": "pg2"})),
             ]),
-            ReturnDoc::new("backup", "dict", "The backup taken, on the host of the leader (I(backup)).").contains(vec![
-                ReturnDoc::new("label", "str", "pgBackRest's label of the backup."),
-                ReturnDoc::new("type", "str", "full, diff or incr."),
-                ReturnDoc::new("start", "int", "Start, in Unix time."),
-                ReturnDoc::new("stop", "int", "End, in Unix time."),
-                ReturnDoc::new("size", "int", "Bytes of the database."),
-                ReturnDoc::new("repository_size", "int", "Bytes it takes in the repository."),
-                ReturnDoc::new("system_identifier", "str", "System identifier of the cluster backed up."),
+            ReturnDoc::new("backup", "dict", "The backup taken, on the host of the leader (I(backup)).")
+                .sample(json!({"label": "20261201-220000F", "type": "full"}))
+                .contains(vec![
+                ReturnDoc::new("label", "str", "pgBackRest's label of the backup.").sample(json!("20261201-220000F")),
+                ReturnDoc::new("type", "str", "full, diff or incr.").sample(json!("full")),
+                ReturnDoc::new("start", "int", "Start, in Unix time.").sample(json!(1_796_162_400)),
+                ReturnDoc::new("stop", "int", "End, in Unix time.").sample(json!(1_796_162_404)),
+                ReturnDoc::new("size", "int", "Bytes of the database.").sample(json!(23_000_000)),
+                ReturnDoc::new("repository_size", "int", "Bytes it takes in the repository.").sample(json!(3_100_000)),
+                ReturnDoc::new("system_identifier", "str", "System identifier of the cluster backed up.").sample(json!("7441223371234567890")),
             ]),
         ],
     }

@@ -1,25 +1,25 @@
-//! The modules' sidecar documentation in the collection is generated from
+//! The modules' documentation files in the collection are generated from
 //! their argument specs; this test fails when the two drift apart.
-//! `PGHERD_BLESS=1 cargo test -p pgherd-modules --test docs` regenerates.
+//! `PGHERD_BLESS=1 cargo test -p pgherd-modules --test docs` regenerates
+//! (never set in CI: there, a stale file fails).
 
 use std::path::PathBuf;
 
-use pgherd_core::merge::json_to_yaml;
-use pgherd_core::yaml::to_yaml_string;
-
-fn sidecar_path(module: &str) -> PathBuf {
+fn doc_file_path(module: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
         .join("../../ansible_collection/ansible_collections/pgherd/cluster/plugins/modules")
-        .join(format!("{module}.yml"))
+        .join(format!("{module}.py"))
 }
 
 fn check(module: &str, doc: pgherd_ansible::docs::ModuleDoc, spec: pgherd_ansible::Spec) {
-    let rendered = format!(
-        "# Generated from the module's argument spec (crates/pgherd-modules); do not edit.\n{}",
-        to_yaml_string(&json_to_yaml(&pgherd_ansible::docs::sidecar(&doc, &spec)))
+    let rendered = pgherd_modules::collection_doc_file(&doc, &spec);
+    let path = doc_file_path(module);
+    let blessing = std::env::var_os("PGHERD_BLESS").is_some();
+    assert!(
+        !(blessing && std::env::var_os("CI").is_some()),
+        "PGHERD_BLESS must not be set in CI: it would hide a stale file"
     );
-    let path = sidecar_path(module);
-    if std::env::var_os("PGHERD_BLESS").is_some() {
+    if blessing {
         std::fs::write(&path, &rendered).unwrap();
     }
     let on_disk = std::fs::read_to_string(&path)
@@ -35,6 +35,12 @@ fn check(module: &str, doc: pgherd_ansible::docs::ModuleDoc, spec: pgherd_ansibl
         examples.as_sequence().is_some_and(|s| !s.is_empty()),
         "EXAMPLES of {module} is not a task list"
     );
+    let unsampled = pgherd_ansible::docs::returns_without_sample(&doc);
+    assert!(
+        unsampled.is_empty(),
+        "return values of {module} without a sample: {unsampled:?}"
+    );
+    assert!(!doc.requirements.is_empty() && !doc.seealso.is_empty());
 }
 
 #[test]

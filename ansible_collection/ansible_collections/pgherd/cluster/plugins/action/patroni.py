@@ -1,2 +1,2 @@
-# The same architecture check as the instance module's action plugin.
+# The same controller-side checks as the instance module's action plugin.
 from ansible_collections.pgherd.cluster.plugins.action.instance import ActionModule  # noqa: F401
