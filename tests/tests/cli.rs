@@ -381,15 +381,26 @@ fn the_cli_operates_the_cluster_and_the_proxy_follows_the_leader() {
 
     // The shipped samples render on this cluster; HAProxy accepts its own.
     let examples = repo_root().join("examples/proxy");
-    for (sample, out) in [
-        ("haproxy.cfg.tera", "haproxy.cfg"),
-        ("pgbouncer.ini.tera", "sample.ini"),
+    // PgBouncer's directory belongs to its user: a new file there is
+    // created for that user too, not root's.
+    let pgb_dir = dir.join("pgb");
+    std::fs::create_dir_all(&pgb_dir).unwrap();
+    let postgres = pgherd_e2e::uid_of("postgres");
+    std::os::unix::fs::chown(&pgb_dir, Some(postgres), Some(postgres)).unwrap();
+    for (sample, out, vars) in [
+        ("haproxy.cfg.tera", "haproxy.cfg", json!({})),
+        ("pgbouncer.ini.tera", "pgb/sample.ini", json!({})),
+        (
+            "pgbouncer.ini.tera",
+            "tls.ini",
+            json!({"server_tls_sslmode": "verify-full", "server_tls_ca_file": "/etc/ca.pem"}),
+        ),
     ] {
-        let config = dir.join(&format!("{out}.yaml"));
+        let config = dir.join(&format!("{}.yaml", out.replace('/', "-")));
         std::fs::write(
             &config,
             serde_json::to_string(&json!({
-                "cluster": "cli", "settings": s,
+                "cluster": "cli", "settings": s, "vars": vars,
                 "template": examples.join(sample), "target": dir.join(out),
             }))
             .unwrap(),
@@ -416,6 +427,20 @@ fn the_cli_operates_the_cluster_and_the_proxy_follows_the_leader() {
         text(&check.stdout),
         text(&check.stderr)
     );
-    let ini = std::fs::read_to_string(dir.join("sample.ini")).unwrap();
+    let ini = std::fs::read_to_string(pgb_dir.join("sample.ini")).unwrap();
     assert!(ini.contains("* = host=127.0.0.12 port=5432"), "{ini}");
+    assert!(ini.contains("server_login_retry = 1"), "{ini}");
+    assert!(!ini.contains("server_tls_sslmode"), "{ini}");
+    let owner = std::fs::metadata(pgb_dir.join("sample.ini")).unwrap();
+    assert_eq!(
+        std::os::unix::fs::MetadataExt::uid(&owner),
+        postgres,
+        "a new file is given its directory's owner"
+    );
+    let tls = std::fs::read_to_string(dir.join("tls.ini")).unwrap();
+    assert!(
+        tls.contains("server_tls_sslmode = verify-full")
+            && tls.contains("server_tls_ca_file = /etc/ca.pem"),
+        "{tls}"
+    );
 }

@@ -23,13 +23,17 @@ const REWIND: &str = "Sec-Rew-8PkT3";
 const API_PASSWORD: &str = "Sec-Api-2VbN6";
 const ETCD_PASSWORD: &str = "Sec-Etcd-5WcR1";
 const ETCD_ROOT: &str = "Sec-Root-9JdF4";
-const SECRETS: [&str; 6] = [
+/// A secret in the site settings themselves: the settings file holding it
+/// must be 0600 and never shown.
+const CIPHER_PASS: &str = "Sec-Cipher-1HsD8";
+const SECRETS: [&str; 7] = [
     SUROLE,
     REPLROLE,
     REWIND,
     API_PASSWORD,
     ETCD_PASSWORD,
     ETCD_ROOT,
+    CIPHER_PASS,
 ];
 
 struct Secure {
@@ -57,6 +61,7 @@ impl Secure {
             "pg_parameters": {"ssl": "on", "ssl_cert_file": p.server_cert, "ssl_key_file": p.server_key,
                               "ssl_ca_file": p.ca},
             "pgherd_settings_extra": {
+                "pgbackrest": {"global_options": {"repo1-cipher-pass": CIPHER_PASS}},
                 "postgresql": {"client_ssl": {"sslmode": "verify-ca", "sslrootcert": p.ca}},
                 "patroni": {
                     "etcd": {"protocol": "https", "cacert": p.ca, "cert": p.client_cert, "key": p.client_key},
@@ -536,6 +541,12 @@ fn a_secured_cluster_works_refuses_and_leaks_nothing() {
             .iter()
             .any(|(p, _, _)| p.ends_with("etc/15-main.yaml")),
         "the scan found no Patroni config: {holders:?}"
+    );
+    assert!(
+        holders
+            .iter()
+            .any(|(p, _, s)| p.ends_with("pg1/settings.yaml") && *s == CIPHER_PASS),
+        "the scan found no settings file: {holders:?}"
     );
     for (path, mode, secret) in &holders {
         assert_eq!(

@@ -135,10 +135,15 @@ fn register_no_log_values(spec: &Spec, raw: &Map<String, Value>) {
     }
 }
 
-/// Whether a key of free-form data names a secret (`password`,
-/// `etcd_password`, `PGPASSWORD`...; not `password_encryption`).
+/// Whether a key of free-form data names a secret: `password`,
+/// `etcd_password`, `PGPASSWORD`... (not `password_encryption`), and
+/// hyphenated option names with a pass, a secret or a key in them, as
+/// pgBackRest names its secrets (`repo1-cipher-pass`,
+/// `repo1-s3-key-secret`); a plain `key` (the path of a key file) is not.
 fn is_password_key(key: &str) -> bool {
-    key.to_ascii_lowercase().ends_with("password")
+    let key = key.to_ascii_lowercase();
+    key.ends_with("password")
+        || (key.contains('-') && ["pass", "secret", "key"].iter().any(|w| key.contains(w)))
 }
 
 /// Registers the values of password keys anywhere in free-form data (an
@@ -526,6 +531,42 @@ mod tests {
 
     /// Child side of `a_panic_becomes_one_json_failure`: runs a module whose
     /// body panics. Ignored unless the parent runs it with the variable set.
+    #[test]
+    fn free_form_secrets_are_told_by_their_key() {
+        for secret in [
+            "password",
+            "etcd_password",
+            "PGPASSWORD",
+            "repo1-cipher-pass",
+            "repo1-s3-key",
+            "repo1-s3-key-secret",
+        ] {
+            assert!(is_password_key(secret), "{secret}");
+        }
+        for plain in [
+            "password_encryption",
+            "key",
+            "keyfile",
+            "cacert",
+            "repo1-path",
+        ] {
+            assert!(!is_password_key(plain), "{plain}");
+        }
+        let settings = json!({"pgbackrest": {"global_options": {
+            "repo1-cipher-pass": "Cph-Pass-8v", "compress-type": "zst"}},
+            "patroni": {"etcd": {"key": "/etc/k.pem"}}});
+        let censored = censor_password_keys(&settings);
+        assert_eq!(
+            censored["pgbackrest"]["global_options"]["repo1-cipher-pass"],
+            NO_LOG_PLACEHOLDER
+        );
+        assert_eq!(
+            censored["pgbackrest"]["global_options"]["compress-type"],
+            "zst"
+        );
+        assert_eq!(censored["patroni"]["etcd"]["key"], "/etc/k.pem");
+    }
+
     #[test]
     #[ignore]
     fn panicking_module_child() {

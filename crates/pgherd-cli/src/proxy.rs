@@ -40,6 +40,14 @@ pub struct ProxyConfig {
     /// Mode of the target file, octal (default 0640).
     #[serde(default)]
     pub mode: Option<String>,
+    /// Owner (user, then its primary group unless `group` is given) of the
+    /// target file. By default an existing file keeps its owner and a new
+    /// one gets the owner of its directory, so that the proxy reading it
+    /// (PgBouncer, HAProxy, running as another user) can.
+    #[serde(default)]
+    pub owner: Option<String>,
+    #[serde(default)]
+    pub group: Option<String>,
     /// Run after the target changed: a string for `/bin/sh -c`, or a list
     /// (program and arguments, no shell).
     #[serde(default)]
@@ -79,6 +87,9 @@ impl ProxyConfig {
         };
         pgherd_core::names::Name::parse("cluster", &self.cluster).map_err(bad)?;
         self.mode().map_err(|e| bad(format!("mode: {e}")))?;
+        if self.group.is_some() && self.owner.is_none() {
+            return Err(bad("group is set without owner: give both".into()));
+        }
         match &self.reload_command {
             Some(ReloadCommand::Argv(argv)) if argv.is_empty() => {
                 Err(bad("reload_command: an empty list runs nothing".into()))
@@ -275,6 +286,8 @@ pub struct Proxy {
     login: Option<Login>,
     prefix: String,
     mode: u32,
+    /// The configured owner of the target file.
+    owner: Option<Owner>,
     /// Also tell of passes that changed nothing.
     pub verbose: bool,
 }
@@ -291,6 +304,13 @@ impl Proxy {
             .map_err(|e| Error::io(&config.template, "reading the template", e))?;
         let prefix = cluster_prefix(&settings.patroni.etcd.namespace, &config.cluster);
         let mode = config.mode().map_err(Error::Other)?;
+        let owner = match &config.owner {
+            Some(user) => Some(pgherd_core::fs::lookup_owner(
+                user,
+                config.group.as_deref(),
+            )?),
+            None => None,
+        };
         let login = pgherd_core::dcs::effective_login(login.as_ref(), &settings.patroni.etcd);
         Ok(Proxy {
             config,
@@ -299,6 +319,7 @@ impl Proxy {
             login,
             prefix,
             mode,
+            owner,
             verbose: false,
         })
     }
@@ -323,15 +344,20 @@ impl Proxy {
         if std::fs::read(target).ok().as_deref() == Some(text.as_bytes()) {
             return Ok(Outcome::Unchanged);
         }
-        // A file replaced by root keeps its owner: the proxy reading it
-        // (pgbouncer, haproxy) runs as another user.
-        let owner = std::fs::metadata(target)
-            .ok()
-            .filter(|_| running_as_root())
-            .map(|m| Owner {
+        // The proxy reading the file (pgbouncer, haproxy) runs as another
+        // user: the configured owner, else the file's own, else its
+        // directory's.
+        let owner_of = |p: &Path| {
+            std::fs::metadata(p).ok().map(|m| Owner {
                 uid: m.uid(),
                 gid: m.gid(),
-            });
+            })
+        };
+        let owner = self.owner.or_else(|| {
+            running_as_root()
+                .then(|| owner_of(target).or_else(|| target.parent().and_then(owner_of)))
+                .flatten()
+        });
         write_atomic(target, text.as_bytes(), self.mode, owner)?;
         Ok(Outcome::Written)
     }
@@ -628,6 +654,7 @@ mod tests {
             format!("{base}reload_command: []\n"),
             format!("{base}reload_command: ' '\n"),
             format!("{base}colour: blue\n"),
+            format!("{base}group: postgres\n"),
             "cluster: ../x\ntemplate: t\ntarget: out\n".to_string(),
             "template: t\ntarget: out\n".to_string(),
         ] {
