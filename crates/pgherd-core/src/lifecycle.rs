@@ -357,6 +357,37 @@ impl Node<'_> {
         })
     }
 
+    /// The instance's parameters (its own and those of the cluster it
+    /// bootstraps) that its PostgreSQL does not know: Patroni would drop
+    /// them without a word.
+    fn unknown_parameters(&self) -> Result<Vec<String>> {
+        let bootstrap: Vec<String> = self
+            .m
+            .dynamic_conf_settings
+            .get("postgresql")
+            .and_then(|p| p["parameters"].as_object())
+            .map(|p| p.keys().cloned().collect())
+            .unwrap_or_default();
+        if self.m.parameters.is_empty() && bootstrap.is_empty() {
+            return Ok(Vec::new());
+        }
+        let known = crate::preflight::known_parameters(&self.paths.bin_dir)?;
+        let version = self.m.version.as_str();
+        let mut out = crate::preflight::unknown_parameters(
+            "parameters",
+            self.m.parameters.keys(),
+            &known,
+            version,
+        );
+        out.extend(crate::preflight::unknown_parameters(
+            "dynamic_conf_settings.postgresql.parameters",
+            &bootstrap,
+            &known,
+            version,
+        ));
+        Ok(out)
+    }
+
     /// A connection to etcd with the instance's etcd login.
     fn connect_dcs(&self) -> Result<Dcs> {
         let etcd = &self.settings.patroni.etcd;
@@ -473,6 +504,16 @@ struct Assessment {
     /// The running Patroni answers elsewhere than configured.
     moved: Option<api::ApiMove>,
     report: Report,
+}
+
+impl Assessment {
+    /// Whether the run writes the file at `path`.
+    fn writes(&self, path: &Path) -> bool {
+        self.plan
+            .changes
+            .iter()
+            .any(|c| matches!(c, Change::WriteFile { path: p, .. } if p == path))
+    }
 }
 
 /// `made` lists directories this run made a moment ago (for its lock):
@@ -628,6 +669,12 @@ pub fn apply_state(
         )]));
     }
     let first = assess(&node, state, &[])?;
+    if first.writes(&node.paths.config) {
+        let unknown = node.unknown_parameters()?;
+        if !unknown.is_empty() {
+            return Err(Error::InvalidManifest(unknown));
+        }
+    }
     let needs_dcs = match state {
         DesiredState::Started | DesiredState::Restarted => true,
         DesiredState::Present => first.running && first.report.changed(),
@@ -708,6 +755,12 @@ pub fn apply_state(
         &mut done,
     )
     .map_err(|e| e.after(done.clone()))?;
+    // A reload checked pg_hba.conf; without one, lines of the user's that
+    // PostgreSQL rejected earlier are still reported.
+    if acted.running && !acted.reloaded && state != DesiredState::Stopped && node.has_custom_hba() {
+        node.check_hba_accepted(&mut report.warnings)
+            .map_err(|e| e.after(done.clone()))?;
+    }
     if acted.running && state != DesiredState::Stopped {
         if let Some(change) = node
             .ensure_stanza(
@@ -727,6 +780,8 @@ pub fn apply_state(
 /// Where the service side of a run left the node.
 struct Acted {
     running: bool,
+    /// PostgreSQL was made to reload (and its pg_hba.conf checked).
+    reloaded: bool,
     /// The node's status, when the run waited for it to be healthy.
     status: Option<NodeStatus>,
 }
@@ -747,6 +802,7 @@ fn act(
     if let Some(r) = &reload {
         r.apply(node, warnings, done)?;
     }
+    let reloaded = reload.as_ref().is_some_and(|r| r.postgres_affected);
     let mut now_running = running;
     let mut status = None;
     match state {
@@ -790,6 +846,7 @@ fn act(
     }
     Ok(Acted {
         running: now_running,
+        reloaded,
         status,
     })
 }

@@ -326,6 +326,8 @@ impl InstanceManifest {
                 problems.push(format!(
                     "pg_hba[{i}] must be one non-empty pg_hba.conf line"
                 ));
+            } else if let Err(e) = crate::pg_hba::check_entry(entry) {
+                problems.push(format!("pg_hba[{i}] ({entry:?}): {e}"));
             }
         }
         let parameters: BTreeMap<String, Value> = opts

@@ -69,9 +69,182 @@ pub fn render_pg_hba(settings: &Settings, entries: &[String]) -> Result<Vec<Stri
         .collect())
 }
 
+/// Connection types of a pg_hba.conf line.
+const TYPES: [&str; 6] = [
+    "local",
+    "host",
+    "hostssl",
+    "hostnossl",
+    "hostgssenc",
+    "hostnogssenc",
+];
+
+/// Authentication methods PostgreSQL knows.
+pub const METHODS: [&str; 14] = [
+    "trust",
+    "reject",
+    "scram-sha-256",
+    "md5",
+    "password",
+    "gss",
+    "sspi",
+    "ident",
+    "peer",
+    "ldap",
+    "radius",
+    "cert",
+    "pam",
+    "bsd",
+];
+
+/// The fields of a pg_hba.conf line: whitespace separates them, double
+/// quotes keep one together; a `#` outside quotes starts a comment.
+fn fields(line: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut cur = String::new();
+    let mut quoted = false;
+    for c in line.chars() {
+        match c {
+            '"' => {
+                quoted = !quoted;
+                cur.push(c);
+            }
+            '#' if !quoted => break,
+            c if c.is_whitespace() && !quoted => {
+                if !cur.is_empty() {
+                    out.push(std::mem::take(&mut cur));
+                }
+            }
+            c => cur.push(c),
+        }
+    }
+    if !cur.is_empty() {
+        out.push(cur);
+    }
+    out
+}
+
+/// An IPv4 address as PostgreSQL's numeric parsing takes it (also
+/// shortened: `10`, `0`), or an IPv6 address; its family's mask length.
+fn ip_max_len(addr: &str) -> Option<u32> {
+    if addr.parse::<std::net::Ipv6Addr>().is_ok() {
+        return Some(128);
+    }
+    let parts: Vec<&str> = addr.split('.').collect();
+    let ipv4 = parts.len() <= 4
+        && parts
+            .iter()
+            .all(|p| !p.is_empty() && p.len() <= 3 && p.chars().all(|c| c.is_ascii_digit()));
+    ipv4.then_some(32)
+}
+
+/// Checks one pg_hba.conf line before it is written: its type, the
+/// address (a CIDR mask within its family's length), the method, and the
+/// options after it. What passes here, PostgreSQL checks again
+/// (`pg_hba_file_rules`) once it reads the file.
+pub fn check_entry(line: &str) -> std::result::Result<(), String> {
+    let f = fields(line);
+    let Some(kind) = f.first() else {
+        return Err("the line is empty".into());
+    };
+    if !TYPES.contains(&kind.as_str()) {
+        return Err(format!(
+            "{kind:?} is not a connection type; known ones are {}",
+            TYPES.join(", ")
+        ));
+    }
+    let mut method_at = 3;
+    if kind != "local" {
+        let Some(address) = f.get(3) else {
+            return Err(format!(
+                "a {kind} line needs a database, a user, an address and a method"
+            ));
+        };
+        match address.split_once('/') {
+            Some((ip, len)) => {
+                let max = ip_max_len(ip)
+                    .ok_or_else(|| format!("{address}: {ip} is not an IP address"))?;
+                match len.parse::<u32>() {
+                    Ok(n) if n <= max => {}
+                    _ => {
+                        return Err(format!(
+                            "{address}: the mask length must be 0 to {max} for this address"
+                        ))
+                    }
+                }
+                method_at = 4;
+            }
+            None if ip_max_len(address).is_some() => {
+                // An address followed by its netmask.
+                let mask = f.get(4).ok_or_else(|| {
+                    format!("{address} needs a CIDR length (/24) or a netmask after it")
+                })?;
+                if ip_max_len(mask).is_none() {
+                    return Err(format!(
+                        "{address} needs a CIDR length (/24) or a netmask after it, not {mask:?}"
+                    ));
+                }
+                method_at = 5;
+            }
+            // A host name, all, samehost, samenet, or .domain.
+            None => method_at = 4,
+        }
+    }
+    let Some(method) = f.get(method_at) else {
+        return Err("the line has no authentication method".into());
+    };
+    if !METHODS.contains(&method.as_str()) {
+        return Err(format!(
+            "{method:?} is not an authentication method; known ones are {}",
+            METHODS.join(", ")
+        ));
+    }
+    if let Some(bad) = f[method_at + 1..].iter().find(|o| !o.contains('=')) {
+        return Err(format!(
+            "{bad:?} after the method is not an option (name=value)"
+        ));
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn entries_are_checked_as_postgresql_reads_them() {
+        for good in [
+            "host all app 10.0.0.0/8 scram-sha-256",
+            "hostssl \"my db\" app ::1/128 cert clientcert=verify-full",
+            "host all all 0/0 md5",
+            "host all all 192.168.1.0 255.255.255.0 md5",
+            "host all all db.example.com md5",
+            "host all all samenet trust # a comment",
+            "local all postgres peer map=admins",
+            "host x y z md5",
+        ] {
+            assert_eq!(check_entry(good), Ok(()), "{good}");
+        }
+        for (bad, why) in [
+            (
+                "host all all 10.0.0.0/99 md5",
+                "mask length must be 0 to 32",
+            ),
+            ("host all all ::/200 md5", "0 to 128"),
+            (
+                "host all all 10.0.0.0/8 scram",
+                "not an authentication method",
+            ),
+            ("hots all all 10.0.0.0/8 md5", "not a connection type"),
+            ("host all all 10.0.0.1 md5", "netmask"),
+            ("local all all", "no authentication method"),
+            ("host all all 10.0.0.0/8 md5 extra", "not an option"),
+            ("host all all", "needs a database"),
+        ] {
+            let e = check_entry(bad).unwrap_err();
+            assert!(e.contains(why), "{bad}: {e}");
+        }
+    }
 
     #[test]
     fn default_template_puts_task_entries_before_the_remote_ones() {

@@ -543,6 +543,17 @@ impl Settings {
                 problems.push(format!("{key}: {e}"));
             }
         }
+        for (key, method) in [
+            ("postgresql.auth_method", &pg.auth_method),
+            ("postgresql.local_auth_method", &pg.local_auth_method),
+        ] {
+            if !crate::pg_hba::METHODS.contains(&method.as_str()) {
+                problems.push(format!(
+                    "{key}: {method:?} is not an authentication method; known ones are {}",
+                    crate::pg_hba::METHODS.join(", ")
+                ));
+            }
+        }
         if let Some(ssl) = &pg.client_ssl {
             if ssl.sslcert.is_some() != ssl.sslkey.is_some() {
                 problems.push(
@@ -823,6 +834,14 @@ mod tests {
         let p = problems("patroni:\n  restapi:\n    verify_client: sometimes\n");
         assert!(p[0].contains("unknown variant `sometimes`"), "{p:?}");
         assert!(p[0].contains("optional"), "{p:?}");
+    }
+
+    #[test]
+    fn authentication_methods_must_be_known() {
+        assert_one(
+            "postgresql:\n  auth_method: scram\n",
+            "postgresql.auth_method: \"scram\" is not an authentication method",
+        );
     }
 
     #[test]

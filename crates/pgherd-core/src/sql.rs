@@ -123,6 +123,20 @@ impl Psql {
         self.value("select pg_conf_load_time()")
     }
 
+    /// The lines of pg_hba.conf, as on disk now, that PostgreSQL rejects:
+    /// `line N: error`. While there are any, PostgreSQL keeps the rules it
+    /// loaded before.
+    pub fn hba_file_errors(&self) -> Result<Vec<String>> {
+        Ok(self
+            .query(
+                "select line_number, error from pg_hba_file_rules \
+                 where error is not null order by line_number",
+            )?
+            .into_iter()
+            .map(|r| format!("line {}: {}", r[0], r.get(1).cloned().unwrap_or_default()))
+            .collect())
+    }
+
     /// Parameters changed in the files that wait for a restart.
     pub fn pending_restart_parameters(&self) -> Result<Vec<String>> {
         Ok(self

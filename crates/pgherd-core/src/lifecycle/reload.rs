@@ -89,6 +89,7 @@ impl Reload {
             ));
             return Ok(());
         }
+        node.check_hba_accepted(warnings)?;
         match psql.pending_restart_parameters() {
             Ok(pending) => node.wait_pending_restart_reported(&pending),
             Err(e) => {
@@ -102,6 +103,32 @@ impl Reload {
 }
 
 impl Node<'_> {
+    /// Whether pg_hba.conf holds lines of the user's (the task's entries,
+    /// or the settings' template): the generated ones are always valid.
+    pub(super) fn has_custom_hba(&self) -> bool {
+        !self.m.pg_hba.is_empty() || self.settings.postgresql.pg_hba_template.is_some()
+    }
+
+    /// Fails when PostgreSQL rejects lines of its pg_hba.conf: it then
+    /// keeps the rules it loaded before, the valid new lines included.
+    pub(super) fn check_hba_accepted(&self, warnings: &mut Vec<String>) -> Result<()> {
+        match self.psql().hba_file_errors() {
+            Ok(errors) if !errors.is_empty() => Err(crate::error::Error::Other(format!(
+                "PostgreSQL rejects the pg_hba.conf of {} and keeps its previous rules: {}; fix \
+                 the pg_hba lines (or the settings' pg_hba_template) and run again",
+                self.name(),
+                errors.join("; ")
+            ))),
+            Ok(_) => Ok(()),
+            Err(e) => {
+                warnings.push(format!(
+                    "cannot read PostgreSQL's view of pg_hba.conf (pg_hba_file_rules): {e}"
+                ));
+                Ok(())
+            }
+        }
+    }
+
     /// Waits until Patroni's own view and the DCS's say, as PostgreSQL
     /// does, whether a restart is pending: they follow a loop later, and
     /// the next task (a restart of the pending members) reads them.
