@@ -733,15 +733,16 @@ pub fn apply_state(
             .is_some_and(|new| postgres_sections_differ(&old_config, new)),
         moved,
     });
+    let mut restored = None;
     if let Some(source) = &m.restore {
-        let restored =
-            restore::plan(&node, source, running, false, &mut report.warnings).and_then(|rp| {
+        let rp = restore::plan(&node, source, running, false, &mut report.warnings)
+            .and_then(|rp| {
                 restore::execute(&node, &rp, running, &mut report.warnings, &mut done)?;
-                Ok(rp.changes)
-            });
-        report
-            .changes
-            .extend(restored.map_err(|e| e.after(done.clone()))?);
+                Ok(rp)
+            })
+            .map_err(|e| e.after(done.clone()))?;
+        report.changes.extend(rp.changes.iter().cloned());
+        restored = Some(rp);
         // The node is stopped now: what it reads at its start is current.
         running = false;
         reload = None;
@@ -772,6 +773,10 @@ pub fn apply_state(
         {
             report.changes.push(change);
         }
+    }
+    if let Some(b) = restored.as_ref().and_then(|rp| rp.fresh_backup()) {
+        b.backup(crate::pgbackrest::BackupKind::Full, node.timeout)
+            .map_err(|e| e.after(done.clone()))?;
     }
     report.facts = node.facts(acted.running, &mut report.warnings);
     Ok(report)

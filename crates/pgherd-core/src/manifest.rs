@@ -33,6 +33,8 @@ pub struct InstanceOptions {
 #[serde(default)]
 pub struct PgBackRestOptions {
     pub stanza: Option<String>,
+    /// The stanza's repository may change to the settings' path.
+    pub new_repository: Option<bool>,
 }
 
 #[derive(Debug, Clone, Deserialize, Default)]
@@ -202,6 +204,9 @@ pub struct InstanceManifest {
     /// The pgBackRest stanza, when the instance archives to and is
     /// restored from pgBackRest.
     pub pgbackrest_stanza: Option<Name>,
+    /// The user states that the stanza's repository changes: without it, a
+    /// repository other than the one the instance archives to is refused.
+    pub pgbackrest_new_repository: bool,
     /// A restore this run does.
     pub restore: Option<RestoreSource>,
 }
@@ -400,6 +405,11 @@ impl InstanceManifest {
                     conf_settings: opts.conf_settings.clone().unwrap_or_default(),
                     dynamic_conf_settings: opts.dynamic_conf_settings.clone().unwrap_or_default(),
                     pgbackrest_stanza,
+                    pgbackrest_new_repository: opts
+                        .pgbackrest
+                        .as_ref()
+                        .and_then(|b| b.new_repository)
+                        .unwrap_or(false),
                     restore,
                 })
             }

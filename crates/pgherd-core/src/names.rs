@@ -137,6 +137,23 @@ pub fn parse_host_port(s: &str) -> Result<(String, u16), String> {
 /// Checks a time as Patroni takes it for a scheduled switchover: ISO 8601
 /// date and time with a UTC offset (`2026-11-22T10:00:00+01:00`, `...Z`).
 pub fn check_timestamp_with_offset(s: &str) -> Result<(), String> {
+    parse_timestamp_with_offset(s).map(|_| ())
+}
+
+/// Days since 1970-01-01 of a proleptic Gregorian date.
+fn days_from_civil(year: i64, month: u32, day: u32) -> i64 {
+    let y = if month <= 2 { year - 1 } else { year };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let m = i64::from(month);
+    let doy = (153 * (if m > 2 { m - 3 } else { m + 9 }) + 2) / 5 + i64::from(day) - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
+}
+
+/// An ISO 8601 time with a UTC offset, as Unix seconds (a fraction of a
+/// second is dropped).
+pub fn parse_timestamp_with_offset(s: &str) -> Result<i64, String> {
     let bad = |why: &str| {
         Err(format!(
             "{s:?} is not an ISO 8601 time with a UTC offset ({why}); \
@@ -155,7 +172,7 @@ pub fn check_timestamp_with_offset(s: &str) -> Result<(), String> {
     if b.len() < 16 {
         return bad("too short");
     }
-    let (Some(_year), Some(month), Some(day)) = (digits(0..4), digits(5..7), digits(8..10)) else {
+    let (Some(year), Some(month), Some(day)) = (digits(0..4), digits(5..7), digits(8..10)) else {
         return bad("the date must be YYYY-MM-DD");
     };
     if b[4] != b'-' || b[7] != b'-' || !(1..=12).contains(&month) || !(1..=31).contains(&day) {
@@ -171,11 +188,13 @@ pub fn check_timestamp_with_offset(s: &str) -> Result<(), String> {
         return bad("the time must be HH:MM[:SS]");
     }
     let mut rest = &s[16..];
+    let mut second = 0;
     if let Some(r) = rest.strip_prefix(':') {
         let secs: String = r.chars().take_while(char::is_ascii_digit).collect();
         if secs.len() != 2 || secs.parse::<u32>().map_or(true, |v| v > 60) {
             return bad("seconds must be SS");
         }
+        second = secs.parse::<u32>().unwrap_or(0);
         rest = &r[2..];
         if let Some(frac) = rest.strip_prefix('.') {
             let n = frac.chars().take_while(char::is_ascii_digit).count();
@@ -185,9 +204,10 @@ pub fn check_timestamp_with_offset(s: &str) -> Result<(), String> {
             rest = &frac[n..];
         }
     }
-    let offset_ok = match rest {
-        "Z" | "z" => true,
+    let offset = match rest {
+        "Z" | "z" => Some(0),
         o if o.starts_with('+') || o.starts_with('-') => {
+            let sign = if o.starts_with('-') { -1 } else { 1 };
             let o = &o[1..];
             let (h, m) = match o.len() {
                 2 => (o, "00"),
@@ -195,14 +215,21 @@ pub fn check_timestamp_with_offset(s: &str) -> Result<(), String> {
                 5 if o.as_bytes()[2] == b':' => (&o[..2], &o[3..]),
                 _ => ("x", "x"),
             };
-            h.parse::<u32>().is_ok_and(|h| h <= 14) && m.parse::<u32>().is_ok_and(|m| m < 60)
+            match (h.parse::<i64>(), m.parse::<i64>()) {
+                (Ok(h), Ok(m)) if h <= 14 && m < 60 => Some(sign * (h * 3600 + m * 60)),
+                _ => None,
+            }
         }
-        _ => false,
+        _ => None,
     };
-    if !offset_ok {
+    let Some(offset) = offset else {
         return bad("it must end with a UTC offset such as Z or +01:00");
-    }
-    Ok(())
+    };
+    let days = days_from_civil(i64::from(year), month, day);
+    Ok(
+        days * 86_400 + i64::from(hour) * 3600 + i64::from(minute) * 60 + i64::from(second)
+            - offset,
+    )
 }
 
 #[cfg(test)]
@@ -288,5 +315,23 @@ mod tests {
         ] {
             assert!(check_timestamp_with_offset(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn timestamps_with_offsets_are_unix_times() {
+        assert_eq!(parse_timestamp_with_offset("1970-01-01T00:00:00Z"), Ok(0));
+        assert_eq!(
+            parse_timestamp_with_offset("2026-12-01T22:46:44+00:00"),
+            Ok(1_796_165_204)
+        );
+        assert_eq!(
+            parse_timestamp_with_offset("2026-12-01T23:46:44.25+01:00"),
+            Ok(1_796_165_204)
+        );
+        assert_eq!(
+            parse_timestamp_with_offset("2024-02-29 12:00-0130"),
+            Ok(1_709_213_400)
+        );
+        assert!(parse_timestamp_with_offset("2026-12-01T22:46:44").is_err());
     }
 }

@@ -32,6 +32,7 @@ pub struct PgBackRestPaths {
     pub config: PathBuf,
     pub repository: PathBuf,
     pub log_dir: PathBuf,
+    pub lock_dir: PathBuf,
 }
 
 impl InstancePaths {
@@ -69,6 +70,7 @@ impl PgBackRestPaths {
             config: path(&b.configpath),
             repository: path(&b.repository.path),
             log_dir: path(&b.logpath),
+            lock_dir: path(&b.lockpath),
         }
     }
 }
@@ -226,11 +228,11 @@ fn match_pieces(
     }
 }
 
-/// The instances whose Patroni configuration exists on this host, found
-/// through the settings' `patroni.configpath` pattern: (version, name,
-/// configuration path).
-pub fn local_instances(settings: &Settings) -> Vec<(String, String, PathBuf)> {
-    let mut found = vec![(PathBuf::from("/"), None::<String>, None::<String>)];
+/// The Patroni configurations on this host that the settings'
+/// `patroni.configpath` names: every file its pattern matches, or the one
+/// file a pattern without placeholders names.
+pub fn local_patroni_configs(settings: &Settings) -> Vec<PathBuf> {
+    let mut found = vec![PathBuf::from("/")];
     for component in settings
         .patroni
         .configpath
@@ -239,9 +241,9 @@ pub fn local_instances(settings: &Settings) -> Vec<(String, String, PathBuf)> {
     {
         let ps = pieces(component);
         let mut next = Vec::new();
-        for (dir, version, name) in found {
+        for dir in found {
             if ps.iter().all(|p| matches!(p, Piece::Literal(_))) {
-                next.push((dir.join(component), version, name));
+                next.push(dir.join(component));
                 continue;
             }
             let Ok(entries) = std::fs::read_dir(&dir) else {
@@ -249,22 +251,14 @@ pub fn local_instances(settings: &Settings) -> Vec<(String, String, PathBuf)> {
             };
             for entry in entries.flatten() {
                 let file = entry.file_name().to_string_lossy().into_owned();
-                let (mut v, mut n) = (version.clone(), name.clone());
-                if match_pieces(&ps, &file, &mut v, &mut n) {
-                    next.push((dir.join(&file), v, n));
+                if match_pieces(&ps, &file, &mut None, &mut None) {
+                    next.push(dir.join(&file));
                 }
             }
         }
         found = next;
     }
-    let mut out: Vec<(String, String, PathBuf)> = found
-        .into_iter()
-        .filter(|(path, _, _)| path.is_file())
-        .filter_map(|(path, v, n)| {
-            let version = v.unwrap_or_else(|| settings.postgresql.default_version.clone());
-            Some((version, n?, path))
-        })
-        .collect();
+    let mut out: Vec<PathBuf> = found.into_iter().filter(|p| p.is_file()).collect();
     out.sort();
     out
 }
@@ -285,23 +279,23 @@ mod tests {
     }
 
     #[test]
-    fn local_instances_are_found_through_the_pattern() {
+    fn local_configurations_are_found_through_the_pattern_or_the_literal_path() {
         let dir = std::env::temp_dir().join(format!("pgherd-paths-{}", std::process::id()));
         std::fs::create_dir_all(dir.join("16")).unwrap();
         std::fs::write(dir.join("16").join("main.yaml"), "scope: x\n").unwrap();
         std::fs::write(dir.join("16").join("notes.txt"), "").unwrap();
+        std::fs::write(dir.join("patroni.yml"), "scope: y\n").unwrap();
         let mut settings = Settings::default();
         settings.patroni.configpath = format!("{}/{{version}}/{{name}}.yaml", dir.display());
-        let found = local_instances(&settings);
+        let found = local_patroni_configs(&settings);
+        settings.patroni.configpath = format!("{}/patroni.yml", dir.display());
+        let literal = local_patroni_configs(&settings);
+        settings.patroni.configpath = format!("{}/absent.yml", dir.display());
+        let absent = local_patroni_configs(&settings);
         std::fs::remove_dir_all(&dir).unwrap();
-        assert_eq!(
-            found,
-            vec![(
-                "16".to_string(),
-                "main".to_string(),
-                dir.join("16").join("main.yaml")
-            )]
-        );
+        assert_eq!(found, vec![dir.join("16").join("main.yaml")]);
+        assert_eq!(literal, vec![dir.join("patroni.yml")]);
+        assert!(absent.is_empty());
     }
 
     #[test]

@@ -56,10 +56,11 @@ pub struct PgBackRest {
     pub data_dir: PathBuf,
     pub repository: PathBuf,
     pub log_dir: PathBuf,
+    pub lock_dir: PathBuf,
     /// Run as this account when pgherd runs as root.
     pub run_as: Option<Account>,
-    /// The configuration's text, for runs before its file is written
-    /// (check mode): they read a private copy, removed after.
+    /// The configuration's text when its file does not hold it yet (check
+    /// mode): commands read a private copy, removed after.
     pub unwritten_config: Option<String>,
 }
 
@@ -211,8 +212,11 @@ impl PgBackRest {
             paths.data_dir.clone(),
             run_as,
         );
-        if !b.config.exists() {
-            b.unwritten_config = Some(b.render_config(settings, m, paths));
+        // Before this run writes the configuration (check mode), commands
+        // read the configuration to be, not an older one.
+        let wanted = b.render_config(settings, m, paths);
+        if std::fs::read_to_string(&b.config).ok().as_deref() != Some(wanted.as_str()) {
+            b.unwritten_config = Some(wanted);
         }
         Some(b)
     }
@@ -231,6 +235,7 @@ impl PgBackRest {
             data_dir,
             repository: files.repository.clone(),
             log_dir: files.log_dir.clone(),
+            lock_dir: files.lock_dir.clone(),
             run_as,
             unwritten_config: None,
         }
@@ -280,12 +285,14 @@ impl PgBackRest {
              [global]\n\
              repo1-path={}\n\
              repo1-retention-full={}\n\
-             log-path={}\n",
+             log-path={}\n\
+             lock-path={}\n",
             m.qualified_name(),
             self.stanza,
             self.repository.display(),
             b.repository.retention_full,
             self.log_dir.display(),
+            self.lock_dir.display(),
         );
         for (key, value) in &b.global_options {
             out.push_str(&format!("{key}={value}\n"));
@@ -305,10 +312,8 @@ impl PgBackRest {
     /// `timeout`; its standard output on success.
     fn run(&self, args: &[String], what: &str, timeout: Duration) -> Result<String> {
         let copy = match &self.unwritten_config {
-            Some(text) if !self.config.exists() => {
-                Some(TempConfig::write(text, self.run_as.as_ref())?)
-            }
-            _ => None,
+            Some(text) => Some(TempConfig::write(text, self.run_as.as_ref())?),
+            None => None,
         };
         let config = copy.as_ref().map_or(&self.config, |c| &c.0);
         let mut cmd = crate::process::command(&self.execpath, self.run_as.as_ref());
@@ -422,6 +427,98 @@ impl PgBackRest {
     }
 }
 
+/// A Unix time as `2026-12-01T22:46:44+00:00`, for messages.
+pub fn iso_utc(unix: i64) -> String {
+    let days = unix.div_euclid(86_400);
+    let secs = unix.rem_euclid(86_400);
+    // Civil from days (the inverse of days_from_civil).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}+00:00",
+        secs / 3600,
+        secs % 3600 / 60,
+        secs % 60
+    )
+}
+
+/// The backup a restore starts from: the one named, else the newest; with
+/// a target time, one that ended before it (the newest that did, when none
+/// is named): a backup is consistent only from its end on.
+pub fn choose_backup(
+    stanza: &str,
+    backups: &[BackupSet],
+    set: Option<&str>,
+    target: &RecoveryTarget,
+) -> std::result::Result<BackupSet, String> {
+    let labels = || {
+        if backups.is_empty() {
+            "none".to_string()
+        } else {
+            backups
+                .iter()
+                .map(|b| format!("{} (ended {})", b.label, iso_utc(b.stop)))
+                .collect::<Vec<_>>()
+                .join(", ")
+        }
+    };
+    let time = match target {
+        RecoveryTarget::Time(t) => Some((t, crate::names::parse_timestamp_with_offset(t)?)),
+        _ => None,
+    };
+    match (set, time) {
+        (Some(label), time) => {
+            let chosen = backups.iter().find(|b| b.label == label).ok_or_else(|| {
+                format!(
+                    "stanza {stanza} has no backup {label}; it has: {}",
+                    labels()
+                )
+            })?;
+            if let Some((t, at)) = time {
+                if chosen.stop > at {
+                    return Err(format!(
+                        "backup {label} ended at {}, after the target {t}: it cannot restore to \
+                         a time before its own end; choose an older backup, or give no set and \
+                         the newest backup that ended before the target is used",
+                        iso_utc(chosen.stop)
+                    ));
+                }
+            }
+            Ok(chosen.clone())
+        }
+        (None, Some((t, at))) => backups
+            .iter()
+            .rev()
+            .find(|b| b.stop <= at)
+            .cloned()
+            .ok_or_else(|| match backups.first() {
+                Some(oldest) => format!(
+                    "the target {t} is before the end of the oldest backup of stanza {stanza}, \
+                     {} ({}): no backup can restore to it",
+                    oldest.label,
+                    iso_utc(oldest.stop)
+                ),
+                None => format!(
+                    "stanza {stanza} has no backup to restore: take one first (patroni module, \
+                     backup: full)"
+                ),
+            }),
+        (None, None) => backups.last().cloned().ok_or_else(|| {
+            format!(
+                "stanza {stanza} has no backup to restore: take one first (patroni module, \
+                 backup: full)"
+            )
+        }),
+    }
+}
+
 /// What a backup task did, or in check mode would do.
 #[derive(Debug, Clone)]
 pub enum BackupOutcome {
@@ -434,6 +531,23 @@ pub enum BackupOutcome {
     Elsewhere { leader: String },
 }
 
+/// An option of the `[global]` section of a pgBackRest configuration.
+pub fn global_option(config: &str, key: &str) -> Option<String> {
+    let mut in_global = false;
+    for line in config.lines().map(str::trim) {
+        if let Some(section) = line.strip_prefix('[').and_then(|l| l.strip_suffix(']')) {
+            in_global = section == "global";
+        } else if in_global {
+            if let Some((k, v)) = line.split_once('=') {
+                if k.trim() == key {
+                    return Some(v.trim().to_string());
+                }
+            }
+        }
+    }
+    None
+}
+
 /// The stanza a pgBackRest configuration written by pgherd is for.
 fn stanza_of(config: &str) -> Option<String> {
     config
@@ -443,10 +557,62 @@ fn stanza_of(config: &str) -> Option<String> {
         .map(str::to_string)
 }
 
+/// The words of a command as a POSIX shell splits them (single and double
+/// quotes, backslashes), enough for the commands pgherd writes.
+fn shell_words(cmd: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut cur: Option<String> = None;
+    let mut chars = cmd.chars();
+    while let Some(c) = chars.next() {
+        match c {
+            '\'' => {
+                let w = cur.get_or_insert_with(String::new);
+                for q in chars.by_ref() {
+                    if q == '\'' {
+                        break;
+                    }
+                    w.push(q);
+                }
+            }
+            '"' => {
+                let w = cur.get_or_insert_with(String::new);
+                while let Some(q) = chars.next() {
+                    match q {
+                        '"' => break,
+                        '\\' => w.extend(chars.next()),
+                        q => w.push(q),
+                    }
+                }
+            }
+            '\\' => cur.get_or_insert_with(String::new).extend(chars.next()),
+            c if c.is_whitespace() => out.extend(cur.take()),
+            c => cur.get_or_insert_with(String::new).push(c),
+        }
+    }
+    out.extend(cur);
+    out
+}
+
+/// The pgBackRest configuration a Patroni configuration's archiving uses:
+/// the `--config=` of its `archive_command` (or `restore_command`).
+fn pgbackrest_config_of(doc: &serde_yaml::Value) -> Option<PathBuf> {
+    let pg = &doc["postgresql"];
+    [
+        &pg["parameters"]["archive_command"],
+        &pg["recovery_conf"]["restore_command"],
+    ]
+    .iter()
+    .filter_map(|c| c.as_str())
+    .flat_map(shell_words)
+    .find_map(|w| w.strip_prefix("--config=").map(PathBuf::from))
+}
+
 /// This host's instance of the member `leader` of cluster `scope`, found
-/// among the Patroni configurations the settings' pattern names.
+/// among the Patroni configurations the settings' `patroni.configpath`
+/// names (a pattern or a literal path), with the pgBackRest configuration
+/// its archiving uses.
 fn local_member(settings: &Settings, scope: &str, leader: &str) -> Result<Option<PgBackRest>> {
-    for (version, name, path) in crate::paths::local_instances(settings) {
+    for path in crate::paths::local_patroni_configs(settings) {
         let Ok(text) = std::fs::read_to_string(&path) else {
             continue;
         };
@@ -456,17 +622,25 @@ fn local_member(settings: &Settings, scope: &str, leader: &str) -> Result<Option
         if doc["scope"].as_str() != Some(scope) || doc["name"].as_str() != Some(leader) {
             continue;
         }
-        let files = PgBackRestPaths::new(settings, &version, &name);
-        let stanza = std::fs::read_to_string(&files.config)
-            .ok()
-            .and_then(|c| stanza_of(&c))
-            .ok_or_else(|| {
-                Error::Other(format!(
-                    "the leader {leader} is instance {version}-{name} of this host, but it has \
-                     no pgBackRest configuration ({}): give the instance the pgbackrest option",
-                    files.config.display()
-                ))
-            })?;
+        let no_config = || {
+            Error::Other(format!(
+                "the leader {leader} runs on this host ({}), but it archives through no \
+                 pgBackRest configuration of pgherd's: give the instance the pgbackrest option",
+                path.display()
+            ))
+        };
+        let config = pgbackrest_config_of(&doc).ok_or_else(no_config)?;
+        let text = std::fs::read_to_string(&config).map_err(|_| no_config())?;
+        let stanza = stanza_of(&text).ok_or_else(no_config)?;
+        let option = |key: &str| global_option(&text, key).map(PathBuf::from);
+        let files = PgBackRestPaths {
+            repository: option("repo1-path").ok_or_else(no_config)?,
+            log_dir: option("log-path")
+                .unwrap_or_else(|| settings.pgbackrest.logpath.clone().into()),
+            lock_dir: option("lock-path")
+                .unwrap_or_else(|| settings.pgbackrest.lockpath.clone().into()),
+            config,
+        };
         let data_dir = PathBuf::from(doc["postgresql"]["data_dir"].as_str().unwrap_or_default());
         let run_as = crate::lifecycle::run_as_account(settings)?;
         return Ok(Some(PgBackRest::new(
@@ -580,5 +754,79 @@ mod tests {
         assert_eq!(shell_word("/usr/bin/pgbackrest"), "/usr/bin/pgbackrest");
         assert_eq!(shell_word("/data/my dir"), "'/data/my dir'");
         assert_eq!(shell_word("it's"), r"'it'\''s'");
+    }
+
+    #[test]
+    fn the_pgbackrest_configuration_is_read_from_the_archive_command() {
+        assert_eq!(
+            shell_words(
+                r#"/usr/bin/pgbackrest '--config=/etc/my conf.conf' '--stanza=it'\''s' archive-push "%p""#
+            ),
+            [
+                "/usr/bin/pgbackrest",
+                "--config=/etc/my conf.conf",
+                "--stanza=it's",
+                "archive-push",
+                "%p"
+            ]
+        );
+        let doc: serde_yaml::Value = serde_yaml::from_str(
+            "postgresql:\n  parameters:\n    archive_command: pgbackrest --config=/etc/pgbackrest/pg.conf --stanza=main archive-push \"%p\"\n",
+        )
+        .unwrap();
+        assert_eq!(
+            pgbackrest_config_of(&doc),
+            Some(PathBuf::from("/etc/pgbackrest/pg.conf"))
+        );
+        let none: serde_yaml::Value = serde_yaml::from_str("postgresql: {}\n").unwrap();
+        assert_eq!(pgbackrest_config_of(&none), None);
+    }
+
+    fn set(label: &str, stop: i64) -> BackupSet {
+        BackupSet {
+            label: label.into(),
+            kind: "full".into(),
+            start: stop - 4,
+            stop,
+            size: 1,
+            repository_size: 1,
+            system_identifier: None,
+        }
+    }
+
+    #[test]
+    fn the_backup_of_a_restore_ended_before_its_target() {
+        let t = |s: &str| RecoveryTarget::Time(s.into());
+        // Two backups, ending 22:00:00 and 23:00:00 UTC on 2026-12-01.
+        let b1 = set("B1", 1_796_162_400);
+        let b2 = set("B2", 1_796_166_000);
+        let both = vec![b1.clone(), b2.clone()];
+        let pick = |s: Option<&str>, target: &RecoveryTarget| choose_backup("st", &both, s, target);
+        assert_eq!(pick(None, &RecoveryTarget::Latest), Ok(b2.clone()));
+        assert_eq!(pick(None, &RecoveryTarget::Immediate), Ok(b2.clone()));
+        assert_eq!(pick(None, &t("2026-12-01T23:30:00Z")), Ok(b2.clone()));
+        // Between the two: the older one.
+        assert_eq!(pick(None, &t("2026-12-01T22:30:00Z")), Ok(b1.clone()));
+        assert_eq!(pick(None, &t("2026-12-01T23:30:00+01:00")), Ok(b1.clone()));
+        assert_eq!(pick(Some("B1"), &t("2026-12-01T22:30:00Z")), Ok(b1.clone()));
+        // Before both, or a named set that ended after the target.
+        let e = pick(None, &t("2026-12-01T21:00:00Z")).unwrap_err();
+        assert!(
+            e.contains(
+                "before the end of the oldest backup of stanza st, B1 (2026-12-01T22:00:00+00:00)"
+            ),
+            "{e}"
+        );
+        let e = pick(Some("B2"), &t("2026-12-01T22:30:00Z")).unwrap_err();
+        assert!(
+            e.contains("B2 ended at 2026-12-01T23:00:00+00:00, after the target"),
+            "{e}"
+        );
+        assert!(pick(Some("B9"), &RecoveryTarget::Latest)
+            .unwrap_err()
+            .contains("no backup B9"));
+        assert!(choose_backup("st", &[], None, &RecoveryTarget::Latest)
+            .unwrap_err()
+            .contains("no backup to restore"));
     }
 }

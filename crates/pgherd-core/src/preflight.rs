@@ -262,6 +262,27 @@ pub fn check_program(key: &str, path: &Path, who: &Who, hint: &str) -> Option<St
     }
 }
 
+/// A repository other than the one the instance's pgBackRest
+/// configuration names: a decision the user must state, since a new
+/// repository starts a new stanza and leaves the old backups and WAL out
+/// of reach.
+fn repository_change(b: &crate::paths::PgBackRestPaths, accepted: bool) -> Option<String> {
+    let text = std::fs::read_to_string(&b.config).ok()?;
+    let current = crate::pgbackrest::global_option(&text, "repo1-path")?;
+    if accepted || std::path::Path::new(&current) == b.repository {
+        return None;
+    }
+    Some(format!(
+        "pgbackrest.repository.path: the instance archives to the repository {current} \
+         (pgBackRest configuration {}), and the settings now name {}: a new repository starts \
+         a new stanza and leaves the backups and WAL of {current} out of reach; set the path \
+         back, or give pgbackrest.new_repository: true to move to {}",
+        b.config.display(),
+        b.repository.display(),
+        b.repository.display()
+    ))
+}
+
 /// The PostgreSQL programs Patroni and pgherd run from the bin directory.
 fn postgres_programs(settings: &Settings) -> Vec<&'static str> {
     let mut out = vec![
@@ -308,6 +329,7 @@ pub fn check_instance(
         ));
     }
     if let Some(b) = &paths.pgbackrest {
+        problems.extend(repository_change(b, m.pgbackrest_new_repository));
         problems.extend(check_program(
             "pgbackrest.execpath",
             &settings.pgbackrest.execpath,
@@ -317,6 +339,7 @@ pub fn check_instance(
         for (key, path) in [
             ("pgbackrest.repository.path", &b.repository),
             ("pgbackrest.logpath", &b.log_dir),
+            ("pgbackrest.lockpath", &b.lock_dir),
         ] {
             problems.extend(check_dir(
                 &WritableDir {

@@ -200,6 +200,9 @@ pub struct PgBackRestSettings {
     pub repository: RepositorySettings,
     /// pgBackRest's log directory (`log-path`).
     pub logpath: String,
+    /// pgBackRest's lock directory (`lock-path`), made for the instance's
+    /// user when missing.
+    pub lockpath: String,
     /// More `[global]` options, as pgBackRest names them
     /// (`compress-type`, `process-max`, ...).
     pub global_options: std::collections::BTreeMap<String, String>,
@@ -212,6 +215,7 @@ impl Default for PgBackRestSettings {
             configpath: "/etc/pgbackrest/{version}-{name}.conf".into(),
             repository: RepositorySettings::default(),
             logpath: "/var/log/pgbackrest".into(),
+            lockpath: "/tmp/pgbackrest".into(),
             global_options: std::collections::BTreeMap::new(),
         }
     }
@@ -237,7 +241,12 @@ impl Default for RepositorySettings {
 
 /// Options pgherd writes itself into a pgBackRest configuration, besides
 /// the stanza's `pg1-*`.
-pub const PGBACKREST_OWN_OPTIONS: [&str; 3] = ["repo1-path", "repo1-retention-full", "log-path"];
+pub const PGBACKREST_OWN_OPTIONS: [&str; 4] = [
+    "repo1-path",
+    "repo1-retention-full",
+    "log-path",
+    "lock-path",
+];
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "lowercase")]
@@ -580,6 +589,7 @@ impl Settings {
                 ("pgbackrest.configpath", &b.configpath),
                 ("pgbackrest.repository.path", &b.repository.path),
                 ("pgbackrest.logpath", &b.logpath),
+                ("pgbackrest.lockpath", &b.lockpath),
             ] {
                 if let Err(e) = check_pattern(pattern) {
                     problems.push(format!("{key}: {e}"));

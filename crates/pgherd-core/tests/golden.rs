@@ -81,7 +81,7 @@ fn pgbackrest_configuration_names_the_stanza_and_the_repository() {
         "# pgBackRest configuration of 15-main (stanza pgherd), written by pgherd.\n\
          # Changes made here are replaced by the next run: set them in the settings.\n\
          [global]\nrepo1-path=/srv/pgbackrest\nrepo1-retention-full=3\n\
-         log-path=/var/log/pgbackrest\ncompress-type=zst\n\n\
+         log-path=/var/log/pgbackrest\nlock-path=/tmp/pgbackrest\ncompress-type=zst\n\n\
          [pgherd]\npg1-path=/var/lib/postgresql/15/my main\npg1-port=5432\n\
          pg1-socket-path=/run/postgresql\npg1-user=postgres\n"
     );

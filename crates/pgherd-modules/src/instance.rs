@@ -103,9 +103,16 @@ pub fn spec() -> Spec {
         OptionSpec::new("dynamic_conf_settings", Kind::Dict)
             .doc("Mapping merged into C(bootstrap.dcs), the dynamic configuration a new cluster starts with; null deletes."),
         OptionSpec::new("pgbackrest", Kind::Dict)
-            .suboptions(Spec::new(vec![OptionSpec::new("stanza", Kind::Str)
-                .required()
-                .doc("The stanza: the cluster's backups and WAL archive in the repository. Every member of a cluster names the same one.")]))
+            .suboptions(Spec::new(vec![
+                OptionSpec::new("stanza", Kind::Str)
+                    .required()
+                    .doc("The stanza: the cluster's backups and WAL archive in the repository. Every member of a cluster names the same one."),
+                OptionSpec::new("new_repository", Kind::Bool)
+                    .default(false)
+                    .doc("Accept that the stanza's repository changes to the settings' C(pgbackrest.repository.path). Without it, an instance that archives \
+                          to another repository is refused, naming both paths: a new repository starts a new stanza, and the old one's backups and \
+                          WAL are no longer used."),
+            ]))
             .doc("Backups with pgBackRest, in the repository the settings' C(pgbackrest) names. The module writes the instance's pgBackRest configuration, \
                   archives WAL (C(archive_mode), C(archive_command)), fetches missing WAL from the repository (C(restore_command)), \
                   builds replicas from the newest backup before C(basebackup), and creates the stanza on the leader, then checks archiving."),

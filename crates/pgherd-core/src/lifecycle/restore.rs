@@ -25,6 +25,9 @@ enum Kind {
         target: RecoveryTarget,
         /// The DCS held the cluster, as this initialize key: its state goes.
         dcs_state: Option<Option<String>>,
+        /// A full backup is taken once the node leads, on its new
+        /// timeline, for replicas to be built from.
+        fresh_backup: bool,
     },
     Leader,
 }
@@ -83,37 +86,17 @@ pub(super) fn plan(
             })?;
             // Before the first run writes pgBackRest's configuration (check
             // mode), the repository cannot be read yet.
+            let mut newest = None;
             let chosen = if b.config.exists() {
                 let info = b.info(node.timeout)?;
-                let chosen = match set {
-                    Some(label) => info
-                        .backups
-                        .iter()
-                        .find(|s| &s.label == label)
-                        .cloned()
-                        .ok_or_else(|| {
-                            Error::Other(format!(
-                                "stanza {} has no backup {label}; it has: {}",
-                                b.stanza,
-                                if info.backups.is_empty() {
-                                    "none".to_string()
-                                } else {
-                                    info.backups
-                                        .iter()
-                                        .map(|s| s.label.as_str())
-                                        .collect::<Vec<_>>()
-                                        .join(", ")
-                                }
-                            ))
-                        })?,
-                    None => info.backups.last().cloned().ok_or_else(|| {
-                        Error::Other(format!(
-                            "stanza {} has no backup to restore ({}): take one first \
-                             (patroni module, backup: full)",
-                            b.stanza, info.status
-                        ))
-                    })?,
-                };
+                let chosen = crate::pgbackrest::choose_backup(
+                    &b.stanza,
+                    &info.backups,
+                    set.as_deref(),
+                    target,
+                )
+                .map_err(|e| Error::Other(format!("{e}; nothing was changed")))?;
+                newest = info.backups.last().map(|n| n.label.clone());
                 if let (Some(init), Some(sysid)) = (&keys.initialize, &chosen.system_identifier) {
                     if init != sysid {
                         return Err(Error::Other(format!(
@@ -155,11 +138,20 @@ pub(super) fn plan(
                     keys.prefix
                 ));
             }
+            // Recovery that stops before the newest backup's end branches
+            // off a new timeline there: the newer backups belong to the
+            // abandoned one, and a replica built from the newest would
+            // never follow the restored leader.
+            let fresh_backup = *target != RecoveryTarget::Latest
+                && chosen
+                    .as_ref()
+                    .is_some_and(|c| newest.as_deref() != Some(c.label.as_str()));
             Kind::Backup {
                 b: Box::new(b),
                 set: chosen,
                 target: target.clone(),
                 dcs_state: (!keys.is_empty()).then(|| keys.initialize.clone()),
+                fresh_backup,
             }
         }
         RestoreSource::Leader => {
@@ -194,7 +186,37 @@ pub(super) fn plan(
         }
     };
     changes.push(format!("start Patroni ({})", node.name()));
+    if let Kind::Backup {
+        fresh_backup: true,
+        b,
+        set: Some(set),
+        ..
+    } = &kind
+    {
+        changes.push(format!(
+            "take a full backup of stanza {} once {} leads: the backups after {} belong to the \
+             timeline the restore abandons, and replicas are built from the newest",
+            b.stanza,
+            node.name(),
+            set.label
+        ));
+    }
     Ok(RestorePlan { changes, kind })
+}
+
+impl RestorePlan {
+    /// The pgBackRest of a restore that takes a full backup once the node
+    /// leads again.
+    pub(super) fn fresh_backup(&self) -> Option<&PgBackRest> {
+        match &self.kind {
+            Kind::Backup {
+                b,
+                fresh_backup: true,
+                ..
+            } => Some(b),
+            _ => None,
+        }
+    }
 }
 
 /// Carries out a checked restore up to, not including, the start of
@@ -229,6 +251,7 @@ pub(super) fn execute(
             set,
             target,
             dcs_state,
+            ..
         } => {
             b.restore(set.as_ref().map(|s| s.label.as_str()), target, node.timeout)?;
             finish_recovery(node, b)?;
