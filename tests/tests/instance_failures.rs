@@ -198,6 +198,17 @@ fn a_new_node_facing_a_removed_clusters_state_fails_early_and_says_how_to_clear_
         }),
     );
     assert!(!removed.failed() && removed.changed(), "{removed:?}");
+    // A cluster with nothing left reads as empty, so that a teardown that
+    // reads it first can run again.
+    let empty = run_module(
+        &dir.path,
+        "patroni",
+        &json!({"cluster": "orphan", "state": "info",
+                "settings": {"patroni": {"etcd": {"hosts": hosts}}}}),
+    );
+    assert!(!empty.failed(), "{empty:?}");
+    assert_eq!(empty.result["cluster"]["members"], json!([]), "{empty:?}");
+    assert_eq!(empty.result["cluster"]["system_identifier"], json!(null));
     let leader = run_module(&dir.path, "instance", &args);
     assert!(!leader.failed(), "{leader:?}");
     assert_eq!(leader.result["instance"]["role"], "primary", "{leader:?}");

@@ -165,6 +165,17 @@ fn run(cli: Cli) -> Result<()> {
     let ops = match cli.command {
         Command::Status { json } => {
             let info = cluster::info(&target)?;
+            if info.members.is_empty() {
+                return Err(Error::Other(format!(
+                    "cluster {} has no member in the DCS under {}: is it running, and are its \
+                     name and the namespace right?",
+                    target.scope,
+                    pgherd_core::dcs::cluster_prefix(
+                        &target.settings.patroni.etcd.namespace,
+                        &target.scope
+                    )
+                )));
+            }
             if json {
                 let text = serde_json::to_string_pretty(&info)
                     .map_err(|e| Error::Other(format!("cannot print the cluster: {e}")))?;

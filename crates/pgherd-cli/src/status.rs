@@ -62,7 +62,11 @@ pub fn render_table(info: &ClusterInfo) -> String {
             m.name.clone(),
             host_of(m),
             role_label(&m.role),
-            m.state.clone(),
+            if m.reachable {
+                m.state.clone()
+            } else {
+                format!("unreachable (last: {})", m.state)
+            },
             m.timeline.map(|t| t.to_string()).unwrap_or_default(),
             match (is_leader, m.lag) {
                 (true, _) => String::new(),
@@ -114,6 +118,7 @@ mod tests {
             pending_restart: pending,
             tags: BTreeMap::new(),
             restapi: None,
+            reachable: true,
         }
     }
 
@@ -158,6 +163,24 @@ mod tests {
         assert_eq!(
             lines[4],
             "pg3     127.0.0.13:5432  Replica       streaming  3   3.0 MB"
+        );
+    }
+
+    #[test]
+    fn a_member_whose_rest_api_does_not_answer_is_shown_unreachable() {
+        let mut dead = member("pg1", "leader", "running", None, false);
+        dead.reachable = false;
+        let info = ClusterInfo {
+            name: "main".into(),
+            members: vec![dead],
+            ..ClusterInfo::default()
+        };
+        let t = render_table(&info);
+        assert!(
+            t.lines()
+                .nth(2)
+                .is_some_and(|l| l.contains("Leader  unreachable (last: running)")),
+            "{t}"
         );
     }
 

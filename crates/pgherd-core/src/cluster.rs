@@ -19,6 +19,9 @@ use crate::wait::{wait_until, Probe};
 /// Timeout of one REST call.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// Timeout of the probe that tells whether a member's REST API answers.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
+
 /// Where the cluster is and how to talk to it.
 #[derive(Debug, Clone)]
 pub struct Target {
@@ -160,6 +163,10 @@ pub struct MemberInfo {
     pub pending_restart: bool,
     pub tags: BTreeMap<String, Value>,
     pub restapi: Option<String>,
+    /// Whether its REST API answered when the cluster was read. When it
+    /// did not, role and state are the last ones it published in the DCS
+    /// (a dead leader keeps its key for up to a ttl).
+    pub reachable: bool,
 }
 
 /// The `cluster` return value.
@@ -230,6 +237,7 @@ fn member_info(m: &Member) -> MemberInfo {
         pending_restart: m.pending_restart,
         tags: m.tags.clone(),
         restapi: m.api_url.as_deref().and_then(api_address),
+        reachable: true,
     }
 }
 
@@ -464,7 +472,7 @@ impl<'a> Conn<'a> {
                 Err(e) => errors.push(e.to_string()),
             }
         }
-        Err(Error::Other(format!(
+        Err(Error::NoMemberAnswers(format!(
             "no member of cluster {} answers on its REST API: {}",
             self.target.scope,
             errors.join("; ")
@@ -490,7 +498,8 @@ impl<'a> Conn<'a> {
                 }
             }
         }
-        let members: Vec<MemberInfo> = status.members.iter().map(member_info).collect();
+        let mut members: Vec<MemberInfo> = status.members.iter().map(member_info).collect();
+        self.mark_unreachable(&mut members, &client);
         let system_identifier = client
             .patroni()
             .ok()
@@ -514,6 +523,32 @@ impl<'a> Conn<'a> {
             history: client.history().unwrap_or(Value::Null),
             scheduled_switchover: status.scheduled_switchover.clone(),
         })
+    }
+
+    /// Asks every member but the one that answered `/cluster` for its own
+    /// view, at once, with a short timeout: one that does not answer is
+    /// marked unreachable, whatever the DCS still says of it.
+    fn mark_unreachable(&self, members: &mut [MemberInfo], answered: &RestClient) {
+        let probes: Vec<_> = members
+            .iter()
+            .map(|m| {
+                let address = m.restapi.clone();
+                let asked_already = address
+                    .as_deref()
+                    .is_some_and(|a| answered.base_url().contains(a));
+                let client = address
+                    .filter(|_| !asked_already)
+                    .map(|a| self.client_with_timeout(&a, PROBE_TIMEOUT));
+                std::thread::spawn(move || match client {
+                    None => true,
+                    Some(Ok(c)) => c.patroni().is_ok(),
+                    Some(Err(_)) => false,
+                })
+            })
+            .collect();
+        for (m, probe) in members.iter_mut().zip(probes) {
+            m.reachable = probe.join().unwrap_or(false);
+        }
     }
 
     /// Waits until `/cluster` satisfies `ready`, saying what it last saw.
@@ -582,6 +617,19 @@ fn read_keys(target: &Target) -> Result<ClusterKeys> {
     connect_dcs(target)?.read_cluster(&target.settings.patroni.etcd.namespace, &target.scope)
 }
 
+/// The cluster's keys, with what to do when etcd cannot be read.
+fn dcs_keys(target: &Target) -> Result<ClusterKeys> {
+    read_keys(target).map_err(|e| {
+        let text = e.to_string();
+        let hint = if text.contains("authentication failed") {
+            "check etcd_username and etcd_password (or patroni.etcd in the settings)"
+        } else {
+            "give the REST API of a member (option restapi) to work without the DCS"
+        };
+        Error::Other(format!("{text}; {hint}"))
+    })
+}
+
 /// Finds the members to talk to: the given REST API, or the members in the
 /// DCS (`keys` when the caller has just read them).
 fn connect(target: &Target, keys: Option<ClusterKeys>) -> Result<Conn<'_>> {
@@ -589,15 +637,7 @@ fn connect(target: &Target, keys: Option<ClusterKeys>) -> Result<Conn<'_>> {
     if let Some(a) = &target.restapi {
         apis.insert("(given)".to_string(), a.clone());
     } else {
-        let keys = keys.map_or_else(|| read_keys(target), Ok).map_err(|e| {
-            let text = e.to_string();
-            let hint = if text.contains("authentication failed") {
-                "check etcd_username and etcd_password (or patroni.etcd in the settings)"
-            } else {
-                "give the REST API of a member (option restapi) to work without the DCS"
-            };
-            Error::Other(format!("{text}; {hint}"))
-        })?;
+        let keys = keys.map_or_else(|| dcs_keys(target), Ok)?;
         apis.extend(keys.member_api_addresses());
         if apis.is_empty() {
             return Err(Error::Other(format!(
@@ -617,9 +657,85 @@ fn connect(target: &Target, keys: Option<ClusterKeys>) -> Result<Conn<'_>> {
 // ---------------------------------------------------------------------
 // The operations.
 
-/// Reads the cluster; changes nothing.
+/// Reads the cluster; changes nothing. A cluster with no member in the
+/// DCS (never deployed, or every member gone) reads as an empty cluster,
+/// with the system identifier its keys still hold, if any.
 pub fn info(target: &Target) -> Result<ClusterInfo> {
-    connect(target, None)?.observe()
+    if target.restapi.is_some() {
+        return connect(target, None)?.observe();
+    }
+    let keys = dcs_keys(target)?;
+    if keys.member_api_addresses().is_empty() {
+        return Ok(info_from_keys(target, &keys));
+    }
+    match connect(target, Some(keys.clone()))?.observe() {
+        // Every member down (their keys outlive them by up to a ttl): what
+        // the DCS last heard, each member marked unreachable.
+        Err(Error::NoMemberAnswers(_)) => Ok(info_from_keys(target, &keys)),
+        other => other,
+    }
+}
+
+/// `host` and `port` of a member's `conn_url` (`postgres://h:5432/postgres`).
+fn conn_host_port(url: &str) -> Option<(String, Option<u16>)> {
+    let rest = url.split_once("://").map_or(url, |(_, r)| r);
+    let authority = rest.split('/').next()?.rsplit('@').next()?;
+    match authority.rsplit_once(':') {
+        Some((h, p)) if !h.ends_with(']') || h.starts_with('[') => Some((
+            h.trim_matches(|c| c == '[' || c == ']').to_string(),
+            p.parse().ok(),
+        )),
+        _ => Some((authority.to_string(), None)),
+    }
+}
+
+/// The cluster as its keys in the DCS describe it, when no member answers:
+/// every member unreachable, with the role and state it last published.
+fn info_from_keys(target: &Target, keys: &ClusterKeys) -> ClusterInfo {
+    let members = keys
+        .members
+        .iter()
+        .map(|(name, v)| {
+            let (host, port) = v["conn_url"]
+                .as_str()
+                .and_then(conn_host_port)
+                .unwrap_or_default();
+            let role = if keys.leader.as_deref() == Some(name.as_str()) {
+                "leader".to_string()
+            } else {
+                v["role"].as_str().unwrap_or("replica").to_string()
+            };
+            MemberInfo {
+                name: name.clone(),
+                role,
+                state: v["state"].as_str().unwrap_or("unknown").to_string(),
+                host,
+                port,
+                timeline: v["timeline"].as_u64(),
+                lag: None,
+                pending_restart: v["pending_restart"].as_bool().unwrap_or(false),
+                tags: v["tags"]
+                    .as_object()
+                    .map(|t| t.clone().into_iter().collect())
+                    .unwrap_or_default(),
+                restapi: v["api_url"].as_str().and_then(api_address),
+                reachable: false,
+            }
+        })
+        .collect();
+    ClusterInfo {
+        name: target.scope.clone(),
+        system_identifier: keys.initialize.clone(),
+        leader: keys.leader.clone(),
+        paused: keys
+            .config
+            .as_ref()
+            .is_some_and(|c| c["pause"] == json!(true)),
+        members,
+        config: keys.config.clone().unwrap_or(Value::Null),
+        history: keys.history.clone().unwrap_or(Value::Null),
+        ..ClusterInfo::default()
+    }
 }
 
 /// Runs the requested operations in a safe order: resume, dynamic config,
@@ -859,7 +975,45 @@ fn dynamic_config(
             "Patroni accepted the change but its configuration still differs in: {still}"
         )));
     }
+    // The leader chooses (or drops) synchronous standbys on its next loop:
+    // the task returns once the cluster shows them, as the next one reads.
+    if let Some(mode) = patch.get("synchronous_mode") {
+        let role = sync_role(mode);
+        let streaming = info
+            .members
+            .iter()
+            .any(|m| is_replica_role(&m.role) && m.state == "streaming");
+        match role {
+            Some(role) if streaming => {
+                conn.wait_cluster(&format!("a member to become a {role}"), |s| {
+                    s.members.iter().any(|m| m.role == role)
+                })?;
+            }
+            Some(_) => {}
+            None => {
+                conn.wait_cluster("no member to remain a synchronous standby", |s| {
+                    s.members
+                        .iter()
+                        .all(|m| !matches!(m.role.as_str(), "sync_standby" | "quorum_standby"))
+                })?;
+            }
+        }
+    }
     Ok(())
+}
+
+/// The role synchronous standbys get under a `synchronous_mode` value;
+/// `None` when it turns synchronous replication off.
+fn sync_role(mode: &Value) -> Option<&'static str> {
+    match mode {
+        Value::Bool(true) => Some("sync_standby"),
+        Value::String(s) => match s.to_ascii_lowercase().as_str() {
+            "on" | "true" | "yes" => Some("sync_standby"),
+            "quorum" => Some("quorum_standby"),
+            _ => None,
+        },
+        _ => None,
+    }
 }
 
 fn set_pause(
@@ -1428,6 +1582,7 @@ mod tests {
             pending_restart: false,
             tags: BTreeMap::new(),
             restapi: None,
+            reachable: true,
         }
     }
 
@@ -1526,5 +1681,61 @@ mod tests {
         c.members[0].pending_restart = true;
         c.members[1].pending_restart = true;
         assert_eq!(restart_order(&c, RestartMode::Pending), ["pg3", "pg1"]);
+    }
+
+    #[test]
+    fn synchronous_modes_name_their_standbys_role() {
+        assert_eq!(sync_role(&json!(true)), Some("sync_standby"));
+        assert_eq!(sync_role(&json!("on")), Some("sync_standby"));
+        assert_eq!(sync_role(&json!("quorum")), Some("quorum_standby"));
+        assert_eq!(sync_role(&json!(false)), None);
+        assert_eq!(sync_role(&json!("off")), None);
+    }
+
+    #[test]
+    fn a_cluster_nobody_answers_for_is_read_from_its_keys() {
+        let keys = ClusterKeys {
+            prefix: "/service/c/".into(),
+            leader: Some("pg1".into()),
+            initialize: Some("7710914764009116298".into()),
+            members: [
+                ("pg1".to_string(), json!({"conn_url": "postgres://10.0.0.1:5433/postgres",
+                    "api_url": "http://10.0.0.1:8008/patroni", "state": "running", "role": "primary",
+                    "timeline": 4})),
+                ("pg2".to_string(), json!({"conn_url": "postgres://[::1]:5432/postgres",
+                    "state": "streaming", "role": "replica"})),
+            ]
+            .into_iter()
+            .collect(),
+            ..ClusterKeys::default()
+        };
+        let target = Target {
+            scope: "c".into(),
+            settings: Settings::default(),
+            restapi: None,
+            restapi_auth: None,
+            etcd_auth: None,
+            timeout: Duration::from_secs(1),
+        };
+        let info = info_from_keys(&target, &keys);
+        assert_eq!(
+            info.system_identifier.as_deref(),
+            Some("7710914764009116298")
+        );
+        let pg1 = &info.members[0];
+        assert_eq!(
+            (
+                pg1.role.as_str(),
+                pg1.state.as_str(),
+                pg1.host.as_str(),
+                pg1.port,
+                pg1.reachable
+            ),
+            ("leader", "running", "10.0.0.1", Some(5433), false)
+        );
+        assert_eq!(pg1.restapi.as_deref(), Some("10.0.0.1:8008"));
+        assert_eq!(info.members[1].host, "::1");
+        let empty = info_from_keys(&target, &ClusterKeys::default());
+        assert!(empty.members.is_empty() && empty.system_identifier.is_none());
     }
 }

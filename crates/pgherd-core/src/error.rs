@@ -65,6 +65,10 @@ pub enum Error {
         source: Box<Error>,
     },
 
+    /// No member of a cluster answers on its REST API.
+    #[error("{0}")]
+    NoMemberAnswers(String),
+
     /// A node without data whose cluster has no member to clone from.
     #[error("{0}")]
     NoOneToClone(String),
