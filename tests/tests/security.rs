@@ -475,10 +475,22 @@ fn a_secured_cluster_works_refuses_and_leaks_nothing() {
                                                "cacert": s.pki.rogue_ca},
                                        "etcd": {"hosts": [s.etcd.client_addr], "protocol": "https",
                                                 "cacert": s.pki.ca, "cert": s.pki.client_cert, "key": s.pki.client_key}}});
+    let rogue_ca = s.pki.rogue_ca.display().to_string();
     refused(
         &s.patroni(json!({"settings": untrusted, "dynamic_config": change})),
         "an untrusted server certificate",
-        &["https://127.0.0.1", "certificate"],
+        &["https://127.0.0.1", "certificate", &format!("CA file {rogue_ca}")],
+    );
+    // A client certificate etcd does not trust: the message names the
+    // certificate file to fix.
+    let rogue_client = json!({"patroni": {"etcd": {"hosts": [s.etcd.client_addr], "protocol": "https",
+                                                   "cacert": s.pki.ca, "cert": s.pki.rogue_cert,
+                                                   "key": s.pki.rogue_key}}});
+    let rogue_cert = s.pki.rogue_cert.display().to_string();
+    refused(
+        &s.patroni(json!({"settings": rogue_client, "state": "info"})),
+        "a client certificate etcd does not trust",
+        &["etcd at https://", &format!("client certificate {rogue_cert}")],
     );
     refused(
         &s.patroni(json!({"restapi_password": "not-the-password", "dynamic_config": change})),

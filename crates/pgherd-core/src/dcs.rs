@@ -105,6 +105,21 @@ pub fn describe_error(e: &etcd_client::Error) -> String {
     }
 }
 
+/// `msg`, followed by `note` (the TLS files used) when it tells of a
+/// failed TLS handshake.
+fn with_tls_note(msg: String, note: &str) -> String {
+    let lower = msg.to_ascii_lowercase();
+    if !note.is_empty()
+        && ["certificate", "handshake", "tls", "unknownissuer"]
+            .iter()
+            .any(|w| lower.contains(w))
+    {
+        format!("{msg}{note}")
+    } else {
+        msg
+    }
+}
+
 /// The gRPC codes used above, named as the gRPC specification numbers them.
 mod tonic_code {
     pub const UNAVAILABLE: i32 = 14;
@@ -136,6 +151,8 @@ pub struct Dcs {
     runtime: tokio::runtime::Runtime,
     endpoints: Vec<String>,
     timeout: Duration,
+    /// The TLS files used, named when a handshake fails.
+    tls_note: String,
 }
 
 impl Dcs {
@@ -205,6 +222,11 @@ impl Dcs {
             .build()
             .map_err(|e| Error::Other(format!("cannot start the I/O runtime: {e}")))?;
         let described = endpoints.join(", ");
+        let tls_note = if etcd.protocol == Protocol::Https {
+            crate::tls_files_note(etcd.cert.as_deref(), etcd.cacert.as_deref())
+        } else {
+            String::new()
+        };
         let client = runtime
             .block_on(async {
                 tokio::time::timeout(
@@ -219,13 +241,14 @@ impl Dcs {
             })?
             .map_err(|e| Error::Dcs {
                 endpoints: described.clone(),
-                msg: describe_error(&e),
+                msg: with_tls_note(describe_error(&e), &tls_note),
             })?;
         let dcs = Dcs {
             client,
             runtime,
             endpoints,
             timeout,
+            tls_note,
         };
         if let Some(login) = auth {
             let user = Some((login.username.clone(), login.password.clone()));
@@ -246,7 +269,7 @@ impl Dcs {
     fn error_text(&self, what: &str, e: &str) -> Error {
         Error::Dcs {
             endpoints: self.endpoints.join(", "),
-            msg: format!("{what}: {e}"),
+            msg: with_tls_note(format!("{what}: {e}"), &self.tls_note),
         }
     }
 

@@ -258,7 +258,7 @@ impl RestClient {
         }
     }
 
-    fn describe_send_error(e: &reqwest::Error) -> String {
+    fn describe_send_error(&self, e: &reqwest::Error) -> String {
         let mut chain = String::new();
         let mut source = std::error::Error::source(e);
         while let Some(s) = source {
@@ -272,7 +272,13 @@ impl RestClient {
             || lower.contains("handshake")
             || lower.contains("tls")
         {
-            "TLS handshake failed (check the CA file and the client certificate)"
+            let files = self
+                .endpoint
+                .tls
+                .as_ref()
+                .map(|t| crate::tls_files_note(t.certfile.as_deref(), t.cafile.as_deref()))
+                .unwrap_or_default();
+            return format!("TLS handshake failed{files}{chain}");
         } else if e.is_connect() {
             "cannot connect (is Patroni running there?)"
         } else {
@@ -297,13 +303,13 @@ impl RestClient {
             let resp = req
                 .send()
                 .await
-                .map_err(|e| self.rest_error(method, path, Self::describe_send_error(&e)))?;
+                .map_err(|e| self.rest_error(method, path, self.describe_send_error(&e)))?;
             let status = resp.status().as_u16();
             let text = resp.text().await.map_err(|e| {
                 self.rest_error(
                     method,
                     path,
-                    format!("reading the answer: {}", Self::describe_send_error(&e)),
+                    format!("reading the answer: {}", self.describe_send_error(&e)),
                 )
             })?;
             Ok((status, text))
