@@ -479,7 +479,11 @@ fn a_secured_cluster_works_refuses_and_leaks_nothing() {
     refused(
         &s.patroni(json!({"settings": untrusted, "dynamic_config": change})),
         "an untrusted server certificate",
-        &["https://127.0.0.1", "certificate", &format!("CA file {rogue_ca}")],
+        &[
+            "https://127.0.0.1",
+            "certificate",
+            &format!("CA file {rogue_ca}"),
+        ],
     );
     // A client certificate etcd does not trust: the message names the
     // certificate file to fix.
@@ -490,7 +494,10 @@ fn a_secured_cluster_works_refuses_and_leaks_nothing() {
     refused(
         &s.patroni(json!({"settings": rogue_client, "state": "info"})),
         "a client certificate etcd does not trust",
-        &["etcd at https://", &format!("client certificate {rogue_cert}")],
+        &[
+            "etcd at https://",
+            &format!("client certificate {rogue_cert}"),
+        ],
     );
     refused(
         &s.patroni(json!({"restapi_password": "not-the-password", "dynamic_config": change})),

@@ -35,9 +35,8 @@ pub const MASK: &str = "********";
 /// What to check after a TLS handshake failed: the client certificate and
 /// CA files used, and the usual cause with an intermediate CA.
 pub fn tls_files_note(cert: Option<&std::path::Path>, ca: Option<&std::path::Path>) -> String {
-    let shown = |p: Option<&std::path::Path>| {
-        p.map_or("none".to_string(), |p| p.display().to_string())
-    };
+    let shown =
+        |p: Option<&std::path::Path>| p.map_or("none".to_string(), |p| p.display().to_string());
     format!(
         " (client certificate {}, CA file {}: a certificate signed by an intermediate CA needs \
          the intermediate after it in the certificate file, or in the CA file of the side that \

@@ -389,6 +389,15 @@ impl Settings {
         if text.trim().is_empty() {
             return Ok(Settings::default());
         }
+        // The YAML parser places a duplicate at the first occurrence of its
+        // mapping: say where both are.
+        let twice = duplicate_keys(text);
+        if !twice.is_empty() {
+            return Err(Error::Settings {
+                origin: origin.to_string(),
+                msg: twice.join("; "),
+            });
+        }
         serde_yaml::from_str(text).map_err(|e| Error::Settings {
             origin: origin.to_string(),
             msg: e.to_string(),
@@ -698,6 +707,91 @@ fn verify_client_name(v: VerifyClient) -> &'static str {
     }
 }
 
+/// Keys given twice in the same block mapping of a YAML text, as
+/// `patroni.ttl is given twice, on lines 4 and 13`. Flow mappings
+/// (`{a: 1}`) are left to the parser.
+pub fn duplicate_keys(text: &str) -> Vec<String> {
+    struct Level {
+        indent: usize,
+        path: String,
+        seen: std::collections::BTreeMap<String, usize>,
+    }
+    let mut out = Vec::new();
+    let mut stack = vec![Level {
+        indent: 0,
+        path: String::new(),
+        seen: Default::default(),
+    }];
+    let mut last_key = String::new();
+    // Inside a block scalar (`|`, `>`): lines indented past this are text.
+    let mut scalar_above: Option<usize> = None;
+    for (i, raw) in text.lines().enumerate() {
+        let line_no = i + 1;
+        let body = raw.trim_start_matches(' ');
+        let mut indent = raw.len() - body.len();
+        if body.is_empty() || body.starts_with('#') {
+            continue;
+        }
+        if let Some(above) = scalar_above {
+            if indent > above {
+                continue;
+            }
+            scalar_above = None;
+        }
+        let mut content = body;
+        while let Some(item) = content.strip_prefix("- ") {
+            // A sequence item opens a mapping of its own.
+            indent += 2;
+            stack.retain(|l| l.indent < indent);
+            let path = format!("{}[]", stack.last().map_or("", |l| l.path.as_str()));
+            stack.push(Level {
+                indent,
+                path,
+                seen: Default::default(),
+            });
+            content = item.trim_start_matches(' ');
+            indent += item.len() - content.len();
+        }
+        stack.retain(|l| l.indent <= indent);
+        if stack.last().is_some_and(|l| l.indent < indent) {
+            stack.push(Level {
+                indent,
+                path: last_key.clone(),
+                seen: Default::default(),
+            });
+        }
+        let Some((key, value)) = content.split_once(':') else {
+            continue;
+        };
+        let value = value.trim();
+        if !(value.is_empty() || content[key.len() + 1..].starts_with([' ', '\t'])) {
+            continue;
+        }
+        let key = key.trim().trim_matches(|c| c == '"' || c == '\'');
+        if key.is_empty() || key.contains(['{', '[', '#']) {
+            continue;
+        }
+        let Some(level) = stack.last_mut() else {
+            continue;
+        };
+        let path = if level.path.is_empty() {
+            key.to_string()
+        } else {
+            format!("{}.{key}", level.path)
+        };
+        if let Some(first) = level.seen.insert(key.to_string(), line_no) {
+            out.push(format!(
+                "{path} is given twice, on lines {first} and {line_no}: keep one"
+            ));
+        }
+        if value.starts_with('|') || value.starts_with('>') {
+            scalar_above = Some(indent);
+        }
+        last_key = path;
+    }
+    out
+}
+
 /// The placeholders a path pattern may hold.
 const PLACEHOLDERS: [&str; 2] = ["{version}", "{name}"];
 
@@ -844,6 +938,29 @@ mod tests {
         let p = problems("patroni:\n  restapi:\n    verify_client: sometimes\n");
         assert!(p[0].contains("unknown variant `sometimes`"), "{p:?}");
         assert!(p[0].contains("optional"), "{p:?}");
+    }
+
+    #[test]
+    fn duplicate_keys_are_named_with_both_lines() {
+        let text = "postgresql:\n  datadir: /srv/x\npatroni:\n  ttl: 30\n  etcd:\n    hosts: [a:1]\n\
+                    \n  # a comment\n  overrides:\n    log: |\n      ttl: 1\n      ttl: 2\n  ttl: 40\n";
+        assert_eq!(
+            duplicate_keys(text),
+            vec!["patroni.ttl is given twice, on lines 4 and 13: keep one"]
+        );
+        let lists = "a:\n  - name: x\n    v: 1\n  - name: y\n    v: 2\nb: {c: 1, c: 2}\n";
+        assert!(
+            duplicate_keys(lists).is_empty(),
+            "{:?}",
+            duplicate_keys(lists)
+        );
+        let err = Settings::from_yaml("sysuser: a\nsysuser: b\n", "s.yaml")
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            err,
+            "settings from s.yaml: sysuser is given twice, on lines 1 and 2: keep one"
+        );
     }
 
     #[test]
