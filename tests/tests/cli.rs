@@ -346,10 +346,13 @@ fn the_cli_operates_the_cluster_and_the_proxy_follows_the_leader() {
             let out = pgherd(&["-s", s, "-c", "cli", "status", "--json"]);
             let info: Value = serde_json::from_slice(&out.stdout).ok()?;
             let members = info["members"].as_array()?.clone();
-            members
-                .iter()
-                .all(|m| m["state"] == "running" || m["state"] == "streaming")
-                .then_some(())
+            // Three members, each running or streaming (an empty list
+            // would pass "all").
+            (members.len() == 3
+                && members
+                    .iter()
+                    .all(|m| m["state"] == "running" || m["state"] == "streaming"))
+            .then_some(())
         },
         || text(&pgherd(&["-s", s, "-c", "cli", "status"]).stdout),
     );
