@@ -904,3 +904,52 @@ pub fn read_pid(path: &Path) -> i32 {
         .and_then(|l| l.trim().parse().ok())
         .unwrap_or_else(|| panic!("{} holds no pid", path.display()))
 }
+
+/// A child process killed and reaped when dropped.
+pub struct Killed(pub Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// When the postmaster a member's Patroni reports (at `api`, `host:port`)
+/// started: it changes with every restart.
+pub fn postmaster_start(api: &str) -> Option<String> {
+    let (_, body) = http_get(api, "/patroni")?;
+    let v: Value = serde_json::from_str(&body).ok()?;
+    v["postmaster_start_time"].as_str().map(str::to_string)
+}
+
+impl PlaybookRun {
+    /// The results of the task named `task`, one per host.
+    pub fn events_of(&self, task: &str) -> Vec<&TaskEvent> {
+        self.events.iter().filter(|e| e.task == task).collect()
+    }
+
+    /// Fails the test unless the run succeeded, naming the step.
+    pub fn assert_ok(&self, step: &str) {
+        assert!(self.succeeded(), "{step} failed:\n{}", self.transcript());
+    }
+}
+
+/// The values of column `x` of table `kept` on a local node (its socket
+/// under `root/NODE/run`), comma separated in order.
+pub fn kept_rows(root: &Path, node: &str) -> Result<String, String> {
+    psql(
+        &root.join(node).join("run"),
+        "SELECT string_agg(x::text, ',' ORDER BY x) FROM kept",
+    )
+}
+
+/// Waits until table `kept` holds `expected` on a local node.
+pub fn wait_kept_rows(root: &Path, node: &str, expected: &str) {
+    wait_for(
+        &format!("table kept to hold {expected} on {node}"),
+        Duration::from_secs(60),
+        || (kept_rows(root, node).ok().as_deref() == Some(expected)).then_some(()),
+        || format!("{:?}", kept_rows(root, node)),
+    );
+}

@@ -5,12 +5,12 @@
 use std::os::unix::fs::MetadataExt;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
 use pgherd_e2e::{
     create_three_nodes, local_instance_args, local_nodes_test, local_settings, pgherd_bin,
-    repo_root, run_module, wait_for, with_options, Etcd,
+    repo_root, run_module, wait_for, with_options, Etcd, Killed,
 };
 use serde_json::{json, Value};
 
@@ -59,14 +59,6 @@ fn wait_pgbouncer_reaches(host: &str, context: impl Fn() -> String) {
 }
 
 /// A child killed when the test ends, however it ends.
-struct Killed(Child);
-
-impl Drop for Killed {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 fn switchover(dir: &Path, hosts: &[String], to: &str) {
     let r = run_module(

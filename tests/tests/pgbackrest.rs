@@ -11,8 +11,8 @@ use std::time::Duration;
 use std::process::Command;
 
 use pgherd_e2e::{
-    ansible_playbook, local_nodes_test, pgherd_bin, psql, repo_root, wait_for, Etcd, PlaybookRun,
-    TaskEvent,
+    ansible_playbook, local_nodes_test, pgherd_bin, psql, repo_root, wait_for, wait_kept_rows,
+    Etcd, PlaybookRun, TaskEvent,
 };
 use serde_json::{json, Value};
 
@@ -40,33 +40,9 @@ impl Run<'_> {
     }
 }
 
-fn ok(run: &PlaybookRun, step: &str) {
-    assert!(run.succeeded(), "{step} failed:\n{}", run.transcript());
-}
-
-fn events<'a>(run: &'a PlaybookRun, task: &str) -> Vec<&'a TaskEvent> {
-    run.events.iter().filter(|e| e.task == task).collect()
-}
-
 fn patroni_log(root: &Path, node: &str) -> String {
     std::fs::read_to_string(root.join(node).join("log/patroni-15-main/patroni.log"))
         .unwrap_or_default()
-}
-
-fn rows(root: &Path, node: &str) -> Result<String, String> {
-    psql(
-        &root.join(node).join("run"),
-        "SELECT string_agg(x::text, ',' ORDER BY x) FROM kept",
-    )
-}
-
-fn wait_rows(root: &Path, node: &str, expected: &str) {
-    wait_for(
-        &format!("table kept to hold {expected} on {node}"),
-        Duration::from_secs(60),
-        || (rows(root, node).ok().as_deref() == Some(expected)).then_some(()),
-        || format!("{:?}", rows(root, node)),
-    );
 }
 
 /// The member Patroni's REST API calls leader, and how many stream.
@@ -100,13 +76,12 @@ fn a_cluster_is_backed_up_and_restored_with_pgbackrest() {
 
     // Check mode predicts the stanza of the node that will bootstrap, and
     // makes nothing.
-    ok(
-        &run.repo_playbook("settings.yml", &["--limit", "pg1"]),
-        "writing pg1's settings",
-    );
+    run.repo_playbook("settings.yml", &["--limit", "pg1"])
+        .assert_ok("writing pg1's settings");
     let predicted = run.repo_playbook("site.yml", &["--limit", "pg1", "--check"]);
-    ok(&predicted, "deploying pg1 in check mode");
-    let changes = events(&predicted, "PostgreSQL instance managed by Patroni")[0].result["changes"]
+    predicted.assert_ok("deploying pg1 in check mode");
+    let changes = predicted.events_of("PostgreSQL instance managed by Patroni")[0].result
+        ["changes"]
         .to_string();
     assert!(
         changes.contains(&format!("create pgBackRest stanza {STANZA}")),
@@ -116,9 +91,9 @@ fn a_cluster_is_backed_up_and_restored_with_pgbackrest() {
 
     // The leader alone: the stanza is made and archiving checked.
     let leader = run.repo_playbook("site.yml", &["--limit", "pg1"]);
-    ok(&leader, "deploying pg1");
+    leader.assert_ok("deploying pg1");
     let changes =
-        events(&leader, "PostgreSQL instance managed by Patroni")[0].result["changes"].to_string();
+        leader.events_of("PostgreSQL instance managed by Patroni")[0].result["changes"].to_string();
     assert!(
         changes.contains(&format!("create pgBackRest stanza {STANZA}"))
             && changes.contains("check WAL archiving"),
@@ -137,22 +112,22 @@ fn a_cluster_is_backed_up_and_restored_with_pgbackrest() {
 
     // A backup while only pg1 runs; then the replicas are built from it.
     let first = run.repo_playbook("backup.yml", &["--limit", "pg1"]);
-    ok(&first, "the first backup");
-    let taken = events(&first, "Back up on the leader")[0].result.clone();
+    first.assert_ok("the first backup");
+    let taken = first.events_of("Back up on the leader")[0].result.clone();
     assert_eq!(taken["changed"], true, "{taken}");
     assert_eq!(taken["backup"]["type"], "full", "{taken}");
     let whole = run.repo_playbook("site.yml", &[]);
-    ok(&whole, "deploying the replicas");
+    whole.assert_ok("deploying the replicas");
     for node in ["pg2", "pg3"] {
         let log = patroni_log(&root, node);
         assert!(
             log.contains("replica has been created using pgbackrest"),
             "{node}'s Patroni log:\n{log}"
         );
-        wait_rows(&root, node, "1,2,3");
+        wait_kept_rows(&root, node, "1,2,3");
     }
     let again = run.repo_playbook("site.yml", &[]);
-    ok(&again, "the second deployment");
+    again.assert_ok("the second deployment");
     assert!(
         again.changed_tasks().is_empty(),
         "a second run changed: {:?}",
@@ -189,8 +164,8 @@ fn a_cluster_is_backed_up_and_restored_with_pgbackrest() {
     switch_until("switch1", "t");
     let noticed = run.repo_playbook("site.yml", &["--limit", "pg1"]);
     std::fs::set_permissions(&archive, std::fs::Permissions::from_mode(0o750)).unwrap();
-    ok(&noticed, "a run while archiving fails");
-    let warned = events(&noticed, "PostgreSQL instance managed by Patroni")[0].result["warnings"]
+    noticed.assert_ok("a run while archiving fails");
+    let warned = noticed.events_of("PostgreSQL instance managed by Patroni")[0].result["warnings"]
         .to_string();
     assert!(
         warned.contains(&format!(
@@ -202,9 +177,9 @@ fn a_cluster_is_backed_up_and_restored_with_pgbackrest() {
     // A new segment wakes the archiver, which sends both.
     switch_until("switch2", "f");
     let quiet = run.repo_playbook("site.yml", &["--limit", "pg1"]);
-    ok(&quiet, "a run once archiving works");
+    quiet.assert_ok("a run once archiving works");
     assert!(
-        !events(&quiet, "PostgreSQL instance managed by Patroni")[0].result["warnings"]
+        !quiet.events_of("PostgreSQL instance managed by Patroni")[0].result["warnings"]
             .to_string()
             .contains("WAL archiving"),
         "{}",
@@ -212,13 +187,12 @@ fn a_cluster_is_backed_up_and_restored_with_pgbackrest() {
     );
 
     // The leader moves; the backup follows it: pg2's host takes it.
-    ok(
-        &run.repo_playbook("switchover.yml", &["-e", "new_leader=pg2"]),
-        "the switchover",
-    );
+    run.repo_playbook("switchover.yml", &["-e", "new_leader=pg2"])
+        .assert_ok("the switchover");
     let second = run.repo_playbook("backup.yml", &[]);
-    ok(&second, "the backup after the switchover");
-    let by_host: Vec<(String, bool, bool)> = events(&second, "Back up on the leader")
+    second.assert_ok("the backup after the switchover");
+    let by_host: Vec<(String, bool, bool)> = second
+        .events_of("Back up on the leader")
         .iter()
         .map(|e| (e.host.clone(), e.changed(), e.status == "skipped"))
         .collect();
@@ -234,7 +208,8 @@ fn a_cluster_is_backed_up_and_restored_with_pgbackrest() {
         "{}",
         second.transcript()
     );
-    let label = events(&second, "Back up on the leader")
+    let label = second
+        .events_of("Back up on the leader")
         .iter()
         .find(|e| e.host == "pg2")
         .map(|e| e.result["backup"]["label"].as_str().unwrap().to_string())
@@ -261,7 +236,7 @@ fn a_cluster_is_backed_up_and_restored_with_pgbackrest() {
         },
         || format!("{:?}", psql(&pg2, "SELECT * FROM pg_stat_archiver")),
     );
-    wait_rows(&root, "pg3", "1,3,4");
+    wait_kept_rows(&root, "pg3", "1,3,4");
 
     // A restore while members run is refused, and changes nothing.
     let early = dir.join("restore-early.yml");
@@ -287,7 +262,7 @@ fn a_cluster_is_backed_up_and_restored_with_pgbackrest() {
         msg.contains("still has live members (pg1, pg2)") && msg.contains("nothing was changed"),
         "{msg}"
     );
-    wait_rows(&root, "pg3", "1,3,4");
+    wait_kept_rows(&root, "pg3", "1,3,4");
 
     // Check mode predicts the restore and changes nothing.
     let target_var = format!("restore_target={target}");
@@ -302,7 +277,7 @@ fn a_cluster_is_backed_up_and_restored_with_pgbackrest() {
     let mut checked_args = restore_vars.to_vec();
     checked_args.push("--check");
     let checked = run.repo_playbook("restore.yml", &checked_args);
-    ok(&checked, "the restore in check mode");
+    checked.assert_ok("the restore in check mode");
     let predicted: Vec<String> = checked
         .events
         .iter()
@@ -316,21 +291,21 @@ fn a_cluster_is_backed_up_and_restored_with_pgbackrest() {
         "{}",
         checked.transcript()
     );
-    wait_rows(&root, "pg3", "1,3,4");
-    wait_rows(&root, "pg1", "1,3,4");
+    wait_kept_rows(&root, "pg3", "1,3,4");
+    wait_kept_rows(&root, "pg1", "1,3,4");
 
     // The restore: pg3, which never took a backup, leads the restored
     // cluster; pg1 and pg2 are copied again from it.
     let restored = run.repo_playbook("restore.yml", &restore_vars);
-    ok(&restored, "the restore");
-    let info = events(&restored, "Read the restored cluster")[0].result["cluster"].clone();
+    restored.assert_ok("the restore");
+    let info = restored.events_of("Read the restored cluster")[0].result["cluster"].clone();
     assert_eq!(
         leader_and_streaming(&info),
         ("pg3".to_string(), 2),
         "{info}"
     );
     for node in ["pg1", "pg2", "pg3"] {
-        wait_rows(&root, node, "1,2,3,4");
+        wait_kept_rows(&root, node, "1,2,3,4");
     }
     for node in ["pg1", "pg2"] {
         let log = patroni_log(&root, node);
@@ -344,10 +319,11 @@ fn a_cluster_is_backed_up_and_restored_with_pgbackrest() {
     // The restored cluster is a cluster like any other: it takes writes,
     // archives, and backs up.
     psql(&root.join("pg3/run"), "INSERT INTO kept VALUES (5)").unwrap();
-    wait_rows(&root, "pg1", "1,2,3,4,5");
+    wait_kept_rows(&root, "pg1", "1,2,3,4,5");
     let after = run.repo_playbook("backup.yml", &["-e", "backup_type=incr"]);
-    ok(&after, "a backup of the restored cluster");
-    let taken: Vec<&TaskEvent> = events(&after, "Back up on the leader")
+    after.assert_ok("a backup of the restored cluster");
+    let taken: Vec<&TaskEvent> = after
+        .events_of("Back up on the leader")
         .into_iter()
         .filter(|e| e.changed())
         .collect();

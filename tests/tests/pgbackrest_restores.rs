@@ -8,36 +8,12 @@ use std::path::Path;
 use std::time::Duration;
 
 use pgherd_e2e::{
-    ansible_playbook, http_get, local_instance_args, local_nodes_test, local_settings, psql,
-    repo_root, run_module, wait_for, with_options, Etcd, PlaybookRun, TaskEvent,
+    ansible_playbook, local_instance_args, local_nodes_test, local_settings, postmaster_start,
+    psql, repo_root, run_module, wait_for, wait_kept_rows as wait_rows, with_options, Etcd,
 };
-use serde_json::{json, Value};
+use serde_json::json;
 
 const STANZA: &str = "ledger-archive";
-
-fn ok(run: &PlaybookRun, step: &str) {
-    assert!(run.succeeded(), "{step} failed:\n{}", run.transcript());
-}
-
-fn events<'a>(run: &'a PlaybookRun, task: &str) -> Vec<&'a TaskEvent> {
-    run.events.iter().filter(|e| e.task == task).collect()
-}
-
-fn rows(root: &Path, node: &str) -> Result<String, String> {
-    psql(
-        &root.join(node).join("run"),
-        "SELECT string_agg(x::text, ',' ORDER BY x) FROM kept",
-    )
-}
-
-fn wait_rows(root: &Path, node: &str, expected: &str) {
-    wait_for(
-        &format!("table kept to hold {expected} on {node}"),
-        Duration::from_secs(60),
-        || (rows(root, node).ok().as_deref() == Some(expected)).then_some(()),
-        || format!("{:?}", rows(root, node)),
-    );
-}
 
 /// Now, as PostgreSQL tells it, in ISO 8601 with an offset.
 fn now(socket: &Path) -> String {
@@ -61,15 +37,6 @@ fn archive_now(socket: &Path) {
         },
         || format!("{:?}", psql(socket, "SELECT * FROM pg_stat_archiver")),
     );
-}
-
-fn postmaster_start(api: &str) -> String {
-    let (_, body) = http_get(api, "/patroni").expect("the REST API answers");
-    let v: Value = serde_json::from_str(&body).unwrap();
-    v["postmaster_start_time"]
-        .as_str()
-        .unwrap_or_default()
-        .to_string()
 }
 
 #[test]
@@ -97,30 +64,30 @@ fn restores_before_between_and_after_backups() {
     };
     let pg1 = root.join("pg1/run");
 
-    ok(&play("site.yml", &["--limit", "pg1"]), "deploying pg1");
+    play("site.yml", &["--limit", "pg1"]).assert_ok("deploying pg1");
     psql(
         &pg1,
         "CREATE TABLE kept(x int); INSERT INTO kept VALUES (1)",
     )
     .unwrap();
     let before_all = now(&pg1);
-    ok(&play("backup.yml", &["--limit", "pg1"]), "backup B1");
-    ok(&play("site.yml", &[]), "deploying the replicas");
+    play("backup.yml", &["--limit", "pg1"]).assert_ok("backup B1");
+    play("site.yml", &[]).assert_ok("deploying the replicas");
     psql(&pg1, "INSERT INTO kept VALUES (2)").unwrap();
     let between = now(&pg1);
     psql(&pg1, "INSERT INTO kept VALUES (3)").unwrap();
-    let b2 = play("backup.yml", &[]);
-    ok(&b2, "backup B2");
+    play("backup.yml", &[]).assert_ok("backup B2");
     psql(&pg1, "INSERT INTO kept VALUES (4)").unwrap();
     archive_now(&pg1);
     wait_rows(&root, "pg3", "1,2,3,4");
 
     // Before every backup: refused by the check the playbook runs first,
     // naming the oldest backup; no member was stopped.
-    let starts: Vec<String> = nodes
+    let starts: Vec<Option<String>> = nodes
         .iter()
         .map(|n| postmaster_start(&format!("{n}:8008")))
         .collect();
+    assert!(starts.iter().all(Option::is_some), "{starts:?}");
     let target = format!("restore_target={before_all}");
     let refused = play("restore.yml", &["-e", "restore_from=pg3", "-e", &target]);
     assert!(!refused.succeeded(), "{}", refused.transcript());
@@ -131,13 +98,14 @@ fn restores_before_between_and_after_backups() {
         "{msg}"
     );
     assert!(
-        events(&refused, "PostgreSQL instance managed by Patroni")
+        refused
+            .events_of("PostgreSQL instance managed by Patroni")
             .iter()
             .all(|e| !e.changed()),
         "{}",
         refused.transcript()
     );
-    let after: Vec<String> = nodes
+    let after: Vec<Option<String>> = nodes
         .iter()
         .map(|n| postmaster_start(&format!("{n}:8008")))
         .collect();
@@ -148,7 +116,7 @@ fn restores_before_between_and_after_backups() {
     // taken on the new timeline, and the replicas built again follow it.
     let target = format!("restore_target={between}");
     let restored = play("restore.yml", &["-e", "restore_from=pg3", "-e", &target]);
-    ok(&restored, "the restore between the backups");
+    restored.assert_ok("the restore between the backups");
     let chosen: String = restored
         .events
         .iter()
@@ -162,7 +130,7 @@ fn restores_before_between_and_after_backups() {
     for node in ["pg1", "pg2", "pg3"] {
         wait_rows(&root, node, "1,2");
     }
-    let info = events(&restored, "Read the restored cluster")[0].result["cluster"].clone();
+    let info = restored.events_of("Read the restored cluster")[0].result["cluster"].clone();
     let streaming = info["members"]
         .as_array()
         .unwrap()

@@ -4,13 +4,13 @@
 //! proxy, whose watch was on the lost member, follows the next switchover
 //! at once.
 
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use pgherd_e2e::pki::Pki;
 use pgherd_e2e::{
     create_three_nodes, local_instance_args, local_nodes_test, local_settings, loopback_peer_ports,
-    pgherd_bin, run_module, wait_for, with_options, EtcdCluster,
+    pgherd_bin, run_module, wait_for, with_options, EtcdCluster, Killed,
 };
 use serde_json::{json, Value};
 
@@ -18,15 +18,6 @@ const SCOPE: &str = "vault";
 const ETCD_USER: &str = "vault-patroni";
 const ETCD_PASSWORD: &str = "Vlt-Etcd-3Rq8";
 const ETCD_ROOT: &str = "Vlt-Root-6Kz1";
-
-struct Killed(Child);
-
-impl Drop for Killed {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 fn etcd_tls(pki: &Pki) -> Value {
     json!({"protocol": "https", "cacert": pki.ca, "cert": pki.client_cert, "key": pki.client_key})

@@ -71,17 +71,10 @@ pub struct ModuleDoc {
     pub returns: Vec<ReturnDoc>,
 }
 
-fn option_doc(o: &OptionSpec) -> Value {
+/// What an option's documentation and its argument spec both say of it:
+/// type, required, default, choices, aliases, no_log, elements.
+fn option_fields(o: &OptionSpec) -> Map<String, Value> {
     let mut d = Map::new();
-    let description: Vec<Value> = if o.description.is_empty() {
-        vec![Value::String(format!("The C({}) option.", o.name))]
-    } else {
-        o.description
-            .iter()
-            .map(|p| Value::String((*p).to_string()))
-            .collect()
-    };
-    d.insert("description".into(), Value::Array(description));
     d.insert("type".into(), json!(o.kind.ansible_name()));
     if o.required {
         d.insert("required".into(), json!(true));
@@ -101,6 +94,20 @@ fn option_doc(o: &OptionSpec) -> Value {
     if let Some(e) = o.elements {
         d.insert("elements".into(), json!(e.ansible_name()));
     }
+    d
+}
+
+fn option_doc(o: &OptionSpec) -> Value {
+    let mut d = option_fields(o);
+    let description: Vec<Value> = if o.description.is_empty() {
+        vec![Value::String(format!("The C({}) option.", o.name))]
+    } else {
+        o.description
+            .iter()
+            .map(|p| Value::String((*p).to_string()))
+            .collect()
+    };
+    d.insert("description".into(), Value::Array(description));
     if let Some(sub) = &o.suboptions {
         d.insert("suboptions".into(), options_doc(sub));
     }
@@ -198,31 +205,11 @@ pub fn returns_without_sample(doc: &ModuleDoc) -> Vec<String> {
 }
 
 fn option_argument_spec(o: &OptionSpec) -> Value {
-    let mut d = Map::new();
-    d.insert("type".into(), json!(o.kind.ansible_name()));
-    if o.required {
-        d.insert("required".into(), json!(true));
-    }
-    if let Some(v) = &o.default {
-        d.insert("default".into(), v.clone());
-    }
-    if !o.choices.is_empty() {
-        d.insert("choices".into(), Value::Array(o.choices.clone()));
-    }
-    if !o.aliases.is_empty() {
-        d.insert("aliases".into(), json!(o.aliases));
-    }
-    if o.no_log {
-        d.insert("no_log".into(), json!(true));
-    }
-    if let Some(e) = o.elements {
-        d.insert("elements".into(), json!(e.ansible_name()));
-    }
+    let mut d = option_fields(o);
     if let Some(sub) = &o.suboptions {
-        let rules = spec_rules(sub);
         d.insert("options".into(), options_argument_spec(sub));
-        if let Value::Object(r) = rules {
-            d.extend(r);
+        if let Value::Object(rules) = spec_rules(sub) {
+            d.extend(rules);
         }
     }
     Value::Object(d)

@@ -1272,7 +1272,9 @@ fn restart(
         }
         if round == RESTART_ROUNDS {
             return Err(Error::Other(format!(
-                "after restarting, {} still report a pending restart ({}): Patroni may not                  apply a parameter that needs a restart; see the members'                  pending_restart_reason",
+                "after restarting, {} still report a pending restart ({}): Patroni may not \
+                 apply a parameter that needs a restart; see the members' \
+                 pending_restart_reason",
                 still.join(", "),
                 after
                     .members
