@@ -58,8 +58,6 @@ fn wait_pgbouncer_reaches(host: &str, context: impl Fn() -> String) {
     );
 }
 
-/// A child killed when the test ends, however it ends.
-
 fn switchover(dir: &Path, hosts: &[String], to: &str) {
     let r = run_module(
         dir,
