@@ -895,10 +895,13 @@ fn bad_inputs_fail_clearly_and_change_nothing() {
         &["127.0.0.1:1"],
     );
     add(
-        "unknown cluster in etcd",
+        "switchover in an unknown cluster",
         "patroni",
-        pat(&[set("/cluster", json!("nosuchcluster"))]),
-        &["nosuchcluster"],
+        pat(&[
+            set("/cluster", json!("nosuchcluster")),
+            set("/leader", json!("pg2")),
+        ]),
+        &["nosuchcluster", "has no member"],
     );
 
     assert!(cases.len() >= 60, "only {} cases", cases.len());

@@ -209,6 +209,12 @@ fn a_new_node_facing_a_removed_clusters_state_fails_early_and_says_how_to_clear_
     assert!(!empty.failed(), "{empty:?}");
     assert_eq!(empty.result["cluster"]["members"], json!([]), "{empty:?}");
     assert_eq!(empty.result["cluster"]["system_identifier"], json!(null));
+    assert!(
+        empty
+            .warnings_text()
+            .contains("etcd holds nothing of cluster orphan"),
+        "{empty:?}"
+    );
     let leader = run_module(&dir.path, "instance", &args);
     assert!(!leader.failed(), "{leader:?}");
     assert_eq!(leader.result["instance"]["role"], "primary", "{leader:?}");

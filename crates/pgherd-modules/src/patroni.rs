@@ -200,6 +200,15 @@ pub fn run_task(task: &Task) -> Result<Outcome, Failure> {
     report
         .warnings
         .extend(target.settings.warnings(target.etcd_auth.is_some()));
+    if state == "info" && report.info.members.is_empty() && report.info.system_identifier.is_none()
+    {
+        report.warnings.push(format!(
+            "etcd holds nothing of cluster {scope} under {}: it was never deployed or has been \
+             removed; if it runs, check the options cluster and the settings' \
+             patroni.etcd.namespace",
+            pgherd_core::dcs::cluster_prefix(&target.settings.patroni.etcd.namespace, &scope)
+        ));
+    }
     let mut backup = None;
     let mut elsewhere = None;
     if let Some(kind) = p["backup"].as_str().and_then(BackupKind::parse) {
