@@ -206,7 +206,7 @@ pub fn run_task(task: &Task) -> Result<Outcome, Failure> {
             "etcd holds nothing of cluster {scope} under {}: it was never deployed or has been \
              removed; if it runs, check the options cluster and the settings' \
              patroni.etcd.namespace",
-            pgherd_core::dcs::cluster_prefix(&target.settings.patroni.etcd.namespace, &scope)
+            pgherd_core::dcs::cluster_prefix(&target.settings.patroni.etcd.namespace, scope)
         ));
     }
     let mut backup = None;
