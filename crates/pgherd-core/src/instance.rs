@@ -70,6 +70,10 @@ pub fn desired_dirs(paths: &InstancePaths, owner: Option<Owner>) -> Vec<DesiredD
     if let Some(parent) = paths.wal_dir.as_ref().and_then(|w| w.parent()) {
         add(parent, 0o750);
     }
+    // Patroni writes PostgreSQL's configuration there.
+    if let Some(conf) = &paths.conf_dir {
+        add(conf, 0o755);
+    }
     // Clients of other OS users connect through the socket directory.
     add(&paths.socket_dir, 0o755);
     add(&paths.pg_log_dir, 0o750);
@@ -113,6 +117,31 @@ pub fn desired_files(
             kind: FileKind::Pgpass,
             owner,
         });
+    }
+    // A configuration directory of postgresql-common's layout: the data
+    // directory for pg_lsclusters and pg_ctlcluster (Patroni's own
+    // postgresql.conf includes this base file), and start.conf saying that
+    // no postgresql@ unit starts the instance: Patroni does.
+    if let Some(conf) = &paths.conf_dir {
+        let plain = |name: &str, text: String| DesiredFile {
+            path: conf.join(name),
+            content: Content(text.into_bytes()),
+            mode: 0o644,
+            kind: FileKind::Plain,
+            owner,
+        };
+        files.push(plain(
+            "postgresql.base.conf",
+            format!(
+                "# Written by pgherd: Patroni's postgresql.conf includes this file.\n\
+                 data_directory = '{}'\n",
+                paths.data_dir.display().to_string().replace('\'', "''")
+            ),
+        ));
+        files.push(plain(
+            "start.conf",
+            "# Written by pgherd: Patroni starts and stops this instance.\nmanual\n".into(),
+        ));
     }
     if let Some(b) = PgBackRest::for_instance(settings, m, paths, None) {
         files.push(DesiredFile {

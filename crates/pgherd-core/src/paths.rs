@@ -16,6 +16,8 @@ pub struct InstancePaths {
     pub patroni_pgpass: PathBuf,
     pub data_dir: PathBuf,
     pub wal_dir: Option<PathBuf>,
+    /// PostgreSQL's configuration directory, when not the data directory.
+    pub conf_dir: Option<PathBuf>,
     pub bin_dir: PathBuf,
     pub socket_dir: PathBuf,
     pub pg_log_dir: PathBuf,
@@ -48,6 +50,7 @@ impl InstancePaths {
             patroni_pgpass: path(&p.pgpass),
             data_dir: path(&pg.datadir),
             wal_dir: pg.waldir.as_deref().map(path),
+            conf_dir: pg.confdir.as_deref().map(path),
             bin_dir: path(&pg.bindir),
             socket_dir: path(&pg.socket_directory),
             pg_log_dir: path(&pg.logdir),
@@ -102,11 +105,18 @@ pub fn own_dirs(pattern: &str, version: &str, name: &str, is_dir: bool) -> Vec<P
         .collect()
 }
 
-/// The file name PostgreSQL's logs of an instance get when its log
-/// directory is shared (no `{name}` in the pattern): a `.` ends the
-/// instance's part, since names never hold one.
+/// The file PostgreSQL's logs of an instance go to when its log directory
+/// is shared (no `{name}` in the pattern), as Debian names it: a `.` ends
+/// the instance's part, since names never hold one. Rotation is left to
+/// logrotate (Debian's postgresql-common rotates `/var/log/postgresql`).
 pub fn shared_log_filename(version: &str, name: &str) -> String {
-    format!("postgresql-{version}-{name}.%Y-%m-%d_%H%M%S.log")
+    format!("postgresql-{version}-{name}.log")
+}
+
+/// The start of the names of an instance's log files in a shared
+/// directory (the file and its rotations: `.log`, `.log.1`).
+pub fn shared_log_prefix(version: &str, name: &str) -> String {
+    format!("postgresql-{version}-{name}.")
 }
 
 impl InstancePaths {
@@ -128,6 +138,7 @@ impl InstancePaths {
             (p.pgpass.as_str(), false),
         ];
         patterns.extend(pg.waldir.as_deref().map(|w| (w, true)));
+        patterns.extend(pg.confdir.as_deref().map(|c| (c, true)));
         if m.pgbackrest_stanza.is_some() {
             patterns.push((b.configpath.as_str(), false));
         }

@@ -129,6 +129,8 @@ pub struct PostgresqlConfig {
     pub listen: String,
     pub connect_address: String,
     pub data_dir: PathBuf,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub config_dir: Option<PathBuf>,
     pub bin_dir: PathBuf,
     pub pgpass: PathBuf,
     pub use_unix_socket: bool,
@@ -334,6 +336,7 @@ pub fn build_patroni_config(
             listen,
             connect_address: format!("{}:{}", m.pg_connect_host, m.port),
             data_dir: paths.data_dir.clone(),
+            config_dir: paths.conf_dir.clone(),
             bin_dir: paths.bin_dir.clone(),
             pgpass: paths.patroni_pgpass.clone(),
             use_unix_socket: true,

@@ -367,6 +367,7 @@ pub fn check_instance(
             &me,
         ));
     }
+    let confdir = paths.conf_dir.as_deref().map(|c| ("postgresql.confdir", c));
     let written_by_postgres = [
         ("postgresql.socket_directory", paths.socket_dir.as_path()),
         ("postgresql.logdir", paths.pg_log_dir.as_path()),
@@ -380,6 +381,7 @@ pub fn check_instance(
     ];
     let dirs = written_by_postgres
         .into_iter()
+        .chain(confdir)
         .map(|(key, path)| (key, Some(path), &pg))
         .chain(parents);
     for (key, path, who) in dirs {

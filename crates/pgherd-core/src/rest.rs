@@ -75,6 +75,68 @@ pub struct NodeStatus {
     /// No member holds the leader key (during a bootstrap, until
     /// post_bootstrap has made the roles and Patroni has taken the key).
     pub cluster_unlocked: bool,
+    /// WAL positions; a replica's `received_location` is there once its
+    /// WAL receiver got WAL from its upstream.
+    pub xlog: Option<Value>,
+}
+
+/// Whether a Patroni version tells a streaming replica apart ("streaming",
+/// "in archive recovery"), which Patroni does from 3.0.4 on; before, every
+/// healthy replica is "running" (Debian bookworm ships 3.0.2).
+pub fn reports_replication_state(version: &str) -> bool {
+    let mut parts = version
+        .split(|c: char| !c.is_ascii_digit())
+        .map(|p| p.parse::<u32>().unwrap_or(0));
+    let v = (
+        parts.next().unwrap_or(0),
+        parts.next().unwrap_or(0),
+        parts.next().unwrap_or(0),
+    );
+    version.is_empty() || v >= (3, 0, 4)
+}
+
+/// Whether the Patroni of the cluster this process talks to tells
+/// streaming replicas apart, as the first `/patroni` read said.
+static REPORTS_REPLICATION_STATE: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+
+impl NodeStatus {
+    /// An older Patroni's healthy replica, in the newer ones' words: a
+    /// replica that runs and has received WAL streams.
+    fn normalise(&mut self) {
+        let reports = reports_replication_state(&self.patroni.version);
+        let _ = REPORTS_REPLICATION_STATE.set(reports);
+        let received = self
+            .xlog
+            .as_ref()
+            .is_some_and(|x| !x["received_location"].is_null());
+        if !reports
+            && self.replication_state.is_none()
+            && self.role == "replica"
+            && self.state == "running"
+            && received
+        {
+            self.replication_state = Some("streaming".into());
+        }
+    }
+}
+
+impl ClusterStatus {
+    /// Replicas an older Patroni shows as "running" (with a lag) are
+    /// streaming ones.
+    fn normalise(&mut self, reports_replication_state: bool) {
+        if reports_replication_state {
+            return;
+        }
+        for m in &mut self.members {
+            let replica = matches!(
+                m.role.as_str(),
+                "replica" | "sync_standby" | "quorum_standby"
+            );
+            if replica && m.state == "running" && m.lag.as_ref().is_some_and(Value::is_number) {
+                m.state = "streaming".into();
+            }
+        }
+    }
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -336,12 +398,23 @@ impl RestClient {
     /// `GET /patroni`. Patroni answers 503 with the same JSON when
     /// PostgreSQL is not running: that is a status, not an error.
     pub fn patroni(&self) -> Result<NodeStatus> {
-        self.get_json("/patroni")
+        let mut s: NodeStatus = self.get_json("/patroni")?;
+        s.normalise();
+        Ok(s)
     }
 
-    /// `GET /cluster`.
+    /// `GET /cluster`, with the states of an older Patroni's replicas in
+    /// the newer ones' words.
     pub fn cluster(&self) -> Result<ClusterStatus> {
-        self.get_json("/cluster")
+        let reports = match REPORTS_REPLICATION_STATE.get() {
+            Some(r) => *r,
+            None => self
+                .patroni()
+                .map_or(true, |s| reports_replication_state(&s.patroni.version)),
+        };
+        let mut c: ClusterStatus = self.get_json("/cluster")?;
+        c.normalise(reports);
+        Ok(c)
     }
 
     fn post_expect(&self, path: &str, body: Option<&Value>, ok: &[u16]) -> Result<(u16, String)> {
@@ -522,5 +595,33 @@ mod tests {
             err.starts_with("GET http://127.0.0.1:9/patroni: cannot connect"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn an_older_patronis_streaming_replica_reads_as_streaming() {
+        assert!(!reports_replication_state("3.0.2"));
+        assert!(reports_replication_state("3.0.4"));
+        assert!(reports_replication_state("4.1.5"));
+        assert!(reports_replication_state(""));
+        let mut old: NodeStatus = serde_json::from_value(json!({
+            "state": "running", "role": "replica", "patroni": {"version": "3.0.2"},
+            "xlog": {"received_location": 84194096, "replayed_location": 84194096}}))
+        .unwrap();
+        old.normalise();
+        assert!(old.is_healthy(), "{old:?}");
+        let mut no_wal: NodeStatus = serde_json::from_value(json!({
+            "state": "running", "role": "replica", "patroni": {"version": "3.0.2"},
+            "xlog": {"received_location": null}}))
+        .unwrap();
+        no_wal.normalise();
+        assert!(!no_wal.is_healthy());
+        let mut c: ClusterStatus = serde_json::from_value(json!({"members": [
+            {"name": "a", "role": "leader", "state": "running"},
+            {"name": "b", "role": "replica", "state": "running", "lag": 0},
+            {"name": "c", "role": "replica", "state": "running"}]}))
+        .unwrap();
+        c.normalise(false);
+        let states: Vec<&str> = c.members.iter().map(|m| m.state.as_str()).collect();
+        assert_eq!(states, ["running", "streaming", "running"]);
     }
 }

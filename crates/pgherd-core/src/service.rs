@@ -19,6 +19,36 @@ use crate::wait::{wait_until, Probe};
 /// Where systemd units written by pgherd go.
 pub const SYSTEMD_UNIT_DIR: &str = "/etc/systemd/system";
 
+/// Where distributions install units: Debian's `patroni@.service` is used
+/// as it is when there is one.
+const DISTRIBUTION_UNIT_DIRS: [&str; 2] = ["/lib/systemd/system", "/usr/lib/systemd/system"];
+
+/// The distribution's `patroni@.service`, if there is one.
+fn distribution_template() -> Option<String> {
+    DISTRIBUTION_UNIT_DIRS
+        .iter()
+        .find_map(|d| std::fs::read_to_string(Path::new(d).join("patroni@.service")).ok())
+}
+
+/// The last value of `key=` in a unit's text, `%i` expanded to `instance`.
+fn unit_value(text: &str, key: &str, instance: &str) -> Option<String> {
+    text.lines()
+        .filter_map(|l| l.trim().strip_prefix(key)?.strip_prefix('='))
+        .last()
+        .map(|v| v.trim().replace("%i", instance))
+}
+
+/// Whether a template unit runs `execpath config` as `user` (and has no
+/// condition on another configuration file): then it needs no drop-in.
+fn template_runs(text: &str, instance: &str, user: &str, execpath: &Path, config: &Path) -> bool {
+    let exec = format!("{} {}", execpath.display(), config.display());
+    let condition_ok = unit_value(text, "ConditionPathExists", instance)
+        .is_none_or(|c| c == config.display().to_string());
+    unit_value(text, "ExecStart", instance).as_deref() == Some(exec.as_str())
+        && unit_value(text, "User", instance).as_deref() == Some(user)
+        && condition_ok
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Backend {
     Systemd,
@@ -181,31 +211,49 @@ impl Service {
         }
     }
 
-    /// The systemd units pgherd manages for this instance: the template
-    /// and a drop-in naming the user and the configuration.
+    /// The systemd units pgherd manages for this instance. The
+    /// distribution's `patroni@.service` (Debian's) is used when there is
+    /// one, as it is when it already runs this configuration as this user;
+    /// otherwise pgherd's template. A drop-in names the user and the
+    /// configuration when the template does not.
     pub fn unit_files(&self) -> Vec<DesiredFile> {
         if self.backend != Backend::Systemd {
             return Vec::new();
         }
         let unit_dir = Path::new(SYSTEMD_UNIT_DIR);
-        vec![
-            DesiredFile {
-                path: unit_dir.join("patroni@.service"),
-                content: Content(render_template_unit().into_bytes()),
-                mode: 0o644,
-                kind: FileKind::Plain,
-                owner: None,
-            },
-            DesiredFile {
-                path: unit_dir.join(format!("{}.d/pgherd.conf", self.unit)),
-                content: Content(
-                    render_dropin(&self.sysuser, &self.execpath, &self.paths.config).into_bytes(),
-                ),
-                mode: 0o644,
-                kind: FileKind::Plain,
-                owner: None,
-            },
-        ]
+        let instance = self
+            .unit
+            .trim_start_matches("patroni@")
+            .trim_end_matches(".service");
+        let plain = |path: std::path::PathBuf, text: String| DesiredFile {
+            path,
+            content: Content(text.into_bytes()),
+            mode: 0o644,
+            kind: FileKind::Plain,
+            owner: None,
+        };
+        let dropin = plain(
+            unit_dir.join(format!("{}.d/pgherd.conf", self.unit)),
+            render_dropin(&self.sysuser, &self.execpath, &self.paths.config),
+        );
+        match distribution_template() {
+            Some(text)
+                if template_runs(
+                    &text,
+                    instance,
+                    &self.sysuser,
+                    &self.execpath,
+                    &self.paths.config,
+                ) =>
+            {
+                Vec::new()
+            }
+            Some(_) => vec![dropin],
+            None => vec![
+                plain(unit_dir.join("patroni@.service"), render_template_unit()),
+                dropin,
+            ],
+        }
     }
 
     /// Starts Patroni; returns once it is launched (callers wait for the
@@ -380,11 +428,15 @@ WantedBy=multi-user.target
     .to_string()
 }
 
+/// A drop-in over a template unit: who runs Patroni and on which
+/// configuration. The empty assignments reset what a distribution's
+/// template sets (its own ExecStart, a condition on its own path).
 pub fn render_dropin(user: &str, execpath: &Path, config: &Path) -> String {
     format!(
-        "# Written by pgherd.\n[Service]\nUser={user}\nExecStart={} {}\n",
+        "# Written by pgherd.\n[Unit]\nConditionPathExists=\nConditionPathExists={config}\n\n\
+         [Service]\nUser={user}\nGroup=\nExecStart=\nExecStart={} {config}\n",
         execpath.display(),
-        config.display()
+        config = config.display()
     )
 }
 
@@ -414,7 +466,37 @@ mod tests {
             Path::new("/usr/bin/patroni"),
             Path::new("/etc/patroni/15-main.yaml"),
         );
-        assert_eq!(d, "# Written by pgherd.\n[Service]\nUser=postgres\nExecStart=/usr/bin/patroni /etc/patroni/15-main.yaml\n");
+        assert_eq!(
+            d,
+            "# Written by pgherd.\n[Unit]\nConditionPathExists=\n\
+             ConditionPathExists=/etc/patroni/15-main.yaml\n\n[Service]\nUser=postgres\nGroup=\n\
+             ExecStart=\nExecStart=/usr/bin/patroni /etc/patroni/15-main.yaml\n"
+        );
         assert!(render_template_unit().contains("KillMode=process"));
+    }
+
+    #[test]
+    fn debians_template_is_used_as_it_is_when_it_runs_the_configuration() {
+        let debian = "[Unit]\nConditionPathExists=/etc/patroni/%i.yml\n[Service]\nUser=postgres\n\
+                      Group=postgres\nExecStart=/usr/bin/patroni /etc/patroni/%i.yml\n";
+        let runs = |user: &str, exec: &str, config: &str| {
+            template_runs(debian, "15-main", user, Path::new(exec), Path::new(config))
+        };
+        assert!(runs(
+            "postgres",
+            "/usr/bin/patroni",
+            "/etc/patroni/15-main.yml"
+        ));
+        assert!(!runs(
+            "postgres",
+            "/usr/bin/patroni",
+            "/etc/patroni/15-main.yaml"
+        ));
+        assert!(!runs("pg", "/usr/bin/patroni", "/etc/patroni/15-main.yml"));
+        assert!(!runs(
+            "postgres",
+            "/opt/venv/bin/patroni",
+            "/etc/patroni/15-main.yml"
+        ));
     }
 }

@@ -45,6 +45,11 @@ pub struct PostgresqlSettings {
     pub datadir: String,
     /// A separate WAL directory (`initdb --waldir`); none by default.
     pub waldir: Option<String>,
+    /// PostgreSQL's configuration directory (Patroni's `config_dir`),
+    /// outside the data directory: Debian's `/etc/postgresql/{version}/{name}`
+    /// makes the instance a cluster of postgresql-common's. None by default
+    /// (the data directory).
+    pub confdir: Option<String>,
     pub socket_directory: String,
     /// PostgreSQL's own log directory (logging_collector).
     pub logdir: String,
@@ -93,6 +98,7 @@ impl Default for PostgresqlSettings {
             bindir: "/usr/lib/postgresql/{version}/bin".into(),
             datadir: "/var/lib/postgresql/{version}/{name}".into(),
             waldir: None,
+            confdir: None,
             socket_directory: "/run/postgresql".into(),
             logdir: "/var/log/postgresql/{version}-{name}".into(),
             passfile: "/etc/patroni/{version}-{name}.pgpass".into(),
@@ -534,6 +540,7 @@ impl Settings {
             ("postgresql.bindir", Some(&pg.bindir)),
             ("postgresql.datadir", Some(&pg.datadir)),
             ("postgresql.waldir", pg.waldir.as_ref()),
+            ("postgresql.confdir", pg.confdir.as_ref()),
             ("postgresql.socket_directory", Some(&pg.socket_directory)),
             ("postgresql.logdir", Some(&pg.logdir)),
             ("postgresql.passfile", Some(&pg.passfile)),

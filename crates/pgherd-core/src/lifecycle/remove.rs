@@ -46,6 +46,7 @@ fn removable_paths(node: &Node<'_>) -> (Vec<PathBuf>, Vec<String>) {
         p.data_dir.clone(),
     ];
     out.extend(p.wal_dir.clone());
+    out.extend(p.conf_dir.clone());
     // The repository is the cluster's, often shared: it stays.
     out.extend(p.pgbackrest.as_ref().map(|b| b.config.clone()));
     // A log directory of this instance alone goes whole; in a shared one,
@@ -59,8 +60,7 @@ fn removable_paths(node: &Node<'_>) -> (Vec<PathBuf>, Vec<String>) {
             p.pg_log_dir.display()
         ));
     } else {
-        let own = crate::paths::shared_log_filename(node.m.version.as_str(), node.m.name.as_str());
-        let prefix = own.split('%').next().unwrap_or(&own).to_string();
+        let prefix = crate::paths::shared_log_prefix(node.m.version.as_str(), node.m.name.as_str());
         out.extend(files_in(&p.pg_log_dir, |n| n.starts_with(&prefix)));
     }
     if s.patroni.logdir.contains("{name}") {
