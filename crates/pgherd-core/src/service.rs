@@ -33,8 +33,8 @@ fn distribution_template() -> Option<String> {
 /// The last value of `key=` in a unit's text, `%i` expanded to `instance`.
 fn unit_value(text: &str, key: &str, instance: &str) -> Option<String> {
     text.lines()
-        .filter_map(|l| l.trim().strip_prefix(key)?.strip_prefix('='))
-        .last()
+        .rev()
+        .find_map(|l| l.trim().strip_prefix(key)?.strip_prefix('='))
         .map(|v| v.trim().replace("%i", instance))
 }
 
