@@ -106,11 +106,12 @@ pub fn describe_error(e: &etcd_client::Error) -> String {
 }
 
 /// `msg`, followed by `note` (the TLS files used) when it tells of a
-/// failed TLS handshake.
+/// failed TLS handshake, or of a transport error over TLS: a server that
+/// rejects the client certificate often only closes the connection.
 fn with_tls_note(msg: String, note: &str) -> String {
     let lower = msg.to_ascii_lowercase();
     if !note.is_empty()
-        && ["certificate", "handshake", "tls", "unknownissuer"]
+        && ["certificate", "handshake", "tls", "unknownissuer", "transport error"]
             .iter()
             .any(|w| lower.contains(w))
     {
