@@ -111,9 +111,15 @@ pub fn describe_error(e: &etcd_client::Error) -> String {
 fn with_tls_note(msg: String, note: &str) -> String {
     let lower = msg.to_ascii_lowercase();
     if !note.is_empty()
-        && ["certificate", "handshake", "tls", "unknownissuer", "transport error"]
-            .iter()
-            .any(|w| lower.contains(w))
+        && [
+            "certificate",
+            "handshake",
+            "tls",
+            "unknownissuer",
+            "transport error",
+        ]
+        .iter()
+        .any(|w| lower.contains(w))
     {
         format!("{msg}{note}")
     } else {
