@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs what pgherd needs to build and to run its tests on a fresh Debian
 # machine: system packages (protoc for etcd-client's build, etcd, PostgreSQL,
-# PgBouncer and HAProxy for the proxy's tests, pgBackRest),
+# PgBouncer and HAProxy for the proxy's tests, pgBackRest, the lab's tools),
 # the `postgres` system user, and a virtualenv under the repository with
 # Patroni and ansible-core from PyPI. Safe to run again: it only adds what is
 # missing.
@@ -32,6 +32,13 @@ command -v curl >/dev/null 2>&1 || need+=(curl ca-certificates)
 [ -x /usr/sbin/haproxy ] || need+=(haproxy)
 # Backups, and replicas built from a backup (the instance option pgbackrest).
 [ -x /usr/bin/pgbackrest ] || need+=(pgbackrest)
+# The lab of Debian hosts (scripts/lab.sh): containers booted with
+# systemd, partitions with nft, the image cached with zstd, reached by ssh.
+command -v systemd-nspawn >/dev/null 2>&1 || need+=(systemd-container)
+command -v debootstrap >/dev/null 2>&1 || need+=(debootstrap)
+command -v nft >/dev/null 2>&1 || need+=(nftables)
+command -v zstd >/dev/null 2>&1 || need+=(zstd)
+command -v ssh >/dev/null 2>&1 || need+=(openssh-client)
 [ -x /usr/bin/python3 ] || need+=(python3)
 /usr/bin/python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || need+=(python3-venv)
 

@@ -953,3 +953,82 @@ pub fn wait_kept_rows(root: &Path, node: &str, expected: &str) {
         || format!("{:?}", kept_rows(root, node)),
     );
 }
+
+/// The lab of Debian hosts (`scripts/lab.sh`), up for the life of a test
+/// and taken down after it (unless `PGHERD_KEEP_LAB` is set).
+pub struct Lab {
+    pub hosts: Vec<String>,
+}
+
+/// Runs `scripts/lab.sh` with `args`; its output, or the test fails.
+pub fn lab_sh(args: &[&str]) -> String {
+    let out = Command::new("bash")
+        .arg(repo_root().join("scripts/lab.sh"))
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run scripts/lab.sh");
+    assert!(
+        out.status.success(),
+        "scripts/lab.sh {}: {}{}",
+        args.join(" "),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+impl Lab {
+    /// Boots `n` hosts (lab1..labN), the image built or restored first.
+    pub fn up(n: u8) -> Lab {
+        assert_collection_is_fresh();
+        lab_sh(&["down"]);
+        lab_sh(&["up", "--hosts", &n.to_string()]);
+        Lab {
+            hosts: (1..=n).map(|i| format!("lab{i}")).collect(),
+        }
+    }
+
+    /// The lab's address of a host.
+    pub fn addr(host: &str) -> String {
+        format!("10.231.0.{}", 10 + host[3..].parse::<u32>().expect("labN"))
+    }
+
+    pub fn inventory() -> PathBuf {
+        repo_root().join("playbooks/inventories/lab")
+    }
+
+    /// A command on a host over SSH, as the lab's user: its output, or
+    /// what it printed when it failed.
+    pub fn ssh(&self, host: &str, command: &str) -> Result<String, String> {
+        let out = Command::new("bash")
+            .arg(repo_root().join("scripts/lab.sh"))
+            .args(["ssh", host, command])
+            .stdin(Stdio::null())
+            .output()
+            .expect("run scripts/lab.sh ssh");
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        if out.status.success() {
+            Ok(text)
+        } else {
+            Err(format!("{text}{}", String::from_utf8_lossy(&out.stderr)))
+        }
+    }
+
+    /// An ansible-playbook run on the lab's inventory.
+    pub fn playbook(&self, dir: &Path, playbook: &Path, extra: &[&str]) -> PlaybookRun {
+        ansible_playbook(dir, playbook, &Lab::inventory(), extra)
+    }
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        if std::env::var_os("PGHERD_KEEP_LAB").is_none() {
+            let _ = Command::new("bash")
+                .arg(repo_root().join("scripts/lab.sh"))
+                .arg("down")
+                .stdin(Stdio::null())
+                .output();
+        }
+    }
+}

@@ -899,6 +899,7 @@ fn bad_inputs_fail_clearly_and_change_nothing() {
         "patroni",
         pat(&[
             set("/cluster", json!("nosuchcluster")),
+            set("/state", json!("present")),
             set("/leader", json!("pg2")),
         ]),
         &["nosuchcluster", "has no member"],

@@ -336,13 +336,15 @@ fn the_cli_operates_the_cluster_and_the_proxy_follows_the_leader() {
             let out = pgherd(&["-s", s, "-c", "cli", "status", "--json"]);
             let info: Value = serde_json::from_slice(&out.stdout).ok()?;
             let members = info["members"].as_array()?.clone();
-            // Three members, each running or streaming (an empty list
-            // would pass "all").
-            (members.len() == 3
-                && members
-                    .iter()
-                    .all(|m| m["state"] == "running" || m["state"] == "streaming"))
-            .then_some(())
+            // A running leader and two streaming replicas (an empty list
+            // would pass an "all"; a replica still reconnecting is
+            // "running", and a switchover to it is refused).
+            let leads = members
+                .iter()
+                .filter(|m| m["role"] == "leader" && m["state"] == "running")
+                .count();
+            let streams = members.iter().filter(|m| m["state"] == "streaming").count();
+            (members.len() == 3 && leads == 1 && streams == 2).then_some(())
         },
         || text(&pgherd(&["-s", s, "-c", "cli", "status"]).stdout),
     );

@@ -1,0 +1,472 @@
+//! Real hosts: three Debian hosts of the lab (systemd as PID 1, SSH as a
+//! non-root user with sudo, Debian's PostgreSQL, Patroni and etcd), deployed
+//! with site.yml over SSH in Debian's layout, then the faults only hosts
+//! have, each with writes running and every acknowledged write checked:
+//! the leader's host partitioned, a replica's host (and its etcd member)
+//! partitioned, the leader's host crashed and booted again, and a rolling
+//! reboot of every host. Then the instance module's systemd mode: restart,
+//! stop, start, absent.
+
+use std::collections::BTreeSet;
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use pgherd_e2e::{
+    http_get, lab_sh, one_task_playbook, pgherd_bin, repo_root, wait_for, Lab, PlaybookRun, TestDir,
+};
+use serde_json::{json, Value};
+
+const SUPERUSER_PW: &str = "lab-superuser-pw";
+const ALL: &str = "host=10.231.0.11,10.231.0.12,10.231.0.13";
+
+/// One statement through libpq to whichever member takes writes; `None`
+/// when it did not answer within 5 s (the statement may or may not have
+/// happened: never counted as acknowledged).
+fn sql(target: &str, statement: &str) -> Option<String> {
+    let conninfo = format!(
+        "{target} port=5432 user=postgres dbname=postgres connect_timeout=2 \
+         target_session_attrs=read-write"
+    );
+    let out = Command::new("timeout")
+        .args([
+            "5",
+            "/usr/lib/postgresql/15/bin/psql",
+            "-X",
+            "-A",
+            "-t",
+            "-q",
+        ])
+        .arg(&conninfo)
+        .args(["-c", statement])
+        .env("PGPASSWORD", SUPERUSER_PW)
+        .stdin(Stdio::null())
+        .output()
+        .ok()?;
+    out.status
+        .success()
+        .then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
+}
+
+/// Inserts rows one by one until stopped; the ids acknowledged.
+struct Writer {
+    stop: Arc<AtomicBool>,
+    acked: Arc<Mutex<Vec<u64>>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Writer {
+    fn start() -> Writer {
+        let stop = Arc::new(AtomicBool::new(false));
+        let acked = Arc::new(Mutex::new(Vec::new()));
+        let (s, a) = (stop.clone(), acked.clone());
+        let thread = std::thread::spawn(move || {
+            let mut id = 0u64;
+            while !s.load(Ordering::SeqCst) {
+                id += 1;
+                if sql(ALL, &format!("INSERT INTO acked VALUES ({id})")).is_some() {
+                    a.lock().unwrap().push(id);
+                }
+            }
+        });
+        Writer {
+            stop,
+            acked,
+            thread: Some(thread),
+        }
+    }
+
+    fn count(&self) -> usize {
+        self.acked.lock().unwrap().len()
+    }
+
+    /// Waits until `more` writes more than now are acknowledged.
+    fn wait_progress(&self, more: usize, what: &str) {
+        let from = self.count();
+        wait_for(
+            &format!("{more} more acknowledged writes {what}"),
+            Duration::from_secs(90),
+            || (self.count() >= from + more).then_some(()),
+            || format!("{} acknowledged so far", self.count()),
+        );
+    }
+
+    fn finish(mut self) -> Vec<u64> {
+        self.stop.store(true, Ordering::SeqCst);
+        if let Some(t) = self.thread.take() {
+            t.join().unwrap();
+        }
+        self.acked.lock().unwrap().clone()
+    }
+}
+
+fn cluster_from(host: &str) -> Option<Value> {
+    let (status, body) = http_get(&format!("{}:8008", Lab::addr(host)), "/cluster")?;
+    (status == 200).then(|| serde_json::from_str(&body).ok())?
+}
+
+fn leader(view: &Value) -> Option<String> {
+    view["members"].as_array()?.iter().find_map(|m| {
+        (m["role"] == "leader" && m["state"] == "running")
+            .then(|| m["name"].as_str().unwrap().to_string())
+    })
+}
+
+/// Waits until, seen from `hosts`, a leader runs (other than `not`) and
+/// every other member of `members` streams; returns the leader.
+fn wait_whole(hosts: &[&str], members: usize, not: Option<&str>, what: &str) -> String {
+    let view = || hosts.iter().find_map(|h| cluster_from(h));
+    wait_for(
+        what,
+        Duration::from_secs(180),
+        || {
+            let v = view()?;
+            let l = leader(&v).filter(|l| Some(l.as_str()) != not)?;
+            // Patroni before 3.0.4 (Debian's) says "running" of a streaming
+            // replica: lag known is the sign there.
+            let streaming = v["members"]
+                .as_array()?
+                .iter()
+                .filter(|m| {
+                    m["role"] != "leader"
+                        && (m["state"] == "streaming"
+                            || (m["state"] == "running" && m["lag"].is_number()))
+                })
+                .count();
+            (streaming == members - 1).then_some(l)
+        },
+        || format!("{:?}", view()),
+    )
+}
+
+fn ok(run: &PlaybookRun, what: &str) {
+    assert!(run.succeeded(), "{what}:\n{}", run.transcript());
+}
+
+fn changed_count(run: &PlaybookRun) -> usize {
+    run.changed_tasks().len()
+}
+
+#[test]
+fn a_cluster_of_real_hosts_over_ssh_survives_partitions_crashes_and_reboots() {
+    let dir = TestDir::new("lab");
+    let lab = Lab::up(3);
+    let site = repo_root().join("playbooks/site.yml");
+
+    // --- Deploy over SSH, as root through sudo, in Debian's layout.
+    let started = Instant::now();
+    let first = lab.playbook(&dir.path, &site, &[]);
+    ok(&first, "the first deployment");
+    eprintln!("lab: deployed in {:.1} s", started.elapsed().as_secs_f64());
+    assert!(changed_count(&first) >= 3, "{}", first.transcript());
+    let again = lab.playbook(&dir.path, &site, &[]);
+    ok(&again, "the second deployment");
+    assert_eq!(changed_count(&again), 0, "{}", again.transcript());
+    let l0 = wait_whole(&["lab1", "lab2", "lab3"], 3, None, "the deployed cluster");
+    assert_eq!(l0, "lab1");
+    for host in &lab.hosts {
+        let facts = lab
+            .ssh(
+                host,
+                "test -f /etc/patroni/15-main.yml && echo config; \
+                 systemctl is-enabled patroni@15-main; systemctl is-active patroni@15-main; \
+                 ps -o user= -C patroni | sort -u; pg_lsclusters -h; \
+                 test -s /var/log/postgresql/postgresql-15-main.log && echo log; \
+                 sudo cat /etc/postgresql/15/main/start.conf | grep -v '^#'; \
+                 test -e /etc/systemd/system/patroni@.service && echo own-unit || echo debian-unit",
+            )
+            .unwrap();
+        let lines: Vec<&str> = facts.lines().map(str::trim).collect();
+        assert_eq!(
+            lines[..4],
+            ["config", "enabled", "active", "postgres"],
+            "{host}: {facts}"
+        );
+        let cluster: Vec<&str> = lines
+            .iter()
+            .find(|l| l.starts_with("15 "))
+            .map(|l| l.split_whitespace().collect())
+            .unwrap_or_default();
+        assert!(
+            cluster.len() == 7
+                && cluster[..4] == ["15", "main", "5432", "online"]
+                && cluster[5] == "/var/lib/postgresql/15/main"
+                && cluster[6] == "/var/log/postgresql/postgresql-15-main.log",
+            "{host}: pg_lsclusters: {facts}"
+        );
+        assert!(
+            lines.contains(&"log") && lines.contains(&"manual") && lines.contains(&"debian-unit"),
+            "{host}: {facts}"
+        );
+    }
+
+    // --- Synchronous replication and a writer through libpq's multi-host
+    // connection string, which follows the leader.
+    let sync = one_task_playbook(
+        &dir.path,
+        "sync",
+        "lab1",
+        "pgherd.cluster.patroni",
+        &json!({"cluster": "lab", "settings": "/etc/pgherd/settings.yaml",
+                "dynamic_config": {"synchronous_mode": true}}),
+    );
+    ok(&lab.playbook(&dir.path, &sync, &[]), "synchronous mode");
+    sql(ALL, "CREATE TABLE acked (id bigint PRIMARY KEY)").expect("create the table");
+    let writer = Writer::start();
+    writer.wait_progress(20, "before the faults");
+
+    // --- The leader's host cut off from its peers.
+    let cut = Instant::now();
+    lab_sh(&["partition", "lab1"]);
+    let l1 = wait_for(
+        "a new leader on the majority side",
+        Duration::from_secs(120),
+        || {
+            cluster_from("lab2")
+                .and_then(|v| leader(&v))
+                .filter(|l| l != "lab1")
+        },
+        || format!("{:?}", cluster_from("lab2")),
+    );
+    eprintln!(
+        "lab: {l1} leads {:.1} s after the leader's host was cut off",
+        cut.elapsed().as_secs_f64()
+    );
+    writer.wait_progress(10, "on the new leader");
+    // What a surviving host says: pgherd status there tells the truth.
+    let scp = Command::new("scp")
+        .args([
+            "-q",
+            "-i",
+            "/var/lib/pgherd-lab/id_ed25519",
+            "-o",
+            "StrictHostKeyChecking=no",
+            "-o",
+            "UserKnownHostsFile=/dev/null",
+            "-o",
+            "LogLevel=ERROR",
+        ])
+        .arg(pgherd_bin())
+        .arg(format!("ops@{}:/tmp/pgherd", Lab::addr("lab2")))
+        .status()
+        .unwrap();
+    assert!(scp.success());
+    let status = lab
+        .ssh(
+            "lab2",
+            "sudo /tmp/pgherd -s /etc/pgherd/settings.yaml -c lab status",
+        )
+        .unwrap();
+    assert!(
+        status
+            .lines()
+            .any(|l| l.starts_with(&l1) && l.contains("Leader")),
+        "{status}"
+    );
+    assert!(
+        !status
+            .lines()
+            .any(|l| l.starts_with("lab1") && l.contains("Leader") && l.contains("running")),
+        "the cut-off former leader shown leading and answering:\n{status}"
+    );
+    // The patroni module on the majority side works.
+    let info = one_task_playbook(
+        &dir.path,
+        "info",
+        "lab2",
+        "pgherd.cluster.patroni",
+        &json!({"cluster": "lab", "settings": "/etc/pgherd/settings.yaml", "state": "info"}),
+    );
+    let read = lab.playbook(&dir.path, &info, &[]);
+    ok(&read, "patroni info during the partition");
+    assert_eq!(read.events[0].result["cluster"]["leader"], json!(l1));
+    lab_sh(&["heal", "lab1"]);
+    wait_whole(
+        &["lab2", "lab3"],
+        3,
+        None,
+        "lab1 to rejoin after the partition",
+    );
+    let log = lab
+        .ssh("lab1", "sudo cat /var/log/patroni/15-main/patroni.log")
+        .unwrap_or_default();
+    eprintln!(
+        "lab: lab1 rejoined {}",
+        if log.contains("pg_rewind") {
+            "with pg_rewind"
+        } else {
+            "without a rewind"
+        }
+    );
+    if log.contains("diverged") {
+        assert!(
+            log.contains("pg_rewind"),
+            "lab1 diverged and was not rewound:\n{log}"
+        );
+    }
+    let after = lab.playbook(&dir.path, &site, &[]);
+    ok(&after, "site.yml after the partition");
+    assert_eq!(changed_count(&after), 0, "{}", after.transcript());
+
+    // --- A replica's host and its etcd member cut off: two members go on.
+    let view = cluster_from("lab2").unwrap();
+    let current = leader(&view).unwrap();
+    let replica = ["lab1", "lab2", "lab3"]
+        .into_iter()
+        .find(|h| *h != current)
+        .unwrap();
+    lab_sh(&["partition", replica]);
+    writer.wait_progress(20, &format!("with {replica} cut off"));
+    let on_leader = one_task_playbook(
+        &dir.path,
+        "info-leader",
+        &current,
+        "pgherd.cluster.patroni",
+        &json!({"cluster": "lab", "settings": "/etc/pgherd/settings.yaml", "state": "info"}),
+    );
+    ok(
+        &lab.playbook(&dir.path, &on_leader, &[]),
+        "patroni info with a replica cut off",
+    );
+    lab_sh(&["heal", replica]);
+    let current = wait_whole(
+        &["lab1", "lab2", "lab3"],
+        3,
+        None,
+        "the replica to stream again",
+    );
+
+    // --- The leader's host crashed, then booted: systemd starts Patroni,
+    // and the node rejoins without Ansible.
+    lab_sh(&["crash", &current]);
+    let others: Vec<&str> = ["lab1", "lab2", "lab3"]
+        .into_iter()
+        .filter(|h| *h != current)
+        .collect();
+    wait_for(
+        "a new leader after the crash",
+        Duration::from_secs(120),
+        || {
+            others
+                .iter()
+                .find_map(|h| cluster_from(h))
+                .and_then(|v| leader(&v))
+                .filter(|l| *l != current)
+        },
+        || format!("{:?}", others.iter().find_map(|h| cluster_from(h))),
+    );
+    writer.wait_progress(10, "after the crash");
+    lab_sh(&["boot", &current]);
+    wait_whole(&others, 3, None, "the crashed host's member to rejoin");
+
+    // --- A rolling reboot of every host, the leader last.
+    let rolling = lab.playbook(
+        &dir.path,
+        &repo_root().join("playbooks/rolling-reboot.yml"),
+        &[],
+    );
+    ok(&rolling, "the rolling reboot");
+    wait_whole(
+        &["lab1", "lab2", "lab3"],
+        3,
+        None,
+        "the cluster after the rolling reboot",
+    );
+    writer.wait_progress(10, "after the rolling reboot");
+
+    // --- No acknowledged write lost, on any member.
+    let acked = writer.finish();
+    eprintln!(
+        "lab: {} writes acknowledged through the faults",
+        acked.len()
+    );
+    let view = cluster_from("lab1").unwrap();
+    let final_leader = leader(&view).unwrap();
+    let rows = |host: &str| -> BTreeSet<u64> {
+        let target = format!("host={}", Lab::addr(host));
+        let conninfo =
+            format!("{target} port=5432 user=postgres dbname=postgres connect_timeout=2");
+        let out = Command::new("/usr/lib/postgresql/15/bin/psql")
+            .args(["-X", "-A", "-t", "-q"])
+            .arg(&conninfo)
+            .args(["-c", "SELECT id FROM acked"])
+            .env("PGPASSWORD", SUPERUSER_PW)
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter_map(|l| l.trim().parse().ok())
+            .collect()
+    };
+    let on_leader = rows(&final_leader);
+    let lost: Vec<&u64> = acked.iter().filter(|id| !on_leader.contains(id)).collect();
+    assert!(lost.is_empty(), "acknowledged writes lost: {lost:?}");
+    for host in ["lab1", "lab2", "lab3"] {
+        wait_for(
+            &format!("{host} to hold every acknowledged write"),
+            Duration::from_secs(60),
+            || acked.iter().all(|id| rows(host).contains(id)).then_some(()),
+            || format!("{} rows on {host}", rows(host).len()),
+        );
+    }
+
+    // --- The instance module's systemd mode on a replica: restart, stop,
+    // start, absent, and deployed again.
+    let replica = ["lab1", "lab2", "lab3"]
+        .into_iter()
+        .find(|h| *h != final_leader)
+        .unwrap();
+    let with_state = |state: &str| -> Vec<String> {
+        vec![
+            "-l".into(),
+            replica.into(),
+            "-e".into(),
+            format!("pg_state={state}"),
+        ]
+    };
+    let run_state = |state: &str| {
+        let args = with_state(state);
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let run = lab.playbook(&dir.path, &site, &args);
+        ok(&run, &format!("state {state} on {replica}"));
+    };
+    let start_time = || {
+        http_get(&format!("{}:8008", Lab::addr(replica)), "/patroni")
+            .and_then(|(_, b)| serde_json::from_str::<Value>(&b).ok())
+            .and_then(|v| v["postmaster_start_time"].as_str().map(str::to_string))
+    };
+    let before = start_time();
+    run_state("restarted");
+    assert_ne!(start_time(), before, "PostgreSQL was not restarted");
+    run_state("stopped");
+    let unit = lab
+        .ssh(
+            replica,
+            "systemctl is-active patroni@15-main; pgrep -c -u postgres postgres || true",
+        )
+        .unwrap_or_default();
+    assert!(
+        unit.starts_with("inactive") && unit.trim_end().ends_with('0'),
+        "{replica}: {unit}"
+    );
+    run_state("started");
+    run_state("absent");
+    let gone = lab
+        .ssh(replica, "ls /etc/patroni/ /var/lib/postgresql/15 /etc/postgresql/15 2>&1; systemctl is-enabled patroni@15-main || true")
+        .unwrap_or_default();
+    assert!(
+        !gone.contains("15-main.yml") && gone.contains("disabled"),
+        "{replica}: {gone}"
+    );
+    ok(
+        &lab.playbook(&dir.path, &site, &["-l", replica]),
+        "the replica deployed again",
+    );
+    wait_whole(
+        &["lab1", "lab2", "lab3"],
+        3,
+        None,
+        "the replica deployed again to stream",
+    );
+}
