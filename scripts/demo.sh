@@ -6,6 +6,9 @@
 #   scripts/demo.sh status   print the cluster
 #   scripts/demo.sh down     remove the nodes, stop etcd, leave no process
 #   scripts/demo.sh etcd     only start the local etcd (Molecule's create)
+#   scripts/demo.sh lab      the same cluster on the lab's three Debian hosts
+#                            (scripts/lab.sh; docs/lab.md), over SSH
+#   scripts/demo.sh lab-down take the lab down
 set -euo pipefail
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$repo"
@@ -87,8 +90,17 @@ case "${1:-up}" in
   status) status ;;
   etcd) start_etcd ;;
   down) down ;;
+  lab)
+    bash scripts/setup.sh
+    bash scripts/build-collection.sh
+    bash scripts/lab.sh up
+    log "deploying the cluster on the lab's hosts with playbooks/site.yml"
+    .venv/bin/ansible-playbook -i playbooks/inventories/lab playbooks/site.yml
+    bash scripts/lab.sh ssh lab1 sudo patronictl -c /etc/patroni/15-main.yml list
+    ;;
+  lab-down) bash scripts/lab.sh down ;;
   *)
-    echo "usage: scripts/demo.sh [up|status|down|etcd]" >&2
+    echo "usage: scripts/demo.sh [up|status|down|etcd|lab|lab-down]" >&2
     exit 2
     ;;
 esac
