@@ -47,7 +47,7 @@ SUITE = "bookworm"
 BASE_PACKAGES = [
     "systemd", "systemd-sysv", "dbus", "libpam-systemd", "openssh-server",
     "python3", "iproute2", "nftables", "sudo", "ca-certificates", "procps",
-    "less", "locales",
+    "less", "locales", "acl",
 ]
 PG_PACKAGES = [
     "postgresql-15", "postgresql-client-15", "patroni", "python3-psycopg2",

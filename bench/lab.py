@@ -1,0 +1,135 @@
+#!/usr/bin/env python3
+"""Benchmarks on the lab's hosts (scripts/lab.sh), over SSH with become.
+
+    bench/lab.py [--runs N]
+
+For each run: the lab booted fresh from the cached image (not timed), then
+
+- deploy: playbooks/site.yml from nothing on booted hosts, until a leader
+  and two streaming replicas (the playbook waits for them);
+- re-run: site.yml again (must report changed=0);
+- switchover: the patroni module from the leader to a replica, until the
+  old leader streams again (the module waits for it);
+- partition to writes: the leader's host cut off from its peers, until a
+  new leader accepts a write through libpq's multi-host connection string.
+
+Prints a Markdown table of medians (min-max). Takes the lab down at the
+end. Not a test: nothing here asserts a time.
+"""
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+INVENTORY = os.path.join(REPO, "playbooks/inventories/lab")
+PLAYBOOK = os.path.join(REPO, ".venv/bin/ansible-playbook")
+LAB = os.path.join(REPO, "scripts/lab.sh")
+PSQL = "/usr/lib/postgresql/15/bin/psql"
+ALL = "host=10.231.0.11,10.231.0.12,10.231.0.13"
+
+
+def env():
+    e = dict(os.environ)
+    e["ANSIBLE_COLLECTIONS_PATH"] = os.path.join(REPO, "ansible_collection")
+    return e
+
+
+def lab(*args):
+    subprocess.run(["bash", LAB, *args], check=True, stdout=subprocess.DEVNULL,
+                   stderr=subprocess.DEVNULL)
+
+
+def playbook(*args):
+    start = time.monotonic()
+    out = subprocess.run([PLAYBOOK, "-i", INVENTORY, *args], env=env(), capture_output=True, text=True)
+    took = time.monotonic() - start
+    if out.returncode != 0:
+        sys.exit(f"bench: ansible-playbook {' '.join(args)} failed:\n{out.stdout[-3000:]}")
+    return took, out.stdout
+
+
+def one_task(host, args):
+    path = os.path.join("/tmp", f"pgherd-bench-lab-{os.getpid()}.yml")
+    with open(path, "w") as f:
+        f.write(json.dumps([{"hosts": host, "gather_facts": False, "tasks": [
+            {"name": "patroni", "pgherd.cluster.patroni": args}]}]))
+    try:
+        return playbook(path)
+    finally:
+        os.remove(path)
+
+
+def write(target=ALL):
+    conninfo = (f"{target} port=5432 user=postgres dbname=postgres connect_timeout=1 "
+                "target_session_attrs=read-write")
+    r = subprocess.run(["timeout", "3", PSQL, "-X", "-q", conninfo, "-c",
+                        "INSERT INTO bench_writes VALUES (now())"],
+                       env=dict(os.environ, PGPASSWORD="lab-superuser-pw"), capture_output=True)
+    return r.returncode == 0
+
+
+def leader_of(view):
+    for m in view.get("members", []):
+        if m.get("role") == "leader" and m.get("state") == "running":
+            return m["name"]
+    return None
+
+
+def cluster_from(addr):
+    import urllib.request
+    try:
+        with urllib.request.urlopen(f"http://{addr}:8008/cluster", timeout=1) as r:
+            return json.loads(r.read())
+    except Exception:
+        return {}
+
+
+def one_run():
+    lab("down")
+    lab("up")
+    site = os.path.join(REPO, "playbooks/site.yml")
+    deploy, _ = playbook(site)
+    rerun, out = playbook(site)
+    if "changed=0" not in out or "changed=1" in out:
+        sys.exit(f"bench: the re-run changed something:\n{out[-2000:]}")
+    settings = "/etc/pgherd/settings.yaml"
+    switch, _ = one_task("lab1", {"cluster": "lab", "settings": settings, "leader": "lab2"})
+    subprocess.run([PSQL, "-X", "-q", f"{ALL} port=5432 user=postgres dbname=postgres "
+                    "target_session_attrs=read-write", "-c", "CREATE TABLE bench_writes (t timestamptz)"],
+                   env=dict(os.environ, PGPASSWORD="lab-superuser-pw"), check=True, capture_output=True)
+    leader = leader_of(cluster_from("10.231.0.11")) or "lab2"
+    cut = time.monotonic()
+    lab("partition", leader)
+    while True:
+        if write():
+            view = cluster_from("10.231.0.13" if leader != "lab3" else "10.231.0.11")
+            if leader_of(view) not in (None, leader):
+                break
+        if time.monotonic() - cut > 120:
+            sys.exit("bench: no new leader accepted writes within 120 s")
+        time.sleep(0.05)
+    to_writes = time.monotonic() - cut
+    lab("heal", leader)
+    return {"deploy": deploy, "re-run": rerun, "switchover": switch, "partition to writes": to_writes}
+
+
+def main():
+    p = argparse.ArgumentParser()
+    p.add_argument("--runs", type=int, default=3)
+    args = p.parse_args()
+    runs = [one_run() for _ in range(args.runs)]
+    lab("down")
+    print("| lab, over SSH (3 hosts) | median | min-max |")
+    print("|---|---|---|")
+    for key in runs[0]:
+        values = [r[key] for r in runs]
+        print(f"| {key} | {statistics.median(values):.1f} s | {min(values):.1f}-{max(values):.1f} s |")
+
+
+if __name__ == "__main__":
+    main()
