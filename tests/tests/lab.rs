@@ -201,6 +201,48 @@ fn a_cluster_of_real_hosts_over_ssh_survives_partitions_crashes_and_reboots() {
         );
     }
 
+    // pg_ctlcluster is not fooled: the cluster runs, under Patroni.
+    let ctl = lab
+        .ssh(
+            "lab1",
+            "sudo pg_ctlcluster 15 main start 2>&1; echo rc=$?; sudo pg_ctlcluster 15 main status | head -1",
+        )
+        .unwrap();
+    assert!(
+        ctl.contains("already running") && ctl.contains("server is running"),
+        "{ctl}"
+    );
+
+    // A parameter change reloads every node through Debian's unit.
+    let change = ["-e", r#"{"pg_parameters": {"work_mem": "12MB"}}"#];
+    let reloaded = lab.playbook(&dir.path, &site, &change);
+    ok(&reloaded, "a parameter change");
+    let instance_runs: Vec<_> = reloaded
+        .events
+        .iter()
+        .filter(|e| e.task == "PostgreSQL instance managed by Patroni")
+        .collect();
+    assert_eq!(instance_runs.len(), 3, "{}", reloaded.transcript());
+    for e in &instance_runs {
+        assert!(
+            e.changed() && e.result["changes"].to_string().contains("reload Patroni"),
+            "{}: {}",
+            e.host,
+            e.result
+        );
+        assert_eq!(e.result["instance"]["pending_restart"], false, "{}", e.result);
+    }
+    for host in &lab.hosts {
+        let shown = lab
+            .ssh(host, "sudo -u postgres psql -XAtc 'show work_mem'")
+            .unwrap();
+        assert_eq!(shown.trim(), "12MB", "{host}");
+    }
+    let unchanged = lab.playbook(&dir.path, &site, &change);
+    ok(&unchanged, "the same change again");
+    assert_eq!(changed_count(&unchanged), 0, "{}", unchanged.transcript());
+    ok(&lab.playbook(&dir.path, &site, &[]), "the parameter back");
+
     // --- Synchronous replication and a writer through libpq's multi-host
     // connection string, which follows the leader.
     let sync = one_task_playbook(
