@@ -230,7 +230,11 @@ fn a_cluster_of_real_hosts_over_ssh_survives_partitions_crashes_and_reboots() {
             e.host,
             e.result
         );
-        assert_eq!(e.result["instance"]["pending_restart"], false, "{}", e.result);
+        assert_eq!(
+            e.result["instance"]["pending_restart"], false,
+            "{}",
+            e.result
+        );
     }
     for host in &lab.hosts {
         let shown = lab

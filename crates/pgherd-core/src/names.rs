@@ -72,6 +72,24 @@ impl fmt::Display for PgVersion {
     }
 }
 
+/// Authentication methods PostgreSQL knows.
+pub const AUTH_METHODS: [&str; 14] = [
+    "trust",
+    "reject",
+    "scram-sha-256",
+    "md5",
+    "password",
+    "gss",
+    "sspi",
+    "ident",
+    "peer",
+    "ldap",
+    "radius",
+    "cert",
+    "pam",
+    "bsd",
+];
+
 /// A role name we generate SQL and pg_hba lines for: no quoting needed.
 pub fn check_role_name(s: &str) -> Result<(), String> {
     let first_ok = s

@@ -79,24 +79,6 @@ const TYPES: [&str; 6] = [
     "hostnogssenc",
 ];
 
-/// Authentication methods PostgreSQL knows.
-pub const METHODS: [&str; 14] = [
-    "trust",
-    "reject",
-    "scram-sha-256",
-    "md5",
-    "password",
-    "gss",
-    "sspi",
-    "ident",
-    "peer",
-    "ldap",
-    "radius",
-    "cert",
-    "pam",
-    "bsd",
-];
-
 /// The fields of a pg_hba.conf line: whitespace separates them, double
 /// quotes keep one together; a `#` outside quotes starts a comment.
 fn fields(line: &str) -> Vec<String> {
@@ -193,10 +175,10 @@ pub fn check_entry(line: &str) -> std::result::Result<(), String> {
     let Some(method) = f.get(method_at) else {
         return Err("the line has no authentication method".into());
     };
-    if !METHODS.contains(&method.as_str()) {
+    if !crate::names::AUTH_METHODS.contains(&method.as_str()) {
         return Err(format!(
             "{method:?} is not an authentication method; known ones are {}",
-            METHODS.join(", ")
+            crate::names::AUTH_METHODS.join(", ")
         ));
     }
     if let Some(bad) = f[method_at + 1..].iter().find(|o| !o.contains('=')) {

@@ -572,10 +572,10 @@ impl Settings {
             ("postgresql.auth_method", &pg.auth_method),
             ("postgresql.local_auth_method", &pg.local_auth_method),
         ] {
-            if !crate::pg_hba::METHODS.contains(&method.as_str()) {
+            if !crate::names::AUTH_METHODS.contains(&method.as_str()) {
                 problems.push(format!(
                     "{key}: {method:?} is not an authentication method; known ones are {}",
-                    crate::pg_hba::METHODS.join(", ")
+                    crate::names::AUTH_METHODS.join(", ")
                 ));
             }
         }
