@@ -12,7 +12,7 @@ use serde_json::Value;
 
 use crate::dcs::{ClusterKeys, Dcs};
 use crate::error::{Error, Result};
-use crate::fs::{current_uid, lookup_account, remove_path, running_as_root, Account};
+use crate::fs::{remove_path, Account};
 use crate::instance::{desired_dirs, desired_files, has_passfile};
 use crate::lock::RunLock;
 use crate::logs::{instance_log_tails, newest_file, standby_waits_for_missing_slot, tail};
@@ -155,26 +155,7 @@ impl Report {
     }
 }
 
-/// Who Patroni and psql run as: the settings' user when pgherd runs as
-/// root; nobody else when pgherd already runs as that user.
-pub fn run_as_account(settings: &Settings) -> Result<Option<Account>> {
-    let account = lookup_account(&settings.sysuser, settings.sysgroup.as_deref())?;
-    if running_as_root() {
-        return Ok(Some(account));
-    }
-    if account.owner.uid != current_uid() {
-        return Err(Error::User {
-            user: settings.sysuser.clone(),
-            msg: format!(
-                "owns the instance but the module runs as uid {}: run it as root \
-                 (become: true) or as {} (become_user)",
-                current_uid(),
-                settings.sysuser
-            ),
-        });
-    }
-    Ok(None)
-}
+pub use crate::process::run_as_account;
 
 /// Everything one run needs to know about the instance.
 struct Node<'a> {

@@ -642,7 +642,7 @@ fn local_member(settings: &Settings, scope: &str, leader: &str) -> Result<Option
             config,
         };
         let data_dir = PathBuf::from(doc["postgresql"]["data_dir"].as_str().unwrap_or_default());
-        let run_as = crate::lifecycle::run_as_account(settings)?;
+        let run_as = crate::process::run_as_account(settings)?;
         return Ok(Some(PgBackRest::new(
             settings, &files, stanza, data_dir, run_as,
         )));

@@ -10,8 +10,30 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::Duration;
 
 use crate::error::{Error, Result};
-use crate::fs::Account;
+use crate::fs::{current_uid, lookup_account, running_as_root, Account};
+use crate::settings::Settings;
 use crate::wait::{wait_until, Probe};
+
+/// Who Patroni and psql run as: the settings' user when pgherd runs as
+/// root; nobody else when pgherd already runs as that user.
+pub fn run_as_account(settings: &Settings) -> Result<Option<Account>> {
+    let account = lookup_account(&settings.sysuser, settings.sysgroup.as_deref())?;
+    if running_as_root() {
+        return Ok(Some(account));
+    }
+    if account.owner.uid != current_uid() {
+        return Err(Error::User {
+            user: settings.sysuser.clone(),
+            msg: format!(
+                "owns the instance but the module runs as uid {}: run it as root \
+                 (become: true) or as {} (become_user)",
+                current_uid(),
+                settings.sysuser
+            ),
+        });
+    }
+    Ok(None)
+}
 
 /// `program` in `/`, with only PATH, LANG and the account's identity in its
 /// environment (Ansible's is not its business), no standard input, and run
