@@ -1,0 +1,271 @@
+//! Talking to a cluster: its members' REST APIs found through the DCS, `/cluster` from the first that answers, and waits on what it shows.
+
+use super::*;
+
+pub(super) struct Conn<'a> {
+    pub(super) target: &'a Target,
+    /// Members' REST addresses, by name; learnt again at every observe.
+    pub(super) apis: std::cell::RefCell<BTreeMap<String, String>>,
+    /// The address that last answered `/cluster`: asked first next time,
+    /// so that a member that does not answer costs one timeout, not one
+    /// per look.
+    pub(super) answered: std::cell::RefCell<Option<String>>,
+}
+
+impl<'a> Conn<'a> {
+    pub(super) fn client(&self, address: &str) -> Result<RestClient> {
+        self.client_with_timeout(address, REQUEST_TIMEOUT)
+    }
+
+    pub(super) fn client_with_timeout(
+        &self,
+        address: &str,
+        timeout: Duration,
+    ) -> Result<RestClient> {
+        RestClient::new(
+            Endpoint::for_address(
+                &self.target.settings,
+                address,
+                self.target.restapi_auth.clone(),
+            ),
+            timeout,
+        )
+    }
+
+    pub(super) fn member_address(&self, name: &str) -> Result<String> {
+        self.apis
+            .borrow()
+            .get(name)
+            .cloned()
+            .ok_or_else(|| Error::Other(format!("no REST API address known for member {name}")))
+    }
+
+    pub(super) fn member_client(&self, name: &str) -> Result<RestClient> {
+        self.client(&self.member_address(name)?)
+    }
+
+    /// For Patroni's synchronous operations (switchover, failover, restart,
+    /// reinitialize), which answer only once done: the task's deadline.
+    pub(super) fn operation_client(&self, name: &str) -> Result<RestClient> {
+        self.client_with_timeout(&self.member_address(name)?, self.target.timeout)
+    }
+
+    /// `/cluster` from the first member that answers.
+    pub(super) fn cluster_status(&self) -> Result<(ClusterStatus, RestClient)> {
+        let mut errors = Vec::new();
+        let mut addresses: Vec<String> = self.apis.borrow().values().cloned().collect();
+        if let Some(first) = self.answered.borrow().as_ref() {
+            addresses.sort_by_key(|a| a != first);
+        }
+        for address in &addresses {
+            // A client that cannot be built (a certificate file missing)
+            // fails the same way for every member: say it once.
+            let client = self.client(address)?;
+            match client.cluster() {
+                Ok(status) => {
+                    *self.answered.borrow_mut() = Some(address.clone());
+                    return Ok((status, client));
+                }
+                Err(e) => errors.push(e.to_string()),
+            }
+        }
+        Err(Error::NoMemberAnswers(format!(
+            "no member of cluster {} answers on its REST API: {}",
+            self.target.scope,
+            errors.join("; ")
+        )))
+    }
+
+    pub(super) fn observe(&self) -> Result<ClusterInfo> {
+        let (status, client) = self.cluster_status()?;
+        if !status.scope.is_empty() && status.scope != self.target.scope {
+            return Err(Error::Other(format!(
+                "the member at {} belongs to cluster {}, not to cluster {}: check the options \
+                 cluster and restapi",
+                client.base_url(),
+                status.scope,
+                self.target.scope
+            )));
+        }
+        {
+            let mut apis = self.apis.borrow_mut();
+            for m in &status.members {
+                if let Some(a) = m.api_url.as_deref().and_then(api_address) {
+                    apis.insert(m.name.clone(), a);
+                }
+            }
+        }
+        let mut members: Vec<MemberInfo> = status.members.iter().map(member_info).collect();
+        self.mark_unreachable(&mut members, &client);
+        let system_identifier = client
+            .patroni()
+            .ok()
+            .and_then(|p| p.database_system_identifier);
+        Ok(ClusterInfo {
+            name: if status.scope.is_empty() {
+                self.target.scope.clone()
+            } else {
+                status.scope.clone()
+            },
+            system_identifier,
+            leader: status.leader().map(|m| m.name.clone()),
+            sync_standbys: members
+                .iter()
+                .filter(|m| m.role == "sync_standby")
+                .map(|m| m.name.clone())
+                .collect(),
+            paused: status.pause,
+            members,
+            config: client.config()?,
+            history: client.history().unwrap_or(Value::Null),
+            scheduled_switchover: status.scheduled_switchover.clone(),
+        })
+    }
+
+    /// Asks every member but the one that answered `/cluster` for its own
+    /// view, at once, with a short timeout: one that does not answer is
+    /// marked unreachable, whatever the DCS still says of it.
+    pub(super) fn mark_unreachable(&self, members: &mut [MemberInfo], answered: &RestClient) {
+        let probes: Vec<_> = members
+            .iter()
+            .map(|m| {
+                let address = m.restapi.clone();
+                let asked_already = address
+                    .as_deref()
+                    .is_some_and(|a| answered.base_url().contains(a));
+                let client = address
+                    .filter(|_| !asked_already)
+                    .map(|a| self.client_with_timeout(&a, PROBE_TIMEOUT));
+                std::thread::spawn(move || match client {
+                    None => true,
+                    Some(Ok(c)) => c.patroni().is_ok(),
+                    Some(Err(_)) => false,
+                })
+            })
+            .collect();
+        for (m, probe) in members.iter_mut().zip(probes) {
+            m.reachable = probe.join().unwrap_or(false);
+        }
+    }
+
+    /// Waits until `/cluster` satisfies `ready`, saying what it last saw.
+    pub(super) fn wait_cluster(
+        &self,
+        what: &str,
+        ready: impl Fn(&ClusterStatus) -> bool,
+    ) -> Result<ClusterStatus> {
+        wait_until(
+            what,
+            self.target.timeout,
+            || match self.cluster_status() {
+                Ok((s, _)) if ready(&s) => Probe::Ready(s),
+                Ok((s, _)) => Probe::Waiting(describe_cluster(&s)),
+                Err(e) => Probe::Waiting(e.to_string()),
+            },
+            String::new,
+        )
+    }
+}
+
+/// Waits, through `client`, until a member runs as leader or streams and
+/// `also` holds.
+pub(super) fn wait_member_healthy(
+    conn: &Conn<'_>,
+    client: &RestClient,
+    name: &str,
+    also: impl Fn(&crate::rest::NodeStatus) -> bool,
+) -> Result<()> {
+    wait_until(
+        &format!("{name} to run as leader or streaming replica"),
+        conn.target.timeout,
+        || match client.patroni() {
+            Ok(s) if s.is_healthy() && also(&s) => Probe::Ready(()),
+            Ok(s) => Probe::Waiting(format!("{name}: {}", s.describe())),
+            Err(e) => Probe::Waiting(e.to_string()),
+        },
+        String::new,
+    )
+}
+
+pub(super) fn describe_cluster(s: &ClusterStatus) -> String {
+    s.members
+        .iter()
+        .map(|m| format!("{} {} {}", m.name, m.role, m.state))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+pub(super) fn member_runs_as(
+    s: &ClusterStatus,
+    name: &str,
+    roles: &[&str],
+    states: &[&str],
+) -> bool {
+    s.member(name)
+        .is_some_and(|m| roles.contains(&m.role.as_str()) && states.contains(&m.state.as_str()))
+}
+
+pub(super) fn connect_dcs(target: &Target) -> Result<Dcs> {
+    let auth =
+        crate::dcs::effective_login(target.etcd_auth.as_ref(), &target.settings.patroni.etcd);
+    Dcs::connect(
+        &target.settings.patroni.etcd,
+        auth.as_ref(),
+        REQUEST_TIMEOUT,
+    )
+}
+
+pub(super) fn read_keys(target: &Target) -> Result<ClusterKeys> {
+    connect_dcs(target)?.read_cluster(&target.settings.patroni.etcd.namespace, &target.scope)
+}
+
+/// The cluster's keys, with what to do when etcd cannot be read.
+pub(super) fn dcs_keys(target: &Target) -> Result<ClusterKeys> {
+    read_keys(target).map_err(|e| {
+        let text = e.to_string();
+        let hint = if text.contains("authentication failed") {
+            "check etcd_username and etcd_password (or patroni.etcd in the settings)"
+        } else {
+            "give the REST API of a member (option restapi) to work without the DCS"
+        };
+        Error::Other(format!("{text}; {hint}"))
+    })
+}
+
+/// Finds the members to talk to: the given REST API, or the members in the
+/// DCS (`keys` when the caller has just read them).
+pub(super) fn connect(target: &Target, keys: Option<ClusterKeys>) -> Result<Conn<'_>> {
+    let mut apis = BTreeMap::new();
+    if let Some(a) = &target.restapi {
+        apis.insert("(given)".to_string(), a.clone());
+    } else {
+        let keys = keys.map_or_else(|| dcs_keys(target), Ok)?;
+        apis.extend(keys.member_api_addresses());
+        if apis.is_empty() {
+            return Err(Error::Other(format!(
+                "cluster {} has no member in the DCS under {}: is it running, and are scope and \
+                 namespace right?",
+                target.scope, keys.prefix
+            )));
+        }
+    }
+    Ok(Conn {
+        target,
+        apis: std::cell::RefCell::new(apis),
+        answered: std::cell::RefCell::new(None),
+    })
+}
+
+/// Before acting on several members, each must answer on its REST API:
+/// refuse up front rather than stop halfway.
+pub(super) fn all_answer(conn: &Conn<'_>, names: &[String], action: &str) -> Result<()> {
+    for name in names {
+        if let Err(e) = conn.member_client(name).and_then(|c| c.patroni()) {
+            return Err(Error::Other(format!(
+                "member {name} does not answer on its REST API ({e}), so no member was {action}: \
+                 bring its Patroni back (or wait until it leaves the cluster), then run again"
+            )));
+        }
+    }
+    Ok(())
+}
