@@ -27,41 +27,17 @@ use crate::sql::Psql;
 use crate::wait::{wait_until, Probe};
 
 mod api;
+mod etcd;
+mod facts;
 mod reload;
 mod remove;
 mod restore;
 mod stanza;
+mod wait;
 
+pub use facts::{InstanceFacts, MemberFacts};
 use reload::{postgres_sections_differ, Reload};
 use stanza::StanzaCase;
-
-/// How long etcd has to answer before a start.
-const DCS_PROBE_TIMEOUT: Duration = Duration::from_secs(3);
-
-/// How often the wait of a node without data reads the cluster from etcd.
-const ORPHAN_LOOK_INTERVAL: Duration = Duration::from_secs(1);
-
-/// Since when a node without data has seen no one to clone from, and the
-/// etcd connection its looks share.
-#[derive(Default)]
-struct Orphaned {
-    since: Option<Instant>,
-    last_look: Option<Instant>,
-    dcs: Option<Dcs>,
-}
-
-/// The system identifier of a cluster etcd holds as initialized, when it
-/// has no leader and no member other than `me`: nobody to clone from.
-fn leaderless_initialized(keys: &ClusterKeys, me: &str) -> Option<String> {
-    let alone = keys.members.keys().all(|name| name == me);
-    match (&keys.initialize, &keys.leader) {
-        (Some(sysid), None) if alone => Some(sysid.clone()),
-        _ => None,
-    }
-}
-
-/// How often a standby waiting for its replication slot is woken.
-const SLOT_RETRY_INTERVAL: Duration = Duration::from_millis(500);
 
 /// Timeout of one REST call made while polling.
 const POLL_REQUEST_TIMEOUT: Duration = Duration::from_secs(3);
@@ -103,41 +79,6 @@ impl DesiredState {
             DesiredState::Absent => "absent",
         }
     }
-}
-
-/// A member of the cluster, as the instance facts show it.
-#[derive(Debug, Clone, Serialize, PartialEq)]
-pub struct MemberFacts {
-    pub name: String,
-    pub role: String,
-    pub state: String,
-    pub host: String,
-    pub timeline: Option<u64>,
-    pub lag: Option<Value>,
-}
-
-/// The `instance` return value.
-#[derive(Debug, Clone, Serialize, Default)]
-pub struct InstanceFacts {
-    pub name: String,
-    pub version: String,
-    pub port: u16,
-    pub cluster: String,
-    pub node: String,
-    pub data_dir: String,
-    pub config: String,
-    pub passfile: Option<String>,
-    pub restapi: String,
-    /// Whether Patroni runs.
-    pub running: bool,
-    pub role: Option<String>,
-    pub state: Option<String>,
-    /// A replica's replication state (`streaming`, `in archive recovery`).
-    pub replication_state: Option<String>,
-    pub timeline: Option<u64>,
-    pub pending_restart: bool,
-    pub pending_restart_parameters: Vec<String>,
-    pub members: Vec<MemberFacts>,
 }
 
 /// What a run did, or in check mode would do.
@@ -185,159 +126,6 @@ impl Node<'_> {
         format!("{} ({})", self.m.qualified_name(), self.m.node)
     }
 
-    /// Waits until the node is a running leader or a streaming replica.
-    fn wait_healthy(&self) -> Result<NodeStatus> {
-        let rest = self.rest(POLL_REQUEST_TIMEOUT)?;
-        let mut last_wake = None;
-        let mut orphaned = Orphaned::default();
-        wait_until(
-            &format!(
-                "instance {} to run as leader or as a streaming replica",
-                self.name()
-            ),
-            self.timeout,
-            || {
-                match self.service.patroni_pid() {
-                    Ok(Some(_)) => {}
-                    Ok(None) => {
-                        return Probe::Failed(Error::Other(format!(
-                            "Patroni of instance {} exited; {}",
-                            self.name(),
-                            instance_log_tails(&self.paths)
-                        )))
-                    }
-                    Err(e) => return Probe::Failed(e),
-                }
-                match rest.patroni() {
-                    // What the node says must also be what the DCS shows
-                    // (it lags up to a loop), since that is what the next
-                    // task, the patroni module or patronictl, reads.
-                    Ok(s) if s.is_healthy() => match rest.cluster() {
-                        Ok(c) if listed_as_healthy(&c, self.m.node.as_str(), s.is_primary()) => {
-                            Probe::Ready(s)
-                        }
-                        Ok(c) => Probe::Waiting(format!(
-                            "Patroni reports {}, the DCS still shows {}",
-                            s.describe(),
-                            c.member(self.m.node.as_str()).map_or(
-                                "no member key".to_string(),
-                                |m| format!("role {}, state {}", m.role, m.state)
-                            )
-                        )),
-                        Err(e) => Probe::Waiting(e.to_string()),
-                    },
-                    Ok(s) => {
-                        if s.role == "replica" {
-                            self.wake_if_slot_was_missing(&mut last_wake);
-                        }
-                        if s.role == "uninitialized" && s.state == "stopped" {
-                            if let Err(e) = self.check_not_orphaned(&mut orphaned) {
-                                return Probe::Failed(e);
-                            }
-                        } else {
-                            orphaned = Orphaned::default();
-                        }
-                        Probe::Waiting(format!("Patroni reports {}", s.describe()))
-                    }
-                    Err(e) => Probe::Waiting(e.to_string()),
-                }
-            },
-            || instance_log_tails(&self.paths),
-        )
-    }
-
-    /// A node without data waits for a leader to clone from; when etcd
-    /// holds an initialized cluster with no leader and no other member, none
-    /// will come (typically: the DCS state of a cluster whose nodes were
-    /// removed). Fails once that has lasted a ttl, instead of waiting out
-    /// the whole deadline; other members starting meanwhile reset it.
-    fn check_not_orphaned(&self, seen: &mut Orphaned) -> Result<()> {
-        if seen
-            .last_look
-            .is_some_and(|t| t.elapsed() < ORPHAN_LOOK_INTERVAL)
-        {
-            return Ok(());
-        }
-        seen.last_look = Some(Instant::now());
-        if seen.dcs.is_none() {
-            seen.dcs = self.connect_dcs().ok();
-        }
-        let etcd = &self.settings.patroni.etcd;
-        let Some(Ok(keys)) = seen
-            .dcs
-            .as_mut()
-            .map(|dcs| dcs.read_cluster(&etcd.namespace, self.m.cluster.as_str()))
-        else {
-            // etcd not answering is for the deadline to report.
-            seen.dcs = None;
-            return Ok(());
-        };
-        let Some(sysid) = leaderless_initialized(&keys, self.m.node.as_str()) else {
-            seen.since = None;
-            return Ok(());
-        };
-        let since = *seen.since.get_or_insert_with(Instant::now);
-        let ttl = u64::from(self.settings.patroni.ttl);
-        if since.elapsed() < Duration::from_secs(ttl) {
-            return Ok(());
-        }
-        let cluster = self.m.cluster.as_str();
-        Err(Error::NoOneToClone(format!(
-            "instance {} has no data and waits for a leader to clone from, but etcd holds \
-             cluster {cluster} as initialized (system identifier {sysid}) with no leader and \
-             no other member for {ttl} s; Patroni does not bootstrap over an initialized \
-             cluster. If that cluster's nodes are gone, remove its state from etcd with the \
-             patroni module (cluster: {cluster}, state: absent, system_identifier: {sysid}) \
-             and run again; otherwise start one of its members that has data first",
-            self.name()
-        )))
-    }
-
-    /// A new replica often asks for its replication slot before the
-    /// leader's next HA loop has created it; PostgreSQL would then wait
-    /// `wal_retrieve_retry_interval` (5 s by default) before asking again.
-    /// While its log says so, wake it every [`SLOT_RETRY_INTERVAL`] so that
-    /// it streams as soon as the slot exists: replication itself keeps its
-    /// slot and its settings.
-    fn wake_if_slot_was_missing(&self, last_wake: &mut Option<Instant>) {
-        if last_wake.is_some_and(|t| t.elapsed() < SLOT_RETRY_INTERVAL) {
-            return;
-        }
-        let Some(log) = newest_file(&self.paths.pg_log_dir) else {
-            return;
-        };
-        let missing = tail(&log, 10).is_some_and(|t| standby_waits_for_missing_slot(&t));
-        if missing && self.service.wake_postmaster() {
-            *last_wake = Some(Instant::now());
-        }
-    }
-
-    /// Refuses to start or change a node whose cluster cannot be managed
-    /// because etcd does not answer: when Patroni runs, by its own account
-    /// (`dcs_last_seen` older than the ttl); when it does not, or when its
-    /// configuration changes, by asking the etcd of the settings.
-    /// The cluster's keys when they were read for the check.
-    fn check_dcs(&self, running: bool, config_changes: bool) -> Result<Option<ClusterKeys>> {
-        if running {
-            // Patroni not answering yet is for the wait to report.
-            if let Ok(status) = self.rest(POLL_REQUEST_TIMEOUT)?.patroni() {
-                self.check_dcs_last_seen(&status)?;
-            }
-            // The running Patroni is fine; a new configuration may name
-            // other etcd endpoints: those must answer too.
-            if !config_changes {
-                return Ok(None);
-            }
-        }
-        self.read_cluster().map(Some).map_err(|e| {
-            Error::Other(format!(
-                "{e}; Patroni cannot run instance {} without etcd, so nothing was changed: \
-                 bring etcd back (or fix patroni.etcd in the settings), then run again",
-                self.name()
-            ))
-        })
-    }
-
     /// The instance's parameters (its own and those of the cluster it
     /// bootstraps) that its PostgreSQL does not know: Patroni would drop
     /// them without a word.
@@ -368,111 +156,6 @@ impl Node<'_> {
         ));
         Ok(out)
     }
-
-    /// A connection to etcd with the instance's etcd login.
-    fn connect_dcs(&self) -> Result<Dcs> {
-        let etcd = &self.settings.patroni.etcd;
-        let login = crate::dcs::effective_login(self.m.etcd_auth.as_ref(), etcd);
-        Dcs::connect(etcd, login.as_ref(), DCS_PROBE_TIMEOUT)
-    }
-
-    /// The cluster's keys in etcd.
-    fn read_cluster(&self) -> Result<ClusterKeys> {
-        let etcd = &self.settings.patroni.etcd;
-        self.connect_dcs()?
-            .read_cluster(&etcd.namespace, self.m.cluster.as_str())
-    }
-
-    /// Fails when Patroni last reached etcd longer than the ttl ago.
-    fn check_dcs_last_seen(&self, status: &NodeStatus) -> Result<()> {
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs());
-        let ttl = u64::from(self.settings.patroni.ttl);
-        match status.dcs_last_seen {
-            Some(seen) if seen > 0 && now.saturating_sub(seen) > ttl => Err(Error::Dcs {
-                endpoints: self.settings.patroni.etcd.hosts.join(", "),
-                msg: format!(
-                    "Patroni of instance {} last reached etcd {} s ago (ttl {ttl} s), so the \
-                     cluster cannot be managed from this node ({}); nothing was changed: \
-                     bring etcd back, then run again",
-                    self.name(),
-                    now.saturating_sub(seen),
-                    status.describe()
-                ),
-            }),
-            _ => Ok(()),
-        }
-    }
-
-    /// Facts, with the live state when Patroni answers.
-    fn facts(&self, running: bool, warnings: &mut Vec<String>) -> InstanceFacts {
-        let mut f = InstanceFacts {
-            name: self.m.name.to_string(),
-            version: self.m.version.to_string(),
-            port: self.m.port,
-            cluster: self.m.cluster.to_string(),
-            node: self.m.node.to_string(),
-            data_dir: self.paths.data_dir.display().to_string(),
-            config: self.paths.config.display().to_string(),
-            passfile: has_passfile(self.m).then(|| self.paths.passfile.display().to_string()),
-            restapi: self.m.restapi_connect_address.clone(),
-            running,
-            ..InstanceFacts::default()
-        };
-        if !running {
-            return f;
-        }
-        let rest = match self.rest(POLL_REQUEST_TIMEOUT) {
-            Ok(r) => r,
-            Err(e) => {
-                warnings.push(e.to_string());
-                return f;
-            }
-        };
-        match rest.patroni() {
-            Ok(s) => {
-                f.role = Some(s.role.clone());
-                f.state = Some(s.state.clone());
-                f.replication_state = s.replication_state.clone();
-                f.timeline = s.timeline;
-                f.pending_restart = s.pending_restart;
-                f.pending_restart_parameters = s.pending_restart_reason.keys().cloned().collect();
-            }
-            Err(e) => warnings.push(e.to_string()),
-        }
-        match rest.cluster() {
-            Ok(c) => f.members = member_facts(&c),
-            Err(e) => warnings.push(e.to_string()),
-        }
-        f
-    }
-}
-
-/// Whether the cluster's view (the DCS, through `/cluster`) shows `name`
-/// as a running leader, or as a streaming replica.
-fn listed_as_healthy(c: &ClusterStatus, name: &str, primary: bool) -> bool {
-    c.member(name).is_some_and(|m| {
-        if primary {
-            m.role == "leader" && m.state == "running"
-        } else {
-            m.role != "leader" && m.state == "streaming"
-        }
-    })
-}
-
-fn member_facts(c: &ClusterStatus) -> Vec<MemberFacts> {
-    c.members
-        .iter()
-        .map(|m| MemberFacts {
-            name: m.name.clone(),
-            role: m.role.clone(),
-            state: m.state.clone(),
-            host: m.host.clone(),
-            timeline: m.timeline,
-            lag: m.lag.clone(),
-        })
-        .collect()
 }
 
 /// What a run would do, from what is on disk and running now.
@@ -840,39 +523,6 @@ fn act(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn an_initialized_cluster_without_leader_or_members_has_no_one_to_clone_from() {
-        let keys = |init: Option<&str>, leader: Option<&str>, members: &[&str]| ClusterKeys {
-            initialize: init.map(str::to_string),
-            leader: leader.map(str::to_string),
-            members: members
-                .iter()
-                .map(|m| (m.to_string(), serde_json::json!({})))
-                .collect(),
-            ..ClusterKeys::default()
-        };
-        let sysid = Some("7710914764009116298");
-        assert_eq!(
-            leaderless_initialized(&keys(sysid, None, &[]), "pg1").as_deref(),
-            sysid
-        );
-        assert_eq!(
-            leaderless_initialized(&keys(sysid, None, &["pg1"]), "pg1").as_deref(),
-            sysid
-        );
-        // Another member may yet lead; a leader can be cloned; a cluster
-        // not initialized is bootstrapped by this node.
-        assert_eq!(
-            leaderless_initialized(&keys(sysid, None, &["pg1", "pg2"]), "pg1"),
-            None
-        );
-        assert_eq!(
-            leaderless_initialized(&keys(sysid, Some("pg2"), &[]), "pg1"),
-            None
-        );
-        assert_eq!(leaderless_initialized(&keys(None, None, &[]), "pg1"), None);
-    }
 
     #[test]
     fn states_parse() {

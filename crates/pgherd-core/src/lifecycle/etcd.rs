@@ -1,0 +1,74 @@
+//! What etcd says before a start or a change: reachable, and recently reached by the running Patroni.
+
+use super::*;
+
+/// How long etcd has to answer before a start.
+pub(super) const DCS_PROBE_TIMEOUT: Duration = Duration::from_secs(3);
+
+impl Node<'_> {
+    /// Refuses to start or change a node whose cluster cannot be managed
+    /// because etcd does not answer: when Patroni runs, by its own account
+    /// (`dcs_last_seen` older than the ttl); when it does not, or when its
+    /// configuration changes, by asking the etcd of the settings.
+    /// The cluster's keys when they were read for the check.
+    pub(super) fn check_dcs(
+        &self,
+        running: bool,
+        config_changes: bool,
+    ) -> Result<Option<ClusterKeys>> {
+        if running {
+            // Patroni not answering yet is for the wait to report.
+            if let Ok(status) = self.rest(POLL_REQUEST_TIMEOUT)?.patroni() {
+                self.check_dcs_last_seen(&status)?;
+            }
+            // The running Patroni is fine; a new configuration may name
+            // other etcd endpoints: those must answer too.
+            if !config_changes {
+                return Ok(None);
+            }
+        }
+        self.read_cluster().map(Some).map_err(|e| {
+            Error::Other(format!(
+                "{e}; Patroni cannot run instance {} without etcd, so nothing was changed: \
+                 bring etcd back (or fix patroni.etcd in the settings), then run again",
+                self.name()
+            ))
+        })
+    }
+
+    /// A connection to etcd with the instance's etcd login.
+    pub(super) fn connect_dcs(&self) -> Result<Dcs> {
+        let etcd = &self.settings.patroni.etcd;
+        let login = crate::dcs::effective_login(self.m.etcd_auth.as_ref(), etcd);
+        Dcs::connect(etcd, login.as_ref(), DCS_PROBE_TIMEOUT)
+    }
+
+    /// The cluster's keys in etcd.
+    pub(super) fn read_cluster(&self) -> Result<ClusterKeys> {
+        let etcd = &self.settings.patroni.etcd;
+        self.connect_dcs()?
+            .read_cluster(&etcd.namespace, self.m.cluster.as_str())
+    }
+
+    /// Fails when Patroni last reached etcd longer than the ttl ago.
+    pub(super) fn check_dcs_last_seen(&self, status: &NodeStatus) -> Result<()> {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        let ttl = u64::from(self.settings.patroni.ttl);
+        match status.dcs_last_seen {
+            Some(seen) if seen > 0 && now.saturating_sub(seen) > ttl => Err(Error::Dcs {
+                endpoints: self.settings.patroni.etcd.hosts.join(", "),
+                msg: format!(
+                    "Patroni of instance {} last reached etcd {} s ago (ttl {ttl} s), so the \
+                     cluster cannot be managed from this node ({}); nothing was changed: \
+                     bring etcd back, then run again",
+                    self.name(),
+                    now.saturating_sub(seen),
+                    status.describe()
+                ),
+            }),
+            _ => Ok(()),
+        }
+    }
+}

@@ -1,0 +1,97 @@
+//! The `instance` return value: where the node lives and what Patroni says of it.
+
+use super::*;
+
+/// A member of the cluster, as the instance facts show it.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct MemberFacts {
+    pub name: String,
+    pub role: String,
+    pub state: String,
+    pub host: String,
+    pub timeline: Option<u64>,
+    pub lag: Option<Value>,
+}
+
+/// The `instance` return value.
+#[derive(Debug, Clone, Serialize, Default)]
+pub struct InstanceFacts {
+    pub name: String,
+    pub version: String,
+    pub port: u16,
+    pub cluster: String,
+    pub node: String,
+    pub data_dir: String,
+    pub config: String,
+    pub passfile: Option<String>,
+    pub restapi: String,
+    /// Whether Patroni runs.
+    pub running: bool,
+    pub role: Option<String>,
+    pub state: Option<String>,
+    /// A replica's replication state (`streaming`, `in archive recovery`).
+    pub replication_state: Option<String>,
+    pub timeline: Option<u64>,
+    pub pending_restart: bool,
+    pub pending_restart_parameters: Vec<String>,
+    pub members: Vec<MemberFacts>,
+}
+
+pub(super) fn member_facts(c: &ClusterStatus) -> Vec<MemberFacts> {
+    c.members
+        .iter()
+        .map(|m| MemberFacts {
+            name: m.name.clone(),
+            role: m.role.clone(),
+            state: m.state.clone(),
+            host: m.host.clone(),
+            timeline: m.timeline,
+            lag: m.lag.clone(),
+        })
+        .collect()
+}
+
+impl Node<'_> {
+    /// Facts, with the live state when Patroni answers.
+    pub(super) fn facts(&self, running: bool, warnings: &mut Vec<String>) -> InstanceFacts {
+        let mut f = InstanceFacts {
+            name: self.m.name.to_string(),
+            version: self.m.version.to_string(),
+            port: self.m.port,
+            cluster: self.m.cluster.to_string(),
+            node: self.m.node.to_string(),
+            data_dir: self.paths.data_dir.display().to_string(),
+            config: self.paths.config.display().to_string(),
+            passfile: has_passfile(self.m).then(|| self.paths.passfile.display().to_string()),
+            restapi: self.m.restapi_connect_address.clone(),
+            running,
+            ..InstanceFacts::default()
+        };
+        if !running {
+            return f;
+        }
+        let rest = match self.rest(POLL_REQUEST_TIMEOUT) {
+            Ok(r) => r,
+            Err(e) => {
+                warnings.push(e.to_string());
+                return f;
+            }
+        };
+        match rest.patroni() {
+            Ok(s) => {
+                f.role = Some(s.role.clone());
+                f.state = Some(s.state.clone());
+                f.replication_state = s.replication_state.clone();
+                f.timeline = s.timeline;
+                f.pending_restart = s.pending_restart;
+                f.pending_restart_parameters = s.pending_restart_reason.keys().cloned().collect();
+            }
+            Err(e) => warnings.push(e.to_string()),
+        }
+        match rest.cluster() {
+            Ok(c) => f.members = member_facts(&c),
+            Err(e) => warnings.push(e.to_string()),
+        }
+        f
+    }
+}
