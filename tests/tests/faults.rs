@@ -38,6 +38,23 @@ fn streaming(view: &Value) -> usize {
     })
 }
 
+/// When a node's Patroni says it last reached etcd (seconds since the epoch).
+fn dcs_seen_at(node: u8) -> Option<u64> {
+    let (_, body) = http_get(&format!("127.0.0.1{node}:8008"), "/patroni")?;
+    let v: Value = serde_json::from_str(&body).ok()?;
+    v["dcs_last_seen"].as_u64()
+}
+
+/// How long ago a node's Patroni says it last reached etcd.
+fn dcs_unseen_for(node: u8) -> Option<u64> {
+    let seen = dcs_seen_at(node)?;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .ok()?
+        .as_secs();
+    Some(now.saturating_sub(seen))
+}
+
 fn postmaster_start(node: u8) -> Option<String> {
     let (_, body) = http_get(&format!("127.0.0.1{node}:8008"), "/patroni")?;
     let v: Value = serde_json::from_str(&body).ok()?;
@@ -291,6 +308,49 @@ fn the_cluster_survives_crashes_and_lost_endpoints() {
         .filter(|n| *n != leader_node)
         .collect();
 
+    // --- a replica's Patroni busy for over a ttl while etcd is fine (its
+    // loop stuck on a query, as a demote after a partition is stuck on
+    // PostgreSQL's shutdown): the module waits for the loop to come back
+    // rather than refusing with "etcd unreachable".
+    let busy = replicas[1];
+    let heartbeat: i32 = psql(
+        &socket(busy),
+        "SELECT pid FROM pg_stat_activity WHERE application_name = 'Patroni heartbeat'",
+    )
+    .unwrap()
+    .trim()
+    .parse()
+    .expect("the backend of Patroni's loop");
+    signal(heartbeat, libc::SIGSTOP);
+    wait_for(
+        "Patroni to have missed etcd for over a ttl (20 s)",
+        Duration::from_secs(90),
+        || dcs_unseen_for(busy).filter(|secs| *secs > 22),
+        || format!("{:?}", dcs_unseen_for(busy)),
+    );
+    let waiting = spawn_module(
+        "instance",
+        &write_args_file(&dir.path, "busy", &args_of(busy)),
+    );
+    // The loop comes back while the module runs.
+    std::thread::sleep(Duration::from_secs(2));
+    signal(heartbeat, libc::SIGCONT);
+    let resumed = finish_module(waiting);
+    assert!(
+        !resumed.failed() && !resumed.changed(),
+        "pg{busy} with its Patroni busy: {resumed:?}"
+    );
+    assert!(
+        dcs_unseen_for(busy).is_some_and(|secs| secs <= 20),
+        "the module returned before Patroni reached etcd again"
+    );
+    wait_for(
+        &format!("pg{busy} to stream again"),
+        Duration::from_secs(60),
+        || cluster_view(&[1, 2, 3]).filter(|v| streaming(v) == 2),
+        || format!("{:?}", cluster_view(&[1, 2, 3])),
+    );
+
     // --- a member's REST API gone (Patroni stopped with SIGSTOP) during a
     // restart of all members and a reinit: refused up front, naming it.
     let frozen = replicas[0];
@@ -302,10 +362,20 @@ fn the_cluster_survives_crashes_and_lost_endpoints() {
         signal(frozen_pid, libc::SIGSTOP);
         let run = run_module(&dir.path, "patroni", &patroni(extra));
         signal(frozen_pid, libc::SIGCONT);
+        // Its loop ran again (its member key renewed), not just the DCS
+        // still showing what it wrote before the freeze.
+        let thawed_at = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs();
         wait_for(
             "the frozen member to stream again",
             Duration::from_secs(60),
-            || cluster_view(&[1, 2, 3]).filter(|v| streaming(v) == 2),
+            || {
+                cluster_view(&[1, 2, 3]).filter(|v| {
+                    streaming(v) == 2 && dcs_seen_at(frozen).is_some_and(|at| at > thawed_at)
+                })
+            },
             || format!("{:?}", cluster_view(&[1, 2, 3])),
         );
         run

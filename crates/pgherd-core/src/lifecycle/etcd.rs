@@ -19,7 +19,15 @@ impl Node<'_> {
         if running {
             // Patroni not answering yet is for the wait to report.
             if let Ok(status) = self.rest(POLL_REQUEST_TIMEOUT)?.patroni() {
-                self.check_dcs_last_seen(&status)?;
+                if let Err(stale) = self.check_dcs_last_seen(&status) {
+                    // A Patroni busy with a long step (demoting after a
+                    // partition, stopping) stops reaching etcd too: when
+                    // etcd answers, its loop comes back; wait for it.
+                    if self.read_cluster().is_err() {
+                        return Err(stale);
+                    }
+                    self.wait_dcs_contact()?;
+                }
             }
             // The running Patroni is fine; a new configuration may name
             // other etcd endpoints: those must answer too.
@@ -48,6 +56,26 @@ impl Node<'_> {
         let etcd = &self.settings.patroni.etcd;
         self.connect_dcs()?
             .read_cluster(&etcd.namespace, self.m.cluster.as_str())
+    }
+
+    /// Waits until the running Patroni reaches etcd again (etcd answers).
+    fn wait_dcs_contact(&self) -> Result<()> {
+        let rest = self.rest(POLL_REQUEST_TIMEOUT)?;
+        wait_until(
+            &format!(
+                "Patroni of instance {} to reach etcd again (etcd answers)",
+                self.name()
+            ),
+            self.timeout,
+            || match rest.patroni() {
+                Ok(s) => match self.check_dcs_last_seen(&s) {
+                    Ok(()) => Probe::Ready(()),
+                    Err(_) => Probe::Waiting(format!("Patroni reports {}", s.describe())),
+                },
+                Err(e) => Probe::Waiting(e.to_string()),
+            },
+            || instance_log_tails(&self.paths),
+        )
     }
 
     /// Fails when Patroni last reached etcd longer than the ttl ago.
