@@ -262,9 +262,23 @@ def nspawn_pid(name):
     return pid if os.path.exists(f"/proc/{pid}") else None
 
 
+def wait_veth_gone(name, deadline=30):
+    """The machine's end of a host's veth outlives a crash for a while (its
+    namespace is torn down asynchronously); an nspawn started meanwhile
+    cannot make its own and exits. Waits for it, then deletes it."""
+    link = f"vb-{name}"[:15]
+    start = time.monotonic()
+    while run(["ip", "link", "show", link], check=False, capture=True).returncode == 0:
+        if time.monotonic() - start > deadline:
+            run(["ip", "link", "del", link], check=False, capture=True)
+            return
+        time.sleep(0.1)
+
+
 def start_host(name):
     """systemd-nspawn, from a cgroup of the host's own, restarted when the
     host reboots (nspawn exits with 133)."""
+    wait_veth_gone(name)
     d = host_dir(name)
     for cg in cgroup_dirs(name):
         os.makedirs(cg, exist_ok=True)
@@ -280,6 +294,8 @@ def start_host(name):
         done
     """
     log_file = open(os.path.join(d, "console.log"), "ab")
+    log_file.write(f"\n--- lab: {name} started at {time.strftime('%H:%M:%S')}\n".encode())
+    log_file.flush()
     proc = subprocess.Popen(["/bin/sh", "-c", script], stdin=subprocess.DEVNULL, stdout=log_file,
                             stderr=log_file, start_new_session=True,
                             env=dict(os.environ, SYSTEMD_NSPAWN_UNIFIED_HIERARCHY="1"))
@@ -326,6 +342,9 @@ def wait_booted(name, deadline=120):
     start = time.monotonic()
     last = "no answer"
     while time.monotonic() - start < deadline:
+        if nspawn_pid(name) is None:
+            last = "systemd-nspawn exited"
+            break
         r = ssh(name, "systemctl is-system-running", check=False)
         state = (r.stdout or "").strip()
         if state in ("running", "degraded"):
@@ -336,7 +355,8 @@ def wait_booted(name, deadline=120):
         last = state or (r.stderr or "").strip() or last
         time.sleep(0.3)
     tail = open(os.path.join(host_dir(name), "console.log"), errors="replace").read()[-2000:]
-    raise SystemExit(f"lab: {name} did not boot within {deadline} s; last seen: {last}\n{tail}")
+    raise SystemExit(f"lab: {name} did not boot (waited {time.monotonic() - start:.0f} s of "
+                     f"{deadline}); last seen: {last}\n{tail}")
 
 
 def start_etcd(names, deadline=60):
@@ -527,6 +547,7 @@ def cmd_crash(args):
     start = time.monotonic()
     while cgroup_pids(name) and time.monotonic() - start < 10:
         time.sleep(0.1)
+    wait_veth_gone(name)
     log(f"{name} crashed (killed, disk as it was)")
 
 
