@@ -88,7 +88,12 @@ fn an_interrupted_create_converges_and_overlapping_runs_take_turns() {
     assert_eq!(parsed["name"].as_str(), Some("pg2"), "{text}");
     assert!(text.contains("bootstrap:"), "{text}");
 
+    // A run killed while writing the pid file leaves its temporary file
+    // (as one of a process long gone): the next run removes it too.
+    let pid_temp = root.join("pg2/run/.patroni-15-main.pid.pgherd-4194999.tmp");
+    std::fs::write(&pid_temp, b"4194999\n").unwrap();
     let again = run_module(&dir.path, "instance", &args_of(2));
+    assert!(!pid_temp.exists(), "{again:?}");
     assert!(!again.failed(), "{again:?}");
     let facts = &again.result["instance"];
     assert_eq!(facts["role"], json!("replica"), "{facts}");

@@ -14,7 +14,7 @@ use clap::{Args, Parser, Subcommand};
 use pgherd_core::cluster::{self, Operations, RestartMode, Target};
 use pgherd_core::error::{Error, Result};
 use pgherd_core::manifest::Login;
-use pgherd_core::pgbackrest::{backup_on_leader, BackupKind, BackupOutcome};
+use pgherd_core::pgbackrest::BackupKind;
 use pgherd_core::settings::{Settings, SettingsSource};
 
 /// Operate PostgreSQL clusters managed by Patroni (etcd as the DCS).
@@ -241,29 +241,33 @@ fn backup(target: &Target, kind: &str) -> Result<()> {
     let kind = BackupKind::parse(kind)
         .ok_or_else(|| Error::Other(format!("--type must be full, diff or incr, not {kind}")))?;
     let display = progress::Display::start();
-    let outcome = backup_on_leader(target, &cluster::info(target)?, kind, false)?;
+    let ops = Operations {
+        backup: Some(kind),
+        ..Operations::default()
+    };
+    let report = cluster::run(target, &ops, false)?;
     drop(display);
-    match outcome {
-        BackupOutcome::Taken { change, backup } => {
-            println!("done: {change}");
-            if let Some(b) = backup {
-                println!(
-                    "backup {} ({}): {} of database, {} in the repository",
-                    b.label,
-                    b.kind,
-                    status::human_bytes(b.size),
-                    status::human_bytes(b.repository_size)
-                );
-            }
-            Ok(())
-        }
-        BackupOutcome::Elsewhere { leader } => Err(Error::Other(format!(
+    if let Some(leader) = report.backup_elsewhere {
+        return Err(Error::Other(format!(
             "the leader {leader} of cluster {} does not run on this host (no instance of it \
              among the Patroni configurations the settings' patroni.configpath names): run \
              pgherd backup on its host",
             target.scope
-        ))),
+        )));
     }
+    for change in &report.changes {
+        println!("done: {change}");
+    }
+    if let Some(b) = report.backup {
+        println!(
+            "backup {} ({}): {} of database, {} in the repository",
+            b.label,
+            b.kind,
+            status::human_bytes(b.size),
+            status::human_bytes(b.repository_size)
+        );
+    }
+    Ok(())
 }
 
 fn main() -> ExitCode {

@@ -2,6 +2,7 @@
 //! instance manifest, Patroni's configuration, and the plans that bring a
 //! host's files to what they should be.
 
+pub mod action;
 pub mod cluster;
 pub mod dcs;
 pub mod error;

@@ -11,7 +11,6 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use crate::cluster::{ClusterInfo, Target};
 use crate::error::{Error, Result};
 use crate::fs::Account;
 use crate::logs::{last_lines, tail_note};
@@ -519,18 +518,6 @@ pub fn choose_backup(
     }
 }
 
-/// What a backup task did, or in check mode would do.
-#[derive(Debug, Clone)]
-pub enum BackupOutcome {
-    /// On this host, where the leader runs; the newest backup after it.
-    Taken {
-        change: String,
-        backup: Option<BackupSet>,
-    },
-    /// The leader runs on another host, which takes the backup.
-    Elsewhere { leader: String },
-}
-
 /// An option of the `[global]` section of a pgBackRest configuration.
 pub fn global_option(config: &str, key: &str) -> Option<String> {
     let mut in_global = false;
@@ -611,7 +598,7 @@ fn pgbackrest_config_of(doc: &serde_yaml::Value) -> Option<PathBuf> {
 /// among the Patroni configurations the settings' `patroni.configpath`
 /// names (a pattern or a literal path), with the pgBackRest configuration
 /// its archiving uses.
-fn local_member(settings: &Settings, scope: &str, leader: &str) -> Result<Option<PgBackRest>> {
+pub fn local_member(settings: &Settings, scope: &str, leader: &str) -> Result<Option<PgBackRest>> {
     for path in crate::paths::local_patroni_configs(settings) {
         let Ok(text) = std::fs::read_to_string(&path) else {
             continue;
@@ -648,47 +635,6 @@ fn local_member(settings: &Settings, scope: &str, leader: &str) -> Result<Option
         )));
     }
     Ok(None)
-}
-
-/// Takes a backup of the cluster on its leader when the leader runs on
-/// this host; says where it runs otherwise. `info`: the cluster as the
-/// caller has just read it.
-pub fn backup_on_leader(
-    target: &Target,
-    info: &ClusterInfo,
-    kind: BackupKind,
-    check_mode: bool,
-) -> Result<BackupOutcome> {
-    let leader = info
-        .running_leader()
-        .map(|m| m.name.clone())
-        .ok_or_else(|| {
-            Error::Other(format!(
-                "cluster {} has no running leader to back up",
-                target.scope
-            ))
-        })?;
-    let Some(b) = local_member(&target.settings, &target.scope, &leader)? else {
-        return Ok(BackupOutcome::Elsewhere { leader });
-    };
-    let change = format!(
-        "take a {} backup of cluster {} on its leader {leader} (stanza {})",
-        kind.as_str(),
-        target.scope,
-        b.stanza
-    );
-    if check_mode {
-        return Ok(BackupOutcome::Taken {
-            change,
-            backup: None,
-        });
-    }
-    b.backup(kind, target.timeout)?;
-    let after = b.info(target.timeout)?;
-    Ok(BackupOutcome::Taken {
-        change,
-        backup: after.backups.last().cloned(),
-    })
 }
 
 /// Recovery settings a pgBackRest restore writes into

@@ -265,73 +265,12 @@ impl Plan {
 
     /// Ansible diff entries, secrets masked.
     pub fn diff(&self) -> Vec<Value> {
-        self.changes
-            .iter()
-            .map(|c| match c {
-                Change::CreateDir { path, mode, .. } => json!({
-                    "before_header": path,
-                    "after_header": path,
-                    "before": {"path": path, "state": "absent"},
-                    "after": {"path": path, "state": "directory", "mode": format!("{mode:04o}")},
-                }),
-                Change::WriteFile {
-                    path, before, after, ..
-                } => json!({
-                    "before_header": if before.is_some() { path.display().to_string() } else { format!("{} (absent)", path.display()) },
-                    "after_header": path,
-                    "before": before.clone().unwrap_or_default(),
-                    "after": after,
-                }),
-                Change::FixFile {
-                    path,
-                    mode_before,
-                    mode,
-                    ..
-                } => json!({
-                    "before_header": path,
-                    "after_header": path,
-                    "before": {"path": path, "mode": format!("{mode_before:04o}")},
-                    "after": {"path": path, "mode": format!("{mode:04o}")},
-                }),
-                Change::RemoveLeftover { path } => json!({
-                    "before_header": path,
-                    "after_header": path,
-                    "before": {"path": path, "state": "present"},
-                    "after": {"path": path, "state": "absent"},
-                }),
-                Change::RemoveLink { path, target } => json!({
-                    "before_header": path,
-                    "after_header": path,
-                    "before": {"path": path, "state": "link", "src": target},
-                    "after": {"path": path, "state": "absent"},
-                }),
-            })
-            .collect()
+        self.changes.iter().map(Change::diff).collect()
     }
 
     /// One line per change, for `msg` and the `changes` return value.
     pub fn summary(&self) -> Vec<String> {
-        self.changes
-            .iter()
-            .map(|c| match c {
-                Change::CreateDir { path, .. } => format!("create directory {}", path.display()),
-                Change::WriteFile {
-                    path, before: None, ..
-                } => format!("create {}", path.display()),
-                Change::WriteFile { path, .. } => format!("update {}", path.display()),
-                Change::FixFile { path, .. } => {
-                    format!("fix mode and owner of {}", path.display())
-                }
-                Change::RemoveLeftover { path } => {
-                    format!("remove {} left by an interrupted run", path.display())
-                }
-                Change::RemoveLink { path, target } => format!(
-                    "remove the symbolic link {} (to {}, not followed)",
-                    path.display(),
-                    target.display()
-                ),
-            })
-            .collect()
+        self.changes.iter().map(Change::summary).collect()
     }
 
     /// Carries the plan out, in order. A failure halfway is reported with
@@ -339,13 +278,84 @@ impl Plan {
     pub fn apply(&self) -> Result<()> {
         let summary = self.summary();
         for (i, c) in self.changes.iter().enumerate() {
-            Self::apply_one(c).map_err(|e| e.after(summary[..i].to_vec()))?;
+            c.apply().map_err(|e| e.after(summary[..i].to_vec()))?;
         }
         Ok(())
     }
+}
 
-    fn apply_one(c: &Change) -> Result<()> {
-        match c {
+impl Change {
+    /// The Ansible diff entry, secrets masked.
+    pub fn diff(&self) -> Value {
+        match self {
+            Change::CreateDir { path, mode, .. } => json!({
+                "before_header": path,
+                "after_header": path,
+                "before": {"path": path, "state": "absent"},
+                "after": {"path": path, "state": "directory", "mode": format!("{mode:04o}")},
+            }),
+            Change::WriteFile {
+                path,
+                before,
+                after,
+                ..
+            } => json!({
+                "before_header": if before.is_some() { path.display().to_string() } else { format!("{} (absent)", path.display()) },
+                "after_header": path,
+                "before": before.clone().unwrap_or_default(),
+                "after": after,
+            }),
+            Change::FixFile {
+                path,
+                mode_before,
+                mode,
+                ..
+            } => json!({
+                "before_header": path,
+                "after_header": path,
+                "before": {"path": path, "mode": format!("{mode_before:04o}")},
+                "after": {"path": path, "mode": format!("{mode:04o}")},
+            }),
+            Change::RemoveLeftover { path } => json!({
+                "before_header": path,
+                "after_header": path,
+                "before": {"path": path, "state": "present"},
+                "after": {"path": path, "state": "absent"},
+            }),
+            Change::RemoveLink { path, target } => json!({
+                "before_header": path,
+                "after_header": path,
+                "before": {"path": path, "state": "link", "src": target},
+                "after": {"path": path, "state": "absent"},
+            }),
+        }
+    }
+
+    /// One line, for `msg` and the `changes` return value.
+    pub fn summary(&self) -> String {
+        match self {
+            Change::CreateDir { path, .. } => format!("create directory {}", path.display()),
+            Change::WriteFile {
+                path, before: None, ..
+            } => format!("create {}", path.display()),
+            Change::WriteFile { path, .. } => format!("update {}", path.display()),
+            Change::FixFile { path, .. } => {
+                format!("fix mode and owner of {}", path.display())
+            }
+            Change::RemoveLeftover { path } => {
+                format!("remove {} left by an interrupted run", path.display())
+            }
+            Change::RemoveLink { path, target } => format!(
+                "remove the symbolic link {} (to {}, not followed)",
+                path.display(),
+                target.display()
+            ),
+        }
+    }
+
+    /// Carries the change out.
+    pub fn apply(&self) -> Result<()> {
+        match self {
             Change::CreateDir { path, mode, owner } => create_dir(path, *mode, *owner),
             Change::WriteFile {
                 path,

@@ -7,7 +7,7 @@ use pgherd_ansible::{Failure, Kind, OptionSpec, Outcome, Spec, Task};
 use pgherd_core::cluster::{self, Operations, RestartMode, Target};
 use pgherd_core::manifest::Login;
 use pgherd_core::names::{parse_host_port, Name};
-use pgherd_core::pgbackrest::{backup_on_leader, BackupKind, BackupOutcome};
+use pgherd_core::pgbackrest::BackupKind;
 use serde_json::{json, Map, Value};
 
 use crate::{changes_outcome, load_settings, settings_option};
@@ -188,6 +188,7 @@ pub fn run_task(task: &Task) -> Result<Outcome, Failure> {
             .unwrap_or_default(),
         remove: state == "absent",
         system_identifier: p["system_identifier"].as_str().map(str::to_string),
+        backup: p["backup"].as_str().and_then(BackupKind::parse),
     };
     let mut report = if state == "info" {
         cluster::Report {
@@ -209,19 +210,8 @@ pub fn run_task(task: &Task) -> Result<Outcome, Failure> {
             pgherd_core::dcs::cluster_prefix(&target.settings.patroni.etcd.namespace, scope)
         ));
     }
-    let mut backup = None;
-    let mut elsewhere = None;
-    if let Some(kind) = p["backup"].as_str().and_then(BackupKind::parse) {
-        match backup_on_leader(&target, &report.info, kind, task.check_mode)
-            .map_err(|e| crate::failure(e.after(report.changes.clone())))?
-        {
-            BackupOutcome::Taken { change, backup: b } => {
-                report.changes.push(change);
-                backup = b;
-            }
-            BackupOutcome::Elsewhere { leader } => elsewhere = Some(leader),
-        }
-    }
+    let backup = report.backup.take();
+    let elsewhere = report.backup_elsewhere.take();
     let mut outcome = changes_outcome(
         &format!("cluster {scope}"),
         report.changes,

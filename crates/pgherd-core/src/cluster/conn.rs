@@ -255,17 +255,3 @@ pub(super) fn connect(target: &Target, keys: Option<ClusterKeys>) -> Result<Conn
         answered: std::cell::RefCell::new(None),
     })
 }
-
-/// Before acting on several members, each must answer on its REST API:
-/// refuse up front rather than stop halfway.
-pub(super) fn all_answer(conn: &Conn<'_>, names: &[String], action: &str) -> Result<()> {
-    for name in names {
-        if let Err(e) = conn.member_client(name).and_then(|c| c.patroni()) {
-            return Err(Error::Other(format!(
-                "member {name} does not answer on its REST API ({e}), so no member was {action}: \
-                 bring its Patroni back (or wait until it leaves the cluster), then run again"
-            )));
-        }
-    }
-    Ok(())
-}

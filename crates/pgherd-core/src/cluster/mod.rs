@@ -1,7 +1,8 @@
 //! Cluster-wide operations through Patroni's REST API and the DCS: read the
 //! cluster, change its dynamic configuration, switch over, fail over, pause,
 //! restart, reload, reinitialise, remove. Each observes, plans (check mode
-//! stops there), applies, and confirms on the real cluster.
+//! stops there; see `planner`), applies, and confirms on the real cluster
+//! (see `execute`).
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -12,14 +13,17 @@ use serde_json::{json, Map, Value};
 use crate::dcs::{api_address, ClusterKeys, Dcs};
 use crate::error::{Error, Result};
 use crate::manifest::Login;
+use crate::pgbackrest::{BackupKind, BackupSet};
 use crate::rest::{snippet, ClusterStatus, Endpoint, Member, RestClient};
 use crate::settings::Settings;
 use crate::wait::{wait_until, Probe};
 
 mod conn;
 mod decide;
+mod execute;
 mod info;
 mod lock;
+pub mod planner;
 mod remove;
 mod roles;
 mod run;
@@ -74,6 +78,8 @@ pub struct Operations {
     pub reinit: Vec<String>,
     pub remove: bool,
     pub system_identifier: Option<String>,
+    /// A backup on the leader, when it runs on this host.
+    pub backup: Option<BackupKind>,
 }
 
 /// One member as the `cluster` return value shows it.
@@ -143,4 +149,9 @@ pub struct Report {
     pub diff: Vec<Value>,
     pub warnings: Vec<String>,
     pub info: ClusterInfo,
+    /// The backup taken, as the repository lists it.
+    pub backup: Option<BackupSet>,
+    /// A backup was asked for, and the leader (named) runs on another
+    /// host, which takes it.
+    pub backup_elsewhere: Option<String>,
 }

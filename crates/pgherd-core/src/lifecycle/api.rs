@@ -7,6 +7,7 @@
 use std::time::Duration;
 
 use super::{Node, POLL_REQUEST_TIMEOUT};
+use crate::action::ApiMove;
 use crate::error::Result;
 use crate::fs::{observe_path, Found};
 use crate::rest::{Endpoint, RestClient};
@@ -14,20 +15,6 @@ use crate::wait::{wait_until, Probe};
 
 /// How long one probe of a candidate address may take.
 const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
-
-/// The REST API of the running Patroni answers at `from`; the
-/// configuration puts it at `to`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(super) struct ApiMove {
-    pub from: String,
-    pub to: String,
-}
-
-impl ApiMove {
-    pub fn describe(&self) -> String {
-        format!("its REST API moves from {} to {}", self.from, self.to)
-    }
-}
 
 /// `restapi.connect_address` of a Patroni configuration's text.
 fn configured_address(config: &str) -> Option<String> {

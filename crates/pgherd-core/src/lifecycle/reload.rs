@@ -6,8 +6,8 @@
 
 use std::time::Duration;
 
-use super::api::ApiMove;
 use super::{Node, POLL_REQUEST_TIMEOUT};
+use crate::action::{ApiMove, Confirming, Failure};
 use crate::error::Result;
 use crate::wait::{wait_until, Probe};
 
@@ -34,14 +34,12 @@ pub(super) struct Reload {
 
 impl Reload {
     /// Reloads, follows a moved REST API, and waits until PostgreSQL and
-    /// Patroni's views agree. Each completed step is added to `done`.
+    /// Patroni's views agree.
     pub fn apply(
         &self,
         node: &Node<'_>,
         warnings: &mut Vec<String>,
-        done: &mut Vec<String>,
-    ) -> Result<()> {
-        let name = node.name();
+    ) -> std::result::Result<(), Failure> {
         let at = self
             .moved
             .as_ref()
@@ -61,12 +59,8 @@ impl Reload {
             None
         };
         node.rest_at(at, POLL_REQUEST_TIMEOUT)?.reload()?;
-        match &self.moved {
-            Some(m) => {
-                done.push(format!("reload Patroni ({name}; {})", m.describe()));
-                node.wait_api_moved(m)?;
-            }
-            None => done.push(format!("reload Patroni ({name})")),
+        if let Some(m) = &self.moved {
+            node.wait_api_moved(m).confirming()?;
         }
         let Some(before) = loaded_before else {
             return Ok(());
@@ -89,9 +83,9 @@ impl Reload {
             ));
             return Ok(());
         }
-        node.check_hba_accepted(warnings)?;
+        node.check_hba_accepted(warnings).confirming()?;
         match psql.pending_restart_parameters() {
-            Ok(pending) => node.wait_pending_restart_reported(&pending),
+            Ok(pending) => node.wait_pending_restart_reported(&pending).confirming(),
             Err(e) => {
                 warnings.push(format!(
                     "cannot tell from PostgreSQL which parameters wait for a restart: {e}"

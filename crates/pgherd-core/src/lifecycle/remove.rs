@@ -4,9 +4,9 @@
 
 use std::path::{Path, PathBuf};
 
-use super::{Node, Report};
-use crate::error::{Error, Result};
-use crate::fs::remove_path;
+use super::{Node, NodeRun, Report};
+use crate::action::{carry_out, diff, Action};
+use crate::error::Result;
 use crate::paths::InstancePaths;
 
 /// Patroni's log file in its log directory, and its rotated copies
@@ -96,67 +96,47 @@ fn left_empty(own: &[PathBuf], removed: &[PathBuf]) -> Vec<PathBuf> {
     out
 }
 
-fn removal_diff(path: &Path) -> serde_json::Value {
-    serde_json::json!({
-        "before_header": path, "after_header": path,
-        "before": {"path": path, "state": "present"},
-        "after": {"path": path, "state": "absent"},
-    })
+/// The actions of `absent`: stop what runs, remove the service's own
+/// files, the instance's paths, and its directories left empty.
+fn plan(node: &Node<'_>, running: bool, warnings: &mut Vec<String>) -> Vec<Action> {
+    let mut out = Vec::new();
+    if running || node.service.postmaster_pid().is_some() {
+        out.push(Action::StopPatroni { node: node.name() });
+    }
+    out.push(Action::RemoveService);
+    let (existing, found) = removable_paths(node);
+    warnings.extend(found);
+    let emptied = left_empty(&InstancePaths::own_dirs(node.settings, node.m), &existing);
+    out.extend(existing.into_iter().map(Action::RemovePath));
+    out.extend(emptied.into_iter().map(Action::RemoveEmptyDir));
+    out
 }
 
-pub(super) fn remove(node: &Node<'_>, running: bool, check_mode: bool) -> Result<Report> {
-    let mut report = Report::default();
-    let orphan = node.service.postmaster_pid().is_some();
-    let stop = format!("stop Patroni and PostgreSQL ({})", node.name());
-    if running || orphan {
-        report.changes.push(stop.clone());
+pub(super) fn remove(node: &Node<'_>, check_mode: bool) -> Result<Report> {
+    // Without its directory no run holds the lock, and absent must not
+    // make the directory of a node that was never deployed.
+    let lockable = node.paths.lock_file().parent().is_some_and(Path::exists);
+    let held = if check_mode || !lockable {
+        None
+    } else {
+        Some(node.lock()?)
+    };
+    let running = node.service.is_running()?;
+    let mut warnings = Vec::new();
+    let actions = plan(node, running, &mut warnings);
+    let facts = node.facts(false, &mut warnings);
+    let mut run = NodeRun::new(node);
+    run.warnings = warnings;
+    let changes = carry_out(&actions, check_mode, &mut run)?;
+    if let Some(held) = held {
+        held.remove_file()?;
     }
-    let (existing, warnings) = removable_paths(node);
-    report.warnings.extend(warnings);
-    let emptied = left_empty(&InstancePaths::own_dirs(node.settings, node.m), &existing);
-    for p in &existing {
-        report.changes.push(format!("remove {}", p.display()));
-        report.diff.push(removal_diff(p));
-    }
-    for d in &emptied {
-        report
-            .changes
-            .push(format!("remove empty directory {}", d.display()));
-        report.diff.push(removal_diff(d));
-    }
-    report.facts = node.facts(false, &mut report.warnings);
-    if check_mode {
-        return Ok(report);
-    }
-    let mut done = Vec::new();
-    if running || orphan {
-        report.warnings.extend(node.service.stop(node.timeout)?);
-        done.push(stop);
-    }
-    node.service.remove().map_err(|e| e.after(done.clone()))?;
-    for p in &existing {
-        remove_path(p).map_err(|e| e.after(done.clone()))?;
-        done.push(format!("remove {}", p.display()));
-    }
-    for d in &emptied {
-        match std::fs::remove_dir(d) {
-            Ok(()) => done.push(format!("remove empty directory {}", d.display())),
-            // Something was written there meanwhile: it stays, and so
-            // does the directory.
-            Err(e) if e.raw_os_error() == Some(libc::ENOTEMPTY) => {
-                let change = format!("remove empty directory {}", d.display());
-                report.changes.retain(|c| *c != change);
-                report.warnings.push(format!(
-                    "{} was left: files appeared in it during the removal",
-                    d.display()
-                ));
-            }
-            Err(e) => {
-                return Err(Error::io(d, "removing directory", e).after(done));
-            }
-        }
-    }
-    Ok(report)
+    Ok(Report {
+        changes,
+        diff: diff(&actions),
+        warnings: run.warnings,
+        facts,
+    })
 }
 
 #[cfg(test)]

@@ -7,42 +7,22 @@ use std::os::unix::process::CommandExt;
 use std::process::Child;
 
 use super::*;
+use crate::action::Action;
 use crate::cluster::{self, Operations, Target};
 use crate::fs::create_dir;
 use crate::manifest::{RecoveryTarget, RestoreSource};
-use crate::pgbackrest::{BackupSet, PgBackRest, RECOVERY_SETTINGS};
+use crate::pgbackrest::{PgBackRest, RECOVERY_SETTINGS};
 
-/// A restore, checked, with what it will do.
-pub(super) struct RestorePlan {
-    pub changes: Vec<String>,
-    kind: Kind,
-}
-
-enum Kind {
-    Backup {
-        b: Box<PgBackRest>,
-        set: Option<BackupSet>,
-        target: RecoveryTarget,
-        /// The DCS held the cluster, as this initialize key: its state goes.
-        dcs_state: Option<Option<String>>,
-        /// A full backup is taken once the node leads, on its new
-        /// timeline, for replicas to be built from.
-        fresh_backup: bool,
-    },
-    Leader,
-}
-
-fn describe_target(t: &RecoveryTarget) -> String {
-    match t {
-        RecoveryTarget::Latest => "replaying every archived WAL segment".into(),
-        RecoveryTarget::Immediate => "up to the end of the backup".into(),
-        RecoveryTarget::Time(t) => format!("up to {t}"),
-    }
+/// A restore, checked: its steps up to the start of Patroni, and the full
+/// backup to take once the node leads, when its timeline needs one.
+pub(super) struct RestoreSteps {
+    pub steps: Vec<Action>,
+    pub fresh_backup: Option<Action>,
 }
 
 impl Node<'_> {
     /// The cluster as the `patroni` module would address it.
-    fn cluster_target(&self) -> Target {
+    pub(super) fn cluster_target(&self) -> Target {
         Target {
             scope: self.m.cluster.to_string(),
             settings: self.settings.clone(),
@@ -54,18 +34,19 @@ impl Node<'_> {
     }
 }
 
-/// Checks a restore and says what it will do; changes nothing. In check
-/// mode, what other hosts' tasks change first (members stopped, the leader
-/// restored) is not there yet: those conditions are warned about instead.
+/// Checks a restore and plans its steps; changes nothing. `foresee`
+/// (check mode): what other hosts' tasks change first (members stopped,
+/// the leader restored) is not there yet, so those conditions are warned
+/// about instead.
 pub(super) fn plan(
     node: &Node<'_>,
     source: &RestoreSource,
     running: bool,
-    check_mode: bool,
+    foresee: bool,
     warnings: &mut Vec<String>,
-) -> Result<RestorePlan> {
+) -> Result<RestoreSteps> {
     let mut refuse = |e: String| {
-        if check_mode {
+        if foresee {
             warnings.push(format!("in a real run: {e}"));
             Ok(())
         } else {
@@ -75,11 +56,12 @@ pub(super) fn plan(
     let me = node.m.node.to_string();
     let scope = node.m.cluster.as_str();
     let keys = node.read_cluster()?;
-    let mut changes = Vec::new();
+    let mut steps = Vec::new();
     if running {
-        changes.push(format!("stop Patroni and PostgreSQL ({})", node.name()));
+        steps.push(Action::StopPatroni { node: node.name() });
     }
-    let kind = match source {
+    let mut fresh_backup = None;
+    match source {
         RestoreSource::Backup { set, target } => {
             let b = node.pgbackrest().ok_or_else(|| {
                 Error::Other("restore.from: backup needs the pgbackrest option".into())
@@ -124,34 +106,32 @@ pub(super) fn plan(
                     others.join(", ")
                 ))?;
             }
-            changes.push(format!(
-                "restore {} from backup {} of stanza {}, {}, and promote it",
-                node.paths.data_dir.display(),
-                chosen.as_ref().map_or("(the newest)", |s| s.label.as_str()),
-                b.stanza,
-                describe_target(target)
-            ));
+            steps.push(Action::RestoreBackup {
+                data_dir: node.paths.data_dir.clone(),
+                set: chosen.as_ref().map(|s| s.label.clone()),
+                stanza: b.stanza.clone(),
+                target: target.clone(),
+            });
             if !keys.is_empty() {
-                changes.push(format!(
-                    "remove cluster {scope}'s state from the DCS ({} keys under {})",
-                    keys.all_keys.len(),
-                    keys.prefix
-                ));
+                steps.push(Action::RemoveClusterState {
+                    scope: scope.to_string(),
+                    keys: keys.all_keys.len(),
+                    prefix: keys.prefix.clone(),
+                    initialize: keys.initialize.clone(),
+                });
             }
             // Recovery that stops before the newest backup's end branches
             // off a new timeline there: the newer backups belong to the
             // abandoned one, and a replica built from the newest would
             // never follow the restored leader.
-            let fresh_backup = *target != RecoveryTarget::Latest
-                && chosen
-                    .as_ref()
-                    .is_some_and(|c| newest.as_deref() != Some(c.label.as_str()));
-            Kind::Backup {
-                b: Box::new(b),
-                set: chosen,
-                target: target.clone(),
-                dcs_state: (!keys.is_empty()).then(|| keys.initialize.clone()),
-                fresh_backup,
+            if let Some(set) = chosen.as_ref().filter(|c| {
+                *target != RecoveryTarget::Latest && newest.as_deref() != Some(c.label.as_str())
+            }) {
+                fresh_backup = Some(Action::FreshBackup {
+                    node: node.name(),
+                    stanza: b.stanza.clone(),
+                    restored: set.label.clone(),
+                });
             }
         }
         RestoreSource::Leader => {
@@ -176,118 +156,75 @@ pub(super) fn plan(
                     }
                 }
             }
-            changes.push(format!(
-                "remove the data of {} ({}) to copy it again from the leader{}",
-                node.name(),
-                node.paths.data_dir.display(),
-                leader.map(|l| format!(" {l}")).unwrap_or_default()
-            ));
-            Kind::Leader
+            steps.push(Action::WipeData {
+                node: node.name(),
+                data_dir: node.paths.data_dir.clone(),
+                leader,
+            });
         }
-    };
-    changes.push(format!("start Patroni ({})", node.name()));
-    if let Kind::Backup {
-        fresh_backup: true,
-        b,
-        set: Some(set),
-        ..
-    } = &kind
-    {
-        changes.push(format!(
-            "take a full backup of stanza {} once {} leads: the backups after {} belong to the \
-             timeline the restore abandons, and replicas are built from the newest",
-            b.stanza,
-            node.name(),
-            set.label
-        ));
     }
-    Ok(RestorePlan { changes, kind })
+    Ok(RestoreSteps {
+        steps,
+        fresh_backup,
+    })
 }
 
-impl RestorePlan {
-    /// The pgBackRest of a restore that takes a full backup once the node
-    /// leads again.
-    pub(super) fn fresh_backup(&self) -> Option<&PgBackRest> {
-        match &self.kind {
-            Kind::Backup {
-                b,
-                fresh_backup: true,
-                ..
-            } => Some(b),
-            _ => None,
+impl Node<'_> {
+    /// Refuses a restore step while a PostgreSQL runs on the data
+    /// directory without Patroni.
+    fn refuse_running_postmaster(&self) -> Result<()> {
+        match self.service.postmaster_pid() {
+            Some(pid) => Err(Error::Other(format!(
+                "a PostgreSQL (pid {pid}) runs on {} without Patroni: stop it (instance state: \
+                 stopped), then restore",
+                self.paths.data_dir.display()
+            ))),
+            None => Ok(()),
         }
     }
-}
 
-/// Carries out a checked restore up to, not including, the start of
-/// Patroni. Each completed step is added to `done`.
-pub(super) fn execute(
-    node: &Node<'_>,
-    plan: &RestorePlan,
-    running: bool,
-    warnings: &mut Vec<String>,
-    done: &mut Vec<String>,
-) -> Result<()> {
-    let mut steps = plan.changes.iter();
-    let mut step_done = |done: &mut Vec<String>| {
-        if let Some(s) = steps.next() {
-            done.push(s.clone());
-        }
-    };
-    if running {
-        warnings.extend(node.service.stop(node.timeout)?);
-        step_done(done);
+    /// Rebuilds the data directory from a backup, runs its recovery to the
+    /// end and stops it.
+    pub(super) fn restore_backup(&self, set: Option<&str>, target: &RecoveryTarget) -> Result<()> {
+        self.refuse_running_postmaster()?;
+        let b = self.pgbackrest().ok_or_else(|| {
+            Error::Other("restore.from: backup needs the pgbackrest option".into())
+        })?;
+        b.restore(set, target, self.timeout)?;
+        finish_recovery(self, &b)
     }
-    if let Some(pid) = node.service.postmaster_pid() {
-        return Err(Error::Other(format!(
-            "a PostgreSQL (pid {pid}) runs on {} without Patroni: stop it (instance state: \
-             stopped), then restore",
-            node.paths.data_dir.display()
-        )));
+
+    /// Removes the cluster's state from the DCS, with the same guard as the
+    /// patroni module's removal, which reads it again: no live member, and
+    /// still the initialize key the plan checked against the backup.
+    pub(super) fn remove_cluster_state(&self, initialize: Option<String>) -> Result<()> {
+        cluster::run(
+            &self.cluster_target(),
+            &Operations {
+                remove: true,
+                system_identifier: initialize,
+                ..Operations::default()
+            },
+            false,
+        )
+        .map(|_| ())
     }
-    match &plan.kind {
-        Kind::Backup {
-            b,
-            set,
-            target,
-            dcs_state,
-            ..
-        } => {
-            b.restore(set.as_ref().map(|s| s.label.as_str()), target, node.timeout)?;
-            finish_recovery(node, b)?;
-            step_done(done);
-            // The DCS state goes with the same guard as the patroni
-            // module's removal, which reads it again: no live member, and
-            // still the initialize key the plan checked against the backup.
-            if let Some(initialize) = dcs_state {
-                cluster::run(
-                    &node.cluster_target(),
-                    &Operations {
-                        remove: true,
-                        system_identifier: initialize.clone(),
-                        ..Operations::default()
-                    },
-                    false,
-                )?;
-                step_done(done);
-            }
+
+    /// Empties the data directory for Patroni to copy it from the leader.
+    pub(super) fn wipe_data(&self) -> Result<()> {
+        self.refuse_running_postmaster()?;
+        remove_path(&self.paths.data_dir)?;
+        if let Some(wal) = &self.paths.wal_dir {
+            remove_path(wal)?;
         }
-        Kind::Leader => {
-            remove_path(&node.paths.data_dir)?;
-            if let Some(wal) = &node.paths.wal_dir {
-                remove_path(wal)?;
-            }
-            // Empty and 0700, as initdb, pg_basebackup and pgBackRest
-            // all accept it.
-            create_dir(
-                &node.paths.data_dir,
-                0o700,
-                node.run_as.as_ref().map(|a| a.owner),
-            )?;
-            step_done(done);
-        }
+        // Empty and 0700, as initdb, pg_basebackup and pgBackRest all
+        // accept it.
+        create_dir(
+            &self.paths.data_dir,
+            0o700,
+            self.run_as.as_ref().map(|a| a.owner),
+        )
     }
-    Ok(())
 }
 
 /// Runs the restored PostgreSQL alone (no Patroni, no network, this node's

@@ -2,6 +2,7 @@
 //! it, refused when it holds another cluster, and WAL archiving watched.
 
 use super::*;
+use crate::action::Action;
 use crate::pgbackrest::PgBackRest;
 
 /// The node whose stanza is looked at.
@@ -13,17 +14,16 @@ pub(super) enum StanzaCase<'a> {
 }
 
 impl Node<'_> {
-    /// On the leader, creates the instance's pgBackRest stanza when the
-    /// repository lacks it, and checks that WAL archiving reaches it; in
-    /// check mode only says so, for a running leader or for a node about to
-    /// bootstrap the cluster. Refuses a stanza that holds another cluster.
-    /// The change made (or to make), if any.
-    pub(super) fn ensure_stanza(
+    /// On the leader, whether the instance's pgBackRest stanza is to be
+    /// created (the repository lacks it), for a running leader or for a
+    /// node about to bootstrap the cluster (check mode foresees it); for a
+    /// running leader whose stanza exists, a warning when archiving fails.
+    /// Refuses a stanza that holds another cluster.
+    pub(super) fn stanza_to_create(
         &self,
         case: StanzaCase<'_>,
-        check_mode: bool,
         warnings: &mut Vec<String>,
-    ) -> Result<Option<String>> {
+    ) -> Result<Option<Action>> {
         let Some(b) = self.pgbackrest() else {
             return Ok(None);
         };
@@ -74,20 +74,19 @@ impl Node<'_> {
                 .psql()
                 .value("SELECT setting FROM pg_settings WHERE name = 'archive_mode'")
                 .is_ok_and(|v| v == "on");
-        let change = format!(
-            "create pgBackRest stanza {} in {}{}",
-            b.stanza,
-            b.repository.display(),
-            if archiving {
-                " and check WAL archiving"
-            } else {
-                " (archiving starts when archive_mode is on, after a restart)"
-            }
-        );
-        if !check_mode {
-            b.create_stanza(archiving, self.timeout)?;
+        Ok(Some(Action::CreateStanza {
+            stanza: b.stanza.clone(),
+            repository: b.repository.clone(),
+            archiving,
+        }))
+    }
+
+    /// Creates the instance's stanza (and checks archiving when it runs).
+    pub(super) fn create_stanza(&self, archiving: bool) -> Result<()> {
+        match self.pgbackrest() {
+            Some(b) => b.create_stanza(archiving, self.timeout),
+            None => Ok(()),
         }
-        Ok(Some(change))
     }
 
     /// A warning when the leader's last attempt to archive WAL failed

@@ -1,0 +1,661 @@
+//! What a run does, as data. Every operation reads what there is, then
+//! plans: a list of [`Action`]s, computed without writing anything. Check
+//! mode describes that list; a real run hands the same list to [`execute`],
+//! which carries the actions out in order, each confirmed before the next,
+//! stops at the first failure and reports everything done before it, in
+//! the words check mode used.
+
+use std::path::PathBuf;
+
+use serde_json::{json, Map, Value};
+
+use crate::error::{Error, Result};
+use crate::manifest::RecoveryTarget;
+use crate::pgbackrest::BackupKind;
+use crate::plan::Change;
+
+/// The REST API of a running Patroni answers at `from`; its configuration
+/// puts it at `to` (it moves there when Patroni reloads).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiMove {
+    pub from: String,
+    pub to: String,
+}
+
+impl ApiMove {
+    pub fn describe(&self) -> String {
+        format!("its REST API moves from {} to {}", self.from, self.to)
+    }
+}
+
+/// What an action holds while it runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Lock {
+    /// Nothing of pgherd's: it only reads, Patroni serialises it (its
+    /// configuration), pgBackRest's own lock does (a backup), or a guard
+    /// checked just before it protects it.
+    None,
+    /// The instance's run lock, on its host.
+    Instance,
+    /// The cluster's lease lock, in etcd.
+    Cluster,
+}
+
+/// One thing a run does to a host or a cluster.
+///
+/// `node` fields name the instance as messages do: `15-main (pg1)`.
+#[derive(Clone)]
+pub enum Action {
+    /// A file or directory of the host brought to what it should be, with
+    /// its line and diff entry (rendered where it is planned, so that what
+    /// never plans files does not carry their rendering).
+    File(Box<FileStep>),
+    /// The running Patroni asked to reload where it answers now.
+    ReloadPatroni {
+        node: String,
+        /// Its REST API moves with this reload.
+        moved: Option<ApiMove>,
+        /// PostgreSQL's part of the configuration changed.
+        postgres_affected: bool,
+    },
+    /// Patroni started by its service; the node then leads or streams.
+    StartPatroni { node: String },
+    /// Patroni and its PostgreSQL stopped.
+    StopPatroni { node: String },
+    /// A PostgreSQL that runs without its Patroni, stopped.
+    StopPostmaster { node: String },
+    /// PostgreSQL restarted through Patroni; the node then leads or streams.
+    RestartPostgres { node: String },
+    /// Not a change: the running node leads or streams.
+    ConfirmHealthy { node: String },
+    /// Not a change: PostgreSQL accepts every line of its pg_hba.conf.
+    ConfirmHba { node: String },
+    /// The data directory rebuilt from a pgBackRest backup, its recovery
+    /// run to the end and the result promoted, with Patroni stopped.
+    RestoreBackup {
+        data_dir: PathBuf,
+        /// The backup chosen; `None`: the newest (its repository could not
+        /// be read yet, in check mode before the first run).
+        set: Option<String>,
+        stanza: String,
+        target: RecoveryTarget,
+    },
+    /// The data directory emptied, for Patroni to copy it from the leader.
+    WipeData {
+        node: String,
+        data_dir: PathBuf,
+        leader: Option<String>,
+    },
+    /// A cluster's keys removed from the DCS, guarded as the patroni
+    /// module's removal is: no live member, and still this initialize key.
+    RemoveClusterState {
+        scope: String,
+        keys: usize,
+        prefix: String,
+        initialize: Option<String>,
+    },
+    /// The pgBackRest stanza created on the leader (and archiving checked).
+    CreateStanza {
+        stanza: String,
+        repository: PathBuf,
+        archiving: bool,
+    },
+    /// Once the node runs, its stanza created if it leads and the
+    /// repository lacks it; `predicted`: what check mode expects.
+    EnsureStanza {
+        node: String,
+        predicted: Option<Box<Action>>,
+    },
+    /// A full backup taken once a restored node leads on its new timeline.
+    FreshBackup {
+        node: String,
+        stanza: String,
+        restored: String,
+    },
+    /// The service's own files (a systemd unit's drop-in) removed; not
+    /// reported on its own.
+    RemoveService,
+    /// A path of the instance removed (a directory with what it holds).
+    RemovePath(PathBuf),
+    /// A directory of the instance's own, left empty, removed.
+    RemoveEmptyDir(PathBuf),
+    /// Maintenance mode switched on or off, as every member then reports.
+    SetPause { cluster: String, paused: bool },
+    /// What differs from the wanted dynamic configuration, patched.
+    PatchConfig {
+        /// The keys the patch sets (or deletes).
+        patch: Value,
+        before: Value,
+        after: Value,
+        /// The task's wanted configuration, to confirm against.
+        wanted: Map<String, Value>,
+        /// A replica streams: a synchronous standby is waited for when
+        /// synchronous mode goes on.
+        streaming: bool,
+    },
+    /// A member's Patroni asked to reload its configuration.
+    ReloadMember { name: String },
+    /// The leader hands over to `to` (at a time, when scheduled).
+    Switchover {
+        from: String,
+        to: String,
+        at: Option<String>,
+        maximum_lag: Option<u64>,
+    },
+    /// `to` promoted without a healthy leader (or forced).
+    Failover {
+        to: String,
+        /// The leader that runs still (forced): it comes back as a replica.
+        former: Option<String>,
+    },
+    /// A member's PostgreSQL restarted through its Patroni.
+    RestartMember { name: String },
+    /// After restarts: no member still waits for one; those whose pending
+    /// restart Patroni published late are restarted in a second round.
+    ConfirmRestarts {
+        by_switchover: bool,
+        maximum_lag: Option<u64>,
+    },
+    /// A replica's data copied again from the leader.
+    ReinitMember { name: String },
+    /// A cluster's keys deleted from the DCS.
+    DeleteClusterKeys { prefix: String, keys: Vec<String> },
+    /// A backup of the cluster taken on its leader, which runs on this host.
+    Backup {
+        cluster: String,
+        leader: String,
+        stanza: String,
+        kind: BackupKind,
+    },
+}
+
+/// A file change as planned.
+#[derive(Clone)]
+pub struct FileStep {
+    pub change: Change,
+    pub line: String,
+    pub diff: Value,
+}
+
+impl Action {
+    pub fn file(change: Change) -> Action {
+        Action::File(Box::new(FileStep {
+            line: change.summary(),
+            diff: change.diff(),
+            change,
+        }))
+    }
+}
+
+/// An action shows as its lines (confirmations as their kind).
+impl std::fmt::Debug for Action {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.lines().as_slice() {
+            [] => f.write_str(self.confirmation()),
+            lines => f.debug_list().entries(lines).finish(),
+        }
+    }
+}
+
+fn describe_target(t: &RecoveryTarget) -> String {
+    match t {
+        RecoveryTarget::Latest => "replaying every archived WAL segment".into(),
+        RecoveryTarget::Immediate => "up to the end of the backup".into(),
+        RecoveryTarget::Time(t) => format!("up to {t}"),
+    }
+}
+
+fn removal_diff(path: &std::path::Path) -> Value {
+    json!({
+        "before_header": path, "after_header": path,
+        "before": {"path": path, "state": "present"},
+        "after": {"path": path, "state": "absent"},
+    })
+}
+
+impl Action {
+    /// Its lines of `changes` (check mode's and the real run's); none for
+    /// what changes nothing on its own (confirmations).
+    pub fn lines(&self) -> Vec<String> {
+        vec![match self {
+            Action::File(f) => f.line.clone(),
+            Action::ReloadPatroni {
+                node,
+                moved: Some(m),
+                ..
+            } => format!("reload Patroni ({node}; {})", m.describe()),
+            Action::ReloadPatroni { node, .. } => format!("reload Patroni ({node})"),
+            Action::StartPatroni { node } => format!("start Patroni ({node})"),
+            Action::StopPatroni { node } => format!("stop Patroni and PostgreSQL ({node})"),
+            Action::StopPostmaster { node } => {
+                format!("stop the postmaster left without Patroni ({node})")
+            }
+            Action::RestartPostgres { node } => {
+                format!("restart PostgreSQL through Patroni ({node})")
+            }
+            Action::RestoreBackup {
+                data_dir,
+                set,
+                stanza,
+                target,
+            } => format!(
+                "restore {} from backup {} of stanza {stanza}, {}, and promote it",
+                data_dir.display(),
+                set.as_deref().unwrap_or("(the newest)"),
+                describe_target(target)
+            ),
+            Action::WipeData {
+                node,
+                data_dir,
+                leader,
+            } => format!(
+                "remove the data of {node} ({}) to copy it again from the leader{}",
+                data_dir.display(),
+                leader.as_ref().map(|l| format!(" {l}")).unwrap_or_default()
+            ),
+            Action::RemoveClusterState {
+                scope,
+                keys,
+                prefix,
+                ..
+            } => {
+                format!("remove cluster {scope}'s state from the DCS ({keys} keys under {prefix})")
+            }
+            Action::CreateStanza {
+                stanza,
+                repository,
+                archiving,
+            } => format!(
+                "create pgBackRest stanza {stanza} in {}{}",
+                repository.display(),
+                if *archiving {
+                    " and check WAL archiving"
+                } else {
+                    " (archiving starts when archive_mode is on, after a restart)"
+                }
+            ),
+            Action::EnsureStanza { predicted, .. } => {
+                return predicted.as_ref().map(|a| a.lines()).unwrap_or_default()
+            }
+            Action::FreshBackup {
+                node,
+                stanza,
+                restored,
+            } => format!(
+                "take a full backup of stanza {stanza} once {node} leads: the backups after \
+                 {restored} belong to the timeline the restore abandons, and replicas are built \
+                 from the newest"
+            ),
+            Action::RemovePath(p) => format!("remove {}", p.display()),
+            Action::RemoveEmptyDir(p) => format!("remove empty directory {}", p.display()),
+            Action::SetPause {
+                cluster,
+                paused: true,
+            } => format!("pause cluster {cluster} (maintenance mode)"),
+            Action::SetPause { cluster, .. } => format!("resume cluster {cluster}"),
+            Action::PatchConfig { patch, .. } => format!(
+                "update the dynamic configuration: {}",
+                patch
+                    .as_object()
+                    .map(|m| m.keys().cloned().collect::<Vec<_>>().join(", "))
+                    .unwrap_or_default()
+            ),
+            Action::ReloadMember { name } => format!("reload {name}"),
+            Action::Switchover {
+                from,
+                to,
+                at: Some(at),
+                ..
+            } => format!("switchover from {from} to {to} scheduled at {at}"),
+            Action::Switchover { from, to, .. } => format!("switchover from {from} to {to}"),
+            Action::Failover { to, .. } => format!("failover to {to}"),
+            Action::RestartMember { name } => format!("restart {name}"),
+            Action::ReinitMember { name } => format!("reinitialise {name} from the leader"),
+            Action::Backup {
+                cluster,
+                leader,
+                stanza,
+                kind,
+            } => format!(
+                "take a {} backup of cluster {cluster} on its leader {leader} (stanza {stanza})",
+                kind.as_str()
+            ),
+            Action::DeleteClusterKeys { keys, .. } => {
+                return keys.iter().map(|k| format!("delete {k}")).collect()
+            }
+            Action::ConfirmHealthy { .. }
+            | Action::ConfirmHba { .. }
+            | Action::ConfirmRestarts { .. }
+            | Action::RemoveService => return Vec::new(),
+        }]
+    }
+
+    /// The Ansible diff entry, for what changes files.
+    pub fn diff(&self) -> Option<Value> {
+        match self {
+            Action::File(f) => Some(f.diff.clone()),
+            Action::RemovePath(p) | Action::RemoveEmptyDir(p) => Some(removal_diff(p)),
+            Action::PatchConfig { before, after, .. } => Some(json!({
+                "before_header": "dynamic configuration",
+                "after_header": "dynamic configuration",
+                "before": before,
+                "after": after,
+            })),
+            Action::DeleteClusterKeys { prefix, keys } => Some(json!({
+                "before_header": prefix, "after_header": prefix,
+                "before": keys.join("\n") + "\n",
+                "after": "",
+            })),
+            _ => None,
+        }
+    }
+
+    /// What the action holds while it runs.
+    pub fn lock(&self) -> Lock {
+        match self {
+            Action::ConfirmHealthy { .. }
+            | Action::ConfirmHba { .. }
+            | Action::SetPause { .. }
+            | Action::PatchConfig { .. }
+            | Action::ReloadMember { .. }
+            | Action::DeleteClusterKeys { .. }
+            | Action::Backup { .. } => Lock::None,
+            Action::Switchover { .. }
+            | Action::Failover { .. }
+            | Action::RestartMember { .. }
+            | Action::ConfirmRestarts { .. }
+            | Action::ReinitMember { .. } => Lock::Cluster,
+            _ => Lock::Instance,
+        }
+    }
+
+    /// How its outcome is confirmed before the next action starts.
+    pub fn confirmation(&self) -> &'static str {
+        match self {
+            Action::File(_) => "written to a temporary file, synced and renamed into place",
+            Action::ReloadPatroni { .. } => {
+                "Patroni answers where configured; when PostgreSQL's part changed, PostgreSQL \
+                 reloaded, accepts its pg_hba.conf, and Patroni and the DCS report the pending \
+                 restart PostgreSQL reports"
+            }
+            Action::StartPatroni { .. }
+            | Action::RestartPostgres { .. }
+            | Action::ConfirmHealthy { .. } => {
+                "the node leads or streams, in its REST API and in the DCS"
+            }
+            Action::StopPatroni { .. } | Action::StopPostmaster { .. } => {
+                "no Patroni and no postmaster left"
+            }
+            Action::ConfirmHba { .. } => "pg_hba_file_rules shows no error",
+            Action::RestoreBackup { .. } => {
+                "the restored PostgreSQL ended its recovery and stopped cleanly"
+            }
+            Action::WipeData { .. } => "an empty data directory of mode 0700",
+            Action::RemoveClusterState { .. } => "the keys are gone from etcd",
+            Action::CreateStanza { .. } | Action::EnsureStanza { .. } => {
+                "pgBackRest's check archives a WAL segment into the stanza"
+            }
+            Action::FreshBackup { .. } => "pgBackRest's backup ends successfully",
+            Action::RemoveService | Action::RemovePath(_) | Action::RemoveEmptyDir(_) => {
+                "the path is gone"
+            }
+            Action::SetPause { .. } => "every member reports the cluster paused (or resumed)",
+            Action::PatchConfig { .. } => {
+                "Patroni's configuration holds what was asked; synchronous standbys chosen or \
+                 dropped, as /cluster shows"
+            }
+            Action::ReloadMember { .. } => "Patroni accepts the reload",
+            Action::Switchover { .. } | Action::Failover { .. } => {
+                "/cluster shows the new leader running and the former one streaming from it, \
+                 and the new leader's /primary answers 200 (a scheduled switchover: Patroni \
+                 accepted it)"
+            }
+            Action::RestartMember { .. } | Action::ReinitMember { .. } => {
+                "the member's postmaster started anew, it leads or streams, and /cluster shows \
+                 it running"
+            }
+            Action::ConfirmRestarts { .. } => "/cluster shows no member with a pending restart",
+            Action::DeleteClusterKeys { .. } => "etcd holds no key under the prefix",
+            Action::Backup { .. } => "pgBackRest's backup ends successfully and its info lists it",
+        }
+    }
+}
+
+/// The `changes` lines of a plan: what check mode reports.
+pub fn describe(actions: &[Action]) -> Vec<String> {
+    actions.iter().flat_map(Action::lines).collect()
+}
+
+/// The diff entries of a plan.
+pub fn diff(actions: &[Action]) -> Vec<Value> {
+    actions.iter().filter_map(Action::diff).collect()
+}
+
+/// What carrying out one action came to.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// Done as described.
+    Done,
+    /// Done, in other words than planned (what was found when it ran).
+    DoneAs(Vec<String>),
+    /// Nothing turned out to need doing.
+    Nothing,
+}
+
+/// A failed action: whether it took effect before failing (a reload sent,
+/// a service started) decides whether it is reported as done; an action
+/// made of steps reports those it did (`partial`) in its own words.
+#[derive(Debug)]
+pub struct Failure {
+    pub error: Error,
+    pub took_effect: bool,
+    pub partial: Vec<String>,
+}
+
+impl From<Error> for Failure {
+    /// A failure before the action took effect; one that carries what was
+    /// done ([`Error::AfterChanges`], from steps within the action) keeps
+    /// it as `partial`.
+    fn from(error: Error) -> Self {
+        match error {
+            Error::AfterChanges { done, source } => Failure {
+                error: *source,
+                took_effect: false,
+                partial: done,
+            },
+            error => Failure {
+                error,
+                took_effect: false,
+                partial: Vec::new(),
+            },
+        }
+    }
+}
+
+/// Marks errors met while confirming an action that already took effect.
+pub trait Confirming<T> {
+    fn confirming(self) -> std::result::Result<T, Failure>;
+}
+
+impl<T> Confirming<T> for Result<T> {
+    fn confirming(self) -> std::result::Result<T, Failure> {
+        self.map_err(|error| Failure {
+            took_effect: true,
+            ..Failure::from(error)
+        })
+    }
+}
+
+/// Carries out one action and confirms it.
+pub trait Executor {
+    fn apply(&mut self, action: &Action) -> std::result::Result<Outcome, Failure>;
+}
+
+/// Applies `actions` in order; the `changes` lines of what was done. The
+/// first failure stops the run and is returned with everything done
+/// before it (and the failed action itself when it took effect).
+pub fn execute(actions: &[Action], x: &mut impl Executor) -> Result<Vec<String>> {
+    let mut done = Vec::new();
+    execute_onto(actions, x, &mut done)?;
+    Ok(done)
+}
+
+/// [`execute`], adding to `done`: what earlier parts of the same run did
+/// is reported with a failure too.
+pub fn execute_onto(
+    actions: &[Action],
+    x: &mut impl Executor,
+    done: &mut Vec<String>,
+) -> Result<()> {
+    for action in actions {
+        match x.apply(action) {
+            Ok(Outcome::Done) => done.extend(action.lines()),
+            Ok(Outcome::DoneAs(lines)) => done.extend(lines),
+            Ok(Outcome::Nothing) => {}
+            Err(Failure {
+                error,
+                took_effect,
+                partial,
+            }) => {
+                done.extend(partial);
+                if took_effect {
+                    done.extend(action.lines());
+                }
+                return Err(error.after(done.clone()));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// What check mode does with a plan (describe it) and what a real run
+/// does (carry it out): the one place the two differ.
+pub fn carry_out(
+    actions: &[Action],
+    check_mode: bool,
+    x: &mut impl Executor,
+) -> Result<Vec<String>> {
+    if check_mode {
+        Ok(describe(actions))
+    } else {
+        execute(actions, x)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Carries out a script of outcomes, one per action, recording what
+    /// it was asked.
+    type Step = std::result::Result<Outcome, Failure>;
+
+    struct Script {
+        outcomes: Vec<Step>,
+        asked: usize,
+    }
+
+    impl Executor for Script {
+        fn apply(&mut self, _: &Action) -> Step {
+            self.asked += 1;
+            self.outcomes.remove(0)
+        }
+    }
+
+    fn start(n: &str) -> Action {
+        Action::StartPatroni { node: n.into() }
+    }
+
+    fn failed(took_effect: bool) -> Step {
+        Err(Failure {
+            took_effect,
+            ..Error::Other("it broke".into()).into()
+        })
+    }
+
+    #[test]
+    fn the_executor_reports_what_was_done_before_a_failure() {
+        let plan = vec![
+            start("a"),
+            Action::ConfirmHealthy { node: "a".into() },
+            start("b"),
+            start("c"),
+            start("d"),
+        ];
+        // (outcomes, changes or the error's done list, actions asked)
+        let table: Vec<(Vec<Step>, Vec<&str>, bool, usize)> = vec![
+            (
+                vec![
+                    Ok(Outcome::Done),
+                    Ok(Outcome::Done),
+                    Ok(Outcome::Nothing),
+                    Ok(Outcome::DoneAs(vec!["other".into()])),
+                    Ok(Outcome::Done),
+                ],
+                vec!["start Patroni (a)", "other", "start Patroni (d)"],
+                true,
+                5,
+            ),
+            (
+                vec![Ok(Outcome::Done), Ok(Outcome::Done), failed(false)],
+                vec!["start Patroni (a)"],
+                false,
+                3,
+            ),
+            (
+                vec![Ok(Outcome::Done), Ok(Outcome::Done), failed(true)],
+                vec!["start Patroni (a)", "start Patroni (b)"],
+                false,
+                3,
+            ),
+            (vec![failed(false)], vec![], false, 1),
+        ];
+        for (outcomes, lines, ok, asked) in table {
+            let mut script = Script { outcomes, asked: 0 };
+            let got = execute(&plan, &mut script);
+            assert_eq!(script.asked, asked);
+            match got {
+                Ok(done) => {
+                    assert!(ok);
+                    assert_eq!(done, lines);
+                }
+                Err(Error::AfterChanges { done, .. }) => {
+                    assert!(!ok);
+                    assert_eq!(done, lines);
+                }
+                Err(e) => {
+                    assert!(!ok && lines.is_empty(), "{e}");
+                    assert_eq!(e.to_string(), "it broke");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn confirmations_are_not_changes_and_every_action_says_how_it_is_confirmed() {
+        let plan = vec![
+            Action::ConfirmHealthy { node: "n".into() },
+            Action::ConfirmHba { node: "n".into() },
+            Action::RemoveService,
+            Action::EnsureStanza {
+                node: "n".into(),
+                predicted: None,
+            },
+        ];
+        assert!(describe(&plan).is_empty());
+        assert!(plan.iter().all(|a| !a.confirmation().is_empty()));
+        let predicted = Action::EnsureStanza {
+            node: "n".into(),
+            predicted: Some(Box::new(Action::CreateStanza {
+                stanza: "s".into(),
+                repository: "/r".into(),
+                archiving: true,
+            })),
+        };
+        assert_eq!(
+            predicted.lines(),
+            ["create pgBackRest stanza s in /r and check WAL archiving"]
+        );
+        assert_eq!(Action::ConfirmHba { node: "n".into() }.lock(), Lock::None);
+    }
+}

@@ -1,0 +1,545 @@
+//! The actions of a `patroni` task, decided from the cluster as read: no
+//! I/O. A run goes in phases, each planned from the cluster as the phase
+//! before left it (a new leader, a parameter now pending a restart); check
+//! mode and the refusals plan every phase from the cluster as it is now.
+
+use super::*;
+use crate::action::Action;
+
+/// The parts of a run, in their order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Phase {
+    /// Resume, dynamic configuration, reload.
+    Configure,
+    /// Switchover or failover.
+    Lead,
+    /// Restarts, reinits, pause.
+    Restart,
+    /// A backup on the leader.
+    Backup,
+}
+
+pub const PHASES: [Phase; 4] = [Phase::Configure, Phase::Lead, Phase::Restart, Phase::Backup];
+
+/// What was read besides the cluster: the pgBackRest stanza of its leader
+/// when the leader runs on this host (only looked for when a backup is
+/// asked for).
+#[derive(Debug, Clone, Default)]
+pub struct Here {
+    pub leader_stanza: Option<String>,
+}
+
+/// Every phase planned from `info`: what check mode reports, and what a
+/// real run refuses before it changes anything.
+pub fn plan(info: &ClusterInfo, here: &Here, ops: &Operations) -> Result<Vec<Action>> {
+    let mut out = Vec::new();
+    for phase in PHASES {
+        out.extend(plan_phase(info, here, ops, phase)?);
+    }
+    Ok(out)
+}
+
+/// One phase's actions, from the cluster as read.
+pub fn plan_phase(
+    info: &ClusterInfo,
+    here: &Here,
+    ops: &Operations,
+    phase: Phase,
+) -> Result<Vec<Action>> {
+    let mut out = Vec::new();
+    match phase {
+        Phase::Configure => {
+            if ops.paused == Some(false) && info.paused {
+                out.push(Action::SetPause {
+                    cluster: info.name.clone(),
+                    paused: false,
+                });
+            }
+            if let Some(wanted) = &ops.dynamic_config {
+                out.extend(plan_config(info, wanted));
+            }
+            if ops.reload {
+                out.extend(info.members.iter().map(|m| Action::ReloadMember {
+                    name: m.name.clone(),
+                }));
+            }
+        }
+        Phase::Lead => {
+            if let Some(candidate) = &ops.leader {
+                out.extend(plan_switchover(
+                    info,
+                    candidate,
+                    ops.scheduled_at.as_deref(),
+                    ops.maximum_lag,
+                )?);
+            } else if let Some(candidate) = &ops.failover_to {
+                out.extend(plan_failover(info, candidate, ops.force)?);
+            }
+        }
+        Phase::Restart => {
+            if let Some(mode) = ops.restart {
+                out.extend(plan_restart_round(
+                    info,
+                    mode,
+                    ops.restart_leader_by_switchover,
+                    ops.maximum_lag,
+                )?);
+                out.push(Action::ConfirmRestarts {
+                    by_switchover: ops.restart_leader_by_switchover,
+                    maximum_lag: ops.maximum_lag,
+                });
+            }
+            if !ops.reinit.is_empty() {
+                out.extend(plan_reinit(info, &ops.reinit)?);
+            }
+            if ops.paused == Some(true) && !info.paused {
+                out.push(Action::SetPause {
+                    cluster: info.name.clone(),
+                    paused: true,
+                });
+            }
+        }
+        Phase::Backup => {
+            if let Some(kind) = ops.backup {
+                let leader = info.running_leader().ok_or_else(|| {
+                    Error::Other(format!(
+                        "cluster {} has no running leader to back up",
+                        info.name
+                    ))
+                })?;
+                // Elsewhere, the leader's host takes it.
+                if let Some(stanza) = &here.leader_stanza {
+                    out.push(Action::Backup {
+                        cluster: info.name.clone(),
+                        leader: leader.name.clone(),
+                        stanza: stanza.clone(),
+                        kind,
+                    });
+                }
+            }
+        }
+    }
+    Ok(out)
+}
+
+fn plan_config(info: &ClusterInfo, wanted: &Map<String, Value>) -> Option<Action> {
+    let (patch, before, after) = config_patch(&info.config, wanted)?;
+    Some(Action::PatchConfig {
+        patch,
+        before,
+        after,
+        wanted: wanted.clone(),
+        streaming: info
+            .members
+            .iter()
+            .any(|m| is_replica_role(&m.role) && m.state == "streaming"),
+    })
+}
+
+/// A switchover to `candidate`, or nothing when it leads already (or the
+/// same switchover is scheduled); refused when it may not take over.
+pub fn plan_switchover(
+    info: &ClusterInfo,
+    candidate: &str,
+    at: Option<&str>,
+    maximum_lag: Option<u64>,
+) -> Result<Option<Action>> {
+    let Some(leader) = info.running_leader().map(|m| m.name.clone()) else {
+        return Err(Error::Other(format!(
+            "cluster {} has no running leader to switch over from: use failover_to",
+            info.name
+        )));
+    };
+    if leader == candidate {
+        return Ok(None);
+    }
+    if let Some(scheduled) = &info.scheduled_switchover {
+        let to = scheduled["to"].as_str().unwrap_or_default();
+        let when = scheduled["at"].as_str().unwrap_or_default();
+        if to == candidate && at.is_some_and(|want| same_time(want, when)) {
+            return Ok(None);
+        }
+        return Err(Error::Other(format!(
+            "switchover to {candidate} refused: a switchover to {to} is already scheduled at \
+             {when}"
+        )));
+    }
+    if let Some(why) = switchover_refusal(info, candidate, maximum_lag) {
+        return Err(Error::Other(format!(
+            "switchover to {candidate} refused: {why}"
+        )));
+    }
+    Ok(Some(Action::Switchover {
+        from: leader,
+        to: candidate.to_string(),
+        at: at.map(str::to_string),
+        maximum_lag,
+    }))
+}
+
+/// A failover to `candidate`, or nothing when it leads already; refused
+/// while a healthy leader runs (unless forced) or when it does not run.
+pub fn plan_failover(info: &ClusterInfo, candidate: &str, force: bool) -> Result<Option<Action>> {
+    let Some(m) = info.member(candidate) else {
+        return Err(Error::Other(format!(
+            "failover to {candidate} refused: it is not a member of cluster {}",
+            info.name
+        )));
+    };
+    let leader = info.running_leader().map(|l| l.name.clone());
+    if leader.as_deref() == Some(candidate) {
+        return Ok(None);
+    }
+    if let (Some(l), false) = (&leader, force) {
+        return Err(Error::Other(format!(
+            "failover to {candidate} refused: {l} is a healthy leader; use leader: {candidate} \
+             for a switchover, or force: true"
+        )));
+    }
+    if !matches!(m.state.as_str(), "running" | "streaming") {
+        return Err(Error::Other(format!(
+            "failover to {candidate} refused: it is not running (state {})",
+            m.state
+        )));
+    }
+    Ok(Some(Action::Failover {
+        to: candidate.to_string(),
+        former: leader,
+    }))
+}
+
+/// Refuses when one of `names` did not answer on its REST API when the
+/// cluster was read: acting on the others would leave the cluster halfway.
+fn refuse_unreachable(info: &ClusterInfo, names: &[String], action: &str) -> Result<()> {
+    match names
+        .iter()
+        .find(|n| info.member(n).is_some_and(|m| !m.reachable))
+    {
+        Some(name) => Err(Error::Other(format!(
+            "member {name} does not answer on its REST API, so no member was {action}: bring \
+             its Patroni back (or wait until it leaves the cluster), then run again"
+        ))),
+        None => Ok(()),
+    }
+}
+
+/// One pass of restarts, replicas first, the leader last (handing over to
+/// the least lagging streaming replica first when asked to).
+pub fn plan_restart_round(
+    info: &ClusterInfo,
+    mode: RestartMode,
+    by_switchover: bool,
+    maximum_lag: Option<u64>,
+) -> Result<Vec<Action>> {
+    let order = restart_order(info, mode);
+    refuse_unreachable(info, &order, "restarted")?;
+    let mut out = Vec::new();
+    for name in &order {
+        if by_switchover && info.leader.as_deref() == Some(name.as_str()) {
+            let candidate = info
+                .members
+                .iter()
+                .filter(|m| m.name != *name && m.state == "streaming")
+                .min_by_key(|m| m.lag.unwrap_or(u64::MAX))
+                .map(|m| m.name.clone())
+                .ok_or_else(|| {
+                    Error::Other(format!(
+                        "cannot restart leader {name} by switchover: no streaming replica"
+                    ))
+                })?;
+            out.extend(plan_switchover(info, &candidate, None, maximum_lag)?);
+        }
+        out.push(Action::RestartMember { name: name.clone() });
+    }
+    Ok(out)
+}
+
+/// Reinits of replicas; refused as a whole when one is not a member, is
+/// the leader, or does not answer.
+pub fn plan_reinit(info: &ClusterInfo, names: &[String]) -> Result<Vec<Action>> {
+    for name in names {
+        match info.member(name) {
+            None => {
+                return Err(Error::Other(format!(
+                    "reinit of {name} refused: it is not a member of cluster {}",
+                    info.name
+                )))
+            }
+            Some(m) if m.role == "leader" => {
+                return Err(Error::Other(format!(
+                    "reinit of {name} refused: it is the leader; switch over first"
+                )))
+            }
+            Some(_) => {}
+        }
+    }
+    refuse_unreachable(info, names, "reinitialised")?;
+    Ok(names
+        .iter()
+        .map(|n| Action::ReinitMember { name: n.clone() })
+        .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::action::describe;
+
+    fn member(name: &str, role: &str, state: &str, lag: Option<u64>) -> MemberInfo {
+        MemberInfo {
+            name: name.into(),
+            role: role.into(),
+            state: state.into(),
+            host: "127.0.0.1".into(),
+            port: Some(5432),
+            timeline: Some(1),
+            lag,
+            pending_restart: false,
+            tags: BTreeMap::new(),
+            restapi: None,
+            reachable: true,
+        }
+    }
+
+    /// a leads, b and c stream (c lags more).
+    fn healthy() -> ClusterInfo {
+        ClusterInfo {
+            name: "main".into(),
+            leader: Some("a".into()),
+            members: vec![
+                member("a", "leader", "running", None),
+                member("b", "replica", "streaming", Some(0)),
+                member("c", "replica", "streaming", Some(100)),
+            ],
+            config: json!({"ttl": 30}),
+            ..ClusterInfo::default()
+        }
+    }
+
+    fn run(info: &ClusterInfo, ops: Operations) -> std::result::Result<Vec<String>, String> {
+        plan(info, &Here::default(), &ops)
+            .map(|p| describe(&p))
+            .map_err(|e| e.to_string())
+    }
+
+    /// What is asked, of which cluster, and the lines planned (or a part of
+    /// the refusal).
+    type Row<'a> = (
+        &'a str,
+        &'a ClusterInfo,
+        Operations,
+        std::result::Result<Vec<&'a str>, &'a str>,
+    );
+
+    #[test]
+    fn the_operations_decision_table() {
+        let h = healthy();
+        let mut paused = healthy();
+        paused.paused = true;
+        let mut a_down = healthy();
+        a_down.members[0].state = "stopped".into();
+        a_down.leader = None;
+        let mut b_pending = healthy();
+        b_pending.members[1].pending_restart = true;
+        b_pending.members[0].pending_restart = true;
+        let mut c_unreachable = healthy();
+        c_unreachable.members[2].reachable = false;
+        let lead = |c: &str| Operations {
+            leader: Some(c.into()),
+            ..Operations::default()
+        };
+        let table: Vec<Row> = vec![
+            ("nothing asked", &h, Operations::default(), Ok(vec![])),
+            (
+                "switchover",
+                &h,
+                lead("b"),
+                Ok(vec!["switchover from a to b"]),
+            ),
+            ("to the leader: done", &h, lead("a"), Ok(vec![])),
+            (
+                "to a stranger",
+                &h,
+                lead("x"),
+                Err("switchover to x refused"),
+            ),
+            (
+                "without a leader",
+                &a_down,
+                lead("b"),
+                Err("no running leader"),
+            ),
+            ("paused", &paused, lead("b"), Err("paused")),
+            (
+                "scheduled",
+                &h,
+                Operations {
+                    scheduled_at: Some("2030-01-01T00:00:00+00:00".into()),
+                    ..lead("c")
+                },
+                Ok(vec![
+                    "switchover from a to c scheduled at 2030-01-01T00:00:00+00:00",
+                ]),
+            ),
+            (
+                "failover with a healthy leader",
+                &h,
+                Operations {
+                    failover_to: Some("b".into()),
+                    ..Operations::default()
+                },
+                Err("a is a healthy leader"),
+            ),
+            (
+                "failover forced",
+                &h,
+                Operations {
+                    failover_to: Some("b".into()),
+                    force: true,
+                    ..Operations::default()
+                },
+                Ok(vec!["failover to b"]),
+            ),
+            (
+                "failover without a leader",
+                &a_down,
+                Operations {
+                    failover_to: Some("c".into()),
+                    ..Operations::default()
+                },
+                Ok(vec!["failover to c"]),
+            ),
+            (
+                "restart all",
+                &h,
+                Operations {
+                    restart: Some(RestartMode::All),
+                    ..Operations::default()
+                },
+                Ok(vec!["restart b", "restart c", "restart a"]),
+            ),
+            (
+                "restart pending, the leader by switchover",
+                &b_pending,
+                Operations {
+                    restart: Some(RestartMode::Pending),
+                    restart_leader_by_switchover: true,
+                    ..Operations::default()
+                },
+                Ok(vec!["restart b", "switchover from a to b", "restart a"]),
+            ),
+            (
+                "restart with a member not answering",
+                &c_unreachable,
+                Operations {
+                    restart: Some(RestartMode::All),
+                    ..Operations::default()
+                },
+                Err("member c does not answer on its REST API, so no member was restarted"),
+            ),
+            (
+                "reinit of the leader",
+                &h,
+                Operations {
+                    reinit: vec!["c".into(), "a".into()],
+                    ..Operations::default()
+                },
+                Err("reinit of a refused: it is the leader"),
+            ),
+            (
+                "reinit of one not answering",
+                &c_unreachable,
+                Operations {
+                    reinit: vec!["b".into(), "c".into()],
+                    ..Operations::default()
+                },
+                Err("so no member was reinitialised"),
+            ),
+            (
+                "everything, in the safe order",
+                &paused,
+                Operations {
+                    paused: Some(false),
+                    dynamic_config: Some(
+                        json!({"ttl": 20, "loop_wait": 5})
+                            .as_object()
+                            .unwrap()
+                            .clone(),
+                    ),
+                    reload: true,
+                    reinit: vec!["c".into()],
+                    ..Operations::default()
+                },
+                Ok(vec![
+                    "resume cluster main",
+                    "update the dynamic configuration: loop_wait, ttl",
+                    "reload a",
+                    "reload b",
+                    "reload c",
+                    "reinitialise c from the leader",
+                ]),
+            ),
+            (
+                "pause, already paused",
+                &paused,
+                Operations {
+                    paused: Some(true),
+                    ..Operations::default()
+                },
+                Ok(vec![]),
+            ),
+            (
+                "pause",
+                &h,
+                Operations {
+                    paused: Some(true),
+                    ..Operations::default()
+                },
+                Ok(vec!["pause cluster main (maintenance mode)"]),
+            ),
+        ];
+        for (what, info, ops, want) in table {
+            let got = run(info, ops);
+            match (&got, &want) {
+                (Ok(lines), Ok(want)) => assert_eq!(lines, want, "{what}"),
+                (Err(e), Err(part)) => assert!(e.contains(part), "{what}: {e}"),
+                _ => panic!("{what}: got {got:?}, want {want:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn a_backup_runs_where_the_leader_runs() {
+        let ops = Operations {
+            backup: Some(crate::pgbackrest::BackupKind::Full),
+            ..Operations::default()
+        };
+        let here = Here {
+            leader_stanza: Some("main".into()),
+        };
+        let lines = |info: &ClusterInfo, here: &Here| {
+            plan(info, here, &ops)
+                .map(|p| describe(&p))
+                .map_err(|e| e.to_string())
+        };
+        assert_eq!(
+            lines(&healthy(), &here),
+            Ok(vec![
+                "take a full backup of cluster main on its leader a (stanza main)".to_string()
+            ])
+        );
+        assert_eq!(lines(&healthy(), &Here::default()), Ok(vec![]));
+        let mut down = healthy();
+        down.members[0].state = "stopped".into();
+        assert!(lines(&down, &here).is_err_and(|e| e.contains("no running leader to back up")));
+    }
+
+    #[test]
+    fn the_same_config_asks_for_nothing() {
+        let ops = Operations {
+            dynamic_config: Some(json!({"ttl": 30}).as_object().unwrap().clone()),
+            ..Operations::default()
+        };
+        assert_eq!(run(&healthy(), ops), Ok(vec![]));
+    }
+}

@@ -1,0 +1,133 @@
+//! How each action of an instance's plan is carried out on its host and
+//! confirmed; [`crate::action::execute`] runs them in order.
+
+use super::*;
+use crate::action::{Action, Confirming, Executor, Failure, Outcome};
+use crate::pgbackrest::BackupKind;
+
+/// A real run of an instance's plan: the node, and what the actions leave
+/// for the run's report and for the actions after them.
+pub(super) struct NodeRun<'n, 'a> {
+    pub node: &'n Node<'a>,
+    pub warnings: Vec<String>,
+    /// The node's status, from the last wait for it to lead or stream.
+    pub status: Option<NodeStatus>,
+}
+
+impl<'n, 'a> NodeRun<'n, 'a> {
+    pub fn new(node: &'n Node<'a>) -> Self {
+        NodeRun {
+            node,
+            warnings: Vec::new(),
+            status: None,
+        }
+    }
+
+    /// Waits until the node leads or streams.
+    fn healthy(&mut self) -> Result<()> {
+        self.status = Some(self.node.wait_healthy()?);
+        Ok(())
+    }
+}
+
+type Step = std::result::Result<Outcome, Failure>;
+
+impl Executor for NodeRun<'_, '_> {
+    fn apply(&mut self, action: &Action) -> Step {
+        let node = self.node;
+        match action {
+            Action::File(f) => f.change.apply()?,
+            Action::ReloadPatroni {
+                moved,
+                postgres_affected,
+                ..
+            } => Reload {
+                postgres_affected: *postgres_affected,
+                moved: moved.clone(),
+            }
+            .apply(node, &mut self.warnings)?,
+            Action::StartPatroni { .. } => return self.start(),
+            Action::StopPatroni { .. } | Action::StopPostmaster { .. } => {
+                self.warnings.extend(node.service.stop(node.timeout)?);
+            }
+            Action::RestartPostgres { .. } => {
+                node.rest(node.timeout)?.restart()?;
+                self.healthy().confirming()?;
+            }
+            Action::ConfirmHealthy { .. } => self.healthy()?,
+            Action::ConfirmHba { .. } => node.check_hba_accepted(&mut self.warnings)?,
+            Action::RestoreBackup { set, target, .. } => {
+                node.restore_backup(set.as_deref(), target)?
+            }
+            Action::WipeData { .. } => node.wipe_data()?,
+            Action::RemoveClusterState { initialize, .. } => {
+                node.remove_cluster_state(initialize.clone())?
+            }
+            Action::CreateStanza { archiving, .. } => node.create_stanza(*archiving)?,
+            Action::EnsureStanza { .. } => {
+                let case = StanzaCase::Running(self.status.as_ref());
+                return match node.stanza_to_create(case, &mut self.warnings)? {
+                    Some(create) => {
+                        self.apply(&create)?;
+                        Ok(Outcome::DoneAs(create.lines()))
+                    }
+                    None => Ok(Outcome::Nothing),
+                };
+            }
+            Action::FreshBackup { .. } => {
+                if let Some(b) = node.pgbackrest() {
+                    b.backup(BackupKind::Full, node.timeout)?;
+                }
+            }
+            Action::RemoveService => node.service.remove()?,
+            Action::RemovePath(path) => remove_path(path)?,
+            Action::RemoveEmptyDir(dir) => return Ok(self.remove_empty_dir(dir)?),
+            cluster_wide => {
+                return Err(Error::Other(format!(
+                    "internal error: {:?} is not planned for an instance",
+                    cluster_wide.lines()
+                ))
+                .into())
+            }
+        }
+        Ok(Outcome::Done)
+    }
+}
+
+impl NodeRun<'_, '_> {
+    /// Starts Patroni and waits for the node to lead or stream. A Patroni
+    /// that can only wait (nobody to clone from) is stopped again, so that
+    /// the cluster's stale state can be removed: then nothing was done.
+    fn start(&mut self) -> Step {
+        let node = self.node;
+        node.service.start()?;
+        match node.wait_healthy() {
+            Ok(s) => {
+                self.status = Some(s);
+                Ok(Outcome::Done)
+            }
+            Err(e @ Error::NoOneToClone(_)) => {
+                self.warnings
+                    .extend(node.service.stop(node.timeout).confirming()?);
+                Err(e.into())
+            }
+            Err(e) => Err(e).confirming(),
+        }
+    }
+
+    /// Removes a directory left empty; one that files appeared in meanwhile
+    /// stays, with a warning.
+    fn remove_empty_dir(&mut self, dir: &Path) -> Result<Outcome> {
+        match std::fs::remove_dir(dir) {
+            Ok(()) => Ok(Outcome::Done),
+            Err(e) if e.raw_os_error() == Some(libc::ENOTEMPTY) => {
+                self.warnings.push(format!(
+                    "{} was left: files appeared in it during the removal",
+                    dir.display()
+                ));
+                Ok(Outcome::Nothing)
+            }
+            Err(e) => Err(Error::io(dir, "removing directory", e)),
+        }
+    }
+}
