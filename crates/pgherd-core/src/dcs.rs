@@ -107,7 +107,8 @@ pub fn describe_error(e: &etcd_client::Error) -> String {
 
 /// `msg`, followed by `note` (the TLS files used) when it tells of a
 /// failed TLS handshake, or of a transport error over TLS: a server that
-/// rejects the client certificate often only closes the connection.
+/// rejects the client certificate often only closes the connection, which
+/// gRPC may report as a cancelled call or a reset connection.
 fn with_tls_note(msg: String, note: &str) -> String {
     let lower = msg.to_ascii_lowercase();
     if !note.is_empty()
@@ -117,6 +118,9 @@ fn with_tls_note(msg: String, note: &str) -> String {
             "tls",
             "unknownissuer",
             "transport error",
+            "operation was canceled",
+            "connection reset",
+            "broken pipe",
         ]
         .iter()
         .any(|w| lower.contains(w))
@@ -517,6 +521,24 @@ pub fn parse_cluster_keys(prefix: &str, kvs: &[(String, String)]) -> ClusterKeys
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_connection_torn_down_over_tls_names_the_tls_files() {
+        let note = " (client certificate /c.pem, CA file /ca.pem)";
+        for msg in [
+            "logging in as patroni: operation was canceled",
+            "transport error: connection reset by peer",
+            "invalid peer certificate: UnknownIssuer",
+        ] {
+            assert!(with_tls_note(msg.into(), note).ends_with(note), "{msg}");
+        }
+        let plain = "logging in as patroni: authentication failed";
+        assert_eq!(with_tls_note(plain.into(), note), plain);
+        assert_eq!(
+            with_tls_note("transport error".into(), ""),
+            "transport error"
+        );
+    }
 
     #[test]
     fn prefix_joins_namespace_and_scope_with_one_slash() {

@@ -12,19 +12,6 @@ use serde_json::{json, Map, Value};
 
 use crate::{changes_outcome, load_settings, settings_option};
 
-/// Options that change the cluster; `state: info` and `absent` take none.
-const OPERATIONS: [&str; 9] = [
-    "backup",
-    "dynamic_config",
-    "leader",
-    "failover_to",
-    "paused",
-    "restart",
-    "reload",
-    "reinit",
-    "scheduled_at",
-];
-
 /// The argument spec of the `patroni` module.
 pub fn spec() -> Spec {
     Spec::new(vec![
@@ -109,25 +96,140 @@ pub fn spec() -> Spec {
     .required_together(&["etcd_username", "etcd_password"])
 }
 
-fn login(p: &Map<String, Value>, user: &str, password: &str) -> Option<Login> {
+/// The options of a `patroni` task, once validated against [`spec`]
+/// (every declared option present, null when not given). Read by
+/// [`PatroniOptions::from_params`], which refuses unknown options.
+#[cfg_attr(test, derive(serde::Serialize))]
+pub struct PatroniOptions {
+    pub cluster: String,
+    pub state: String,
+    pub settings: Value,
+    pub restapi: Option<String>,
+    pub restapi_username: Option<String>,
+    pub restapi_password: Option<String>,
+    pub etcd_username: Option<String>,
+    pub etcd_password: Option<String>,
+    pub dynamic_config: Option<Map<String, Value>>,
+    pub leader: Option<String>,
+    pub scheduled_at: Option<String>,
+    pub maximum_lag: Option<i64>,
+    pub failover_to: Option<String>,
+    pub force: bool,
+    pub paused: Option<bool>,
+    pub restart: Option<String>,
+    pub restart_leader_by_switchover: bool,
+    pub reload: bool,
+    pub reinit: Option<Vec<String>>,
+    pub backup: Option<String>,
+    pub system_identifier: Option<String>,
+    pub wait_timeout: i64,
+}
+
+/// Every option's name, in the struct's order.
+const FIELDS: [&str; 22] = [
+    "cluster",
+    "state",
+    "settings",
+    "restapi",
+    "restapi_username",
+    "restapi_password",
+    "etcd_username",
+    "etcd_password",
+    "dynamic_config",
+    "leader",
+    "scheduled_at",
+    "maximum_lag",
+    "failover_to",
+    "force",
+    "paused",
+    "restart",
+    "restart_leader_by_switchover",
+    "reload",
+    "reinit",
+    "backup",
+    "system_identifier",
+    "wait_timeout",
+];
+
+impl PatroniOptions {
+    /// The typed options from validated parameters; an option this struct
+    /// does not know is refused, never dropped.
+    pub fn from_params(p: &Map<String, Value>) -> Result<Self, String> {
+        if let Some(unknown) = p.keys().find(|k| !FIELDS.contains(&k.as_str())) {
+            return Err(format!("unknown option {unknown:?}"));
+        }
+        let text = |k: &str| p.get(k).and_then(Value::as_str).map(str::to_string);
+        let flag = |k: &str| p.get(k).and_then(Value::as_bool);
+        let int = |k: &str| p.get(k).and_then(Value::as_i64);
+        let list = |k: &str| {
+            p.get(k).and_then(Value::as_array).map(|a| {
+                a.iter()
+                    .filter_map(|v| v.as_str().map(str::to_string))
+                    .collect()
+            })
+        };
+        Ok(PatroniOptions {
+            cluster: text("cluster").unwrap_or_default(),
+            state: text("state").unwrap_or_else(|| "present".into()),
+            settings: p.get("settings").cloned().unwrap_or(Value::Null),
+            restapi: text("restapi"),
+            restapi_username: text("restapi_username"),
+            restapi_password: text("restapi_password"),
+            etcd_username: text("etcd_username"),
+            etcd_password: text("etcd_password"),
+            dynamic_config: p.get("dynamic_config").and_then(Value::as_object).cloned(),
+            leader: text("leader"),
+            scheduled_at: text("scheduled_at"),
+            maximum_lag: int("maximum_lag"),
+            failover_to: text("failover_to"),
+            force: flag("force").unwrap_or(false),
+            paused: flag("paused"),
+            restart: text("restart"),
+            restart_leader_by_switchover: flag("restart_leader_by_switchover").unwrap_or(false),
+            reload: flag("reload").unwrap_or(false),
+            reinit: list("reinit"),
+            backup: text("backup"),
+            system_identifier: text("system_identifier"),
+            wait_timeout: int("wait_timeout").unwrap_or(120),
+        })
+    }
+
+    /// The operations given, by option name (for `state: info` and
+    /// `absent`, which take none).
+    fn operations_given(&self) -> Vec<&'static str> {
+        let given = [
+            ("backup", self.backup.is_some()),
+            ("dynamic_config", self.dynamic_config.is_some()),
+            ("leader", self.leader.is_some()),
+            ("failover_to", self.failover_to.is_some()),
+            ("paused", self.paused.is_some()),
+            ("restart", self.restart.is_some()),
+            ("reload", self.reload),
+            ("reinit", self.reinit.is_some()),
+            ("scheduled_at", self.scheduled_at.is_some()),
+        ];
+        given
+            .into_iter()
+            .filter_map(|(name, is)| is.then_some(name))
+            .collect()
+    }
+}
+
+fn login(user: &Option<String>, password: &Option<String>) -> Option<Login> {
     Some(Login {
-        username: p[user].as_str()?.to_string(),
-        password: p[password].as_str()?.to_string(),
+        username: user.clone()?,
+        password: password.clone()?,
     })
 }
 
 /// Runs one `patroni` task.
 pub fn run_task(task: &Task) -> Result<Outcome, Failure> {
-    let p = &task.params;
-    let state = p["state"].as_str().unwrap_or("present");
-    let scope = p["cluster"].as_str().unwrap_or_default();
+    let o = PatroniOptions::from_params(&task.params).map_err(Failure::new)?;
+    let state = o.state.as_str();
+    let scope = o.cluster.as_str();
     Name::parse("cluster", scope).map_err(Failure::new)?;
     if state != "present" {
-        let given: Vec<&str> = OPERATIONS
-            .iter()
-            .copied()
-            .filter(|k| !p[*k].is_null() && p[*k] != Value::Bool(false))
-            .collect();
+        let given = o.operations_given();
         if !given.is_empty() {
             return Err(Failure::new(format!(
                 "state: {state} takes no operation, but {} {} given",
@@ -136,59 +238,52 @@ pub fn run_task(task: &Task) -> Result<Outcome, Failure> {
             )));
         }
     }
-    if let Some(at) = p["scheduled_at"].as_str() {
+    if let Some(at) = &o.scheduled_at {
         pgherd_core::names::check_timestamp_with_offset(at)
             .map_err(|e| Failure::new(format!("option 'scheduled_at': {e}")))?;
     }
-    if let Some(api) = p["restapi"].as_str() {
+    if let Some(api) = &o.restapi {
         parse_host_port(api).map_err(|e| Failure::new(format!("option 'restapi': {e}")))?;
     }
-    let timeout = match p["wait_timeout"].as_i64() {
-        Some(t) if t > 0 => Duration::from_secs(t as u64),
+    let timeout = match o.wait_timeout {
+        t if t > 0 => Duration::from_secs(t as u64),
         _ => {
             return Err(Failure::new(
                 "option 'wait_timeout' must be a positive number of seconds",
             ))
         }
     };
-    let maximum_lag = match p["maximum_lag"].as_i64() {
+    let maximum_lag = match o.maximum_lag {
         Some(l) if l < 0 => return Err(Failure::new("option 'maximum_lag' must not be negative")),
         other => other.map(|l| l as u64),
     };
     let target = Target {
         scope: scope.to_string(),
-        settings: load_settings(&p["settings"])?,
-        restapi: p["restapi"].as_str().map(str::to_string),
-        restapi_auth: login(p, "restapi_username", "restapi_password"),
-        etcd_auth: login(p, "etcd_username", "etcd_password"),
+        settings: load_settings(&o.settings)?,
+        restapi: o.restapi.clone(),
+        restapi_auth: login(&o.restapi_username, &o.restapi_password),
+        etcd_auth: login(&o.etcd_username, &o.etcd_password),
         timeout,
     };
     let ops = Operations {
-        dynamic_config: p["dynamic_config"].as_object().cloned(),
-        leader: p["leader"].as_str().map(str::to_string),
-        scheduled_at: p["scheduled_at"].as_str().map(str::to_string),
+        dynamic_config: o.dynamic_config.clone(),
+        leader: o.leader.clone(),
+        scheduled_at: o.scheduled_at.clone(),
         maximum_lag,
-        failover_to: p["failover_to"].as_str().map(str::to_string),
-        force: p["force"].as_bool().unwrap_or(false),
-        paused: p["paused"].as_bool(),
-        restart: match p["restart"].as_str() {
+        failover_to: o.failover_to.clone(),
+        force: o.force,
+        paused: o.paused,
+        restart: match o.restart.as_deref() {
             Some("pending") => Some(RestartMode::Pending),
             Some("all") => Some(RestartMode::All),
             _ => None,
         },
-        restart_leader_by_switchover: p["restart_leader_by_switchover"].as_bool().unwrap_or(false),
-        reload: p["reload"].as_bool().unwrap_or(false),
-        reinit: p["reinit"]
-            .as_array()
-            .map(|a| {
-                a.iter()
-                    .filter_map(|v| v.as_str().map(str::to_string))
-                    .collect()
-            })
-            .unwrap_or_default(),
+        restart_leader_by_switchover: o.restart_leader_by_switchover,
+        reload: o.reload,
+        reinit: o.reinit.clone().unwrap_or_default(),
         remove: state == "absent",
-        system_identifier: p["system_identifier"].as_str().map(str::to_string),
-        backup: p["backup"].as_str().and_then(BackupKind::parse),
+        system_identifier: o.system_identifier.clone(),
+        backup: o.backup.as_deref().and_then(BackupKind::parse),
     };
     let mut report = if state == "info" {
         cluster::Report {
@@ -355,3 +450,119 @@ const EXAMPLES: &str = "\
     state: absent
     system_identifier: \"{{ main.cluster.system_identifier }}\"
 ";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use pgherd_ansible::Kind;
+    use std::collections::BTreeSet;
+
+    /// A value of each option's kind, as validation leaves it.
+    fn sample(kind: Kind) -> Value {
+        match kind {
+            Kind::Str | Kind::Path => json!("x"),
+            Kind::Int => json!(1),
+            Kind::Float => json!(1.5),
+            Kind::Bool => json!(true),
+            Kind::List => json!([]),
+            Kind::Dict => json!({}),
+            Kind::Raw => Value::Null,
+        }
+    }
+
+    #[test]
+    fn the_options_struct_has_exactly_the_specs_options() {
+        let spec = spec();
+        let params: Map<String, Value> = spec
+            .options
+            .iter()
+            .map(|o| (o.name.to_string(), sample(o.kind)))
+            .collect();
+        let parsed = PatroniOptions::from_params(&params).expect("every spec option");
+        let fields: BTreeSet<String> = serde_json::to_value(&parsed)
+            .unwrap()
+            .as_object()
+            .unwrap()
+            .keys()
+            .cloned()
+            .collect();
+        let names: BTreeSet<String> = params.keys().cloned().collect();
+        assert_eq!(fields, names);
+        assert_eq!(
+            FIELDS
+                .iter()
+                .map(|f| f.to_string())
+                .collect::<BTreeSet<_>>(),
+            names
+        );
+        // Each field is read from its own option.
+        assert_eq!(
+            serde_json::to_value(&parsed).unwrap(),
+            Value::Object(params.clone())
+        );
+        // Unknown options are refused, not dropped.
+        let mut extra = params;
+        extra.insert("lader".into(), json!("pg2"));
+        assert!(PatroniOptions::from_params(&extra).is_err_and(|e| e.contains("lader")));
+    }
+
+    /// The names a return value documents, and those its type serialises.
+    fn names_of(docs: &[pgherd_ansible::docs::ReturnDoc]) -> BTreeSet<&'static str> {
+        docs.iter().map(|r| r.name).collect()
+    }
+
+    #[test]
+    fn every_documented_return_key_is_serialised() {
+        let doc = docs();
+        let find = |name: &str| {
+            doc.returns
+                .iter()
+                .find(|r| r.name == name)
+                .unwrap_or_else(|| panic!("{name} is not documented"))
+        };
+        let keys =
+            |v: &Value| -> BTreeSet<String> { v.as_object().unwrap().keys().cloned().collect() };
+        let cluster = json!(pgherd_core::cluster::ClusterInfo::default());
+        let documented: BTreeSet<String> = names_of(&find("cluster").contains)
+            .into_iter()
+            .map(str::to_string)
+            .collect();
+        assert_eq!(documented, keys(&cluster));
+        let members = find("cluster")
+            .contains
+            .iter()
+            .find(|r| r.name == "members")
+            .and_then(|r| r.sample.clone())
+            .unwrap();
+        let member = json!(pgherd_core::cluster::MemberInfo {
+            name: "pg1".into(),
+            role: "leader".into(),
+            state: "running".into(),
+            host: "h".into(),
+            port: None,
+            timeline: None,
+            lag: None,
+            pending_restart: false,
+            tags: Default::default(),
+            restapi: None,
+            reachable: true,
+        });
+        assert_eq!(keys(&members[0]), keys(&member));
+        let backup = json!(pgherd_core::pgbackrest::BackupSet {
+            label: "l".into(),
+            kind: "full".into(),
+            start: 0,
+            stop: 0,
+            size: 0,
+            repository_size: 0,
+            system_identifier: None,
+        });
+        let serialised = keys(&backup);
+        for name in names_of(&find("backup").contains) {
+            assert!(
+                serialised.contains(name),
+                "backup.{name} is documented, not returned"
+            );
+        }
+    }
+}

@@ -186,7 +186,7 @@ pub(super) fn sync_role(mode: &Value) -> Option<&'static str> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
 
     fn obj(v: Value) -> Map<String, Value> {
@@ -225,7 +225,13 @@ mod tests {
         );
     }
 
-    fn member(name: &str, role: &str, state: &str, lag: Option<u64>) -> MemberInfo {
+    /// A member of a cluster read in a test (the planners' too).
+    pub(in crate::cluster) fn member(
+        name: &str,
+        role: &str,
+        state: &str,
+        lag: Option<u64>,
+    ) -> MemberInfo {
         MemberInfo {
             name: name.into(),
             role: role.into(),

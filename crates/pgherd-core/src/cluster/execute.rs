@@ -83,8 +83,8 @@ impl ClusterRun<'_, '_> {
         Ok(())
     }
 
-    /// Switches over, planned again from the cluster as it is now (a run
-    /// that held the lock, or restarted replicas, may have changed it).
+    /// Switches over, planned again from the cluster as it is now (Patroni,
+    /// or this run's restarts of replicas, may have changed it).
     fn switchover(&mut self, to: &str, at: Option<&str>, maximum_lag: Option<u64>) -> Step {
         let conn = self.conn()?;
         let fresh = conn.observe()?;

@@ -284,22 +284,7 @@ pub fn plan_reinit(info: &ClusterInfo, names: &[String]) -> Result<Vec<Action>> 
 mod tests {
     use super::*;
     use crate::action::describe;
-
-    fn member(name: &str, role: &str, state: &str, lag: Option<u64>) -> MemberInfo {
-        MemberInfo {
-            name: name.into(),
-            role: role.into(),
-            state: state.into(),
-            host: "127.0.0.1".into(),
-            port: Some(5432),
-            timeline: Some(1),
-            lag,
-            pending_restart: false,
-            tags: BTreeMap::new(),
-            restapi: None,
-            reachable: true,
-        }
-    }
+    use crate::cluster::decide::tests::member;
 
     /// a leads, b and c stream (c lags more).
     fn healthy() -> ClusterInfo {

@@ -34,8 +34,17 @@ pub fn run(target: &Target, ops: &Operations, check_mode: bool) -> Result<Report
     if ops.remove {
         return remove(target, ops, check_mode);
     }
-    let conn = connect(target, None)?;
-    let info = conn.observe()?;
+    // Who leads and who restarts is changed by one run at a time, and what
+    // a run asking for it plans depends on the state read once the lock is
+    // held (the leader it asks for may be leaving already). Without the DCS
+    // (restapi given), Patroni's own failover key is the only guard.
+    let (held, conn) = if !check_mode && ops.moves_roles() && target.restapi.is_none() {
+        let (lock, keys) = lock_operations(target, &describe_moves(ops))?;
+        (Some(lock), connect(target, Some(keys))?)
+    } else {
+        (None, connect(target, None)?)
+    };
+    let mut info = conn.observe()?;
     let here = look_here(target, &info, ops)?;
     let whole = planner::plan(&info, &here, ops)?;
     if check_mode {
@@ -47,18 +56,12 @@ pub fn run(target: &Target, ops: &Operations, check_mode: bool) -> Result<Report
             ..Report::default()
         });
     }
-    // Who leads and who restarts is changed by one run at a time; the
-    // state is read again once the lock is held. Without the DCS (restapi
-    // given), Patroni's own failover key is the only guard.
-    let moves = whole.iter().any(|a| a.lock() == Lock::Cluster);
-    let (_lock, conn, mut info) = if moves && target.restapi.is_none() {
-        let (lock, keys) = lock_operations(target, &describe_moves(ops))?;
-        let conn = connect(target, Some(keys))?;
-        let info = conn.observe()?;
-        (Some(lock), conn, info)
-    } else {
-        (None, conn, info)
-    };
+    debug_assert!(
+        held.is_some()
+            || target.restapi.is_some()
+            || whole.iter().all(|a| a.lock() != Lock::Cluster),
+        "an action that needs the operation key planned without it"
+    );
     let mut run = ClusterRun {
         target,
         conn: Some(&conn),
@@ -93,6 +96,17 @@ pub fn run(target: &Target, ops: &Operations, check_mode: bool) -> Result<Report
         backup: run.backup,
         backup_elsewhere,
     })
+}
+
+impl Operations {
+    /// Whether the task asks to change who leads or to restart members:
+    /// what the cluster's operation key serialises.
+    pub fn moves_roles(&self) -> bool {
+        self.leader.is_some()
+            || self.failover_to.is_some()
+            || self.restart.is_some()
+            || !self.reinit.is_empty()
+    }
 }
 
 /// What a run that moves roles does, for the holder of the lock.

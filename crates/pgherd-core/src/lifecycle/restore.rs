@@ -34,6 +34,25 @@ impl Node<'_> {
     }
 }
 
+/// A condition of a restore that other hosts' tasks may meet first: a
+/// refusal in a real run, a warning when foreseeing (check mode, where
+/// those tasks have not run yet).
+struct Refusals<'w> {
+    foresee: bool,
+    warnings: &'w mut Vec<String>,
+}
+
+impl Refusals<'_> {
+    fn refuse(&mut self, e: String) -> Result<()> {
+        if self.foresee {
+            self.warnings.push(format!("in a real run: {e}"));
+            Ok(())
+        } else {
+            Err(Error::Other(e))
+        }
+    }
+}
+
 /// Checks a restore and plans its steps; changes nothing. `foresee`
 /// (check mode): what other hosts' tasks change first (members stopped,
 /// the leader restored) is not there yet, so those conditions are warned
@@ -45,128 +64,150 @@ pub(super) fn plan(
     foresee: bool,
     warnings: &mut Vec<String>,
 ) -> Result<RestoreSteps> {
-    let mut refuse = |e: String| {
-        if foresee {
-            warnings.push(format!("in a real run: {e}"));
-            Ok(())
-        } else {
-            Err(Error::Other(e))
-        }
-    };
-    let me = node.m.node.to_string();
-    let scope = node.m.cluster.as_str();
+    let mut refusals = Refusals { foresee, warnings };
     let keys = node.read_cluster()?;
     let mut steps = Vec::new();
     if running {
         steps.push(Action::StopPatroni { node: node.name() });
     }
-    let mut fresh_backup = None;
-    match source {
-        RestoreSource::Backup { set, target } => {
-            let b = node.pgbackrest().ok_or_else(|| {
-                Error::Other("restore.from: backup needs the pgbackrest option".into())
-            })?;
-            // Before the first run writes pgBackRest's configuration (check
-            // mode), the repository cannot be read yet.
-            let mut newest = None;
-            let chosen = if b.config.exists() {
-                let info = b.info(node.timeout)?;
-                let chosen = crate::pgbackrest::choose_backup(
-                    &b.stanza,
-                    &info.backups,
-                    set.as_deref(),
-                    target,
-                )
-                .map_err(|e| Error::Other(format!("{e}; nothing was changed")))?;
-                newest = info.backups.last().map(|n| n.label.clone());
-                if let (Some(init), Some(sysid)) = (&keys.initialize, &chosen.system_identifier) {
-                    if init != sysid {
-                        return Err(Error::Other(format!(
-                            "backup {} of stanza {} was taken from the cluster with system \
-                             identifier {sysid}, but the DCS holds cluster {scope} as {init}: \
-                             nothing was changed; restore a backup of this cluster, or remove \
-                             the other cluster from the DCS first",
-                            chosen.label, b.stanza
-                        )));
-                    }
-                }
-                Some(chosen)
-            } else {
-                None
-            };
-            let others: Vec<String> =
-                cluster::live_members(node.settings, &keys, node.m.restapi_auth.as_ref())
-                    .into_iter()
-                    .filter(|n| *n != me)
-                    .collect();
-            if !others.is_empty() {
-                refuse(format!(
-                    "cluster {scope} still has live members ({}): stop every member first \
-                     (instance state: stopped), then restore; nothing was changed",
-                    others.join(", ")
-                ))?;
-            }
-            steps.push(Action::RestoreBackup {
-                data_dir: node.paths.data_dir.clone(),
-                set: chosen.as_ref().map(|s| s.label.clone()),
-                stanza: b.stanza.clone(),
-                target: target.clone(),
-            });
-            if !keys.is_empty() {
-                steps.push(Action::RemoveClusterState {
-                    scope: scope.to_string(),
-                    keys: keys.all_keys.len(),
-                    prefix: keys.prefix.clone(),
-                    initialize: keys.initialize.clone(),
-                });
-            }
-            // Recovery that stops before the newest backup's end branches
-            // off a new timeline there: the newer backups belong to the
-            // abandoned one, and a replica built from the newest would
-            // never follow the restored leader.
-            if let Some(set) = chosen.as_ref().filter(|c| {
-                *target != RecoveryTarget::Latest && newest.as_deref() != Some(c.label.as_str())
-            }) {
-                fresh_backup = Some(Action::FreshBackup {
-                    node: node.name(),
-                    stanza: b.stanza.clone(),
-                    restored: set.label.clone(),
-                });
-            }
-        }
+    let fresh_backup = match source {
+        RestoreSource::Backup { set, target } => from_backup(
+            node,
+            set.as_deref(),
+            target,
+            &keys,
+            &mut refusals,
+            &mut steps,
+        )?,
         RestoreSource::Leader => {
-            let leader = keys.leader.clone();
-            match &leader {
-                None => refuse(format!(
-                    "cluster {scope} has no leader to copy {me} from: restore the leader first \
-                     (restore.from: backup on the chosen node); nothing was changed"
-                ))?,
-                Some(l) if *l == me => refuse(format!(
-                    "{me} leads cluster {scope}: restoring it from the leader would discard \
-                     the cluster's own data; nothing was changed"
-                ))?,
-                Some(l) => {
-                    let live =
-                        cluster::live_members(node.settings, &keys, node.m.restapi_auth.as_ref());
-                    if !live.contains(l) {
-                        refuse(format!(
-                            "the leader {l} of cluster {scope} does not answer: start it first; \
-                             nothing was changed"
-                        ))?;
-                    }
-                }
-            }
-            steps.push(Action::WipeData {
-                node: node.name(),
-                data_dir: node.paths.data_dir.clone(),
-                leader,
-            });
+            from_leader(node, &keys, &mut refusals, &mut steps)?;
+            None
         }
-    }
+    };
     Ok(RestoreSteps {
         steps,
         fresh_backup,
     })
+}
+
+/// The steps of a restore from the repository: checked against the DCS
+/// (no live member, the same cluster); the full backup to take after it,
+/// when its timeline needs one.
+fn from_backup(
+    node: &Node<'_>,
+    set: Option<&str>,
+    target: &RecoveryTarget,
+    keys: &ClusterKeys,
+    refusals: &mut Refusals<'_>,
+    steps: &mut Vec<Action>,
+) -> Result<Option<Action>> {
+    let me = node.m.node.to_string();
+    let scope = node.m.cluster.as_str();
+    let mut fresh_backup = None;
+    let b = node
+        .pgbackrest()
+        .ok_or_else(|| Error::Other("restore.from: backup needs the pgbackrest option".into()))?;
+    // Before the first run writes pgBackRest's configuration (check
+    // mode), the repository cannot be read yet.
+    let mut newest = None;
+    let chosen = if b.config.exists() {
+        let info = b.info(node.timeout)?;
+        let chosen = crate::pgbackrest::choose_backup(&b.stanza, &info.backups, set, target)
+            .map_err(|e| Error::Other(format!("{e}; nothing was changed")))?;
+        newest = info.backups.last().map(|n| n.label.clone());
+        if let (Some(init), Some(sysid)) = (&keys.initialize, &chosen.system_identifier) {
+            if init != sysid {
+                return Err(Error::Other(format!(
+                    "backup {} of stanza {} was taken from the cluster with system \
+                         identifier {sysid}, but the DCS holds cluster {scope} as {init}: \
+                         nothing was changed; restore a backup of this cluster, or remove \
+                         the other cluster from the DCS first",
+                    chosen.label, b.stanza
+                )));
+            }
+        }
+        Some(chosen)
+    } else {
+        None
+    };
+    let others: Vec<String> =
+        cluster::live_members(node.settings, keys, node.m.restapi_auth.as_ref())
+            .into_iter()
+            .filter(|n| *n != me)
+            .collect();
+    if !others.is_empty() {
+        refusals.refuse(format!(
+            "cluster {scope} still has live members ({}): stop every member first \
+                 (instance state: stopped), then restore; nothing was changed",
+            others.join(", ")
+        ))?;
+    }
+    steps.push(Action::RestoreBackup {
+        data_dir: node.paths.data_dir.clone(),
+        set: chosen.as_ref().map(|c| c.label.clone()),
+        stanza: b.stanza.clone(),
+        target: target.clone(),
+    });
+    if !keys.is_empty() {
+        steps.push(Action::RemoveClusterState {
+            scope: scope.to_string(),
+            keys: keys.all_keys.len(),
+            prefix: keys.prefix.clone(),
+            initialize: keys.initialize.clone(),
+        });
+    }
+    // Recovery that stops before the newest backup's end branches
+    // off a new timeline there: the newer backups belong to the
+    // abandoned one, and a replica built from the newest would
+    // never follow the restored leader.
+    if let Some(set) = chosen.as_ref().filter(|c| {
+        *target != RecoveryTarget::Latest && newest.as_deref() != Some(c.label.as_str())
+    }) {
+        fresh_backup = Some(Action::FreshBackup {
+            node: node.name(),
+            stanza: b.stanza.clone(),
+            restored: set.label.clone(),
+        });
+    }
+    Ok(fresh_backup)
+}
+
+/// The steps of a copy again from the leader, which must run and be
+/// another member.
+fn from_leader(
+    node: &Node<'_>,
+    keys: &ClusterKeys,
+    refusals: &mut Refusals<'_>,
+    steps: &mut Vec<Action>,
+) -> Result<()> {
+    let me = node.m.node.to_string();
+    let scope = node.m.cluster.as_str();
+    let leader = keys.leader.clone();
+    match &leader {
+        None => refusals.refuse(format!(
+            "cluster {scope} has no leader to copy {me} from: restore the leader first \
+                 (restore.from: backup on the chosen node); nothing was changed"
+        ))?,
+        Some(l) if *l == me => refusals.refuse(format!(
+            "{me} leads cluster {scope}: restoring it from the leader would discard \
+                 the cluster's own data; nothing was changed"
+        ))?,
+        Some(l) => {
+            let live = cluster::live_members(node.settings, keys, node.m.restapi_auth.as_ref());
+            if !live.contains(l) {
+                refusals.refuse(format!(
+                    "the leader {l} of cluster {scope} does not answer: start it first; \
+                         nothing was changed"
+                ))?;
+            }
+        }
+    }
+    steps.push(Action::WipeData {
+        node: node.name(),
+        data_dir: node.paths.data_dir.clone(),
+        leader,
+    });
+    Ok(())
 }
 
 impl Node<'_> {
