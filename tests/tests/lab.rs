@@ -149,27 +149,47 @@ fn streams_to_all(leader: &str, view: &Value) -> bool {
 /// Waits until, seen from `hosts`, a leader runs (other than `not`) and
 /// every other member of `members` streams; returns the leader.
 fn wait_whole(hosts: &[&str], members: usize, not: Option<&str>, what: &str) -> String {
-    let view = || hosts.iter().find_map(|h| cluster_from(h));
+    // Every host's view, until one names a leader whose own walsenders
+    // stream to every other member: a host just back from a partition may
+    // show an old view for a while, which must neither pass nor stall it.
+    let views = || -> Vec<(String, Value)> {
+        hosts
+            .iter()
+            .filter_map(|h| cluster_from(h).map(|v| (h.to_string(), v)))
+            .collect()
+    };
     wait_for(
         what,
         Duration::from_secs(180),
         || {
-            let v = view()?;
-            let l = leader(&v).filter(|l| Some(l.as_str()) != not)?;
-            // Patroni before 3.0.4 (Debian's) says "running" of a streaming
-            // replica: lag known is the sign there.
-            let streaming = v["members"]
-                .as_array()?
-                .iter()
-                .filter(|m| {
-                    m["role"] != "leader"
-                        && (m["state"] == "streaming"
-                            || (m["state"] == "running" && m["lag"].is_number()))
-                })
-                .count();
-            (streaming == members - 1 && streams_to_all(&l, &v)).then_some(l)
+            views().into_iter().find_map(|(_, v)| {
+                let l = leader(&v).filter(|l| Some(l.as_str()) != not)?;
+                // Patroni before 3.0.4 (Debian's) says "running" of a
+                // streaming replica: lag known is the sign there.
+                let streaming = v["members"]
+                    .as_array()?
+                    .iter()
+                    .filter(|m| {
+                        m["role"] != "leader"
+                            && (m["state"] == "streaming"
+                                || (m["state"] == "running" && m["lag"].is_number()))
+                    })
+                    .count();
+                (streaming == members - 1 && streams_to_all(&l, &v)).then_some(l)
+            })
         },
-        || format!("{:?}", view()),
+        || {
+            views()
+                .iter()
+                .map(|(h, v)| {
+                    let leader_says = leader(v)
+                        .and_then(|l| patroni_of(&l))
+                        .map(|p| format!("{} {}: {}", p["role"], p["state"], p["replication"]));
+                    format!("{h} sees {v}; its leader says {leader_says:?}")
+                })
+                .collect::<Vec<_>>()
+                .join("\n")
+        },
     )
 }
 

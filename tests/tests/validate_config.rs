@@ -9,7 +9,7 @@ fn golden_configs_pass_patroni_validate_config() {
     // The validator checks that etcd answers and that the listen ports are
     // free: point the files at this test's etcd and at unused addresses.
     let etcd = Etcd::start(&dir.path, 23_790, 23_800);
-    let golden = repo_root().join("crates/pgherd-core/tests/golden");
+    let golden = repo_root().join("crates/pgherd-modules/tests/golden");
     let mut checked = 0;
     for entry in std::fs::read_dir(&golden).unwrap() {
         let path = entry.unwrap().path();

@@ -181,16 +181,15 @@ pub fn plan_configuration(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::manifest::InstanceOptions;
-    use serde_json::json;
 
     #[test]
     fn passfile_escapes_and_lists_both_roles() {
-        let opts: InstanceOptions = serde_json::from_value(json!({
-            "name": "main", "port": 5433, "surole_password": "a:b\\c", "replrole_password": "r"
-        }))
-        .unwrap();
-        let m = InstanceManifest::from_options(&opts, &Settings::default()).unwrap();
+        let m = InstanceManifest {
+            port: 5433,
+            surole_password: Some("a:b\\c".into()),
+            replrole_password: Some("r".into()),
+            ..InstanceManifest::example()
+        };
         let text = render_passfile(&Settings::default(), &m).unwrap();
         assert!(text.contains("\n*:5433:*:postgres:a\\:b\\\\c\n"), "{text}");
         assert!(
@@ -201,8 +200,7 @@ mod tests {
 
     #[test]
     fn no_password_means_no_passfile() {
-        let opts: InstanceOptions = serde_json::from_value(json!({"name": "main"})).unwrap();
-        let m = InstanceManifest::from_options(&opts, &Settings::default()).unwrap();
+        let m = InstanceManifest::example();
         assert!(render_passfile(&Settings::default(), &m).is_none());
     }
 }

@@ -1,49 +1,11 @@
-//! The instance manifest: one host's PostgreSQL + Patroni node as a task
-//! describes it, parsed from the module's validated options into types.
+//! The instance manifest: one host's PostgreSQL + Patroni node, typed and
+//! checked (the `instance` module builds it from its options).
 
 use std::collections::BTreeMap;
 
-use serde::Deserialize;
 use serde_json::Value;
 
-use crate::error::{Error, Result};
-use crate::names::{check_host, check_port, parse_host_port, Name, PgVersion};
-use crate::settings::Settings;
-
-/// The options as the module passes them (after argument validation).
-#[derive(Debug, Clone, Deserialize, Default)]
-#[serde(default)]
-pub struct InstanceOptions {
-    pub name: String,
-    pub version: Option<String>,
-    pub port: Option<i64>,
-    pub patroni: Option<PatroniOptions>,
-    pub surole_password: Option<String>,
-    pub replrole_password: Option<String>,
-    pub rewind_password: Option<String>,
-    pub parameters: Option<serde_json::Map<String, Value>>,
-    pub pg_hba: Option<Vec<String>>,
-    pub conf_settings: Option<serde_json::Map<String, Value>>,
-    pub dynamic_conf_settings: Option<serde_json::Map<String, Value>>,
-    pub pgbackrest: Option<PgBackRestOptions>,
-    pub restore: Option<RestoreOptions>,
-}
-
-#[derive(Debug, Clone, Deserialize, Default)]
-#[serde(default)]
-pub struct PgBackRestOptions {
-    pub stanza: Option<String>,
-    /// The stanza's repository may change to the settings' path.
-    pub new_repository: Option<bool>,
-}
-
-#[derive(Debug, Clone, Deserialize, Default)]
-#[serde(default)]
-pub struct RestoreOptions {
-    pub from: Option<String>,
-    pub set: Option<String>,
-    pub target: Option<String>,
-}
+use crate::names::{Name, PgVersion};
 
 /// Where a restored node's data comes from.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -66,104 +28,6 @@ pub enum RecoveryTarget {
     Immediate,
     /// Until this time (ISO 8601, with offset).
     Time(String),
-}
-
-impl RestoreSource {
-    /// Parses and checks the `restore` option.
-    pub fn from_options(o: &RestoreOptions) -> std::result::Result<RestoreSource, Vec<String>> {
-        let mut problems = Vec::new();
-        let source = match o.from.as_deref() {
-            Some("backup") => {
-                if let Some(set) = &o.set {
-                    if set.is_empty()
-                        || !set.chars().all(|c| {
-                            c.is_ascii_digit() || c.is_ascii_uppercase() || c == '-' || c == '_'
-                        })
-                    {
-                        problems.push(format!(
-                            "restore.set {set:?} is not a pgBackRest backup label \
-                             (like 20261201-214644F)"
-                        ));
-                    }
-                }
-                let target = match o.target.as_deref() {
-                    None | Some("latest") => RecoveryTarget::Latest,
-                    Some("immediate") => RecoveryTarget::Immediate,
-                    Some(t) => match crate::names::check_timestamp_with_offset(t) {
-                        Ok(()) => RecoveryTarget::Time(t.to_string()),
-                        Err(e) => {
-                            problems.push(format!(
-                                "restore.target must be latest, immediate or a time: {e}"
-                            ));
-                            RecoveryTarget::Latest
-                        }
-                    },
-                };
-                RestoreSource::Backup {
-                    set: o.set.clone(),
-                    target,
-                }
-            }
-            Some("leader") => {
-                for (key, given) in [("set", o.set.is_some()), ("target", o.target.is_some())] {
-                    if given {
-                        problems.push(format!(
-                            "restore.{key} goes with restore.from: backup; a node restored from \
-                             the leader copies it as it is"
-                        ));
-                    }
-                }
-                RestoreSource::Leader
-            }
-            Some(other) => {
-                problems.push(format!(
-                    "restore.from must be backup or leader, got {other:?}"
-                ));
-                RestoreSource::Leader
-            }
-            None => {
-                problems.push("restore.from is required: backup or leader".into());
-                RestoreSource::Leader
-            }
-        };
-        if problems.is_empty() {
-            Ok(source)
-        } else {
-            Err(problems)
-        }
-    }
-}
-
-#[derive(Debug, Clone, Deserialize, Default)]
-#[serde(default)]
-pub struct PatroniOptions {
-    pub cluster: Option<String>,
-    pub node: Option<String>,
-    pub restapi: Option<RestApiOptions>,
-    pub postgresql: Option<PostgresqlOptions>,
-    pub etcd: Option<Credentials>,
-}
-
-#[derive(Debug, Clone, Deserialize, Default)]
-#[serde(default)]
-pub struct RestApiOptions {
-    pub listen: Option<String>,
-    pub connect_address: Option<String>,
-    pub authentication: Option<Credentials>,
-}
-
-#[derive(Debug, Clone, Deserialize, Default)]
-#[serde(default)]
-pub struct PostgresqlOptions {
-    pub connect_host: Option<String>,
-    pub listen: Option<String>,
-}
-
-#[derive(Debug, Clone, Deserialize, Default, PartialEq, Eq)]
-#[serde(default)]
-pub struct Credentials {
-    pub username: Option<String>,
-    pub password: Option<String>,
 }
 
 /// A username with its password.
@@ -211,25 +75,6 @@ pub struct InstanceManifest {
     pub restore: Option<RestoreSource>,
 }
 
-fn login(what: &str, c: Option<&Credentials>, problems: &mut Vec<String>) -> Option<Login> {
-    let c = c?;
-    match (&c.username, &c.password) {
-        (Some(u), Some(p)) => Some(Login {
-            username: u.clone(),
-            password: p.clone(),
-        }),
-        (None, None) => None,
-        (Some(_), None) => {
-            problems.push(format!("{what}.username is set without {what}.password"));
-            None
-        }
-        (None, Some(_)) => {
-            problems.push(format!("{what}.password is set without {what}.username"));
-            None
-        }
-    }
-}
-
 /// The host name of this machine, the default node name and connect host.
 pub fn local_hostname() -> String {
     let mut buf = [0u8; 256];
@@ -244,179 +89,6 @@ pub fn local_hostname() -> String {
 }
 
 impl InstanceManifest {
-    /// Types and checks the options; every problem is reported at once.
-    pub fn from_options(opts: &InstanceOptions, settings: &Settings) -> Result<InstanceManifest> {
-        let mut problems = Vec::new();
-        let mut name_of = |what: &str, s: &str| match Name::parse(what, s) {
-            Ok(n) => Some(n),
-            Err(e) => {
-                problems.push(e);
-                None
-            }
-        };
-        let name = name_of("name", &opts.name);
-        let patroni = opts.patroni.clone().unwrap_or_default();
-        let hostname = local_hostname();
-        // A host name with dots is not a node name: keep its first label.
-        let short_host = hostname
-            .split('.')
-            .next()
-            .unwrap_or("localhost")
-            .to_string();
-        let cluster = match &patroni.cluster {
-            Some(c) => name_of("patroni.cluster", c),
-            None => name.clone(),
-        };
-        let node = name_of(
-            "patroni.node",
-            patroni.node.as_deref().unwrap_or(short_host.as_str()),
-        );
-
-        let version_text = opts
-            .version
-            .clone()
-            .unwrap_or_else(|| settings.postgresql.default_version.clone());
-        let version = match PgVersion::parse(&version_text) {
-            Ok(v) => Some(v),
-            Err(e) => {
-                problems.push(format!("version: {e}"));
-                None
-            }
-        };
-        let port = match check_port("port", opts.port.unwrap_or(5432)) {
-            Ok(p) => p,
-            Err(e) => {
-                problems.push(e);
-                5432
-            }
-        };
-
-        let pg = patroni.postgresql.clone().unwrap_or_default();
-        let pg_connect_host = pg.connect_host.clone().unwrap_or_else(|| hostname.clone());
-        if let Err(e) = check_host("patroni.postgresql.connect_host", &pg_connect_host) {
-            problems.push(e);
-        }
-        let pg_listen = pg.listen.clone().unwrap_or_else(|| pg_connect_host.clone());
-        for host in pg_listen.split(',') {
-            if let Err(e) = check_host("patroni.postgresql.listen", host.trim()) {
-                problems.push(e);
-            }
-        }
-
-        let api = patroni.restapi.clone().unwrap_or_default();
-        let restapi_connect_address = api
-            .connect_address
-            .clone()
-            .unwrap_or_else(|| format!("{pg_connect_host}:{DEFAULT_RESTAPI_PORT}"));
-        if let Err(e) = parse_host_port(&restapi_connect_address) {
-            problems.push(format!("patroni.restapi.connect_address: {e}"));
-        }
-        let restapi_listen = api
-            .listen
-            .clone()
-            .unwrap_or_else(|| restapi_connect_address.clone());
-        if let Err(e) = parse_host_port(&restapi_listen) {
-            problems.push(format!("patroni.restapi.listen: {e}"));
-        }
-        let restapi_auth = login(
-            "patroni.restapi.authentication",
-            api.authentication.as_ref(),
-            &mut problems,
-        );
-        let etcd_auth = login("patroni.etcd", patroni.etcd.as_ref(), &mut problems);
-
-        let pg_hba = opts.pg_hba.clone().unwrap_or_default();
-        for (i, entry) in pg_hba.iter().enumerate() {
-            if entry.contains('\n') || entry.trim().is_empty() {
-                problems.push(format!(
-                    "pg_hba[{i}] must be one non-empty pg_hba.conf line"
-                ));
-            } else if let Err(e) = crate::pg_hba::check_entry(entry) {
-                problems.push(format!("pg_hba[{i}] ({entry:?}): {e}"));
-            }
-        }
-        let parameters: BTreeMap<String, Value> = opts
-            .parameters
-            .clone()
-            .unwrap_or_default()
-            .into_iter()
-            .collect();
-        for (key, value) in &parameters {
-            if matches!(value, Value::Object(_) | Value::Array(_)) {
-                problems.push(format!(
-                    "parameters.{key} must be a string, number or boolean"
-                ));
-            }
-        }
-
-        let pgbackrest_stanza = opts
-            .pgbackrest
-            .as_ref()
-            .and_then(|b| match b.stanza.as_deref() {
-                Some(stanza) => match Name::parse("pgbackrest.stanza", stanza) {
-                    Ok(n) => Some(n),
-                    Err(e) => {
-                        problems.push(e);
-                        None
-                    }
-                },
-                None => {
-                    problems.push("pgbackrest.stanza is required".into());
-                    None
-                }
-            });
-        let restore = opts
-            .restore
-            .as_ref()
-            .and_then(|r| match RestoreSource::from_options(r) {
-                Ok(source) => Some(source),
-                Err(p) => {
-                    problems.extend(p);
-                    None
-                }
-            });
-        let from_backup = opts.restore.as_ref().and_then(|r| r.from.as_deref()) == Some("backup");
-        if from_backup && opts.pgbackrest.is_none() {
-            problems.push(
-                "restore.from: backup needs the pgbackrest option (the stanza to restore from)"
-                    .into(),
-            );
-        }
-
-        match (name, cluster, node, version) {
-            (Some(name), Some(cluster), Some(node), Some(version)) if problems.is_empty() => {
-                Ok(InstanceManifest {
-                    name,
-                    version,
-                    port,
-                    cluster,
-                    node,
-                    restapi_listen,
-                    restapi_connect_address,
-                    restapi_auth,
-                    pg_listen,
-                    pg_connect_host,
-                    etcd_auth,
-                    surole_password: opts.surole_password.clone(),
-                    replrole_password: opts.replrole_password.clone(),
-                    rewind_password: opts.rewind_password.clone(),
-                    parameters,
-                    pg_hba,
-                    conf_settings: opts.conf_settings.clone().unwrap_or_default(),
-                    dynamic_conf_settings: opts.dynamic_conf_settings.clone().unwrap_or_default(),
-                    pgbackrest_stanza,
-                    pgbackrest_new_repository: opts
-                        .pgbackrest
-                        .as_ref()
-                        .and_then(|b| b.new_repository)
-                        .unwrap_or(false),
-                    restore,
-                })
-            }
-            _ => Err(Error::InvalidManifest(problems)),
-        }
-    }
-
     /// `<version>-<name>`: the Debian naming of configs and services.
     pub fn qualified_name(&self) -> String {
         format!("{}-{}", self.version, self.name)
@@ -424,125 +96,33 @@ impl InstanceManifest {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use serde_json::json;
-
-    fn opts(v: Value) -> InstanceOptions {
-        serde_json::from_value(v).unwrap()
-    }
-
-    fn problems(v: Value) -> Vec<String> {
-        match InstanceManifest::from_options(&opts(v), &Settings::default()) {
-            Ok(_) => Vec::new(),
-            Err(Error::InvalidManifest(p)) => p,
-            Err(e) => vec![e.to_string()],
+impl InstanceManifest {
+    /// Instance `main` of PostgreSQL 15 on port 5432, node pg1 of cluster
+    /// main on 127.0.0.1, with no password: for tests.
+    pub(crate) fn example() -> InstanceManifest {
+        let name = |what: &str, s: &str| Name::parse(what, s).unwrap();
+        InstanceManifest {
+            name: name("name", "main"),
+            version: PgVersion::parse("15").unwrap(),
+            port: 5432,
+            cluster: name("cluster", "main"),
+            node: name("node", "pg1"),
+            restapi_listen: "127.0.0.1:8008".into(),
+            restapi_connect_address: "127.0.0.1:8008".into(),
+            restapi_auth: None,
+            pg_listen: "127.0.0.1".into(),
+            pg_connect_host: "127.0.0.1".into(),
+            etcd_auth: None,
+            surole_password: None,
+            replrole_password: None,
+            rewind_password: None,
+            parameters: BTreeMap::new(),
+            pg_hba: Vec::new(),
+            conf_settings: serde_json::Map::new(),
+            dynamic_conf_settings: serde_json::Map::new(),
+            pgbackrest_stanza: None,
+            pgbackrest_new_repository: false,
+            restore: None,
         }
-    }
-
-    #[test]
-    fn defaults_follow_the_connect_host() {
-        let m = InstanceManifest::from_options(
-            &opts(
-                json!({"name": "main", "patroni": {"cluster": "pg", "node": "pg1",
-                "postgresql": {"connect_host": "127.0.0.11"}}}),
-            ),
-            &Settings::default(),
-        )
-        .unwrap();
-        assert_eq!(m.version.as_str(), "15");
-        assert_eq!(m.port, 5432);
-        assert_eq!(m.pg_listen, "127.0.0.11");
-        assert_eq!(m.restapi_connect_address, "127.0.0.11:8008");
-        assert_eq!(m.restapi_listen, "127.0.0.11:8008");
-        assert_eq!(m.cluster.as_str(), "pg");
-        assert_eq!(m.qualified_name(), "15-main");
-    }
-
-    #[test]
-    fn cluster_defaults_to_the_instance_name() {
-        let m =
-            InstanceManifest::from_options(&opts(json!({"name": "main"})), &Settings::default())
-                .unwrap();
-        assert_eq!(m.cluster.as_str(), "main");
-    }
-
-    #[test]
-    fn bad_names_and_addresses_are_all_reported() {
-        let p = problems(json!({"name": "../x", "port": 70000, "version": "15.1",
-            "patroni": {"cluster": "a b", "node": "", "restapi": {"listen": "nohostport"},
-                         "postgresql": {"connect_host": "bad host"}}}));
-        let text = p.join("\n");
-        for needle in [
-            "name \"../x\"",
-            "port must be between 1 and 65535, got 70000",
-            "version: PostgreSQL version",
-            "patroni.cluster \"a b\"",
-            "patroni.node must not be empty",
-            "patroni.restapi.listen",
-            "patroni.postgresql.connect_host",
-        ] {
-            assert!(text.contains(needle), "{needle:?} not in\n{text}");
-        }
-    }
-
-    #[test]
-    fn half_given_credentials_are_refused() {
-        let p = problems(json!({"name": "m", "patroni": {"etcd": {"username": "u"}}}));
-        assert_eq!(
-            p,
-            vec!["patroni.etcd.username is set without patroni.etcd.password"]
-        );
-    }
-
-    #[test]
-    fn restore_options_are_checked_together() {
-        let p =
-            problems(json!({"name": "m", "restore": {"from": "backup", "target": "yesterday"}}));
-        let text = p.join("\n");
-        assert!(
-            text.contains("restore.target must be latest, immediate or a time"),
-            "{text}"
-        );
-        assert!(text.contains("needs the pgbackrest option"), "{text}");
-        let p = problems(
-            json!({"name": "m", "restore": {"from": "leader", "set": "20261201-214644F"}}),
-        );
-        assert_eq!(
-            p,
-            vec![
-                "restore.set goes with restore.from: backup; a node restored from the leader \
-                  copies it as it is"
-            ]
-        );
-        let p = problems(json!({"name": "m", "pgbackrest": {}, "restore": {}}));
-        assert_eq!(
-            p,
-            vec![
-                "pgbackrest.stanza is required",
-                "restore.from is required: backup or leader"
-            ]
-        );
-        let m = InstanceManifest::from_options(
-            &opts(json!({"name": "m", "pgbackrest": {"stanza": "main"},
-                "restore": {"from": "backup", "set": "20261201-214644F",
-                            "target": "2026-12-01T22:00:00+00:00"}})),
-            &Settings::default(),
-        )
-        .unwrap();
-        assert_eq!(
-            m.restore,
-            Some(RestoreSource::Backup {
-                set: Some("20261201-214644F".into()),
-                target: RecoveryTarget::Time("2026-12-01T22:00:00+00:00".into())
-            })
-        );
-    }
-
-    #[test]
-    fn pg_hba_entries_are_single_lines() {
-        let p =
-            problems(json!({"name": "m", "pg_hba": ["host all all 0/0 md5\nlocal all all trust"]}));
-        assert_eq!(p, vec!["pg_hba[0] must be one non-empty pg_hba.conf line"]);
     }
 }

@@ -5,9 +5,9 @@
 
 use std::path::Path;
 
+use crate::options::{manifest, InstanceOptions};
 use pgherd_ansible::module::{clear_secrets, parse_args_text, prepare_task, result_json};
 use pgherd_ansible::NO_LOG_PLACEHOLDER;
-use pgherd_core::manifest::{InstanceManifest, InstanceOptions};
 use pgherd_core::merge::merge;
 use pgherd_core::paths::InstancePaths;
 use pgherd_core::patroni_config::render_patroni_config;
@@ -84,7 +84,7 @@ pub fn module_args(data: &[u8]) {
 /// Builds the manifest and, when it is valid, renders the configuration
 /// and reads it back.
 fn render_instance(opts: &InstanceOptions, settings: &Settings) {
-    let Ok(m) = InstanceManifest::from_options(opts, settings) else {
+    let Ok(m) = manifest(opts, settings) else {
         return;
     };
     let paths = InstancePaths::new(settings, &m);

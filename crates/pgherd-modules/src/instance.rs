@@ -4,8 +4,8 @@
 use pgherd_ansible::{Failure, Kind, OptionSpec, Outcome, Spec, Task};
 use std::time::Duration;
 
+use crate::options::{manifest, InstanceOptions};
 use pgherd_core::lifecycle::{apply_state, DesiredState};
-use pgherd_core::manifest::{InstanceManifest, InstanceOptions};
 use serde_json::{json, Value};
 
 use crate::{changes_outcome, load_settings, settings_option};
@@ -138,14 +138,12 @@ pub fn spec() -> Spec {
 
 /// Runs one `instance` task.
 pub fn run_task(task: &Task) -> Result<Outcome, Failure> {
-    let p = &task.params;
-    let state = p["state"].as_str().unwrap_or("started");
-    let settings = load_settings(&p["settings"])?;
-    let options: InstanceOptions = serde_json::from_value(Value::Object(p.clone()))
+    let options: InstanceOptions = serde_json::from_value(Value::Object(task.params.clone()))
         .map_err(|e| Failure::new(format!("instance options: {e}")))?;
-    let manifest = InstanceManifest::from_options(&options, &settings)?;
-    let state: DesiredState = state.parse()?;
-    let timeout = match p["wait_timeout"].as_i64() {
+    let settings = load_settings(&options.settings)?;
+    let m = manifest(&options, &settings)?;
+    let state: DesiredState = options.state.as_deref().unwrap_or("started").parse()?;
+    let timeout = match options.wait_timeout {
         Some(t) if t > 0 => Duration::from_secs(t as u64),
         _ => {
             return Err(Failure::new(
@@ -153,13 +151,13 @@ pub fn run_task(task: &Task) -> Result<Outcome, Failure> {
             ))
         }
     };
-    let mut report = apply_state(&settings, &manifest, state, task.check_mode, timeout)
-        .map_err(crate::failure)?;
+    let mut report =
+        apply_state(&settings, &m, state, task.check_mode, timeout).map_err(crate::failure)?;
     report
         .warnings
-        .extend(settings.warnings(manifest.etcd_auth.is_some()));
+        .extend(settings.warnings(m.etcd_auth.is_some()));
     Ok(changes_outcome(
-        &format!("instance {}", manifest.qualified_name()),
+        &format!("instance {}", m.qualified_name()),
         report.changes,
         report.diff,
         report.warnings,
@@ -289,3 +287,60 @@ const EXAMPLES: &str = "\
     patroni:
       cluster: main
 ";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::Map;
+    use std::collections::BTreeSet;
+
+    #[test]
+    fn the_options_struct_has_exactly_the_specs_options() {
+        let params: Map<String, Value> = spec()
+            .options
+            .iter()
+            .map(|o| {
+                let v = match o.kind {
+                    Kind::Int => json!(1),
+                    Kind::Bool => json!(true),
+                    Kind::List => json!([]),
+                    Kind::Dict => json!({}),
+                    Kind::Raw => Value::Null,
+                    _ => json!("x"),
+                };
+                (o.name.to_string(), v)
+            })
+            .collect();
+        let parsed: InstanceOptions =
+            serde_json::from_value(Value::Object(params.clone())).expect("every spec option");
+        let fields: BTreeSet<String> = serde_json::to_value(&parsed)
+            .unwrap()
+            .as_object()
+            .unwrap()
+            .keys()
+            .cloned()
+            .collect();
+        assert_eq!(fields, params.keys().cloned().collect::<BTreeSet<_>>());
+        let mut extra = params;
+        extra.insert("parameter".into(), json!({}));
+        assert!(serde_json::from_value::<InstanceOptions>(Value::Object(extra)).is_err());
+    }
+
+    #[test]
+    fn every_documented_return_key_is_serialised() {
+        let doc = docs();
+        let instance = doc
+            .returns
+            .iter()
+            .find(|r| r.name == "instance")
+            .expect("instance is documented");
+        let documented: BTreeSet<String> = instance
+            .contains
+            .iter()
+            .map(|r| r.name.to_string())
+            .collect();
+        let facts = json!(pgherd_core::lifecycle::InstanceFacts::default());
+        let serialised: BTreeSet<String> = facts.as_object().unwrap().keys().cloned().collect();
+        assert_eq!(documented, serialised);
+    }
+}

@@ -5,6 +5,7 @@
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod instance;
+pub mod options;
 pub mod patroni;
 
 use pgherd_ansible::{Failure, Outcome};

@@ -18,6 +18,12 @@ use crate::manifest::{InstanceManifest, RecoveryTarget};
 use crate::paths::{InstancePaths, PgBackRestPaths};
 use crate::settings::Settings;
 
+mod find;
+mod repo;
+
+pub use find::{global_option, local_member};
+pub use repo::{choose_backup, iso_utc, parse_info, BackupSet, StanzaInfo};
+
 /// The kinds of backup pgBackRest takes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum BackupKind {
@@ -85,35 +91,6 @@ impl Drop for TempConfig {
     }
 }
 
-/// A backup in the repository, as `pgbackrest info` lists it.
-#[derive(Debug, Clone, PartialEq, serde::Serialize)]
-pub struct BackupSet {
-    pub label: String,
-    #[serde(rename = "type")]
-    pub kind: String,
-    /// Unix times.
-    pub start: i64,
-    pub stop: i64,
-    /// Bytes of the database, and of the set in the repository.
-    pub size: u64,
-    pub repository_size: u64,
-    /// The system identifier of the cluster it was taken from.
-    pub system_identifier: Option<String>,
-}
-
-/// What the repository holds for a stanza.
-#[derive(Debug, Clone, PartialEq, Default)]
-pub struct StanzaInfo {
-    /// Whether the stanza was created.
-    pub exists: bool,
-    /// The system identifiers of the clusters it holds (the last is current).
-    pub system_identifiers: Vec<String>,
-    /// Oldest first.
-    pub backups: Vec<BackupSet>,
-    /// pgBackRest's status line (`ok`, `no valid backups`, ...).
-    pub status: String,
-}
-
 /// Quotes a word for a shell (PostgreSQL runs archive_command and
 /// restore_command through one) and for Patroni's shlex.
 fn shell_word(s: &str) -> String {
@@ -125,62 +102,6 @@ fn shell_word(s: &str) -> String {
     } else {
         format!("'{}'", s.replace('\'', r"'\''"))
     }
-}
-
-/// The system identifier as text: pgBackRest writes it as a JSON number
-/// above 2^53, which must not pass through a float.
-fn id_text(v: &Value) -> Option<String> {
-    match v {
-        Value::Number(n) => n.as_u64().map(|u| u.to_string()),
-        Value::String(s) => Some(s.clone()),
-        _ => None,
-    }
-}
-
-/// Reads `pgbackrest info --output=json` for one stanza.
-pub fn parse_info(json: &str, stanza: &str) -> Result<StanzaInfo> {
-    let doc: Value = serde_json::from_str(json)
-        .map_err(|e| Error::Other(format!("pgbackrest info printed no JSON ({e}): {json}")))?;
-    let entry = doc
-        .as_array()
-        .and_then(|a| a.iter().find(|s| s["name"] == stanza))
-        .ok_or_else(|| Error::Other(format!("pgbackrest info does not list stanza {stanza}")))?;
-    let code = entry["status"]["code"].as_i64().unwrap_or(99);
-    let status = entry["status"]["message"]
-        .as_str()
-        .unwrap_or_default()
-        .to_string();
-    // 1: missing stanza path, 3: missing stanza data.
-    let exists = !matches!(code, 1 | 3);
-    let mut ids = std::collections::BTreeMap::new();
-    for db in entry["db"].as_array().into_iter().flatten() {
-        if let (Some(id), Some(sysid)) = (db["id"].as_i64(), id_text(&db["system-id"])) {
-            ids.insert(id, sysid);
-        }
-    }
-    let backups = entry["backup"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter(|b| b["error"] != Value::Bool(true))
-        .map(|b| BackupSet {
-            label: b["label"].as_str().unwrap_or_default().to_string(),
-            kind: b["type"].as_str().unwrap_or_default().to_string(),
-            start: b["timestamp"]["start"].as_i64().unwrap_or_default(),
-            stop: b["timestamp"]["stop"].as_i64().unwrap_or_default(),
-            size: b["info"]["size"].as_u64().unwrap_or_default(),
-            repository_size: b["info"]["repository"]["size"].as_u64().unwrap_or_default(),
-            system_identifier: b["database"]["id"]
-                .as_i64()
-                .and_then(|id| ids.get(&id).cloned()),
-        })
-        .collect();
-    Ok(StanzaInfo {
-        exists,
-        system_identifiers: ids.into_values().collect(),
-        backups,
-        status,
-    })
 }
 
 /// Reads a child's output to its end, beside the wait for the child.
@@ -426,217 +347,6 @@ impl PgBackRest {
     }
 }
 
-/// A Unix time as `2026-12-01T22:46:44+00:00`, for messages.
-pub fn iso_utc(unix: i64) -> String {
-    let days = unix.div_euclid(86_400);
-    let secs = unix.rem_euclid(86_400);
-    // Civil from days (the inverse of days_from_civil).
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}+00:00",
-        secs / 3600,
-        secs % 3600 / 60,
-        secs % 60
-    )
-}
-
-/// The backup a restore starts from: the one named, else the newest; with
-/// a target time, one that ended before it (the newest that did, when none
-/// is named): a backup is consistent only from its end on.
-pub fn choose_backup(
-    stanza: &str,
-    backups: &[BackupSet],
-    set: Option<&str>,
-    target: &RecoveryTarget,
-) -> std::result::Result<BackupSet, String> {
-    let labels = || {
-        if backups.is_empty() {
-            "none".to_string()
-        } else {
-            backups
-                .iter()
-                .map(|b| format!("{} (ended {})", b.label, iso_utc(b.stop)))
-                .collect::<Vec<_>>()
-                .join(", ")
-        }
-    };
-    let time = match target {
-        RecoveryTarget::Time(t) => Some((t, crate::names::parse_timestamp_with_offset(t)?)),
-        _ => None,
-    };
-    match (set, time) {
-        (Some(label), time) => {
-            let chosen = backups.iter().find(|b| b.label == label).ok_or_else(|| {
-                format!(
-                    "stanza {stanza} has no backup {label}; it has: {}",
-                    labels()
-                )
-            })?;
-            if let Some((t, at)) = time {
-                if chosen.stop > at {
-                    return Err(format!(
-                        "backup {label} ended at {}, after the target {t}: it cannot restore to \
-                         a time before its own end; choose an older backup, or give no set and \
-                         the newest backup that ended before the target is used",
-                        iso_utc(chosen.stop)
-                    ));
-                }
-            }
-            Ok(chosen.clone())
-        }
-        (None, Some((t, at))) => backups
-            .iter()
-            .rev()
-            .find(|b| b.stop <= at)
-            .cloned()
-            .ok_or_else(|| match backups.first() {
-                Some(oldest) => format!(
-                    "the target {t} is before the end of the oldest backup of stanza {stanza}, \
-                     {} ({}): no backup can restore to it",
-                    oldest.label,
-                    iso_utc(oldest.stop)
-                ),
-                None => format!(
-                    "stanza {stanza} has no backup to restore: take one first (patroni module, \
-                     backup: full)"
-                ),
-            }),
-        (None, None) => backups.last().cloned().ok_or_else(|| {
-            format!(
-                "stanza {stanza} has no backup to restore: take one first (patroni module, \
-                 backup: full)"
-            )
-        }),
-    }
-}
-
-/// An option of the `[global]` section of a pgBackRest configuration.
-pub fn global_option(config: &str, key: &str) -> Option<String> {
-    let mut in_global = false;
-    for line in config.lines().map(str::trim) {
-        if let Some(section) = line.strip_prefix('[').and_then(|l| l.strip_suffix(']')) {
-            in_global = section == "global";
-        } else if in_global {
-            if let Some((k, v)) = line.split_once('=') {
-                if k.trim() == key {
-                    return Some(v.trim().to_string());
-                }
-            }
-        }
-    }
-    None
-}
-
-/// The stanza a pgBackRest configuration written by pgherd is for.
-fn stanza_of(config: &str) -> Option<String> {
-    config
-        .lines()
-        .filter_map(|l| l.trim().strip_prefix('[')?.strip_suffix(']'))
-        .find(|section| *section != "global")
-        .map(str::to_string)
-}
-
-/// The words of a command as a POSIX shell splits them (single and double
-/// quotes, backslashes), enough for the commands pgherd writes.
-fn shell_words(cmd: &str) -> Vec<String> {
-    let mut out = Vec::new();
-    let mut cur: Option<String> = None;
-    let mut chars = cmd.chars();
-    while let Some(c) = chars.next() {
-        match c {
-            '\'' => {
-                let w = cur.get_or_insert_with(String::new);
-                for q in chars.by_ref() {
-                    if q == '\'' {
-                        break;
-                    }
-                    w.push(q);
-                }
-            }
-            '"' => {
-                let w = cur.get_or_insert_with(String::new);
-                while let Some(q) = chars.next() {
-                    match q {
-                        '"' => break,
-                        '\\' => w.extend(chars.next()),
-                        q => w.push(q),
-                    }
-                }
-            }
-            '\\' => cur.get_or_insert_with(String::new).extend(chars.next()),
-            c if c.is_whitespace() => out.extend(cur.take()),
-            c => cur.get_or_insert_with(String::new).push(c),
-        }
-    }
-    out.extend(cur);
-    out
-}
-
-/// The pgBackRest configuration a Patroni configuration's archiving uses:
-/// the `--config=` of its `archive_command` (or `restore_command`).
-fn pgbackrest_config_of(doc: &serde_yaml::Value) -> Option<PathBuf> {
-    let pg = &doc["postgresql"];
-    [
-        &pg["parameters"]["archive_command"],
-        &pg["recovery_conf"]["restore_command"],
-    ]
-    .iter()
-    .filter_map(|c| c.as_str())
-    .flat_map(shell_words)
-    .find_map(|w| w.strip_prefix("--config=").map(PathBuf::from))
-}
-
-/// This host's instance of the member `leader` of cluster `scope`, found
-/// among the Patroni configurations the settings' `patroni.configpath`
-/// names (a pattern or a literal path), with the pgBackRest configuration
-/// its archiving uses.
-pub fn local_member(settings: &Settings, scope: &str, leader: &str) -> Result<Option<PgBackRest>> {
-    for path in crate::paths::local_patroni_configs(settings) {
-        let Ok(text) = std::fs::read_to_string(&path) else {
-            continue;
-        };
-        let Ok(doc) = serde_yaml::from_str::<serde_yaml::Value>(&text) else {
-            continue;
-        };
-        if doc["scope"].as_str() != Some(scope) || doc["name"].as_str() != Some(leader) {
-            continue;
-        }
-        let no_config = || {
-            Error::Other(format!(
-                "the leader {leader} runs on this host ({}), but it archives through no \
-                 pgBackRest configuration of pgherd's: give the instance the pgbackrest option",
-                path.display()
-            ))
-        };
-        let config = pgbackrest_config_of(&doc).ok_or_else(no_config)?;
-        let text = std::fs::read_to_string(&config).map_err(|_| no_config())?;
-        let stanza = stanza_of(&text).ok_or_else(no_config)?;
-        let option = |key: &str| global_option(&text, key).map(PathBuf::from);
-        let files = PgBackRestPaths {
-            repository: option("repo1-path").ok_or_else(no_config)?,
-            log_dir: option("log-path")
-                .unwrap_or_else(|| settings.pgbackrest.logpath.clone().into()),
-            lock_dir: option("lock-path")
-                .unwrap_or_else(|| settings.pgbackrest.lockpath.clone().into()),
-            config,
-        };
-        let data_dir = PathBuf::from(doc["postgresql"]["data_dir"].as_str().unwrap_or_default());
-        let run_as = crate::process::run_as_account(settings)?;
-        return Ok(Some(PgBackRest::new(
-            settings, &files, stanza, data_dir, run_as,
-        )));
-    }
-    Ok(None)
-}
-
 /// Recovery settings a pgBackRest restore writes into
 /// `postgresql.auto.conf`: reset once the restored node is promoted, so
 /// that they do not reach its replicas' copies.
@@ -654,6 +364,7 @@ pub const RECOVERY_SETTINGS: [&str; 9] = [
 
 #[cfg(test)]
 mod tests {
+    use super::find::{pgbackrest_config_of, shell_words, stanza_of};
     use super::*;
 
     const INFO: &str = r#"[{"archive":[{"database":{"id":1,"repo-key":1},"id":"15-1","max":"000000010000000000000003","min":"000000010000000000000001"}],

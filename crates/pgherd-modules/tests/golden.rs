@@ -5,10 +5,10 @@
 use std::path::{Path, PathBuf};
 
 use pgherd_core::instance::render_passfile;
-use pgherd_core::manifest::{InstanceManifest, InstanceOptions};
 use pgherd_core::paths::InstancePaths;
 use pgherd_core::patroni_config::render_patroni_config;
 use pgherd_core::settings::{Settings, SettingsSource};
+use pgherd_modules::options::{manifest, InstanceOptions};
 
 fn golden_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden")
@@ -19,7 +19,7 @@ fn render_case(name: &str) -> (String, Option<String>) {
     let doc: serde_json::Value = serde_yaml::from_str(&input).unwrap();
     let settings = Settings::load(&SettingsSource::Inline(doc["settings"].clone())).unwrap();
     let opts: InstanceOptions = serde_json::from_value(doc["instance"].clone()).unwrap();
-    let m = InstanceManifest::from_options(&opts, &settings).unwrap();
+    let m = manifest(&opts, &settings).unwrap();
     let paths = InstancePaths::new(&settings, &m);
     (
         render_patroni_config(&settings, &m, &paths).unwrap(),
@@ -72,7 +72,7 @@ fn pgbackrest_configuration_names_the_stanza_and_the_repository() {
     let doc: serde_json::Value = serde_yaml::from_str(&input).unwrap();
     let settings = Settings::load(&SettingsSource::Inline(doc["settings"].clone())).unwrap();
     let opts: InstanceOptions = serde_json::from_value(doc["instance"].clone()).unwrap();
-    let m = InstanceManifest::from_options(&opts, &settings).unwrap();
+    let m = manifest(&opts, &settings).unwrap();
     let paths = InstancePaths::new(&settings, &m);
     let b = pgherd_core::pgbackrest::PgBackRest::for_instance(&settings, &m, &paths, None).unwrap();
     assert_eq!(b.config, Path::new("/etc/pgbackrest/15-main.conf"));
