@@ -291,36 +291,18 @@ const EXAMPLES: &str = "\
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::Map;
+    use crate::contract::{keys_of, sample_params};
     use std::collections::BTreeSet;
 
     #[test]
     fn the_options_struct_has_exactly_the_specs_options() {
-        let params: Map<String, Value> = spec()
-            .options
-            .iter()
-            .map(|o| {
-                let v = match o.kind {
-                    Kind::Int => json!(1),
-                    Kind::Bool => json!(true),
-                    Kind::List => json!([]),
-                    Kind::Dict => json!({}),
-                    Kind::Raw => Value::Null,
-                    _ => json!("x"),
-                };
-                (o.name.to_string(), v)
-            })
-            .collect();
+        let params = sample_params(&spec());
         let parsed: InstanceOptions =
             serde_json::from_value(Value::Object(params.clone())).expect("every spec option");
-        let fields: BTreeSet<String> = serde_json::to_value(&parsed)
-            .unwrap()
-            .as_object()
-            .unwrap()
-            .keys()
-            .cloned()
-            .collect();
-        assert_eq!(fields, params.keys().cloned().collect::<BTreeSet<_>>());
+        assert_eq!(
+            keys_of(&parsed),
+            params.keys().cloned().collect::<BTreeSet<_>>()
+        );
         let mut extra = params;
         extra.insert("parameter".into(), json!({}));
         assert!(serde_json::from_value::<InstanceOptions>(Value::Object(extra)).is_err());
@@ -339,8 +321,9 @@ mod tests {
             .iter()
             .map(|r| r.name.to_string())
             .collect();
-        let facts = json!(pgherd_core::lifecycle::InstanceFacts::default());
-        let serialised: BTreeSet<String> = facts.as_object().unwrap().keys().cloned().collect();
-        assert_eq!(documented, serialised);
+        assert_eq!(
+            documented,
+            keys_of(&pgherd_core::lifecycle::InstanceFacts::default())
+        );
     }
 }

@@ -115,3 +115,40 @@ pub fn collection_doc_file(
         spec = python_literal(&argument_spec(spec)),
     )
 }
+
+/// What the modules' tests of their Ansible contract share.
+#[cfg(test)]
+pub(crate) mod contract {
+    use std::collections::BTreeSet;
+
+    use pgherd_ansible::{Kind, Spec};
+    use serde_json::{json, Map, Value};
+
+    /// Every option of `spec` with a value of its kind, as validation
+    /// leaves it.
+    pub fn sample_params(spec: &Spec) -> Map<String, Value> {
+        spec.options
+            .iter()
+            .map(|o| {
+                let v = match o.kind {
+                    Kind::Int => json!(1),
+                    Kind::Float => json!(1.5),
+                    Kind::Bool => json!(true),
+                    Kind::List => json!([]),
+                    Kind::Dict => json!({}),
+                    Kind::Raw => Value::Null,
+                    Kind::Str | Kind::Path => json!("x"),
+                };
+                (o.name.to_string(), v)
+            })
+            .collect()
+    }
+
+    /// The top-level keys `value` serialises to.
+    pub fn keys_of(value: &impl serde::Serialize) -> BTreeSet<String> {
+        serde_json::to_value(value)
+            .ok()
+            .and_then(|v| v.as_object().map(|m| m.keys().cloned().collect()))
+            .unwrap_or_default()
+    }
+}

@@ -454,38 +454,14 @@ const EXAMPLES: &str = "\
 #[cfg(test)]
 mod tests {
     use super::*;
-    use pgherd_ansible::Kind;
+    use crate::contract::{keys_of, sample_params};
     use std::collections::BTreeSet;
-
-    /// A value of each option's kind, as validation leaves it.
-    fn sample(kind: Kind) -> Value {
-        match kind {
-            Kind::Str | Kind::Path => json!("x"),
-            Kind::Int => json!(1),
-            Kind::Float => json!(1.5),
-            Kind::Bool => json!(true),
-            Kind::List => json!([]),
-            Kind::Dict => json!({}),
-            Kind::Raw => Value::Null,
-        }
-    }
 
     #[test]
     fn the_options_struct_has_exactly_the_specs_options() {
-        let spec = spec();
-        let params: Map<String, Value> = spec
-            .options
-            .iter()
-            .map(|o| (o.name.to_string(), sample(o.kind)))
-            .collect();
+        let params = sample_params(&spec());
         let parsed = PatroniOptions::from_params(&params).expect("every spec option");
-        let fields: BTreeSet<String> = serde_json::to_value(&parsed)
-            .unwrap()
-            .as_object()
-            .unwrap()
-            .keys()
-            .cloned()
-            .collect();
+        let fields = keys_of(&parsed);
         let names: BTreeSet<String> = params.keys().cloned().collect();
         assert_eq!(fields, names);
         assert_eq!(
