@@ -203,112 +203,28 @@ pub fn manifest(opts: &InstanceOptions, settings: &Settings) -> Result<InstanceM
         patroni.node.as_deref().unwrap_or(short_host.as_str()),
     );
 
-    let version_text = opts
-        .version
-        .clone()
-        .unwrap_or_else(|| settings.postgresql.default_version.clone());
-    let version = match PgVersion::parse(&version_text) {
-        Ok(v) => Some(v),
-        Err(e) => {
-            problems.push(format!("version: {e}"));
-            None
-        }
-    };
-    let port = match check_port("port", opts.port.unwrap_or(5432)) {
-        Ok(p) => p,
-        Err(e) => {
-            problems.push(e);
-            5432
-        }
-    };
+    let (version, port) = version_and_port(opts, settings, &mut problems);
 
-    let pg = patroni.postgresql.clone().unwrap_or_default();
-    let pg_connect_host = pg.connect_host.clone().unwrap_or_else(|| hostname.clone());
-    if let Err(e) = check_host("patroni.postgresql.connect_host", &pg_connect_host) {
-        problems.push(e);
-    }
-    let pg_listen = pg.listen.clone().unwrap_or_else(|| pg_connect_host.clone());
-    for host in pg_listen.split(',') {
-        if let Err(e) = check_host("patroni.postgresql.listen", host.trim()) {
-            problems.push(e);
-        }
-    }
-
-    let api = patroni.restapi.clone().unwrap_or_default();
-    let restapi_connect_address = api
-        .connect_address
-        .clone()
-        .unwrap_or_else(|| format!("{pg_connect_host}:{DEFAULT_RESTAPI_PORT}"));
-    if let Err(e) = parse_host_port(&restapi_connect_address) {
-        problems.push(format!("patroni.restapi.connect_address: {e}"));
-    }
-    let restapi_listen = api
-        .listen
-        .clone()
-        .unwrap_or_else(|| restapi_connect_address.clone());
-    if let Err(e) = parse_host_port(&restapi_listen) {
-        problems.push(format!("patroni.restapi.listen: {e}"));
-    }
+    let Addresses {
+        pg_connect_host,
+        pg_listen,
+        restapi_connect_address,
+        restapi_listen,
+    } = addresses(&patroni, &hostname, &mut problems);
     let restapi_auth = login(
         "patroni.restapi.authentication",
-        api.authentication.as_ref(),
+        patroni
+            .restapi
+            .as_ref()
+            .and_then(|a| a.authentication.as_ref()),
         &mut problems,
     );
     let etcd_auth = login("patroni.etcd", patroni.etcd.as_ref(), &mut problems);
 
-    let pg_hba = opts.pg_hba.clone().unwrap_or_default();
-    for (i, entry) in pg_hba.iter().enumerate() {
-        if entry.contains('\n') || entry.trim().is_empty() {
-            problems.push(format!(
-                "pg_hba[{i}] must be one non-empty pg_hba.conf line"
-            ));
-        } else if let Err(e) = pgherd_core::pg_hba::check_entry(entry) {
-            problems.push(format!("pg_hba[{i}] ({entry:?}): {e}"));
-        }
-    }
-    let parameters: BTreeMap<String, Value> = opts
-        .parameters
-        .clone()
-        .unwrap_or_default()
-        .into_iter()
-        .collect();
-    for (key, value) in &parameters {
-        if matches!(value, Value::Object(_) | Value::Array(_)) {
-            problems.push(format!(
-                "parameters.{key} must be a string, number or boolean"
-            ));
-        }
-    }
+    let pg_hba = checked_pg_hba(opts, &mut problems);
+    let parameters = checked_parameters(opts, &mut problems);
 
-    let pgbackrest_stanza = opts
-        .pgbackrest
-        .as_ref()
-        .and_then(|b| match b.stanza.as_deref() {
-            Some(stanza) => match Name::parse("pgbackrest.stanza", stanza) {
-                Ok(n) => Some(n),
-                Err(e) => {
-                    problems.push(e);
-                    None
-                }
-            },
-            None => {
-                problems.push("pgbackrest.stanza is required".into());
-                None
-            }
-        });
-    let restore = opts.restore.as_ref().and_then(|r| match restore_source(r) {
-        Ok(source) => Some(source),
-        Err(p) => {
-            problems.extend(p);
-            None
-        }
-    });
-    let from_backup = opts.restore.as_ref().and_then(|r| r.from.as_deref()) == Some("backup");
-    if from_backup && opts.pgbackrest.is_none() {
-        problems.push(
-            "restore.from: backup needs the pgbackrest option (the stanza to restore from)".into(),
-        );
-    }
+    let (pgbackrest_stanza, restore) = backup_and_restore(opts, &mut problems);
 
     match (name, cluster, node, version) {
         (Some(name), Some(cluster), Some(node), Some(version)) if problems.is_empty() => {
@@ -342,6 +258,159 @@ pub fn manifest(opts: &InstanceOptions, settings: &Settings) -> Result<InstanceM
         }
         _ => Err(Error::InvalidManifest(problems)),
     }
+}
+
+/// The PostgreSQL version (the settings' default when not given) and port.
+fn version_and_port(
+    opts: &InstanceOptions,
+    settings: &Settings,
+    problems: &mut Vec<String>,
+) -> (Option<PgVersion>, u16) {
+    let version_text = opts
+        .version
+        .clone()
+        .unwrap_or_else(|| settings.postgresql.default_version.clone());
+    let version = match PgVersion::parse(&version_text) {
+        Ok(v) => Some(v),
+        Err(e) => {
+            problems.push(format!("version: {e}"));
+            None
+        }
+    };
+    let port = match check_port("port", opts.port.unwrap_or(5432)) {
+        Ok(p) => p,
+        Err(e) => {
+            problems.push(e);
+            5432
+        }
+    };
+    (version, port)
+}
+
+/// Where PostgreSQL and the REST API listen and are reached.
+struct Addresses {
+    pg_connect_host: String,
+    pg_listen: String,
+    restapi_connect_address: String,
+    restapi_listen: String,
+}
+
+/// The addresses, each defaulting to the one before it (the connect host
+/// to this host's name), checked.
+fn addresses(
+    patroni: &NodePatroniOptions,
+    hostname: &str,
+    problems: &mut Vec<String>,
+) -> Addresses {
+    let pg = patroni.postgresql.clone().unwrap_or_default();
+    let pg_connect_host = pg
+        .connect_host
+        .clone()
+        .unwrap_or_else(|| hostname.to_string());
+    if let Err(e) = check_host("patroni.postgresql.connect_host", &pg_connect_host) {
+        problems.push(e);
+    }
+    let pg_listen = pg.listen.clone().unwrap_or_else(|| pg_connect_host.clone());
+    for host in pg_listen.split(',') {
+        if let Err(e) = check_host("patroni.postgresql.listen", host.trim()) {
+            problems.push(e);
+        }
+    }
+
+    let api = patroni.restapi.clone().unwrap_or_default();
+    let restapi_connect_address = api
+        .connect_address
+        .clone()
+        .unwrap_or_else(|| format!("{pg_connect_host}:{DEFAULT_RESTAPI_PORT}"));
+    if let Err(e) = parse_host_port(&restapi_connect_address) {
+        problems.push(format!("patroni.restapi.connect_address: {e}"));
+    }
+    let restapi_listen = api
+        .listen
+        .clone()
+        .unwrap_or_else(|| restapi_connect_address.clone());
+    if let Err(e) = parse_host_port(&restapi_listen) {
+        problems.push(format!("patroni.restapi.listen: {e}"));
+    }
+    Addresses {
+        pg_connect_host,
+        pg_listen,
+        restapi_connect_address,
+        restapi_listen,
+    }
+}
+
+/// The task's pg_hba lines, each one line PostgreSQL would accept.
+fn checked_pg_hba(opts: &InstanceOptions, problems: &mut Vec<String>) -> Vec<String> {
+    let pg_hba = opts.pg_hba.clone().unwrap_or_default();
+    for (i, entry) in pg_hba.iter().enumerate() {
+        if entry.contains('\n') || entry.trim().is_empty() {
+            problems.push(format!(
+                "pg_hba[{i}] must be one non-empty pg_hba.conf line"
+            ));
+        } else if let Err(e) = pgherd_core::pg_hba::check_entry(entry) {
+            problems.push(format!("pg_hba[{i}] ({entry:?}): {e}"));
+        }
+    }
+    pg_hba
+}
+
+/// The parameters, each a scalar.
+fn checked_parameters(
+    opts: &InstanceOptions,
+    problems: &mut Vec<String>,
+) -> BTreeMap<String, Value> {
+    let parameters: BTreeMap<String, Value> = opts
+        .parameters
+        .clone()
+        .unwrap_or_default()
+        .into_iter()
+        .collect();
+    for (key, value) in &parameters {
+        if matches!(value, Value::Object(_) | Value::Array(_)) {
+            problems.push(format!(
+                "parameters.{key} must be a string, number or boolean"
+            ));
+        }
+    }
+    parameters
+}
+
+/// The pgBackRest stanza, and the restore asked for, checked together.
+fn backup_and_restore(
+    opts: &InstanceOptions,
+    problems: &mut Vec<String>,
+) -> (Option<Name>, Option<RestoreSource>) {
+    let pgbackrest_stanza = opts
+        .pgbackrest
+        .as_ref()
+        .and_then(|b| match b.stanza.as_deref() {
+            Some(stanza) => match Name::parse("pgbackrest.stanza", stanza) {
+                Ok(n) => Some(n),
+                Err(e) => {
+                    problems.push(e);
+                    None
+                }
+            },
+            None => {
+                problems.push("pgbackrest.stanza is required".into());
+                None
+            }
+        });
+    let restore = opts.restore.as_ref().and_then(|r| match restore_source(r) {
+        Ok(source) => Some(source),
+        Err(p) => {
+            problems.extend(p);
+            None
+        }
+    });
+    let from_backup = opts.restore.as_ref().and_then(|r| r.from.as_deref()) == Some("backup");
+    if from_backup && opts.pgbackrest.is_none() {
+        problems.push(
+            "restore.from: backup needs the pgbackrest option (the stanza to restore from)".into(),
+        );
+    }
+    (pgbackrest_stanza, restore)
 }
 
 #[cfg(test)]

@@ -13,6 +13,9 @@ pub(super) struct ClusterRun<'c, 'a> {
     pub warnings: Vec<String>,
     /// The backup taken, as the repository lists it.
     pub backup: Option<crate::pgbackrest::BackupSet>,
+    /// An action of this run changed the cluster since the read the
+    /// current plan comes from (its caller resets it when it reads again).
+    pub acted: bool,
 }
 
 type Step = std::result::Result<Outcome, Failure>;
@@ -27,6 +30,16 @@ impl<'c, 'a> ClusterRun<'c, 'a> {
 
 impl Executor for ClusterRun<'_, '_> {
     fn apply(&mut self, action: &Action) -> Step {
+        let step = self.apply_one(action);
+        if matches!(step, Ok(Outcome::Done | Outcome::DoneAs(_))) {
+            self.acted = true;
+        }
+        step
+    }
+}
+
+impl ClusterRun<'_, '_> {
+    fn apply_one(&mut self, action: &Action) -> Step {
         match action {
             Action::SetPause { paused, .. } => set_pause(self.conn()?, *paused)?,
             Action::PatchConfig {
@@ -40,12 +53,7 @@ impl Executor for ClusterRun<'_, '_> {
                 .member_client(name)?
                 .reload()
                 .map_err(|e| Error::Other(format!("reload of {name}: {e}")))?,
-            Action::Switchover {
-                to,
-                at,
-                maximum_lag,
-                ..
-            } => return self.switchover(to, at.as_deref(), *maximum_lag),
+            Action::Switchover { .. } => return self.switchover(action),
             Action::Failover { to, former } => self.failover(to, former.as_deref())?,
             Action::RestartMember { name } => restart_member(self.conn()?, name)?,
             Action::ConfirmRestarts {
@@ -65,9 +73,7 @@ impl Executor for ClusterRun<'_, '_> {
         }
         Ok(Outcome::Done)
     }
-}
 
-impl ClusterRun<'_, '_> {
     /// Takes a backup with the leader's pgBackRest on this host.
     fn backup(&mut self, leader: &str, kind: crate::pgbackrest::BackupKind) -> Result<()> {
         let t = self.target;
@@ -83,15 +89,32 @@ impl ClusterRun<'_, '_> {
         Ok(())
     }
 
-    /// Switches over, planned again from the cluster as it is now (Patroni,
-    /// or this run's restarts of replicas, may have changed it).
-    fn switchover(&mut self, to: &str, at: Option<&str>, maximum_lag: Option<u64>) -> Step {
-        let conn = self.conn()?;
-        let fresh = conn.observe()?;
-        let Some(action) = planner::plan_switchover(&fresh, to, at, maximum_lag)? else {
+    /// Switches over; planned again from the cluster as it is now when this
+    /// run changed it since the plan (replicas restarted before their
+    /// leader hands over).
+    fn switchover(&mut self, planned: &Action) -> Step {
+        let Action::Switchover {
+            to,
+            at,
+            maximum_lag,
+            ..
+        } = planned
+        else {
             return Ok(Outcome::Nothing);
         };
-        let Action::Switchover { from: leader, .. } = &action else {
+        let (to, at) = (to.as_str(), at.as_deref());
+        let conn = self.conn()?;
+        let replanned;
+        let action = if self.acted {
+            replanned = planner::plan_switchover(&conn.observe()?, to, at, *maximum_lag)?;
+            match &replanned {
+                Some(a) => a,
+                None => return Ok(Outcome::Nothing),
+            }
+        } else {
+            planned
+        };
+        let Action::Switchover { from: leader, .. } = action else {
             return Ok(Outcome::Nothing);
         };
         let (status, answer) = conn.operation_client(leader)?.switchover(leader, to, at)?;
@@ -199,6 +222,7 @@ impl ClusterRun<'_, '_> {
                 maximum_lag,
             )
             .map_err(|e| Failure::from(e.after(lines.clone())))?;
+            self.acted = false;
             execute_onto(&again, self, &mut lines)?;
         }
         Ok(if lines.is_empty() {

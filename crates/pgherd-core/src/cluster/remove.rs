@@ -106,6 +106,7 @@ pub(super) fn remove(target: &Target, ops: &Operations, check_mode: bool) -> Res
         conn: None,
         warnings: Vec::new(),
         backup: None,
+        acted: false,
     };
     let changes = carry_out(&actions, check_mode, &mut run)?;
     Ok(Report {

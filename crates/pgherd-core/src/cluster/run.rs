@@ -67,6 +67,7 @@ pub fn run(target: &Target, ops: &Operations, check_mode: bool) -> Result<Report
         conn: Some(&conn),
         warnings: Vec::new(),
         backup: None,
+        acted: false,
     };
     let mut done = Vec::new();
     let mut diffs = Vec::new();
@@ -77,6 +78,7 @@ pub fn run(target: &Target, ops: &Operations, check_mode: bool) -> Result<Report
         if done.len() > seen {
             info = conn.observe().map_err(|e| e.after(done.clone()))?;
             seen = done.len();
+            run.acted = false;
             if phase == Phase::Backup {
                 here = look_here(target, &info, ops).map_err(|e| e.after(done.clone()))?;
             }
