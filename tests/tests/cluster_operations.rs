@@ -423,8 +423,26 @@ fn patroni_module_operates_a_real_cluster() {
         "switchover to an asynchronous replica",
         "not a synchronous standby",
     );
+    // Every replica synchronous: the task returns once the leader chose
+    // both, as the next task reads the cluster.
     ok(
-        &c.patroni(json!({"dynamic_config": {"synchronous_mode": false}}), &[]),
+        &c.patroni(
+            json!({"dynamic_config": {"synchronous_node_count": 2}}),
+            &[],
+        ),
+        "two synchronous standbys",
+    );
+    let (_, body) = http_get("127.0.0.11:8008", "/cluster").expect("pg1's REST API");
+    let view: Value = serde_json::from_str(&body).unwrap();
+    let syncs = view["members"]
+        .as_array()
+        .map(|ms| ms.iter().filter(|m| m["role"] == "sync_standby").count());
+    assert_eq!(syncs, Some(2), "{view}");
+    ok(
+        &c.patroni(
+            json!({"dynamic_config": {"synchronous_mode": false, "synchronous_node_count": null}}),
+            &[],
+        ),
         "asynchronous again",
     );
     wait_members("no synchronous standby", |m| {

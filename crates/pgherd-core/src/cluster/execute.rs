@@ -287,13 +287,17 @@ fn patch_config(
         )))
         .confirming();
     }
-    let Some(mode) = patch.get("synchronous_mode") else {
+    if patch.get("synchronous_mode").is_none() && patch.get("synchronous_node_count").is_none() {
         return Ok(());
-    };
+    }
+    let mode = applied.get("synchronous_mode").unwrap_or(&Value::Null);
+    let count = applied
+        .get("synchronous_node_count")
+        .and_then(Value::as_u64);
     match sync_role(mode) {
         Some(role) if streaming => conn
-            .wait_cluster(&format!("a member to become a {role}"), |s| {
-                s.members.iter().any(|m| m.role == role)
+            .wait_cluster(&standbys_awaited(role, count), |s| {
+                sync_standbys_chosen(s, role, count)
             })
             .map(|_| ())
             .confirming(),
@@ -309,6 +313,35 @@ fn patch_config(
     }
 }
 
+/// What a change of synchronous replication waits for, in words.
+fn standbys_awaited(role: &str, count: Option<u64>) -> String {
+    match count {
+        Some(n) if n > 1 && role == "sync_standby" => {
+            format!("{n} members (or every replica that may be one) to become a {role}")
+        }
+        _ => format!("a member to become a {role}"),
+    }
+}
+
+/// Whether the leader chose its synchronous standbys: with
+/// `synchronous_mode: on`, `synchronous_node_count` of them, or every
+/// streaming replica without `nosync` when fewer stream (Patroni picks
+/// no more); in quorum mode, one.
+fn sync_standbys_chosen(s: &ClusterStatus, role: &str, count: Option<u64>) -> bool {
+    let chosen = s.members.iter().filter(|m| m.role == role).count();
+    if role != "sync_standby" {
+        return chosen >= 1;
+    }
+    let eligible = s
+        .members
+        .iter()
+        .filter(|m| is_replica_role(&m.role) && m.state == "streaming")
+        .filter(|m| m.tags.get("nosync") != Some(&Value::Bool(true)))
+        .count();
+    let wanted = usize::try_from(count.unwrap_or(1)).unwrap_or(usize::MAX);
+    chosen >= wanted.min(eligible).max(1)
+}
+
 /// Deletes the keys under `prefix` and checks that none is left.
 fn delete_keys(target: &Target, prefix: &str) -> Result<()> {
     let mut dcs = connect_dcs(target)?;
@@ -321,4 +354,122 @@ fn delete_keys(target: &Target, prefix: &str) -> Result<()> {
         )));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::rest::Member;
+
+    fn member(name: &str, role: &str, state: &str, nosync: bool) -> Member {
+        let mut m = Member {
+            name: name.into(),
+            role: role.into(),
+            state: state.into(),
+            ..Member::default()
+        };
+        if nosync {
+            m.tags.insert("nosync".into(), Value::Bool(true));
+        }
+        m
+    }
+
+    #[test]
+    fn synchronous_standbys_are_awaited_up_to_what_patroni_can_choose() {
+        let leader = member("a", "leader", "running", false);
+        let cases: [(&str, Vec<Member>, Option<u64>, bool); 8] = [
+            (
+                "one wanted, one chosen",
+                vec![
+                    member("b", "sync_standby", "streaming", false),
+                    member("c", "replica", "streaming", false),
+                ],
+                None,
+                true,
+            ),
+            (
+                "one wanted, none yet",
+                vec![
+                    member("b", "replica", "streaming", false),
+                    member("c", "replica", "streaming", false),
+                ],
+                Some(1),
+                false,
+            ),
+            (
+                "two wanted, one chosen",
+                vec![
+                    member("b", "sync_standby", "streaming", false),
+                    member("c", "replica", "streaming", false),
+                ],
+                Some(2),
+                false,
+            ),
+            (
+                "two wanted, two chosen",
+                vec![
+                    member("b", "sync_standby", "streaming", false),
+                    member("c", "sync_standby", "streaming", false),
+                ],
+                Some(2),
+                true,
+            ),
+            (
+                "two wanted, the other replica stopped",
+                vec![
+                    member("b", "sync_standby", "streaming", false),
+                    member("c", "replica", "stopped", false),
+                ],
+                Some(2),
+                true,
+            ),
+            (
+                "two wanted, the other replica nosync",
+                vec![
+                    member("b", "sync_standby", "streaming", false),
+                    member("c", "replica", "streaming", true),
+                ],
+                Some(2),
+                true,
+            ),
+            (
+                "three wanted of two replicas",
+                vec![
+                    member("b", "sync_standby", "streaming", false),
+                    member("c", "sync_standby", "streaming", false),
+                ],
+                Some(3),
+                true,
+            ),
+            (
+                "none streams yet",
+                vec![member("b", "replica", "stopped", false)],
+                Some(2),
+                false,
+            ),
+        ];
+        for (what, replicas, count, ready) in cases {
+            let mut members = vec![leader.clone()];
+            members.extend(replicas);
+            let s = ClusterStatus {
+                members,
+                ..ClusterStatus::default()
+            };
+            assert_eq!(
+                sync_standbys_chosen(&s, "sync_standby", count),
+                ready,
+                "{what}"
+            );
+        }
+        let quorum = ClusterStatus {
+            members: vec![leader, member("b", "quorum_standby", "streaming", false)],
+            ..ClusterStatus::default()
+        };
+        assert!(sync_standbys_chosen(&quorum, "quorum_standby", Some(2)));
+        assert_eq!(
+            standbys_awaited("sync_standby", None),
+            "a member to become a sync_standby"
+        );
+        assert!(standbys_awaited("sync_standby", Some(2)).starts_with("2 members"));
+    }
 }
