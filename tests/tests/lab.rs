@@ -245,7 +245,7 @@ fn wait_whole_as(
             eprintln!(
                 "lab: ANOMALY after {what}: for 90 s the DCS says {l} leads and every member \
                  streams, but its walsenders do not stream to every member: {:?}\n{}",
-                patroni_of(&l).map(|p| p["replication"].clone()),
+                patroni_of(l).map(|p| p["replication"].clone()),
                 hosts_story()
             );
             Some(l.clone())
