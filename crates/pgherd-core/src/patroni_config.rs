@@ -222,69 +222,7 @@ pub fn build_patroni_config(
     paths: &InstancePaths,
 ) -> Result<PatroniConfig> {
     let p = &settings.patroni;
-    let pg = &settings.postgresql;
     let etcd_login = crate::dcs::effective_login(m.etcd_auth.as_ref(), &p.etcd);
-
-    let mut initdb = vec![
-        single("encoding", &pg.initdb.encoding),
-        single("locale", &pg.initdb.locale),
-    ];
-    if pg.initdb.data_checksums {
-        initdb.push(Value::from("data-checksums"));
-    }
-    if let Some(wal) = &paths.wal_dir {
-        initdb.push(single("waldir", &wal.display().to_string()));
-    }
-
-    let mut parameters: BTreeMap<String, Value> = BTreeMap::new();
-    parameters.insert(
-        "unix_socket_directories".into(),
-        Value::from(paths.socket_dir.display().to_string()),
-    );
-    parameters.insert("logging_collector".into(), Value::from("on"));
-    parameters.insert(
-        "log_directory".into(),
-        Value::from(paths.pg_log_dir.display().to_string()),
-    );
-    // In a log directory instances share, each one's files carry its name,
-    // so that they can be told apart and removed with it.
-    if !pg.logdir.contains("{name}") {
-        parameters.insert(
-            "log_filename".into(),
-            Value::from(crate::paths::shared_log_filename(
-                m.version.as_str(),
-                m.name.as_str(),
-            )),
-        );
-    }
-    // With pgBackRest, every member archives when it leads, fetches
-    // missing WAL from the repository, and is built from the last backup
-    // before falling back to the settings' methods.
-    let pgbackrest = PgBackRest::for_instance(settings, m, paths, None);
-    let mut create_replica_methods = p.create_replica_methods.clone();
-    let mut recovery_conf = BTreeMap::new();
-    if let Some(b) = &pgbackrest {
-        parameters.insert("archive_mode".into(), Value::from("on"));
-        parameters.insert("archive_command".into(), Value::from(b.archive_command()));
-        recovery_conf.insert("restore_command".into(), Value::from(b.restore_command()));
-        create_replica_methods.retain(|method| method != "pgbackrest");
-        create_replica_methods.insert(0, "pgbackrest".into());
-    }
-    for (key, value) in &m.parameters {
-        parameters.insert(key.clone(), json_to_yaml(value));
-    }
-
-    // Patroni takes several addresses with one port after the last one.
-    let listen = format!(
-        "{}:{}",
-        m.pg_listen
-            .split(',')
-            .map(str::trim)
-            .collect::<Vec<_>>()
-            .join(","),
-        m.port
-    );
-
     Ok(PatroniConfig {
         scope: m.cluster.to_string(),
         namespace: p.etcd.namespace.clone(),
@@ -293,17 +231,7 @@ pub fn build_patroni_config(
             dir: paths.patroni_log_dir.clone(),
             level: "INFO".into(),
         },
-        restapi: RestApiConfig {
-            listen: m.restapi_listen.clone(),
-            connect_address: m.restapi_connect_address.clone(),
-            cafile: p.restapi.cafile.clone(),
-            certfile: p.restapi.certfile.clone(),
-            keyfile: p.restapi.keyfile.clone(),
-            verify_client: p.restapi.verify_client,
-            authentication: m.restapi_auth.as_ref().map(Credentials::from),
-            allowlist: p.restapi.allowlist.clone(),
-            allowlist_include_members: p.restapi.allowlist_include_members,
-        },
+        restapi: restapi_config(p, m),
         ctl: p.ctl.as_ref().map(|c| CtlConfig {
             certfile: c.certfile.clone(),
             keyfile: c.keyfile.clone(),
@@ -330,44 +258,9 @@ pub fn build_patroni_config(
                     parameters: BTreeMap::new(),
                 },
             },
-            initdb,
+            initdb: initdb_options(settings, paths),
         },
-        postgresql: PostgresqlConfig {
-            listen,
-            connect_address: format!("{}:{}", m.pg_connect_host, m.port),
-            data_dir: paths.data_dir.clone(),
-            config_dir: paths.conf_dir.clone(),
-            bin_dir: paths.bin_dir.clone(),
-            pgpass: paths.patroni_pgpass.clone(),
-            use_unix_socket: true,
-            use_unix_socket_repl: false,
-            // The superuser connects through the socket; the others cross
-            // the network between members, with the site's SSL options.
-            authentication: PgAuthentication {
-                superuser: Role::new(&pg.superuser, m.surole_password.as_ref(), None),
-                replication: Role::new(
-                    &pg.replication_role,
-                    m.replrole_password.as_ref(),
-                    pg.client_ssl.as_ref(),
-                ),
-                rewind: Role::new(
-                    &pg.rewind_role,
-                    m.rewind_password.as_ref(),
-                    pg.client_ssl.as_ref(),
-                ),
-            },
-            parameters,
-            pg_hba: render_pg_hba(settings, &m.pg_hba)?,
-            use_pg_rewind: p.use_pg_rewind,
-            create_replica_methods,
-            basebackup: vec![single("checkpoint", "fast")],
-            pgbackrest: pgbackrest.as_ref().map(|b| ReplicaMethod {
-                command: b.replica_command(),
-                keep_data: true,
-                no_params: true,
-            }),
-            recovery_conf,
-        },
+        postgresql: postgresql_config(settings, m, paths)?,
         watchdog: p.watchdog.as_ref().map(|w| WatchdogConfig {
             mode: w.mode,
             device: w.device.clone(),
@@ -380,6 +273,143 @@ pub fn build_patroni_config(
             nosync: false,
         },
     })
+}
+
+/// initdb's options: the settings' encoding, locale and checksums, and the
+/// WAL directory when it is apart.
+fn initdb_options(settings: &Settings, paths: &InstancePaths) -> Vec<Value> {
+    let initdb = &settings.postgresql.initdb;
+    let mut out = vec![
+        single("encoding", &initdb.encoding),
+        single("locale", &initdb.locale),
+    ];
+    if initdb.data_checksums {
+        out.push(Value::from("data-checksums"));
+    }
+    if let Some(wal) = &paths.wal_dir {
+        out.push(single("waldir", &wal.display().to_string()));
+    }
+    out
+}
+
+fn restapi_config(p: &crate::settings::PatroniSettings, m: &InstanceManifest) -> RestApiConfig {
+    RestApiConfig {
+        listen: m.restapi_listen.clone(),
+        connect_address: m.restapi_connect_address.clone(),
+        cafile: p.restapi.cafile.clone(),
+        certfile: p.restapi.certfile.clone(),
+        keyfile: p.restapi.keyfile.clone(),
+        verify_client: p.restapi.verify_client,
+        authentication: m.restapi_auth.as_ref().map(Credentials::from),
+        allowlist: p.restapi.allowlist.clone(),
+        allowlist_include_members: p.restapi.allowlist_include_members,
+    }
+}
+
+/// The `postgresql` section: addresses, paths, roles, parameters, pg_hba,
+/// and with pgBackRest, archiving, restore_command and replicas built from
+/// the repository first.
+fn postgresql_config(
+    settings: &Settings,
+    m: &InstanceManifest,
+    paths: &InstancePaths,
+) -> Result<PostgresqlConfig> {
+    let (p, pg) = (&settings.patroni, &settings.postgresql);
+    let pgbackrest = PgBackRest::for_instance(settings, m, paths, None);
+    let mut create_replica_methods = p.create_replica_methods.clone();
+    let mut recovery_conf = BTreeMap::new();
+    if let Some(b) = &pgbackrest {
+        recovery_conf.insert("restore_command".into(), Value::from(b.restore_command()));
+        create_replica_methods.retain(|method| method != "pgbackrest");
+        create_replica_methods.insert(0, "pgbackrest".into());
+    }
+    // Patroni takes several addresses with one port after the last one.
+    let listen = format!(
+        "{}:{}",
+        m.pg_listen
+            .split(',')
+            .map(str::trim)
+            .collect::<Vec<_>>()
+            .join(","),
+        m.port
+    );
+    Ok(PostgresqlConfig {
+        listen,
+        connect_address: format!("{}:{}", m.pg_connect_host, m.port),
+        data_dir: paths.data_dir.clone(),
+        config_dir: paths.conf_dir.clone(),
+        bin_dir: paths.bin_dir.clone(),
+        pgpass: paths.patroni_pgpass.clone(),
+        use_unix_socket: true,
+        use_unix_socket_repl: false,
+        // The superuser connects through the socket; the others cross
+        // the network between members, with the site's SSL options.
+        authentication: PgAuthentication {
+            superuser: Role::new(&pg.superuser, m.surole_password.as_ref(), None),
+            replication: Role::new(
+                &pg.replication_role,
+                m.replrole_password.as_ref(),
+                pg.client_ssl.as_ref(),
+            ),
+            rewind: Role::new(
+                &pg.rewind_role,
+                m.rewind_password.as_ref(),
+                pg.client_ssl.as_ref(),
+            ),
+        },
+        parameters: server_parameters(settings, m, paths, pgbackrest.as_ref()),
+        pg_hba: render_pg_hba(settings, &m.pg_hba)?,
+        use_pg_rewind: p.use_pg_rewind,
+        create_replica_methods,
+        basebackup: vec![single("checkpoint", "fast")],
+        pgbackrest: pgbackrest.as_ref().map(|b| ReplicaMethod {
+            command: b.replica_command(),
+            keep_data: true,
+            no_params: true,
+        }),
+        recovery_conf,
+    })
+}
+
+/// PostgreSQL's parameters: sockets and logs where the paths say, archiving
+/// to pgBackRest's repository when it is configured, then the instance's
+/// own parameters over them.
+fn server_parameters(
+    settings: &Settings,
+    m: &InstanceManifest,
+    paths: &InstancePaths,
+    pgbackrest: Option<&PgBackRest>,
+) -> BTreeMap<String, Value> {
+    let mut parameters: BTreeMap<String, Value> = BTreeMap::new();
+    parameters.insert(
+        "unix_socket_directories".into(),
+        Value::from(paths.socket_dir.display().to_string()),
+    );
+    parameters.insert("logging_collector".into(), Value::from("on"));
+    parameters.insert(
+        "log_directory".into(),
+        Value::from(paths.pg_log_dir.display().to_string()),
+    );
+    // In a log directory instances share, each one's files carry its name,
+    // so that they can be told apart and removed with it.
+    if !settings.postgresql.logdir.contains("{name}") {
+        parameters.insert(
+            "log_filename".into(),
+            Value::from(crate::paths::shared_log_filename(
+                m.version.as_str(),
+                m.name.as_str(),
+            )),
+        );
+    }
+    // With pgBackRest, every member archives when it leads.
+    if let Some(b) = pgbackrest {
+        parameters.insert("archive_mode".into(), Value::from("on"));
+        parameters.insert("archive_command".into(), Value::from(b.archive_command()));
+    }
+    for (key, value) in &m.parameters {
+        parameters.insert(key.clone(), json_to_yaml(value));
+    }
+    parameters
 }
 
 /// The configuration file's bytes: typed config, then the settings'

@@ -309,25 +309,7 @@ pub fn check_instance(
 ) -> Vec<String> {
     let pg = Who::of(run_as);
     let me = Who::this_process();
-    let mut problems = Vec::new();
-    let version = m.version.as_str();
-    problems.extend(check_program(
-        "patroni.execpath",
-        &settings.patroni.execpath,
-        &pg,
-        ": install Patroni or set patroni.execpath to where it is",
-    ));
-    for program in postgres_programs(settings) {
-        problems.extend(check_program(
-            "postgresql.bindir",
-            &paths.bin_dir.join(program),
-            &pg,
-            &format!(
-                ": is PostgreSQL {version} installed (Debian: postgresql-{version})? Else set \
-                 postgresql.bindir"
-            ),
-        ));
-    }
+    let mut problems = programs(settings, m, paths, &pg);
     if let Some(b) = &paths.pgbackrest {
         problems.extend(repository_change(b, m.pgbackrest_new_repository));
         problems.extend(check_program(
@@ -341,31 +323,67 @@ pub fn check_instance(
             ("pgbackrest.logpath", &b.log_dir),
             ("pgbackrest.lockpath", &b.lock_dir),
         ] {
-            problems.extend(check_dir(
-                &WritableDir {
-                    key,
-                    path,
-                    who: &pg,
-                    made_by_who: false,
-                },
-                &me,
-            ));
+            let dir = WritableDir {
+                key,
+                path,
+                who: &pg,
+                made_by_who: false,
+            };
+            problems.extend(check_dir(&dir, &me));
         }
     }
+    problems.extend(instance_dirs(paths, &pg, &me));
+    problems.dedup();
+    problems
+}
+
+/// Patroni and the PostgreSQL programs pgherd and Patroni run, as `pg`.
+fn programs(
+    settings: &Settings,
+    m: &InstanceManifest,
+    paths: &InstancePaths,
+    pg: &Who,
+) -> Vec<String> {
+    let version = m.version.as_str();
+    let mut problems: Vec<String> = check_program(
+        "patroni.execpath",
+        &settings.patroni.execpath,
+        pg,
+        ": install Patroni or set patroni.execpath to where it is",
+    )
+    .into_iter()
+    .collect();
+    for program in postgres_programs(settings) {
+        problems.extend(check_program(
+            "postgresql.bindir",
+            &paths.bin_dir.join(program),
+            pg,
+            &format!(
+                ": is PostgreSQL {version} installed (Debian: postgresql-{version})? Else set \
+                 postgresql.bindir"
+            ),
+        ));
+    }
+    problems
+}
+
+/// The instance's directories: those PostgreSQL makes (data, WAL), those
+/// it or Patroni writes in, the parents of the files pgherd writes, and
+/// the way to Patroni's configuration, which Patroni reads as `pg`.
+fn instance_dirs(paths: &InstancePaths, pg: &Who, me: &Who) -> Vec<String> {
+    let mut problems = Vec::new();
     let made_by_postgres = [
         Some(("postgresql.datadir", &paths.data_dir)),
         paths.wal_dir.as_ref().map(|w| ("postgresql.waldir", w)),
     ];
     for (key, path) in made_by_postgres.into_iter().flatten() {
-        problems.extend(check_dir(
-            &WritableDir {
-                key,
-                path,
-                who: &pg,
-                made_by_who: true,
-            },
-            &me,
-        ));
+        let dir = WritableDir {
+            key,
+            path,
+            who: pg,
+            made_by_who: true,
+        };
+        problems.extend(check_dir(&dir, me));
     }
     let confdir = paths.conf_dir.as_deref().map(|c| ("postgresql.confdir", c));
     let written_by_postgres = [
@@ -374,36 +392,32 @@ pub fn check_instance(
         ("patroni.logdir", paths.patroni_log_dir.as_path()),
     ];
     let parents = [
-        ("patroni.pgpass", paths.patroni_pgpass.parent(), &pg),
-        ("patroni.configpath", paths.config.parent(), &me),
-        ("postgresql.passfile", paths.passfile.parent(), &me),
-        ("patroni.piddir", paths.pid_file.parent(), &me),
+        ("patroni.pgpass", paths.patroni_pgpass.parent(), pg),
+        ("patroni.configpath", paths.config.parent(), me),
+        ("postgresql.passfile", paths.passfile.parent(), me),
+        ("patroni.piddir", paths.pid_file.parent(), me),
     ];
     let dirs = written_by_postgres
         .into_iter()
         .chain(confdir)
-        .map(|(key, path)| (key, Some(path), &pg))
+        .map(|(key, path)| (key, Some(path), pg))
         .chain(parents);
     for (key, path, who) in dirs {
         let Some(path) = path else { continue };
-        problems.extend(check_dir(
-            &WritableDir {
-                key,
-                path,
-                who,
-                made_by_who: false,
-            },
-            &me,
-        ));
+        let dir = WritableDir {
+            key,
+            path,
+            who,
+            made_by_who: false,
+        };
+        problems.extend(check_dir(&dir, me));
     }
-    // Patroni, as its user, reads its configuration.
-    if let Some(why) = blocked_ancestor(&paths.config, &pg) {
+    if let Some(why) = blocked_ancestor(&paths.config, pg) {
         problems.push(format!(
             "patroni.configpath: {}: {why}",
             paths.config.display()
         ));
     }
-    problems.dedup();
     problems
 }
 
