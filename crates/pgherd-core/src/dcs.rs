@@ -137,6 +137,46 @@ mod tonic_code {
     pub const DEADLINE_EXCEEDED: i32 = 4;
 }
 
+/// How the client connects: a short connect timeout; keep-alives for a
+/// watching client (no per-request timeout: a watch waits as long as it
+/// must), a per-request timeout otherwise; the CA and client certificate
+/// with TLS. The login is not part of the connection: made there, it goes
+/// to whichever member the balancer picks, and a member that is down fails
+/// the connection; it is made afterwards as a call, retried like every
+/// call until a live member answers.
+fn connect_options(
+    etcd: &EtcdSettings,
+    timeout: Duration,
+    keep_alive: bool,
+) -> Result<etcd_client::ConnectOptions> {
+    let mut options = etcd_client::ConnectOptions::new()
+        .with_connect_timeout(timeout.min(Duration::from_secs(3)));
+    options = if keep_alive {
+        options
+            .with_keep_alive(Duration::from_secs(1), timeout)
+            .with_keep_alive_while_idle(true)
+    } else {
+        options.with_timeout(timeout)
+    };
+    if etcd.protocol == Protocol::Https {
+        let mut tls = etcd_client::TlsOptions::new();
+        if let Some(ca) = &etcd.cacert {
+            let pem =
+                std::fs::read(ca).map_err(|e| Error::io(ca, "reading the etcd CA file", e))?;
+            tls = tls.ca_certificate(etcd_client::Certificate::from_pem(pem));
+        }
+        if let (Some(cert), Some(key)) = (&etcd.cert, &etcd.key) {
+            let c = std::fs::read(cert)
+                .map_err(|e| Error::io(cert, "reading the etcd client certificate", e))?;
+            let k =
+                std::fs::read(key).map_err(|e| Error::io(key, "reading the etcd client key", e))?;
+            tls = tls.identity(etcd_client::Identity::from_pem(c, k));
+        }
+        options = options.with_tls(tls);
+    }
+    Ok(options)
+}
+
 /// The etcd credentials in force: a node's or a task's own, else the
 /// settings' site-wide ones.
 pub fn effective_login(own: Option<&Login>, etcd: &EtcdSettings) -> Option<Login> {
@@ -197,36 +237,7 @@ impl Dcs {
             .iter()
             .map(|h| format!("{scheme}://{h}"))
             .collect();
-        let mut options = etcd_client::ConnectOptions::new()
-            .with_connect_timeout(timeout.min(Duration::from_secs(3)));
-        options = if keep_alive {
-            // No per-request timeout: a watch waits as long as it must.
-            options
-                .with_keep_alive(Duration::from_secs(1), timeout)
-                .with_keep_alive_while_idle(true)
-        } else {
-            options.with_timeout(timeout)
-        };
-        // The login is not part of the connection: made there, it goes to
-        // whichever member the balancer picks, and a member that is down
-        // fails the connection. It is made afterwards as a call, retried
-        // like every call until a live member answers.
-        if etcd.protocol == Protocol::Https {
-            let mut tls = etcd_client::TlsOptions::new();
-            if let Some(ca) = &etcd.cacert {
-                let pem =
-                    std::fs::read(ca).map_err(|e| Error::io(ca, "reading the etcd CA file", e))?;
-                tls = tls.ca_certificate(etcd_client::Certificate::from_pem(pem));
-            }
-            if let (Some(cert), Some(key)) = (&etcd.cert, &etcd.key) {
-                let c = std::fs::read(cert)
-                    .map_err(|e| Error::io(cert, "reading the etcd client certificate", e))?;
-                let k = std::fs::read(key)
-                    .map_err(|e| Error::io(key, "reading the etcd client key", e))?;
-                tls = tls.identity(etcd_client::Identity::from_pem(c, k));
-            }
-            options = options.with_tls(tls);
-        }
+        let options = connect_options(etcd, timeout, keep_alive)?;
         crate::rest::install_crypto_provider();
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()

@@ -17,6 +17,7 @@ pub mod names;
 pub mod paths;
 pub mod patroni_config;
 pub mod pg_hba;
+pub mod pg_parameters;
 pub mod pgbackrest;
 pub mod plan;
 pub mod preflight;

@@ -146,15 +146,15 @@ impl Node<'_> {
         if self.m.parameters.is_empty() && bootstrap.is_empty() {
             return Ok(Vec::new());
         }
-        let known = crate::preflight::known_parameters(&self.paths.bin_dir)?;
+        let known = crate::pg_parameters::known_parameters(&self.paths.bin_dir)?;
         let version = self.m.version.as_str();
-        let mut out = crate::preflight::unknown_parameters(
+        let mut out = crate::pg_parameters::unknown_parameters(
             "parameters",
             self.m.parameters.keys(),
             &known,
             version,
         );
-        out.extend(crate::preflight::unknown_parameters(
+        out.extend(crate::pg_parameters::unknown_parameters(
             "dynamic_conf_settings.postgresql.parameters",
             &bootstrap,
             &known,
