@@ -16,6 +16,7 @@ pub mod merge;
 pub mod names;
 pub mod paths;
 pub mod patroni_config;
+pub mod patroni_file;
 pub mod pg_hba;
 pub mod pg_parameters;
 pub mod pgbackrest;

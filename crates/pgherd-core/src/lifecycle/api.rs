@@ -18,10 +18,10 @@ const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// `restapi.connect_address` of a Patroni configuration's text.
 fn configured_address(config: &str) -> Option<String> {
-    let doc: serde_yaml::Value = serde_yaml::from_str(config).ok()?;
-    doc["restapi"]["connect_address"]
-        .as_str()
-        .map(str::to_string)
+    crate::patroni_file::PatroniFile::parse(config)
+        .ok()?
+        .restapi?
+        .connect_address
 }
 
 impl Node<'_> {

@@ -2,6 +2,7 @@
 //! configuration of the cluster's member on this host (its archive_command).
 
 use super::*;
+use crate::patroni_file::PatroniFile;
 
 /// An option of the `[global]` section of a pgBackRest configuration.
 pub fn global_option(config: &str, key: &str) -> Option<String> {
@@ -67,13 +68,14 @@ pub(super) fn shell_words(cmd: &str) -> Vec<String> {
 
 /// The pgBackRest configuration a Patroni configuration's archiving uses:
 /// the `--config=` of its `archive_command` (or `restore_command`).
-pub(super) fn pgbackrest_config_of(doc: &serde_yaml::Value) -> Option<PathBuf> {
-    let pg = &doc["postgresql"];
+pub(super) fn pgbackrest_config_of(doc: &PatroniFile) -> Option<PathBuf> {
+    let pg = &doc.postgresql;
     [
-        &pg["parameters"]["archive_command"],
-        &pg["recovery_conf"]["restore_command"],
+        pg.parameters.get("archive_command"),
+        pg.recovery_conf.get("restore_command"),
     ]
-    .iter()
+    .into_iter()
+    .flatten()
     .filter_map(|c| c.as_str())
     .flat_map(shell_words)
     .find_map(|w| w.strip_prefix("--config=").map(PathBuf::from))
@@ -88,10 +90,10 @@ pub fn local_member(settings: &Settings, scope: &str, leader: &str) -> Result<Op
         let Ok(text) = std::fs::read_to_string(&path) else {
             continue;
         };
-        let Ok(doc) = serde_yaml::from_str::<serde_yaml::Value>(&text) else {
+        let Ok(doc) = PatroniFile::parse(&text) else {
             continue;
         };
-        if doc["scope"].as_str() != Some(scope) || doc["name"].as_str() != Some(leader) {
+        if doc.scope.as_deref() != Some(scope) || doc.name.as_deref() != Some(leader) {
             continue;
         }
         let no_config = || {
@@ -113,7 +115,7 @@ pub fn local_member(settings: &Settings, scope: &str, leader: &str) -> Result<Op
                 .unwrap_or_else(|| settings.pgbackrest.lockpath.clone().into()),
             config,
         };
-        let data_dir = PathBuf::from(doc["postgresql"]["data_dir"].as_str().unwrap_or_default());
+        let data_dir = doc.postgresql.data_dir.clone().unwrap_or_default();
         let run_as = crate::process::run_as_account(settings)?;
         return Ok(Some(PgBackRest::new(
             settings, &files, stanza, data_dir, run_as,

@@ -427,7 +427,7 @@ mod tests {
                 "%p"
             ]
         );
-        let doc: serde_yaml::Value = serde_yaml::from_str(
+        let doc = crate::patroni_file::PatroniFile::parse(
             "postgresql:\n  parameters:\n    archive_command: pgbackrest --config=/etc/pgbackrest/pg.conf --stanza=main archive-push \"%p\"\n",
         )
         .unwrap();
@@ -435,7 +435,7 @@ mod tests {
             pgbackrest_config_of(&doc),
             Some(PathBuf::from("/etc/pgbackrest/pg.conf"))
         );
-        let none: serde_yaml::Value = serde_yaml::from_str("postgresql: {}\n").unwrap();
+        let none = crate::patroni_file::PatroniFile::parse("postgresql: {}\n").unwrap();
         assert_eq!(pgbackrest_config_of(&none), None);
     }
 
