@@ -199,7 +199,7 @@ pub struct Watch {
 /// A connection to etcd with the site's endpoints, TLS and credentials.
 pub struct Dcs {
     client: etcd_client::Client,
-    runtime: tokio::runtime::Runtime,
+    runtime: &'static tokio::runtime::Runtime,
     endpoints: Vec<String>,
     timeout: Duration,
     /// The TLS files used, named when a handshake fails.
@@ -239,10 +239,7 @@ impl Dcs {
             .collect();
         let options = connect_options(etcd, timeout, keep_alive)?;
         crate::rest::install_crypto_provider();
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .map_err(|e| Error::Other(format!("cannot start the I/O runtime: {e}")))?;
+        let runtime = crate::runtime::runtime()?;
         let described = endpoints.join(", ");
         let tls_note = if etcd.protocol == Protocol::Https {
             crate::tls_files_note(etcd.cert.as_deref(), etcd.cacert.as_deref())

@@ -24,6 +24,7 @@ pub mod plan;
 pub mod preflight;
 pub mod process;
 pub mod rest;
+pub mod runtime;
 pub mod service;
 pub mod settings;
 pub mod sql;

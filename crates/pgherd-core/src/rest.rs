@@ -250,7 +250,7 @@ fn read_pem(path: &Path, what: &'static str) -> Result<Vec<u8>> {
 pub struct RestClient {
     endpoint: Endpoint,
     client: reqwest::Client,
-    runtime: tokio::runtime::Runtime,
+    runtime: &'static tokio::runtime::Runtime,
 }
 
 impl RestClient {
@@ -297,10 +297,7 @@ impl RestClient {
         let client = builder
             .build()
             .map_err(|e| Error::Other(format!("cannot build the REST API client: {e}")))?;
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .map_err(|e| Error::Other(format!("cannot start the I/O runtime: {e}")))?;
+        let runtime = crate::runtime::runtime()?;
         Ok(RestClient {
             endpoint,
             client,
