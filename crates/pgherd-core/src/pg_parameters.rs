@@ -2,24 +2,27 @@
 //! on it (with the closest one), checked before anything is written.
 
 use std::path::Path;
+use std::time::Duration;
 
 /// The parameters PostgreSQL of `bin_dir` knows, as its own
 /// `postgres --describe-config` lists them (root may run it).
 pub fn known_parameters(bin_dir: &Path) -> crate::error::Result<Vec<String>> {
     let postgres = bin_dir.join("postgres");
-    let out = std::process::Command::new(&postgres)
-        .arg("--describe-config")
-        .stdin(std::process::Stdio::null())
-        .output()
-        .map_err(|e| crate::error::Error::io(&postgres, "listing PostgreSQL's parameters", e))?;
+    let out = crate::process::run(
+        crate::process::command(&postgres, None).arg("--describe-config"),
+        "postgres --describe-config",
+        Duration::from_secs(30),
+        String::new,
+    )?;
     if !out.status.success() {
         return Err(crate::error::Error::Other(format!(
             "{} --describe-config failed: {}",
             postgres.display(),
-            String::from_utf8_lossy(&out.stderr).trim()
+            out.stderr.trim()
         )));
     }
-    let mut names: Vec<String> = String::from_utf8_lossy(&out.stdout)
+    let mut names: Vec<String> = out
+        .stdout
         .lines()
         .filter_map(|l| l.split('\t').next())
         .filter(|n| !n.is_empty())

@@ -3,9 +3,10 @@
 //! appended to a file, and waits for their end with a deadline.
 
 use std::fs::{File, OpenOptions};
+use std::io::Read;
 use std::os::unix::fs::OpenOptionsExt;
 use std::os::unix::process::CommandExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::Duration;
 
@@ -101,6 +102,64 @@ pub fn wait_exit(
     )
 }
 
+/// What a process run to its end printed.
+#[derive(Debug)]
+pub struct Finished {
+    pub status: ExitStatus,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+/// Runs `cmd` to its end within `timeout`, in a process group of its own,
+/// its output captured. Past the deadline the whole group (with the helpers
+/// it forked) gets SIGTERM and the error says `what` and what `context`
+/// shows (a log's tail).
+pub fn run(
+    cmd: &mut Command,
+    what: &str,
+    timeout: Duration,
+    context: impl Fn() -> String,
+) -> Result<Finished> {
+    cmd.stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .process_group(0);
+    let program = PathBuf::from(cmd.get_program());
+    let mut child = cmd
+        .spawn()
+        .map_err(|e| Error::Other(format!("{what}: cannot run {}: {e}", program.display())))?;
+    let pid = child.id() as i32;
+    let stdout = drain(child.stdout.take());
+    let stderr = drain(child.stderr.take());
+    let status = match wait_exit(what, &mut child, timeout, context) {
+        Ok(s) => s,
+        Err(e) => {
+            // SAFETY: kill(2) on the process group this run started.
+            unsafe {
+                libc::kill(-pid, libc::SIGTERM);
+            }
+            let _ = child.wait();
+            return Err(e);
+        }
+    };
+    Ok(Finished {
+        status,
+        stdout: stdout.join().unwrap_or_default(),
+        stderr: stderr.join().unwrap_or_default(),
+    })
+}
+
+/// A child's pipe read to its end on a thread of its own, so that a full
+/// pipe never blocks the child while its end is awaited.
+fn drain<R: Read + Send + 'static>(pipe: Option<R>) -> std::thread::JoinHandle<String> {
+    std::thread::spawn(move || {
+        let mut text = String::new();
+        if let Some(mut p) = pipe {
+            let _ = p.read_to_string(&mut text);
+        }
+        text
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -117,6 +176,45 @@ mod tests {
             .unwrap();
         let status = wait_exit("sh", &mut child, Duration::from_secs(10), String::new).unwrap();
         assert_eq!(status.code(), Some(3));
+    }
+
+    #[test]
+    fn a_run_captures_output_and_a_late_one_is_ended_with_its_helpers() {
+        let done = run(
+            command(Path::new("/bin/sh"), None).args(["-c", "echo out; echo err >&2; exit 2"]),
+            "sh",
+            Duration::from_secs(10),
+            String::new,
+        )
+        .unwrap();
+        assert_eq!(
+            (
+                done.status.code(),
+                done.stdout.as_str(),
+                done.stderr.as_str()
+            ),
+            (Some(2), "out\n", "err\n")
+        );
+        let marker = std::env::temp_dir().join(format!("pgherd-run-{}", std::process::id()));
+        let started = std::time::Instant::now();
+        let err = run(
+            command(Path::new("/bin/sh"), None).args([
+                "-c",
+                &format!("(sleep 1; touch {}) & sleep 30", marker.display()),
+            ]),
+            "the sleeper",
+            Duration::from_millis(300),
+            || "; its log".into(),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("the sleeper") && err.contains("its log"),
+            "{err}"
+        );
+        assert!(started.elapsed() < Duration::from_secs(10));
+        std::thread::sleep(Duration::from_millis(1500));
+        assert!(!marker.exists(), "the helper outlived the deadline");
     }
 
     #[test]

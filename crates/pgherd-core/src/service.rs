@@ -4,7 +4,6 @@
 
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use crate::error::{Error, Result};
@@ -312,7 +311,7 @@ impl Service {
         if let Some(pid) = self.patroni_pid()? {
             match self.backend {
                 Backend::Systemd => {
-                    systemctl(&["stop", &self.unit])?;
+                    systemctl(&["stop", "--no-block", &self.unit])?;
                 }
                 Backend::Process => signal(pid, libc::SIGTERM),
             }
@@ -367,8 +366,24 @@ impl Service {
                 )?;
             }
         }
-        if self.backend == Backend::Process {
-            remove_path(&self.paths.pid_file)?;
+        match self.backend {
+            Backend::Process => remove_path(&self.paths.pid_file)?,
+            // The stop was not waited for by systemctl: the unit is
+            // inactive (or failed, after a kill) before the run says so.
+            Backend::Systemd => {
+                wait_until(
+                    &format!("{} to be inactive", self.unit),
+                    timeout,
+                    || match systemctl(&["show", "-p", "ActiveState", "--value", &self.unit]) {
+                        Ok(state) if matches!(state.trim(), "inactive" | "failed") => {
+                            Probe::Ready(())
+                        }
+                        Ok(state) => Probe::Waiting(format!("the unit is {}", state.trim())),
+                        Err(e) => Probe::Waiting(e.to_string()),
+                    },
+                    String::new,
+                )?;
+            }
         }
         Ok(warnings)
     }
@@ -385,21 +400,22 @@ impl Service {
     }
 }
 
+/// How long systemd has to answer one systemctl call.
+const SYSTEMCTL_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// systemctl, which pgherd never lets wait for a job it waits for itself
+/// (a stop is `--no-block`, then awaited with the run's deadline); a
+/// systemd that does not answer in a minute is an error.
 fn systemctl(args: &[&str]) -> Result<String> {
-    let out = Command::new("systemctl")
-        .args(args)
-        .stdin(Stdio::null())
-        .output()
-        .map_err(|e| Error::io("systemctl", "running", e))?;
+    let what = format!("systemctl {}", args.join(" "));
+    let mut cmd = crate::process::command(Path::new("systemctl"), None);
+    cmd.args(args);
+    let out = crate::process::run(&mut cmd, &what, SYSTEMCTL_TIMEOUT, String::new)?;
     // `show` and `is-active` report through stdout; others fail loudly.
     if !out.status.success() && args.first() != Some(&"show") {
-        return Err(Error::Other(format!(
-            "systemctl {}: {}",
-            args.join(" "),
-            String::from_utf8_lossy(&out.stderr).trim()
-        )));
+        return Err(Error::Other(format!("{what}: {}", out.stderr.trim())));
     }
-    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    Ok(out.stdout)
 }
 
 /// The template unit: generic; each instance's drop-in says who and what.
@@ -453,7 +469,7 @@ mod tests {
 
     #[test]
     fn a_reaped_child_is_not_alive() {
-        let mut child = Command::new("true").spawn().unwrap();
+        let mut child = std::process::Command::new("true").spawn().unwrap();
         let pid = child.id() as i32;
         child.wait().unwrap();
         assert!(!process_alive(pid));

@@ -2,9 +2,8 @@
 //! socket, as the instance's OS user: what Patroni reports is checked
 //! against what PostgreSQL itself says.
 
-use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
-use std::process::{Command, Stdio};
+use std::time::Duration;
 
 use crate::error::{Error, Result};
 use crate::fs::Account;
@@ -14,6 +13,11 @@ use crate::settings::Settings;
 
 /// Separates fields in psql's unaligned output.
 const FIELD_SEPARATOR: char = '\u{1f}';
+
+/// How long one statement may take: pgherd's are catalog reads and small
+/// settings changes; one that does not end (a lock, a server that stopped
+/// answering) is an error, not a hung run.
+const QUERY_TIMEOUT: Duration = Duration::from_secs(30);
 
 #[derive(Debug, Clone)]
 pub struct Psql {
@@ -63,7 +67,7 @@ impl Psql {
 
     /// Runs one statement; rows of fields.
     pub fn query(&self, sql: &str) -> Result<Vec<Vec<String>>> {
-        let mut cmd = Command::new(&self.psql);
+        let mut cmd = crate::process::command(&self.psql, self.run_as.as_ref());
         cmd.args([
             "-X",
             "-A",
@@ -82,27 +86,26 @@ impl Psql {
         .env("PGPORT", self.port.to_string())
         .env("PGUSER", &self.user)
         .env("PGCONNECT_TIMEOUT", "5")
-        .env("PGAPPNAME", "pgherd")
-        .stdin(Stdio::null());
-        match &self.passfile {
-            Some(p) => cmd.env("PGPASSFILE", p),
-            None => cmd.env_remove("PGPASSFILE"),
-        };
-        if let Some(a) = &self.run_as {
-            cmd.uid(a.owner.uid).gid(a.owner.gid).env("HOME", &a.home);
+        .env("PGAPPNAME", "pgherd");
+        if let Some(p) = &self.passfile {
+            cmd.env("PGPASSFILE", p);
         }
-        let out = cmd
-            .output()
-            .map_err(|e| Error::io(&self.psql, "running psql", e))?;
+        let out = crate::process::run(
+            &mut cmd,
+            &format!("psql on {}:{}", self.socket_dir.display(), self.port),
+            QUERY_TIMEOUT,
+            String::new,
+        )?;
         if !out.status.success() {
             return Err(Error::Other(format!(
                 "psql on {}:{}: {}",
                 self.socket_dir.display(),
                 self.port,
-                String::from_utf8_lossy(&out.stderr).trim()
+                out.stderr.trim()
             )));
         }
-        Ok(String::from_utf8_lossy(&out.stdout)
+        Ok(out
+            .stdout
             .lines()
             .filter(|l| !l.is_empty())
             .map(|l| l.split(FIELD_SEPARATOR).map(str::to_string).collect())

@@ -3,10 +3,7 @@
 //! backup), and what pgherd runs itself: stanza creation, backups and
 //! restores, each as the instance's OS user and with a deadline.
 
-use std::io::Read;
-use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
-use std::process::Stdio;
 use std::time::Duration;
 
 use serde_json::Value;
@@ -102,17 +99,6 @@ fn shell_word(s: &str) -> String {
     } else {
         format!("'{}'", s.replace('\'', r"'\''"))
     }
-}
-
-/// Reads a child's output to its end, beside the wait for the child.
-fn drain<R: Read + Send + 'static>(pipe: Option<R>) -> std::thread::JoinHandle<String> {
-    std::thread::spawn(move || {
-        let mut text = String::new();
-        if let Some(mut p) = pipe {
-            let _ = p.read_to_string(&mut text);
-        }
-        text
-    })
 }
 
 impl PgBackRest {
@@ -239,36 +225,17 @@ impl PgBackRest {
         let mut cmd = crate::process::command(&self.execpath, self.run_as.as_ref());
         cmd.arg(format!("--config={}", config.display()))
             .arg(format!("--stanza={}", self.stanza))
-            .args(args)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            // Its own process group: a timeout ends the helpers it forks.
-            .process_group(0);
-        let mut child = cmd
-            .spawn()
-            .map_err(|e| Error::io(&self.execpath, "running pgbackrest", e))?;
-        let pid = child.id() as i32;
-        let out = drain(child.stdout.take());
-        let err = drain(child.stderr.take());
-        let waited = crate::process::wait_exit(
+            .args(args);
+        let crate::process::Finished {
+            status,
+            stdout,
+            stderr,
+        } = crate::process::run(
+            &mut cmd,
             &format!("pgbackrest {what} (stanza {})", self.stanza),
-            &mut child,
             timeout,
             || self.log_tail(args),
-        );
-        let status = match waited {
-            Ok(s) => s,
-            Err(e) => {
-                // SAFETY: kill(2) on the process group this run started.
-                unsafe {
-                    libc::kill(-pid, libc::SIGTERM);
-                }
-                let _ = child.wait();
-                return Err(e);
-            }
-        };
-        let stdout = out.join().unwrap_or_default();
-        let stderr = err.join().unwrap_or_default();
+        )?;
         if status.success() {
             return Ok(stdout);
         }
