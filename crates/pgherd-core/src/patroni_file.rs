@@ -1,23 +1,22 @@
 //! A Patroni configuration file as pgherd reads it back (written by pgherd
 //! or by hand): only the keys pgherd needs, typed; whatever else the file
 //! holds is left alone. Scalars where text is expected (a numeric password)
-//! read as text, as Patroni reads them.
+//! read as text, as Patroni reads them; a key holding the wrong kind of
+//! value is an error naming it.
 
-use std::collections::BTreeMap;
 use std::path::PathBuf;
 
-use serde::{Deserialize, Deserializer};
+use serde_yaml::Value;
 
 use crate::manifest::Login;
 
-#[derive(Debug, Default, Deserialize)]
-#[serde(default)]
+// Read by hand from the parsed document rather than derived: the derived
+// readers of these few keys weighed about 60 KB in every module binary.
+
+#[derive(Debug, Default)]
 pub struct PatroniFile {
-    #[serde(deserialize_with = "text")]
     pub scope: Option<String>,
-    #[serde(deserialize_with = "text")]
     pub namespace: Option<String>,
-    #[serde(deserialize_with = "text")]
     pub name: Option<String>,
     pub restapi: Option<RestApiSection>,
     pub ctl: Option<CtlSection>,
@@ -25,37 +24,25 @@ pub struct PatroniFile {
     pub postgresql: PostgresqlSection,
 }
 
-#[derive(Debug, Default, Deserialize)]
-#[serde(default)]
+#[derive(Debug, Default)]
 pub struct RestApiSection {
-    #[serde(deserialize_with = "text")]
     pub connect_address: Option<String>,
-    #[serde(deserialize_with = "path")]
     pub certfile: Option<PathBuf>,
-    #[serde(deserialize_with = "path")]
     pub keyfile: Option<PathBuf>,
-    #[serde(deserialize_with = "path")]
     pub cafile: Option<PathBuf>,
     pub authentication: Option<Credentials>,
 }
 
-#[derive(Debug, Default, Deserialize)]
-#[serde(default)]
+#[derive(Debug, Default)]
 pub struct CtlSection {
-    #[serde(deserialize_with = "path")]
     pub certfile: Option<PathBuf>,
-    #[serde(deserialize_with = "path")]
     pub keyfile: Option<PathBuf>,
-    #[serde(deserialize_with = "path")]
     pub cacert: Option<PathBuf>,
 }
 
-#[derive(Debug, Default, Deserialize)]
-#[serde(default)]
+#[derive(Debug, Default)]
 pub struct Credentials {
-    #[serde(deserialize_with = "text")]
     pub username: Option<String>,
-    #[serde(deserialize_with = "text")]
     pub password: Option<String>,
 }
 
@@ -69,84 +56,189 @@ impl Credentials {
     }
 }
 
-#[derive(Debug, Default, Deserialize)]
-#[serde(default)]
+#[derive(Debug, Default)]
 pub struct Etcd3Section {
-    pub hosts: Option<Hosts>,
-    #[serde(deserialize_with = "text")]
+    /// `hosts`, a list or one comma-separated string.
+    pub hosts: Option<Vec<String>>,
     pub host: Option<String>,
-    #[serde(deserialize_with = "text")]
     pub protocol: Option<String>,
-    #[serde(deserialize_with = "path")]
     pub cacert: Option<PathBuf>,
-    #[serde(deserialize_with = "path")]
     pub cert: Option<PathBuf>,
-    #[serde(deserialize_with = "path")]
     pub key: Option<PathBuf>,
-    #[serde(flatten)]
     pub credentials: Credentials,
 }
 
-/// Patroni takes `hosts` as a list or as one comma-separated string.
-#[derive(Debug, Deserialize)]
-#[serde(untagged)]
-pub enum Hosts {
-    List(Vec<String>),
-    Text(String),
-}
-
 impl Etcd3Section {
-    /// The endpoints, from `hosts` (a list or a comma-separated string),
-    /// else `host`.
+    /// The endpoints, from `hosts`, else `host`.
     pub fn endpoints(&self) -> Vec<String> {
         match &self.hosts {
-            Some(Hosts::List(hosts)) => hosts.clone(),
-            Some(Hosts::Text(hosts)) => hosts
-                .split(',')
-                .map(|h| h.trim().to_string())
-                .filter(|h| !h.is_empty())
-                .collect(),
+            Some(hosts) => hosts.clone(),
             None => self.host.iter().cloned().collect(),
         }
     }
 }
 
-#[derive(Debug, Default, Deserialize)]
-#[serde(default)]
+#[derive(Debug, Default)]
 pub struct PostgresqlSection {
-    #[serde(deserialize_with = "path")]
     pub data_dir: Option<PathBuf>,
-    pub parameters: BTreeMap<String, serde_yaml::Value>,
-    pub recovery_conf: BTreeMap<String, serde_yaml::Value>,
+    /// `parameters.archive_command`
+    pub archive_command: Option<String>,
+    /// `recovery_conf.restore_command`
+    pub restore_command: Option<String>,
+}
+
+/// A key of the file that holds the wrong kind of value.
+#[derive(Debug)]
+pub struct WrongKey(pub String);
+
+impl std::fmt::Display for WrongKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
 }
 
 impl PatroniFile {
-    pub fn parse(text: &str) -> Result<PatroniFile, serde_yaml::Error> {
-        serde_yaml::from_str(text)
+    pub fn parse(text: &str) -> Result<PatroniFile, WrongKey> {
+        let doc: Value = serde_yaml::from_str(text).map_err(|e| WrongKey(e.to_string()))?;
+        let doc = Section::new(&doc, "")?;
+        let restapi = doc.section("restapi")?;
+        let etcd3 = doc.section("etcd3")?;
+        let postgresql = doc.section("postgresql")?;
+        Ok(PatroniFile {
+            scope: doc.text("scope")?,
+            namespace: doc.text("namespace")?,
+            name: doc.text("name")?,
+            restapi: match restapi {
+                None => None,
+                Some(api) => Some(RestApiSection {
+                    connect_address: api.text("connect_address")?,
+                    certfile: api.path("certfile")?,
+                    keyfile: api.path("keyfile")?,
+                    cafile: api.path("cafile")?,
+                    authentication: match api.section("authentication")? {
+                        None => None,
+                        Some(a) => Some(a.credentials()?),
+                    },
+                }),
+            },
+            ctl: match doc.section("ctl")? {
+                None => None,
+                Some(ctl) => Some(CtlSection {
+                    certfile: ctl.path("certfile")?,
+                    keyfile: ctl.path("keyfile")?,
+                    cacert: ctl.path("cacert")?,
+                }),
+            },
+            etcd3: match etcd3 {
+                None => None,
+                Some(e) => Some(Etcd3Section {
+                    hosts: e.hosts()?,
+                    host: e.text("host")?,
+                    protocol: e.text("protocol")?,
+                    cacert: e.path("cacert")?,
+                    cert: e.path("cert")?,
+                    key: e.path("key")?,
+                    credentials: e.credentials()?,
+                }),
+            },
+            postgresql: match postgresql {
+                None => PostgresqlSection::default(),
+                Some(pg) => PostgresqlSection {
+                    data_dir: pg.path("data_dir")?,
+                    archive_command: match pg.section("parameters")? {
+                        Some(p) => p.text("archive_command")?,
+                        None => None,
+                    },
+                    restore_command: match pg.section("recovery_conf")? {
+                        Some(r) => r.text("restore_command")?,
+                        None => None,
+                    },
+                },
+            },
+        })
     }
 }
 
-/// A scalar as text; null as nothing.
-fn text<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
-    use serde::de::Error;
-    match serde_yaml::Value::deserialize(d)? {
-        serde_yaml::Value::Null => Ok(None),
-        serde_yaml::Value::String(s) => Ok(Some(s)),
-        serde_yaml::Value::Number(n) => Ok(Some(n.to_string())),
-        serde_yaml::Value::Bool(b) => Ok(Some(b.to_string())),
-        other => Err(D::Error::custom(format!(
-            "expected text, found {}",
-            match other {
-                serde_yaml::Value::Sequence(_) => "a list",
-                serde_yaml::Value::Mapping(_) => "a mapping",
-                _ => "a tagged value",
-            }
-        ))),
-    }
+/// A mapping of the document, with where it is for messages.
+struct Section<'a> {
+    map: Option<&'a serde_yaml::Mapping>,
+    at: String,
 }
 
-fn path<'de, D: Deserializer<'de>>(d: D) -> Result<Option<PathBuf>, D::Error> {
-    Ok(text(d)?.map(PathBuf::from))
+impl<'a> Section<'a> {
+    fn new(v: &'a Value, at: &str) -> Result<Section<'a>, WrongKey> {
+        match v {
+            Value::Mapping(m) => Ok(Section {
+                map: Some(m),
+                at: at.to_string(),
+            }),
+            Value::Null => Ok(Section {
+                map: None,
+                at: at.to_string(),
+            }),
+            _ => Err(WrongKey(format!(
+                "{}: expected a mapping",
+                at.trim_end_matches('.')
+            ))),
+        }
+    }
+
+    fn get(&self, key: &str) -> Option<&'a Value> {
+        self.map?.get(key).filter(|v| !v.is_null())
+    }
+
+    fn section(&self, key: &str) -> Result<Option<Section<'a>>, WrongKey> {
+        self.get(key)
+            .map(|v| Section::new(v, &format!("{}{key}.", self.at)))
+            .transpose()
+    }
+
+    /// A scalar as text (a numeric password reads as Patroni reads it).
+    fn text(&self, key: &str) -> Result<Option<String>, WrongKey> {
+        match self.get(key) {
+            None => Ok(None),
+            Some(Value::String(s)) => Ok(Some(s.clone())),
+            Some(Value::Number(n)) => Ok(Some(n.to_string())),
+            Some(Value::Bool(b)) => Ok(Some(b.to_string())),
+            Some(_) => Err(WrongKey(format!("{}{key}: expected text", self.at))),
+        }
+    }
+
+    fn path(&self, key: &str) -> Result<Option<PathBuf>, WrongKey> {
+        Ok(self.text(key)?.map(PathBuf::from))
+    }
+
+    fn credentials(&self) -> Result<Credentials, WrongKey> {
+        Ok(Credentials {
+            username: self.text("username")?,
+            password: self.text("password")?,
+        })
+    }
+
+    /// `hosts`: a list of texts, or one comma-separated text.
+    fn hosts(&self) -> Result<Option<Vec<String>>, WrongKey> {
+        match self.get("hosts") {
+            Some(Value::Sequence(items)) => items
+                .iter()
+                .map(|h| match h {
+                    Value::String(s) => Ok(s.clone()),
+                    _ => Err(WrongKey(format!(
+                        "{}hosts: expected host:port texts",
+                        self.at
+                    ))),
+                })
+                .collect::<Result<Vec<_>, _>>()
+                .map(Some),
+            Some(_) => Ok(self.text("hosts")?.map(|hosts| {
+                hosts
+                    .split(',')
+                    .map(|h| h.trim().to_string())
+                    .filter(|h| !h.is_empty())
+                    .collect()
+            })),
+            None => Ok(None),
+        }
+    }
 }
 
 #[cfg(test)]
@@ -175,12 +267,22 @@ mod tests {
             Some("u".into())
         );
         assert_eq!(f.postgresql.data_dir, Some(PathBuf::from("/d")));
-        assert!(f.postgresql.parameters.contains_key("archive_command"));
+        assert_eq!(
+            f.postgresql.archive_command.as_deref(),
+            Some("x --config=/c")
+        );
+        assert_eq!(f.postgresql.restore_command.as_deref(), Some("y"));
         let list = PatroniFile::parse("etcd3: {hosts: [a:1], host: z:9}").unwrap();
         assert_eq!(list.etcd3.unwrap().endpoints(), ["a:1"]);
         let one = PatroniFile::parse("etcd3: {host: z:9}").unwrap();
         assert_eq!(one.etcd3.unwrap().endpoints(), ["z:9"]);
-        assert!(PatroniFile::parse("scope: [a]").is_err());
+        let wrong = PatroniFile::parse("scope: x\netcd3: {hosts: [1]}").unwrap_err();
+        assert_eq!(wrong.to_string(), "etcd3.hosts: expected host:port texts");
+        assert_eq!(
+            PatroniFile::parse("scope: [a]").unwrap_err().to_string(),
+            "scope: expected text"
+        );
+        assert!(PatroniFile::parse("- a").is_err());
         assert!(PatroniFile::parse("").is_ok());
     }
 }

@@ -70,15 +70,12 @@ pub(super) fn shell_words(cmd: &str) -> Vec<String> {
 /// the `--config=` of its `archive_command` (or `restore_command`).
 pub(super) fn pgbackrest_config_of(doc: &PatroniFile) -> Option<PathBuf> {
     let pg = &doc.postgresql;
-    [
-        pg.parameters.get("archive_command"),
-        pg.recovery_conf.get("restore_command"),
-    ]
-    .into_iter()
-    .flatten()
-    .filter_map(|c| c.as_str())
-    .flat_map(shell_words)
-    .find_map(|w| w.strip_prefix("--config=").map(PathBuf::from))
+    [&pg.archive_command, &pg.restore_command]
+        .into_iter()
+        .flatten()
+        .map(String::as_str)
+        .flat_map(shell_words)
+        .find_map(|w| w.strip_prefix("--config=").map(PathBuf::from))
 }
 
 /// This host's instance of the member `leader` of cluster `scope`, found
