@@ -200,9 +200,47 @@ fn login(user: &Option<String>, password: &Option<String>) -> Option<Login> {
 /// Runs one `patroni` task.
 pub fn run_task(task: &Task) -> Result<Outcome, Failure> {
     let o = PatroniOptions::from_params(&task.params).map_err(Failure::new)?;
-    let state = o.state.as_str();
+    let (timeout, maximum_lag) = checked(&o)?;
     let scope = o.cluster.as_str();
-    Name::parse("cluster", scope).map_err(Failure::new)?;
+    let target = Target {
+        scope: scope.to_string(),
+        settings: load_settings(&o.settings)?,
+        restapi: o.restapi.clone(),
+        restapi_auth: login(&o.restapi_username, &o.restapi_password),
+        etcd_auth: login(&o.etcd_username, &o.etcd_password),
+        timeout,
+    };
+    let mut report = if o.state == "info" {
+        cluster::Report {
+            info: cluster::info(&target)?,
+            ..cluster::Report::default()
+        }
+    } else {
+        cluster::run(&target, &operations(&o, maximum_lag), task.check_mode)
+            .map_err(crate::failure)?
+    };
+    report
+        .warnings
+        .extend(target.settings.warnings(target.etcd_auth.is_some()));
+    if o.state == "info"
+        && report.info.members.is_empty()
+        && report.info.system_identifier.is_none()
+    {
+        report.warnings.push(format!(
+            "etcd holds nothing of cluster {scope} under {}: it was never deployed or has been \
+             removed; if it runs, check the options cluster and the settings' \
+             patroni.etcd.namespace",
+            pgherd_core::dcs::cluster_prefix(&target.settings.patroni.etcd.namespace, scope)
+        ));
+    }
+    Ok(outcome(report, scope))
+}
+
+/// The checks of the options that need more than their types, before
+/// anything is read: the wait's deadline and the lag bound.
+fn checked(o: &PatroniOptions) -> Result<(Duration, Option<u64>), Failure> {
+    let state = o.state.as_str();
+    Name::parse("cluster", &o.cluster).map_err(Failure::new)?;
     if state != "present" {
         let given = o.operations_given();
         if !given.is_empty() {
@@ -232,15 +270,12 @@ pub fn run_task(task: &Task) -> Result<Outcome, Failure> {
         Some(l) if l < 0 => return Err(Failure::new("option 'maximum_lag' must not be negative")),
         other => other.map(|l| l as u64),
     };
-    let target = Target {
-        scope: scope.to_string(),
-        settings: load_settings(&o.settings)?,
-        restapi: o.restapi.clone(),
-        restapi_auth: login(&o.restapi_username, &o.restapi_password),
-        etcd_auth: login(&o.etcd_username, &o.etcd_password),
-        timeout,
-    };
-    let ops = Operations {
+    Ok((timeout, maximum_lag))
+}
+
+/// What the task asks of the cluster.
+fn operations(o: &PatroniOptions, maximum_lag: Option<u64>) -> Operations {
+    Operations {
         dynamic_config: o.dynamic_config.clone(),
         leader: o.leader.clone(),
         scheduled_at: o.scheduled_at.clone(),
@@ -256,30 +291,15 @@ pub fn run_task(task: &Task) -> Result<Outcome, Failure> {
         restart_leader_by_switchover: o.restart_leader_by_switchover,
         reload: o.reload,
         reinit: o.reinit.clone().unwrap_or_default(),
-        remove: state == "absent",
+        remove: o.state == "absent",
         system_identifier: o.system_identifier.clone(),
         backup: o.backup.as_deref().and_then(BackupKind::parse),
-    };
-    let mut report = if state == "info" {
-        cluster::Report {
-            info: cluster::info(&target)?,
-            ..cluster::Report::default()
-        }
-    } else {
-        cluster::run(&target, &ops, task.check_mode).map_err(crate::failure)?
-    };
-    report
-        .warnings
-        .extend(target.settings.warnings(target.etcd_auth.is_some()));
-    if state == "info" && report.info.members.is_empty() && report.info.system_identifier.is_none()
-    {
-        report.warnings.push(format!(
-            "etcd holds nothing of cluster {scope} under {}: it was never deployed or has been \
-             removed; if it runs, check the options cluster and the settings' \
-             patroni.etcd.namespace",
-            pgherd_core::dcs::cluster_prefix(&target.settings.patroni.etcd.namespace, scope)
-        ));
     }
+}
+
+/// The task's result: the changes and the cluster, with the backup taken,
+/// or skipped when the leader runs on another host.
+fn outcome(mut report: cluster::Report, scope: &str) -> Outcome {
     let backup = report.backup.take();
     let elsewhere = report.backup_elsewhere.take();
     let mut outcome = changes_outcome(
@@ -304,7 +324,7 @@ pub fn run_task(task: &Task) -> Result<Outcome, Failure> {
             outcome.warnings.push(msg);
         }
     }
-    Ok(outcome)
+    outcome
 }
 
 /// The documentation of the `patroni` module, beside its spec.
