@@ -43,7 +43,34 @@ fn validate_level(
     top: bool,
     errors: &mut Vec<String>,
 ) -> Map<String, Value> {
-    // Resolve aliases and find unknown keys.
+    let given = resolve_names(spec, raw, prefix, top, errors);
+    check_presence(spec, &given, prefix, errors);
+    // Convert, then apply defaults, so required_if sees converted values.
+    let mut out = Map::new();
+    for opt in &spec.options {
+        let path = qualified(prefix, opt.name);
+        let value = match given.get(opt.name) {
+            Some(v) if !v.is_null() => convert_option(opt, v, &path, errors),
+            _ => match &opt.default {
+                Some(d) => convert_option(opt, d, &path, errors),
+                None => Value::Null,
+            },
+        };
+        out.insert(opt.name.to_string(), value);
+    }
+    check_required_if(spec, &out, prefix, errors);
+    out
+}
+
+/// The options given, under their names (aliases resolved); unknown ones
+/// and ones given twice through aliases are errors.
+fn resolve_names(
+    spec: &Spec,
+    raw: &Map<String, Value>,
+    prefix: &str,
+    top: bool,
+    errors: &mut Vec<String>,
+) -> Map<String, Value> {
     let mut given: Map<String, Value> = Map::new();
     let mut unknown = Vec::new();
     for (key, value) in raw {
@@ -90,72 +117,68 @@ fn validate_level(
             supported.join(", ")
         ));
     }
+    given
+}
 
+/// Which options are given with which: mutually exclusive ones, required
+/// ones, ones required together.
+fn check_presence(spec: &Spec, given: &Map<String, Value>, prefix: &str, errors: &mut Vec<String>) {
+    let listed = |names: &[&str]| {
+        names
+            .iter()
+            .map(|n| qualified(prefix, n))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
     for group in &spec.mutually_exclusive {
         let present: Vec<&str> = group
             .iter()
             .copied()
-            .filter(|n| is_given(&given, n))
+            .filter(|n| is_given(given, n))
             .collect();
         if present.len() > 1 {
             errors.push(format!(
                 "options are mutually exclusive: {}",
-                present
-                    .iter()
-                    .map(|n| qualified(prefix, n))
-                    .collect::<Vec<_>>()
-                    .join(", ")
+                listed(&present)
             ));
         }
     }
-
     for opt in &spec.options {
-        if opt.required && !is_given(&given, opt.name) {
+        if opt.required && !is_given(given, opt.name) {
             errors.push(format!(
                 "missing required option '{}'",
                 qualified(prefix, opt.name)
             ));
         }
     }
-
     for group in &spec.required_together {
         let present: Vec<&str> = group
             .iter()
             .copied()
-            .filter(|n| is_given(&given, n))
+            .filter(|n| is_given(given, n))
             .collect();
         if !present.is_empty() && present.len() < group.len() {
-            let missing: Vec<String> = group
+            let missing: Vec<&str> = group
                 .iter()
+                .copied()
                 .filter(|n| !present.contains(n))
-                .map(|n| qualified(prefix, n))
                 .collect();
             errors.push(format!(
                 "options must be given together: {} (missing: {})",
-                group
-                    .iter()
-                    .map(|n| qualified(prefix, n))
-                    .collect::<Vec<_>>()
-                    .join(", "),
-                missing.join(", ")
+                listed(group),
+                listed(&missing)
             ));
         }
     }
+}
 
-    // Convert, then apply defaults, so required_if sees converted values.
-    let mut out = Map::new();
-    for opt in &spec.options {
-        let path = qualified(prefix, opt.name);
-        let value = match given.get(opt.name) {
-            Some(v) if !v.is_null() => convert_option(opt, v, &path, errors),
-            _ => match &opt.default {
-                Some(d) => convert_option(opt, d, &path, errors),
-                None => Value::Null,
-            },
-        };
-        out.insert(opt.name.to_string(), value);
-    }
-
+/// Options required when another has a value, on converted values.
+fn check_required_if(
+    spec: &Spec,
+    out: &Map<String, Value>,
+    prefix: &str,
+    errors: &mut Vec<String>,
+) {
     for rule in &spec.required_if {
         if out.get(rule.key) != Some(&rule.value) {
             continue;
@@ -163,7 +186,7 @@ fn validate_level(
         let missing: Vec<String> = rule
             .requirements
             .iter()
-            .filter(|n| !is_given(&out, n))
+            .filter(|n| !is_given(out, n))
             .map(|n| qualified(prefix, n))
             .collect();
         let unmet = if rule.any {
@@ -182,7 +205,6 @@ fn validate_level(
             ));
         }
     }
-    out
 }
 
 fn display_value(v: &Value) -> String {
