@@ -151,40 +151,11 @@ fn run(cli: Cli) -> Result<()> {
         verbose,
     } = &cli.command
     {
-        let config = proxy::ProxyConfig::load(config)?;
-        let login = env_login("PGHERD_ETCD_USERNAME", "PGHERD_ETCD_PASSWORD");
-        let mut p = proxy::Proxy::new(config, login)?;
-        p.verbose = *verbose;
-        if *once {
-            p.once()?;
-            return Ok(());
-        }
-        p.run();
+        return run_proxy(config, *once, *verbose);
     }
     let target = target(&cli.target)?;
     let ops = match cli.command {
-        Command::Status { json } => {
-            let info = cluster::info(&target)?;
-            if info.members.is_empty() {
-                return Err(Error::Other(format!(
-                    "cluster {} has no member in the DCS under {}: is it running, and are its \
-                     name and the namespace right?",
-                    target.scope,
-                    pgherd_core::dcs::cluster_prefix(
-                        &target.settings.patroni.etcd.namespace,
-                        &target.scope
-                    )
-                )));
-            }
-            if json {
-                let text = serde_json::to_string_pretty(&info)
-                    .map_err(|e| Error::Other(format!("cannot print the cluster: {e}")))?;
-                println!("{text}");
-            } else {
-                print!("{}", status::render_table(&info));
-            }
-            return Ok(());
-        }
+        Command::Status { json } => return print_status(&target, json),
         Command::Switchover {
             to,
             at,
@@ -234,6 +205,43 @@ fn run(cli: Cli) -> Result<()> {
         eprintln!("warning: {w}");
     }
     print!("{}", status::render_table(&report.info));
+    Ok(())
+}
+
+/// `pgherd proxy`: renders once, or follows the leader until killed.
+fn run_proxy(config: &std::path::Path, once: bool, verbose: bool) -> Result<()> {
+    let config = proxy::ProxyConfig::load(config)?;
+    let login = env_login("PGHERD_ETCD_USERNAME", "PGHERD_ETCD_PASSWORD");
+    let mut p = proxy::Proxy::new(config, login)?;
+    p.verbose = verbose;
+    if once {
+        p.once()?;
+        return Ok(());
+    }
+    p.run();
+}
+
+/// `pgherd status`: the table, or the cluster as JSON.
+fn print_status(target: &Target, json: bool) -> Result<()> {
+    let info = cluster::info(target)?;
+    if info.members.is_empty() {
+        return Err(Error::Other(format!(
+            "cluster {} has no member in the DCS under {}: is it running, and are its \
+             name and the namespace right?",
+            target.scope,
+            pgherd_core::dcs::cluster_prefix(
+                &target.settings.patroni.etcd.namespace,
+                &target.scope
+            )
+        )));
+    }
+    if json {
+        let text = serde_json::to_string_pretty(&info)
+            .map_err(|e| Error::Other(format!("cannot print the cluster: {e}")))?;
+        println!("{text}");
+    } else {
+        print!("{}", status::render_table(&info));
+    }
     Ok(())
 }
 
