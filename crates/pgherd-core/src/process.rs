@@ -195,12 +195,11 @@ mod tests {
             ),
             (Some(2), "out\n", "err\n")
         );
-        let marker = std::env::temp_dir().join(format!("pgherd-run-{}", std::process::id()));
-        let started = std::time::Instant::now();
+        let pid_file = std::env::temp_dir().join(format!("pgherd-run-{}", std::process::id()));
         let err = run(
             command(Path::new("/bin/sh"), None).args([
                 "-c",
-                &format!("(sleep 1; touch {}) & sleep 30", marker.display()),
+                &format!("sleep 30 & echo $! > {}; sleep 30", pid_file.display()),
             ]),
             "the sleeper",
             Duration::from_millis(300),
@@ -212,9 +211,30 @@ mod tests {
             err.contains("the sleeper") && err.contains("its log"),
             "{err}"
         );
-        assert!(started.elapsed() < Duration::from_secs(10));
-        std::thread::sleep(Duration::from_millis(1500));
-        assert!(!marker.exists(), "the helper outlived the deadline");
+        // The helper it forked is ended too: polled until gone (a zombie
+        // left to an init that does not reap counts as gone).
+        let helper = std::fs::read_to_string(&pid_file)
+            .unwrap()
+            .trim()
+            .to_string();
+        std::fs::remove_file(&pid_file).ok();
+        let alive = || {
+            std::fs::read_to_string(format!("/proc/{helper}/stat"))
+                .is_ok_and(|stat| !stat.split(") ").nth(1).unwrap_or("").starts_with('Z'))
+        };
+        wait_until(
+            "the forked helper to end",
+            Duration::from_secs(10),
+            || {
+                if alive() {
+                    Probe::Waiting(format!("pid {helper} runs"))
+                } else {
+                    Probe::Ready(())
+                }
+            },
+            String::new,
+        )
+        .expect("the helper outlived the deadline");
     }
 
     #[test]

@@ -368,24 +368,24 @@ impl Service {
         }
         match self.backend {
             Backend::Process => remove_path(&self.paths.pid_file)?,
-            // The stop was not waited for by systemctl: the unit is
-            // inactive (or failed, after a kill) before the run says so.
-            Backend::Systemd => {
-                wait_until(
-                    &format!("{} to be inactive", self.unit),
-                    timeout,
-                    || match systemctl(&["show", "-p", "ActiveState", "--value", &self.unit]) {
-                        Ok(state) if matches!(state.trim(), "inactive" | "failed") => {
-                            Probe::Ready(())
-                        }
-                        Ok(state) => Probe::Waiting(format!("the unit is {}", state.trim())),
-                        Err(e) => Probe::Waiting(e.to_string()),
-                    },
-                    String::new,
-                )?;
-            }
+            Backend::Systemd => self.wait_unit_inactive(timeout)?,
         }
         Ok(warnings)
+    }
+
+    /// The stop was not waited for by systemctl: the unit is inactive (or
+    /// failed, after a kill) before the run says so.
+    fn wait_unit_inactive(&self, timeout: Duration) -> Result<()> {
+        wait_until(
+            &format!("{} to be inactive", self.unit),
+            timeout,
+            || match systemctl(&["show", "-p", "ActiveState", "--value", &self.unit]) {
+                Ok(state) if matches!(state.trim(), "inactive" | "failed") => Probe::Ready(()),
+                Ok(state) => Probe::Waiting(format!("the unit is {}", state.trim())),
+                Err(e) => Probe::Waiting(e.to_string()),
+            },
+            String::new,
+        )
     }
 
     /// Forgets the service: disables the unit and removes its drop-in.
