@@ -162,6 +162,52 @@ fn three_node_cluster_lifecycle() {
     assert_eq!(before, after, "the second run touched configuration files");
     step(start, "second run: changed=0");
 
+    // The site settings each node keeps (settings_file) are 0600. A change
+    // to them, a secret among them, is foreseen with the secret masked,
+    // then written, and reloads nothing: nothing but the file changes.
+    let settings_file = |node: &str| cluster.root.join(node).join("settings.yaml");
+    let mode = |path: &PathBuf| {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::metadata(path).unwrap().permissions().mode() & 0o777
+    };
+    let kept = std::fs::read(settings_file("pg1")).unwrap();
+    assert_eq!(mode(&settings_file("pg1")), 0o600);
+    let cipher = "Cl-Ci-6Tq-secret";
+    let secret = format!(
+        r#"{{"pgherd_settings_extra": {{"pgbackrest": {{"global_options": {{"repo1-cipher-pass": "{cipher}"}}}}}}}}"#
+    );
+    let only_the_settings_file = |run: &PlaybookRun| {
+        for e in instance_results(run) {
+            let file = settings_file(&e.host);
+            assert_eq!(
+                e.result["changes"],
+                serde_json::json!([format!("update {}", file.display())]),
+                "{}",
+                e.host
+            );
+        }
+    };
+    let check = cluster.playbook("site.yml", &["-e", &secret, "--check", "--diff"]);
+    assert_ok(&check, "site.yml --check with a secret in the settings");
+    only_the_settings_file(&check);
+    assert!(
+        check.stdout().contains("+    repo1-cipher-pass: ********")
+            && !check.transcript().contains(cipher),
+        "{}",
+        check.transcript()
+    );
+    assert_eq!(std::fs::read(settings_file("pg1")).unwrap(), kept);
+    let apply = cluster.playbook("site.yml", &["-e", &secret]);
+    assert_ok(&apply, "site.yml with a secret in the settings");
+    only_the_settings_file(&apply);
+    let text = std::fs::read_to_string(settings_file("pg3")).unwrap();
+    assert!(text.contains(cipher) && mode(&settings_file("pg3")) == 0o600);
+    let back = cluster.playbook("site.yml", &[]);
+    assert_ok(&back, "site.yml without the secret");
+    only_the_settings_file(&back);
+    assert_eq!(std::fs::read(settings_file("pg1")).unwrap(), kept);
+    step(start, "settings file: masked, written, nothing reloaded");
+
     // --check with a new parameter predicts the change and touches nothing.
     let params = r#"{"pg_parameters": {"work_mem": "8MB", "shared_buffers": "64MB"}}"#;
     let check = cluster.playbook("site.yml", &["-e", params, "--check", "--diff"]);

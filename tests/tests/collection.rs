@@ -335,10 +335,10 @@ fn module_examples_run_on_a_real_cluster() {
     );
 
     // The examples as a user would run them, with the local settings as
-    // module defaults, in the order of a cluster's life.
+    // module defaults (inline), in the order of a cluster's life.
     let defaults = json!({
-        "pgherd.cluster.instance": {"settings": "{{ pgherd_settings_file }}"},
-        "pgherd.cluster.patroni": {"settings": "{{ pgherd_settings_file }}"},
+        "pgherd.cluster.instance": {"settings": "{{ pgherd_settings }}"},
+        "pgherd.cluster.patroni": {"settings": "{{ pgherd_settings }}"},
     });
     let play = |name: &str, hosts: &str, tasks: Vec<Value>| json!({"name": name, "hosts": hosts, "gather_facts": false, "module_defaults": defaults, "tasks": tasks});
     let members_gone = json!({
@@ -351,14 +351,21 @@ fn module_examples_run_on_a_real_cluster() {
         "changed_when": false,
     });
     let playbook = json!([
-        {"name": "Settings", "ansible.builtin.import_playbook": repo_root().join("playbooks/settings.yml")},
         play("Start the primary", "primary", vec![instance[0].clone()]),
         play("Start the replicas", "replica", vec![instance[0].clone()]),
         play("Change parameters", "all", vec![instance[1].clone()]),
         play("Operate the cluster", "pg1", patroni[..6].to_vec()),
-        play("Stop and remove the nodes", "all", vec![instance[2].clone(), instance[3].clone()]),
+        play(
+            "Stop and remove the nodes",
+            "all",
+            vec![instance[2].clone(), instance[3].clone()]
+        ),
         // patroni[6], the backup, needs pgBackRest: tests/pgbackrest.rs.
-        play("Remove the cluster from etcd", "pg1", vec![members_gone, patroni[7].clone()]),
+        play(
+            "Remove the cluster from etcd",
+            "pg1",
+            vec![members_gone, patroni[7].clone()]
+        ),
     ]);
     let path = dir.join("examples.yml");
     std::fs::write(&path, playbook.to_string()).unwrap();

@@ -307,7 +307,8 @@ fn a_cluster_of_real_hosts_over_ssh_survives_partitions_crashes_and_reboots() {
                  ps -o user= -C patroni | sort -u; pg_lsclusters -h; \
                  test -s /var/log/postgresql/postgresql-15-main.log && echo log; \
                  sudo cat /etc/postgresql/15/main/start.conf | grep -v '^#'; \
-                 test -e /etc/systemd/system/patroni@.service && echo own-unit || echo debian-unit",
+                 test -e /etc/systemd/system/patroni@.service && echo own-unit || echo debian-unit; \
+                 sudo stat -c 'settings %a %U' /etc/pgherd/settings.yaml",
             )
             .unwrap();
         let lines: Vec<&str> = facts.lines().map(str::trim).collect();
@@ -329,7 +330,10 @@ fn a_cluster_of_real_hosts_over_ssh_survives_partitions_crashes_and_reboots() {
             "{host}: pg_lsclusters: {facts}"
         );
         assert!(
-            lines.contains(&"log") && lines.contains(&"manual") && lines.contains(&"debian-unit"),
+            lines.contains(&"log")
+                && lines.contains(&"manual")
+                && lines.contains(&"debian-unit")
+                && lines.contains(&"settings 600 root"),
             "{host}: {facts}"
         );
     }

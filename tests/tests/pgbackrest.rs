@@ -76,8 +76,6 @@ fn a_cluster_is_backed_up_and_restored_with_pgbackrest() {
 
     // Check mode predicts the stanza of the node that will bootstrap, and
     // makes nothing.
-    run.repo_playbook("settings.yml", &["--limit", "pg1"])
-        .assert_ok("writing pg1's settings");
     let predicted = run.repo_playbook("site.yml", &["--limit", "pg1", "--check"]);
     predicted.assert_ok("deploying pg1 in check mode");
     let changes = predicted.events_of("PostgreSQL instance managed by Patroni")[0].result
@@ -88,6 +86,13 @@ fn a_cluster_is_backed_up_and_restored_with_pgbackrest() {
         "{changes}"
     );
     assert!(!repository.exists());
+    // The settings file the task keeps is foreseen, not written.
+    let settings_file = root.join("pg1/settings.yaml");
+    assert!(
+        changes.contains(&format!("create {}", settings_file.display())),
+        "{changes}"
+    );
+    assert!(!settings_file.exists());
 
     // The leader alone: the stanza is made and archiving checked.
     let leader = run.repo_playbook("site.yml", &["--limit", "pg1"]);

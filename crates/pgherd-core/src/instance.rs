@@ -152,6 +152,17 @@ pub fn desired_files(
             owner,
         });
     }
+    // Read by whoever runs pgherd (the module, the `pgherd` command), not
+    // by Patroni: it stays with the writer, and no service reloads for it.
+    if let Some(copy) = &m.settings_copy {
+        files.push(DesiredFile {
+            path: copy.path.clone(),
+            content: copy.content.clone(),
+            mode: 0o600,
+            kind: FileKind::Settings,
+            owner: None,
+        });
+    }
     Ok(files)
 }
 

@@ -2,10 +2,12 @@
 //! checked (the `instance` module builds it from its options).
 
 use std::collections::BTreeMap;
+use std::path::PathBuf;
 
 use serde_json::Value;
 
 use crate::names::{Name, PgVersion};
+use crate::plan::Content;
 
 /// Where a restored node's data comes from.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -35,6 +37,15 @@ pub enum RecoveryTarget {
 pub struct Login {
     pub username: String,
     pub password: String,
+}
+
+/// The task's inline settings, also kept in a file on the host for what
+/// reads them from one (the `pgherd` command, tasks naming the file).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SettingsCopy {
+    pub path: PathBuf,
+    /// The settings as YAML.
+    pub content: Content,
 }
 
 /// The default port of Patroni's REST API.
@@ -73,6 +84,8 @@ pub struct InstanceManifest {
     pub pgbackrest_new_repository: bool,
     /// A restore this run does.
     pub restore: Option<RestoreSource>,
+    /// Where the run keeps a copy of the task's inline settings.
+    pub settings_copy: Option<SettingsCopy>,
 }
 
 /// The host name of this machine, the default node name and connect host.
@@ -123,6 +136,7 @@ impl InstanceManifest {
             pgbackrest_stanza: None,
             pgbackrest_new_repository: false,
             restore: None,
+            settings_copy: None,
         }
     }
 }

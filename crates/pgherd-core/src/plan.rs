@@ -23,6 +23,10 @@ pub enum FileKind {
     /// An INI file (pgBackRest's): options naming a pass, a secret or a
     /// key are secrets.
     Ini,
+    /// pgherd's settings as YAML: keys naming a password, and hyphenated
+    /// pgBackRest options with a pass, a secret or a key in them, are
+    /// secrets.
+    Settings,
     /// Nothing secret in it.
     Plain,
 }
@@ -95,6 +99,9 @@ pub struct Plan {
 
 /// Masks secrets in a file's text for a diff.
 pub fn mask_secrets(text: &str, kind: FileKind) -> String {
+    if kind == FileKind::Settings {
+        return mask_settings(text);
+    }
     let mut out = String::with_capacity(text.len());
     for line in text.split_inclusive('\n') {
         let (body, newline) = match line.strip_suffix('\n') {
@@ -105,7 +112,7 @@ pub fn mask_secrets(text: &str, kind: FileKind) -> String {
             FileKind::Yaml => mask_yaml_line(body),
             FileKind::Pgpass => mask_pgpass_line(body),
             FileKind::Ini => mask_ini_line(body),
-            FileKind::Plain => body.to_string(),
+            FileKind::Plain | FileKind::Settings => body.to_string(),
         };
         out.push_str(&masked);
         out.push_str(newline);
@@ -126,6 +133,51 @@ fn mask_yaml_line(line: &str) -> String {
     } else {
         line.to_string()
     }
+}
+
+/// Whether a settings key names a secret: `password` at its end, or a
+/// pass, a secret or a key in a hyphenated option name as pgBackRest
+/// names them (`repo1-cipher-pass`, `repo1-s3-key-secret`); a plain `key`
+/// or `keyfile` (the path of a key file) is not.
+pub fn is_secret_key(key: &str) -> bool {
+    let key = key.to_ascii_lowercase();
+    key.ends_with("password")
+        || (key.contains('-') && ["pass", "secret", "key"].iter().any(|w| key.contains(w)))
+}
+
+/// Masks the values of secret keys in settings YAML, with the lines of a
+/// secret's block (a literal string) that follow its key.
+fn mask_settings(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    // The indentation of a masked key whose deeper lines are dropped.
+    let mut masked_at: Option<usize> = None;
+    for line in text.split_inclusive('\n') {
+        let indent = line.len() - line.trim_start_matches(' ').len();
+        if let Some(level) = masked_at {
+            if line.trim().is_empty() || indent > level {
+                continue;
+            }
+            masked_at = None;
+        }
+        let body = line.trim_end_matches('\n');
+        let secret = body.split_once(':').and_then(|(key, value)| {
+            let bare = key
+                .trim()
+                .trim_start_matches("- ")
+                .trim_matches(|c| c == '"' || c == '\'');
+            let value = value.trim();
+            (is_secret_key(bare) && !matches!(value, "" | "null" | "~")).then_some(key)
+        });
+        match secret {
+            Some(key) => {
+                out.push_str(&format!("{key}: {}", crate::MASK));
+                out.push_str(&line[body.len()..]);
+                masked_at = Some(indent);
+            }
+            None => out.push_str(line),
+        }
+    }
+    out
 }
 
 fn mask_ini_line(line: &str) -> String {
@@ -575,5 +627,28 @@ mod tests {
             .is_symlink());
         assert!(Plan::compute(&[], &files).unwrap().is_empty());
         std::fs::remove_dir_all(&d).ok();
+    }
+
+    #[test]
+    fn settings_secrets_are_masked_with_their_blocks() {
+        let text = "etcd:\n  username: pg\n  password: \"s3:cr#t\"\n\
+                    pgbackrest:\n  global_options:\n    repo1-cipher-pass: abc\n    \
+                    repo1-s3-key-secret: |\n      line one\n      line two\n    \
+                    repo1-s3-bucket: b\n  keyfile: /etc/k.pem\n  key: /etc/k2.pem\n\
+                    patroni:\n  restapi:\n    password: null\n  superuser_password: ~\n";
+        let masked = mask_secrets(text, FileKind::Settings);
+        let m = crate::MASK;
+        assert_eq!(
+            masked,
+            format!(
+                "etcd:\n  username: pg\n  password: {m}\npgbackrest:\n  global_options:\n    \
+                 repo1-cipher-pass: {m}\n    repo1-s3-key-secret: {m}\n    \
+                 repo1-s3-bucket: b\n  keyfile: /etc/k.pem\n  key: /etc/k2.pem\npatroni:\n  \
+                 restapi:\n    password: null\n  superuser_password: ~\n"
+            )
+        );
+        for word in ["s3:cr", "abc", "line one", "line two"] {
+            assert!(!masked.contains(word), "{word} in {masked}");
+        }
     }
 }

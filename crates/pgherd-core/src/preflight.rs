@@ -333,8 +333,32 @@ pub fn check_instance(
         }
     }
     problems.extend(instance_dirs(paths, &pg, &me));
+    if let Some(copy) = &m.settings_copy {
+        problems.extend(settings_copy(&copy.path, &me));
+    }
     problems.dedup();
     problems
+}
+
+/// The file the task's inline settings are kept in: not a directory, in a
+/// directory this run can make or write into.
+fn settings_copy(path: &Path, me: &Who) -> Vec<String> {
+    if path.is_dir() {
+        return vec![format!(
+            "settings_file: {} is a directory: name the file the settings go to",
+            path.display()
+        )];
+    }
+    let Some(parent) = path.parent() else {
+        return Vec::new();
+    };
+    let dir = WritableDir {
+        key: "settings_file",
+        path: parent,
+        who: me,
+        made_by_who: false,
+    };
+    check_dir(&dir, me)
 }
 
 /// Patroni and the PostgreSQL programs pgherd and Patroni run, as `pg`.

@@ -77,6 +77,10 @@ pub fn spec() -> Spec {
                   C(restarted) restarts PostgreSQL through Patroni (or starts it); C(absent) stops and removes \
                   the configuration, logs and data, leaving the DCS alone."),
         settings_option(),
+        OptionSpec::new("settings_file", Kind::Path)
+            .doc("Also keep the settings given inline (I(settings) as a mapping) in this file, mode 0600, for what reads them \
+                  from a file: the C(pgherd) command, and tasks whose I(settings) names it. Written like the node's other files \
+                  (check mode and diff, secrets masked); no service is reloaded for it; I(state=absent) leaves it."),
         OptionSpec::new("patroni", Kind::Dict)
             .suboptions(patroni)
             .doc("Patroni options of this node."),

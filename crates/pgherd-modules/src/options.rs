@@ -4,12 +4,15 @@
 //! problem reported at once.
 
 use std::collections::BTreeMap;
+use std::path::PathBuf;
 
 use pgherd_core::error::{Error, Result};
 use pgherd_core::manifest::{
-    local_hostname, InstanceManifest, Login, RecoveryTarget, RestoreSource, DEFAULT_RESTAPI_PORT,
+    local_hostname, InstanceManifest, Login, RecoveryTarget, RestoreSource, SettingsCopy,
+    DEFAULT_RESTAPI_PORT,
 };
 use pgherd_core::names::{check_host, check_port, parse_host_port, Name, PgVersion};
+use pgherd_core::plan::Content;
 use pgherd_core::settings::Settings;
 use serde::Deserialize;
 use serde_json::Value;
@@ -36,6 +39,7 @@ pub struct InstanceOptions {
     pub dynamic_conf_settings: Option<serde_json::Map<String, Value>>,
     pub pgbackrest: Option<PgBackRestOptions>,
     pub restore: Option<RestoreOptions>,
+    pub settings_file: Option<String>,
 }
 
 #[derive(Debug, Clone, Deserialize, Default)]
@@ -225,6 +229,7 @@ pub fn manifest(opts: &InstanceOptions, settings: &Settings) -> Result<InstanceM
     let parameters = checked_parameters(opts, &mut problems);
 
     let (pgbackrest_stanza, restore) = backup_and_restore(opts, &mut problems);
+    let settings_copy = settings_copy(opts, &mut problems);
 
     match (name, cluster, node, version) {
         (Some(name), Some(cluster), Some(node), Some(version)) if problems.is_empty() => {
@@ -254,6 +259,7 @@ pub fn manifest(opts: &InstanceOptions, settings: &Settings) -> Result<InstanceM
                     .and_then(|b| b.new_repository)
                     .unwrap_or(false),
                 restore,
+                settings_copy,
             })
         }
         _ => Err(Error::InvalidManifest(problems)),
@@ -374,6 +380,46 @@ fn checked_parameters(
         }
     }
     parameters
+}
+
+/// The file the inline settings are kept in (`settings_file`); none for a
+/// removal, which leaves the host's settings file as it is.
+fn settings_copy(opts: &InstanceOptions, problems: &mut Vec<String>) -> Option<SettingsCopy> {
+    let path = opts.settings_file.as_deref()?;
+    let path = PathBuf::from(pgherd_ansible::validate::expand_path(path));
+    if !path.is_absolute() {
+        problems.push(format!(
+            "option 'settings_file' must be an absolute path, not {:?}",
+            path.display().to_string()
+        ));
+        return None;
+    }
+    let Value::Object(_) = &opts.settings else {
+        problems.push(
+            "option 'settings_file' keeps the settings given inline: give 'settings' as a \
+             mapping, or leave 'settings_file' out when 'settings' names the file"
+                .into(),
+        );
+        return None;
+    };
+    if opts.state.as_deref() == Some("absent") {
+        return None;
+    }
+    let yaml = match serde_yaml::to_value(&opts.settings) {
+        Ok(yaml) => yaml,
+        Err(e) => {
+            problems.push(format!("option 'settings': {e}"));
+            return None;
+        }
+    };
+    let text = format!(
+        "# Written by pgherd from the instance task's settings: change them there.\n{}",
+        pgherd_core::yaml::to_yaml_string(&yaml)
+    );
+    Some(SettingsCopy {
+        path,
+        content: Content(text.into_bytes()),
+    })
 }
 
 /// The pgBackRest stanza, and the restore asked for, checked together.
@@ -532,5 +578,48 @@ mod tests {
         let p =
             problems(json!({"name": "m", "pg_hba": ["host all all 0/0 md5\nlocal all all trust"]}));
         assert_eq!(p, vec!["pg_hba[0] must be one non-empty pg_hba.conf line"]);
+    }
+
+    #[test]
+    fn inline_settings_are_kept_as_yaml_that_reads_back_the_same() {
+        let settings = json!({
+            "postgresql": {"datadir": "/srv/pg/{version}/{name}", "bindir": "/usr/lib/postgresql/{version}/bin"},
+            "patroni": {"ttl": 30, "etcd": {"hosts": ["10.0.0.1:2379", "10.0.0.2:2379"], "password": "on"}},
+            "pgbackrest": {"global_options": {"repo1-cipher-pass": "yes: no\nmaybe"}},
+        });
+        let m = manifest(
+            &opts(
+                json!({"name": "m", "settings": settings, "settings_file": "/etc/pgherd/s.yaml"}),
+            ),
+            &Settings::default(),
+        )
+        .unwrap();
+        let copy = m.settings_copy.unwrap();
+        assert_eq!(copy.path, PathBuf::from("/etc/pgherd/s.yaml"));
+        let text = String::from_utf8(copy.content.0).unwrap();
+        let read: Value = serde_yaml::from_str(&text).unwrap();
+        assert_eq!(read, settings, "{text}");
+    }
+
+    #[test]
+    fn settings_file_needs_inline_settings_and_an_absolute_path() {
+        let p = problems(
+            json!({"name": "m", "settings": "/etc/pgherd/a.yaml", "settings_file": "/etc/pgherd/b.yaml"}),
+        );
+        assert!(
+            p.len() == 1 && p[0].contains("give 'settings' as a mapping"),
+            "{p:?}"
+        );
+        let p = problems(json!({"name": "m", "settings_file": "/etc/pgherd/b.yaml"}));
+        assert!(
+            p.len() == 1 && p[0].contains("give 'settings' as a mapping"),
+            "{p:?}"
+        );
+        let p = problems(json!({"name": "m", "settings": {}, "settings_file": "pgherd.yaml"}));
+        assert!(p.len() == 1 && p[0].contains("absolute path"), "{p:?}");
+        let removal =
+            json!({"name": "m", "state": "absent", "settings": {}, "settings_file": "/s.yaml"});
+        let m = manifest(&opts(removal), &Settings::default()).unwrap();
+        assert!(m.settings_copy.is_none());
     }
 }
