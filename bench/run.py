@@ -199,10 +199,8 @@ def main():
         deploys.append(seconds)
         ends = {ev["host"]: ev["end"] - start for ev in events
                 if ev["action"] == "pgherd.cluster.instance"}
-        first = max(ev["end"] for ev in events
-                    if ev["action"] != "pgherd.cluster.instance") - start
         marks = {n: milestones(n, start) for n in ends}
-        breakdowns.append((first, ends, marks))
+        breakdowns.append((ends, marks))
         seconds, events, _ = playbook(site)
         changed = [ev for ev in events if ev["result"].get("changed")]
         if changed:
@@ -278,14 +276,12 @@ def report(rows, breakdowns):
         cells = []
         for label in [label for label, *_ in MILESTONES] + ["task"]:
             values = [(ends[n] if label == "task" else marks[n].get(label))
-                      for _, ends, marks in breakdowns for n in ends
+                      for ends, marks in breakdowns for n in ends
                       if is_replica(marks[n]) == (role == "replicas")]
             values = [v for v in values if v is not None]
             cells.append(f"{statistics.median(values):.2f}" if values else "")
         print(f"| {role} | " + " | ".join(cells) + " |")
-    firsts = [first for first, _, _ in breakdowns]
-    print(f"\nSettings play done at {statistics.median(firsts):.2f} s.")
-    replicas = [m for _, _, marks in breakdowns for m in marks.values() if is_replica(m)]
+    replicas = [m for _, marks in breakdowns for m in marks.values() if is_replica(m)]
     missing = sum(1 for m in replicas if "slot missing" in m)
     print(f"Replicas that asked for their slot before the leader had it: {missing} of {len(replicas)}")
 
