@@ -1001,23 +1001,30 @@ impl Lab {
     /// A command on a host over SSH, as the lab's user: its output, or
     /// what it printed when it failed.
     pub fn ssh(&self, host: &str, command: &str) -> Result<String, String> {
-        let out = Command::new("bash")
-            .arg(repo_root().join("scripts/lab.sh"))
-            .args(["ssh", host, command])
-            .stdin(Stdio::null())
-            .output()
-            .expect("run scripts/lab.sh ssh");
-        let text = String::from_utf8_lossy(&out.stdout).into_owned();
-        if out.status.success() {
-            Ok(text)
-        } else {
-            Err(format!("{text}{}", String::from_utf8_lossy(&out.stderr)))
-        }
+        lab_ssh(host, command)
     }
 
     /// An ansible-playbook run on the lab's inventory.
     pub fn playbook(&self, dir: &Path, playbook: &Path, extra: &[&str]) -> PlaybookRun {
         ansible_playbook(dir, playbook, &Lab::inventory(), extra)
+    }
+}
+
+/// `command` run on a lab host over SSH (as its user): its output, or its
+/// output and errors when it failed. For code that holds no [`Lab`] (a
+/// diagnostic printed while a test fails).
+pub fn lab_ssh(host: &str, command: &str) -> Result<String, String> {
+    let out = Command::new("bash")
+        .arg(repo_root().join("scripts/lab.sh"))
+        .args(["ssh", host, command])
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|e| format!("run scripts/lab.sh ssh: {e}"))?;
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    if out.status.success() {
+        Ok(text)
+    } else {
+        Err(format!("{text}{}", String::from_utf8_lossy(&out.stderr)))
     }
 }
 

@@ -14,7 +14,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use pgherd_e2e::{
-    http_get, lab_sh, one_task_playbook, pgherd_bin, repo_root, wait_for, Lab, PlaybookRun, TestDir,
+    http_get, lab_sh, lab_ssh, one_task_playbook, pgherd_bin, repo_root, wait_for, Lab,
+    PlaybookRun, TestDir,
 };
 use serde_json::{json, Value};
 
@@ -125,26 +126,13 @@ fn hosts_story() -> String {
     ["lab1", "lab2", "lab3"]
         .iter()
         .map(|h| {
-            let out = Command::new("bash")
-                .arg(repo_root().join("scripts/lab.sh"))
-                .args([
-                    "ssh",
-                    h,
-                    "sudo tail -n 15 /var/log/patroni/15-main/patroni.log; \
-                     for k in leader sync; do ETCDCTL_API=3 timeout 3 etcdctl \
-                     --endpoints=http://127.0.0.1:2379 get /service/lab/$k; done",
-                ])
-                .stdin(Stdio::null())
-                .output();
-            let text = out
-                .map(|o| {
-                    format!(
-                        "{}{}",
-                        String::from_utf8_lossy(&o.stdout),
-                        String::from_utf8_lossy(&o.stderr)
-                    )
-                })
-                .unwrap_or_else(|e| e.to_string());
+            let text = lab_ssh(
+                h,
+                "sudo tail -n 15 /var/log/patroni/15-main/patroni.log; \
+                 for k in leader sync; do ETCDCTL_API=3 timeout 3 etcdctl \
+                 --endpoints=http://127.0.0.1:2379 get /service/lab/$k; done",
+            )
+            .unwrap_or_else(|e| e);
             format!("--- {h}:\n{text}")
         })
         .collect::<Vec<_>>()

@@ -226,6 +226,11 @@ impl<'a> Node<'a> {
             state,
             DesiredState::Present | DesiredState::Started | DesiredState::Restarted
         ) && self.m.restore.is_none();
+        let (status, moved) = if running && keeps_running {
+            self.locate_api()
+        } else {
+            (None, None)
+        };
         Ok(Observed {
             node: self.name(),
             running,
@@ -234,9 +239,8 @@ impl<'a> Node<'a> {
                 && self.service.postmaster_pid().is_some(),
             files: plan.changes,
             config_change,
-            moved: (running && keeps_running)
-                .then(|| self.locate_moved_api())
-                .flatten(),
+            status,
+            moved,
             custom_hba: self.has_custom_hba(),
             ..Observed::default()
         })
@@ -327,7 +331,11 @@ impl<'a> Node<'a> {
             DesiredState::Stopped | DesiredState::Absent => false,
         };
         if needs_dcs {
-            self.check_dcs(first.running, first.config_change.is_some())
+            self.check_dcs(
+                first.running,
+                first.status.as_ref(),
+                first.config_change.is_some(),
+            )
         } else {
             Ok(None)
         }
@@ -366,7 +374,7 @@ pub fn apply_state(
     if check_mode {
         first.stanza = node.foresee_stanza(&first, state, keys.as_ref(), &mut warnings)?;
         let actions = planner::plan(&first, state);
-        let facts = node.facts(first.running, &mut warnings);
+        let facts = node.facts(first.running, None, &mut warnings);
         return Ok(Report {
             changes: describe(&actions),
             diff: diff(&actions),
@@ -382,7 +390,7 @@ pub fn apply_state(
     run.warnings = warnings;
     let changes = execute(&actions, &mut run)?;
     let mut warnings = run.warnings;
-    let facts = node.facts(runs_after(state, o.running), &mut warnings);
+    let facts = node.facts(runs_after(state, o.running), run.seen, &mut warnings);
     Ok(Report {
         changes,
         diff: diff(&actions),

@@ -10,7 +10,7 @@ use super::{Node, POLL_REQUEST_TIMEOUT};
 use crate::action::ApiMove;
 use crate::error::Result;
 use crate::fs::{observe_path, Found};
-use crate::rest::{Endpoint, RestClient};
+use crate::rest::{Endpoint, NodeStatus, RestClient};
 use crate::wait::{wait_until, Probe};
 
 /// How long one probe of a candidate address may take.
@@ -32,24 +32,30 @@ impl Node<'_> {
         )
     }
 
-    /// Whether this instance's Patroni answers at `address`.
-    fn answers_at(&self, address: &str) -> bool {
+    /// The status of this instance's Patroni when it answers at `address`.
+    fn status_at(&self, address: &str) -> Option<NodeStatus> {
         self.rest_at(address, PROBE_TIMEOUT)
             .and_then(|c| c.patroni())
-            .is_ok_and(|s| {
+            .ok()
+            .filter(|s| {
                 s.patroni.name == self.m.node.as_str()
                     && (s.patroni.scope.is_empty() || s.patroni.scope == self.m.cluster.as_str())
             })
     }
 
-    /// Where the running Patroni answers when not at the configured
-    /// address: at the address of the configuration file on disk (before
-    /// this run rewrites it), else at the one it publishes in the DCS.
-    /// `None` when it answers where configured, or nowhere.
-    pub(super) fn locate_moved_api(&self) -> Option<ApiMove> {
+    /// Whether this instance's Patroni answers at `address`.
+    fn answers_at(&self, address: &str) -> bool {
+        self.status_at(address).is_some()
+    }
+
+    /// Where the running Patroni answers: its status when at the
+    /// configured address; else where it moved from, which is the address
+    /// of the configuration file on disk (before this run rewrites it), or
+    /// the one it publishes in the DCS. Neither when it answers nowhere.
+    pub(super) fn locate_api(&self) -> (Option<NodeStatus>, Option<ApiMove>) {
         let to = self.m.restapi_connect_address.clone();
-        if self.answers_at(&to) {
-            return None;
+        if let Some(status) = self.status_at(&to) {
+            return (Some(status), None);
         }
         let on_disk = match observe_path(&self.paths.config) {
             Ok(Found::File(f)) => configured_address(&String::from_utf8_lossy(&f.content)),
@@ -62,10 +68,11 @@ impl Node<'_> {
                 .find(|(name, _)| name == self.m.node.as_str())
                 .map(|(_, address)| address)
         };
-        on_disk
+        let moved = on_disk
             .filter(|a| *a != to && self.answers_at(a))
             .or_else(|| published().filter(|a| *a != to && self.answers_at(a)))
-            .map(|from| ApiMove { from, to })
+            .map(|from| ApiMove { from, to });
+        (None, moved)
     }
 
     /// After a reload that moves the REST API: waits until Patroni answers

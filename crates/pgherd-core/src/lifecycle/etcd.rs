@@ -14,11 +14,16 @@ impl Node<'_> {
     pub(super) fn check_dcs(
         &self,
         running: bool,
+        seen: Option<&NodeStatus>,
         config_changes: bool,
     ) -> Result<Option<ClusterKeys>> {
         if running {
             // Patroni not answering yet is for the wait to report.
-            if let Ok(status) = self.rest(POLL_REQUEST_TIMEOUT)?.patroni() {
+            let status = match seen {
+                Some(s) => Ok(s.clone()),
+                None => self.rest(POLL_REQUEST_TIMEOUT)?.patroni(),
+            };
+            if let Ok(status) = status {
                 if let Err(stale) = self.check_dcs_last_seen(&status) {
                     // A Patroni busy with a long step (demoting after a
                     // partition, stopping) stops reaching etcd too: when

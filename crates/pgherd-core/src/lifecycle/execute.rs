@@ -12,6 +12,9 @@ pub(super) struct NodeRun<'n, 'a> {
     pub warnings: Vec<String>,
     /// The node's status, from the last wait for it to lead or stream.
     pub status: Option<NodeStatus>,
+    /// The node's status and the cluster's as that wait last saw them,
+    /// while no action acted since: the run's facts need not ask again.
+    pub seen: Option<(NodeStatus, ClusterStatus)>,
 }
 
 impl<'n, 'a> NodeRun<'n, 'a> {
@@ -20,12 +23,15 @@ impl<'n, 'a> NodeRun<'n, 'a> {
             node,
             warnings: Vec::new(),
             status: None,
+            seen: None,
         }
     }
 
     /// Waits until the node leads or streams.
     fn healthy(&mut self) -> Result<()> {
-        self.status = Some(self.node.wait_healthy()?);
+        let (status, cluster) = self.node.wait_healthy()?;
+        self.status = Some(status.clone());
+        self.seen = Some((status, cluster));
         Ok(())
     }
 }
@@ -35,6 +41,14 @@ type Step = std::result::Result<Outcome, Failure>;
 impl Executor for NodeRun<'_, '_> {
     fn apply(&mut self, action: &Action) -> Step {
         let node = self.node;
+        // Checks leave the last status seen as it was; anything else may
+        // change what the node would answer.
+        if !matches!(
+            action,
+            Action::ConfirmHba { .. } | Action::EnsureStanza { .. }
+        ) {
+            self.seen = None;
+        }
         match action {
             Action::File(f) => f.change.apply()?,
             Action::ReloadPatroni {
@@ -102,8 +116,9 @@ impl NodeRun<'_, '_> {
         let node = self.node;
         node.service.start()?;
         match node.wait_healthy() {
-            Ok(s) => {
-                self.status = Some(s);
+            Ok((status, cluster)) => {
+                self.status = Some(status.clone());
+                self.seen = Some((status, cluster));
                 Ok(Outcome::Done)
             }
             Err(e @ Error::NoOneToClone(_)) => {

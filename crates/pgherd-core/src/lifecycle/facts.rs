@@ -52,8 +52,14 @@ pub(super) fn member_facts(c: &ClusterStatus) -> Vec<MemberFacts> {
 }
 
 impl Node<'_> {
-    /// Facts, with the live state when Patroni answers.
-    pub(super) fn facts(&self, running: bool, warnings: &mut Vec<String>) -> InstanceFacts {
+    /// Facts, with the live state when Patroni answers: as `seen` a
+    /// moment ago when given, else asked.
+    pub(super) fn facts(
+        &self,
+        running: bool,
+        seen: Option<(NodeStatus, ClusterStatus)>,
+        warnings: &mut Vec<String>,
+    ) -> InstanceFacts {
         let mut f = InstanceFacts {
             name: self.m.name.to_string(),
             version: self.m.version.to_string(),
@@ -70,14 +76,17 @@ impl Node<'_> {
         if !running {
             return f;
         }
-        let rest = match self.rest(POLL_REQUEST_TIMEOUT) {
-            Ok(r) => r,
-            Err(e) => {
-                warnings.push(e.to_string());
-                return f;
-            }
+        let (status, cluster) = match seen {
+            Some((s, c)) => (Ok(s), Ok(c)),
+            None => match self.rest(POLL_REQUEST_TIMEOUT) {
+                Ok(rest) => (rest.patroni(), rest.cluster()),
+                Err(e) => {
+                    warnings.push(e.to_string());
+                    return f;
+                }
+            },
         };
-        match rest.patroni() {
+        match status {
             Ok(s) => {
                 f.role = Some(s.role.clone());
                 f.state = Some(s.state.clone());
@@ -88,7 +97,7 @@ impl Node<'_> {
             }
             Err(e) => warnings.push(e.to_string()),
         }
-        match rest.cluster() {
+        match cluster {
             Ok(c) => f.members = member_facts(&c),
             Err(e) => warnings.push(e.to_string()),
         }

@@ -3,6 +3,7 @@
 
 use crate::action::{Action, ApiMove};
 use crate::plan::Change;
+use crate::rest::NodeStatus;
 
 use super::DesiredState;
 
@@ -21,6 +22,8 @@ pub(super) struct Observed {
     /// Patroni's configuration file changes; `Some(true)` when PostgreSQL's
     /// part of it does.
     pub config_change: Option<bool>,
+    /// What the running Patroni answered at the configured address.
+    pub status: Option<NodeStatus>,
     /// The running Patroni answers elsewhere than configured.
     pub moved: Option<ApiMove>,
     /// The task names pg_hba lines of the user's.

@@ -124,7 +124,7 @@ pub(super) fn remove(node: &Node<'_>, check_mode: bool) -> Result<Report> {
     let running = node.service.is_running()?;
     let mut warnings = Vec::new();
     let actions = plan(node, running, &mut warnings);
-    let facts = node.facts(false, &mut warnings);
+    let facts = node.facts(false, None, &mut warnings);
     let mut run = NodeRun::new(node);
     run.warnings = warnings;
     let changes = carry_out(&actions, check_mode, &mut run)?;

@@ -40,8 +40,9 @@ pub(super) fn listed_as_healthy(c: &ClusterStatus, name: &str, primary: bool) ->
 }
 
 impl Node<'_> {
-    /// Waits until the node is a running leader or a streaming replica.
-    pub(super) fn wait_healthy(&self) -> Result<NodeStatus> {
+    /// Waits until the node is a running leader or a streaming replica:
+    /// what it says of itself, and the cluster as the DCS shows it then.
+    pub(super) fn wait_healthy(&self) -> Result<(NodeStatus, ClusterStatus)> {
         let rest = self.rest(POLL_REQUEST_TIMEOUT)?;
         let mut last_wake = None;
         let mut orphaned = Orphaned::default();
@@ -69,7 +70,7 @@ impl Node<'_> {
                     // task, the patroni module or patronictl, reads.
                     Ok(s) if s.is_healthy() => match rest.cluster() {
                         Ok(c) if listed_as_healthy(&c, self.m.node.as_str(), s.is_primary()) => {
-                            Probe::Ready(s)
+                            Probe::Ready((s, c))
                         }
                         Ok(c) => Probe::Waiting(format!(
                             "Patroni reports {}, the DCS still shows {}",

@@ -75,7 +75,73 @@ fn read_pem(path: &Path, what: &'static str) -> Result<Vec<u8>> {
 pub struct RestClient {
     endpoint: Endpoint,
     client: reqwest::Client,
+    timeout: Duration,
     runtime: &'static tokio::runtime::Runtime,
+}
+
+/// What an HTTP client is built from: the TLS material and the connect
+/// timeout (a request's own timeout is set on the request).
+type ClientKey = (Option<ClientTls>, Duration);
+
+/// The HTTP clients this process built: a wait polling every 50 ms reads
+/// no certificate again and builds no TLS configuration again. None keeps
+/// a connection between requests, so a member that restarted is never
+/// reached through a stale one.
+static CLIENTS: std::sync::Mutex<Vec<(ClientKey, reqwest::Client)>> =
+    std::sync::Mutex::new(Vec::new());
+
+/// The HTTP client for `tls` and `connect_timeout`, built once.
+fn http_client(tls: Option<&ClientTls>, connect_timeout: Duration) -> Result<reqwest::Client> {
+    let key = (tls.cloned(), connect_timeout);
+    let mut built = CLIENTS.lock().unwrap_or_else(|p| p.into_inner());
+    if let Some((_, client)) = built.iter().find(|(k, _)| *k == key) {
+        return Ok(client.clone());
+    }
+    let client = build_http_client(tls, connect_timeout)?;
+    built.push((key, client.clone()));
+    Ok(client)
+}
+
+fn build_http_client(
+    tls: Option<&ClientTls>,
+    connect_timeout: Duration,
+) -> Result<reqwest::Client> {
+    install_crypto_provider();
+    let mut builder = reqwest::Client::builder()
+        .connect_timeout(connect_timeout)
+        .pool_max_idle_per_host(0)
+        .no_proxy();
+    if let Some(tls) = tls {
+        if let Some(ca) = &tls.cafile {
+            let certs = reqwest::Certificate::from_pem_bundle(&read_pem(
+                ca,
+                "reading the REST API CA file",
+            )?)
+            .map_err(|e| Error::Other(format!("{}: not a PEM CA bundle: {e}", ca.display())))?;
+            builder = builder.tls_certs_only(certs);
+        }
+        if let (Some(cert), Some(key)) = (&tls.certfile, &tls.keyfile) {
+            let mut pem = read_pem(cert, "reading the REST API client certificate")?;
+            pem.extend_from_slice(b"\n");
+            pem.extend(read_pem(key, "reading the REST API client key")?);
+            let identity = reqwest::Identity::from_pem(&pem).map_err(|e| {
+                Error::Other(format!(
+                    "{} / {}: not a usable PEM certificate and key: {e}",
+                    cert.display(),
+                    key.display()
+                ))
+            })?;
+            builder = builder.identity(identity);
+        }
+    } else {
+        // Plain HTTP: no certificate is ever checked, so do not load the
+        // system's trust store (about 150 files, most of a no-op run's
+        // time).
+        builder = builder.tls_certs_only(Vec::<reqwest::Certificate>::new());
+    }
+    builder
+        .build()
+        .map_err(|e| Error::Other(format!("cannot build the REST API client: {e}")))
 }
 
 impl RestClient {
@@ -84,48 +150,14 @@ impl RestClient {
         self.endpoint.url("")
     }
 
-    /// Builds a client whose every request ends after `timeout`.
+    /// A client whose every request ends after `timeout`.
     pub fn new(endpoint: Endpoint, timeout: Duration) -> Result<RestClient> {
-        install_crypto_provider();
-        let mut builder = reqwest::Client::builder()
-            .timeout(timeout)
-            .connect_timeout(timeout.min(Duration::from_secs(3)))
-            .no_proxy();
-        if let Some(tls) = &endpoint.tls {
-            if let Some(ca) = &tls.cafile {
-                let certs = reqwest::Certificate::from_pem_bundle(&read_pem(
-                    ca,
-                    "reading the REST API CA file",
-                )?)
-                .map_err(|e| Error::Other(format!("{}: not a PEM CA bundle: {e}", ca.display())))?;
-                builder = builder.tls_certs_only(certs);
-            }
-            if let (Some(cert), Some(key)) = (&tls.certfile, &tls.keyfile) {
-                let mut pem = read_pem(cert, "reading the REST API client certificate")?;
-                pem.extend_from_slice(b"\n");
-                pem.extend(read_pem(key, "reading the REST API client key")?);
-                let identity = reqwest::Identity::from_pem(&pem).map_err(|e| {
-                    Error::Other(format!(
-                        "{} / {}: not a usable PEM certificate and key: {e}",
-                        cert.display(),
-                        key.display()
-                    ))
-                })?;
-                builder = builder.identity(identity);
-            }
-        } else {
-            // Plain HTTP: no certificate is ever checked, so do not load
-            // the system's trust store (about 150 files, most of a no-op
-            // run's time).
-            builder = builder.tls_certs_only(Vec::<reqwest::Certificate>::new());
-        }
-        let client = builder
-            .build()
-            .map_err(|e| Error::Other(format!("cannot build the REST API client: {e}")))?;
+        let client = http_client(endpoint.tls.as_ref(), timeout.min(Duration::from_secs(3)))?;
         let runtime = crate::runtime::runtime()?;
         Ok(RestClient {
             endpoint,
             client,
+            timeout,
             runtime,
         })
     }
@@ -176,7 +208,7 @@ impl RestClient {
         let url = self.endpoint.url(path);
         let m = reqwest::Method::from_bytes(method.as_bytes())
             .map_err(|_| self.rest_error(method, path, "unknown HTTP method".into()))?;
-        let mut req = self.client.request(m, &url);
+        let mut req = self.client.request(m, &url).timeout(self.timeout);
         if let Some(auth) = &self.endpoint.auth {
             req = req.basic_auth(&auth.username, Some(&auth.password));
         }
