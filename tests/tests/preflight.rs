@@ -182,3 +182,55 @@ fn a_failed_bootstrap_states_initdbs_own_error_and_what_was_written() {
     let changes = run.result["changes"].to_string();
     assert!(changes.contains("15-main.yaml"), "{changes}");
 }
+
+#[test]
+fn a_watchdog_the_host_lacks_is_refused_when_required_and_warned_when_automatic() {
+    let (dir, root, _reaper) = local_nodes_test("preflight-watchdog", &["127.0.0.13"]);
+    let etcd = Etcd::start(&dir.path, 25_779, 25_780);
+    let node = root.join("wd3");
+    let missing = node.join("dev/watchdog-none");
+    let watchdog = |mode: &str| {
+        set_settings(
+            local_settings(&node, std::slice::from_ref(&etcd.client_addr)),
+            &[(
+                "patroni.watchdog",
+                json!({"mode": mode, "device": missing.display().to_string()}),
+            )],
+        )
+    };
+    let required = local_instance_args(3, "watchdog", &watchdog("required"));
+    let before = snapshot(&root);
+    for check_mode in [true, false] {
+        let run = run_module(
+            &dir.path,
+            "instance",
+            &with_options(required.clone(), json!({"_ansible_check_mode": check_mode})),
+        );
+        assert!(run.failed(), "{run:?}");
+        let msg = run.msg();
+        assert!(
+            msg.contains(&format!(
+                "patroni.watchdog.mode: required, but there is no watchdog device at {}",
+                missing.display()
+            )) && msg.contains("set patroni.watchdog.mode to automatic"),
+            "{msg}"
+        );
+        assert_eq!(run.result["changed"], false, "{run:?}");
+        assert_eq!(snapshot(&root), before, "nothing may be written");
+    }
+
+    // automatic: the node runs, without a watchdog, and the task says so.
+    let automatic = local_instance_args(3, "watchdog", &watchdog("automatic"));
+    let run = run_module(&dir.path, "instance", &automatic);
+    assert!(!run.failed(), "{run:?}");
+    let warnings = run.result["warnings"].to_string();
+    assert!(
+        warnings.contains("patroni.watchdog.mode: automatic, but there is no watchdog device")
+            && warnings.contains("Patroni runs without a watchdog"),
+        "{warnings}"
+    );
+    assert_eq!(run.result["instance"]["role"], "primary", "{run:?}");
+    let config =
+        std::fs::read_to_string(node.join("etc/15-main.yaml")).expect("Patroni's configuration");
+    assert!(config.contains("mode: automatic"), "{config}");
+}

@@ -368,6 +368,10 @@ pub fn apply_state(
         return remove::remove(&node, check_mode);
     }
     let mut warnings = Vec::new();
+    if state != DesiredState::Stopped {
+        let pg = crate::preflight::Who::of(node.run_as.as_ref());
+        warnings.extend(crate::preflight::watchdog(settings, &pg).ok().flatten());
+    }
     let mut first = node.observe(state, &[])?;
     let keys = node.refusals(state, &first)?;
     node.plan_restore(&mut first, state, check_mode, &mut warnings)?;

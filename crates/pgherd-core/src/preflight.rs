@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use crate::fs::{current_uid, Account};
 use crate::manifest::InstanceManifest;
 use crate::paths::InstancePaths;
-use crate::settings::Settings;
+use crate::settings::{Settings, WatchdogMode};
 
 /// Who a check is for: a uid and every group it is in.
 #[derive(Debug, Clone)]
@@ -333,11 +333,54 @@ pub fn check_instance(
         }
     }
     problems.extend(instance_dirs(paths, &pg, &me));
+    if let Err(refusal) = watchdog(settings, &pg) {
+        problems.push(refusal);
+    }
     if let Some(copy) = &m.settings_copy {
         problems.extend(settings_copy(&copy.path, &me));
     }
     problems.dedup();
     problems
+}
+
+/// Where Patroni looks for a watchdog when the settings name none.
+pub const DEFAULT_WATCHDOG_DEVICE: &str = "/dev/watchdog";
+
+/// The watchdog the settings ask for, on this host: `Ok` with a warning
+/// when Patroni will run without the one `automatic` asks for (it does),
+/// a refusal when `required` cannot be met (Patroni would not start).
+pub fn watchdog(settings: &Settings, pg: &Who) -> Result<Option<String>, String> {
+    let Some(w) = &settings.patroni.watchdog else {
+        return Ok(None);
+    };
+    if w.mode == WatchdogMode::Off {
+        return Ok(None);
+    }
+    let device = w
+        .device
+        .clone()
+        .unwrap_or_else(|| PathBuf::from(DEFAULT_WATCHDOG_DEVICE));
+    let shown = device.display();
+    let missing = match std::fs::metadata(&device) {
+        Err(_) => format!("there is no watchdog device at {shown} on this host"),
+        Ok(meta) if !pg.may(&meta, 0o2) => format!(
+            "{} cannot write to the watchdog device {shown} ({})",
+            pg.name,
+            describe_owner_mode(&meta)
+        ),
+        Ok(_) => return Ok(None),
+    };
+    match w.mode {
+        WatchdogMode::Required => Err(format!(
+            "patroni.watchdog.mode: required, but {missing}, so Patroni would not start: load \
+             a watchdog driver (softdog: modprobe softdog) and give the device to {}, or set \
+             patroni.watchdog.mode to automatic (Patroni then runs without a watchdog) or off",
+            pg.name
+        )),
+        _ => Ok(Some(format!(
+            "patroni.watchdog.mode: automatic, but {missing}: Patroni runs without a watchdog"
+        ))),
+    }
 }
 
 /// The file the task's inline settings are kept in: not a directory, in a
@@ -583,5 +626,41 @@ mod tests {
             .unwrap();
         assert!(check_program("k", &d.join("patroni"), &root(), "").is_none());
         std::fs::remove_dir_all(&d).ok();
+    }
+
+    #[test]
+    fn a_missing_watchdog_is_a_warning_when_automatic_and_a_refusal_when_required() {
+        let me = Who::this_process();
+        let with = |mode: WatchdogMode, device: &str| {
+            let mut s = Settings::default();
+            s.patroni.watchdog = Some(crate::settings::WatchdogSettings {
+                mode,
+                device: Some(device.into()),
+                safety_margin: None,
+            });
+            watchdog(&s, &me)
+        };
+        let missing = "/nonexistent/watchdog0";
+        let warned = with(WatchdogMode::Automatic, missing).unwrap().unwrap();
+        assert!(
+            warned.contains("no watchdog device at /nonexistent/watchdog0")
+                && warned.contains("runs without a watchdog"),
+            "{warned}"
+        );
+        let refused = with(WatchdogMode::Required, missing).unwrap_err();
+        assert!(
+            refused.starts_with("patroni.watchdog.mode: required")
+                && refused.contains("/nonexistent/watchdog0")
+                && refused.contains("modprobe softdog"),
+            "{refused}"
+        );
+        assert_eq!(with(WatchdogMode::Off, missing), Ok(None));
+        assert_eq!(watchdog(&Settings::default(), &me), Ok(None));
+        // A device its user can write to: nothing to say.
+        let device = std::env::temp_dir().join(format!("pgherd-wd-{}", std::process::id()));
+        std::fs::write(&device, b"").unwrap();
+        let shown = device.display().to_string();
+        assert_eq!(with(WatchdogMode::Required, &shown), Ok(None));
+        std::fs::remove_file(&device).ok();
     }
 }

@@ -72,7 +72,7 @@ impl Settings {
         }
     }
 
-    /// The REST API and patronictl TLS, the watchdog, and Patroni's timings.
+    /// The REST API and patronictl TLS, and Patroni's timings.
     fn check_restapi_and_timing(&self, problems: &mut Vec<String>) {
         let p = &self.patroni;
         let api = &p.restapi;
@@ -114,15 +114,6 @@ impl Settings {
                 problems.push("patroni.ctl.certfile and patroni.ctl.keyfile go together".into());
             }
         }
-        if let Some(w) = &p.watchdog {
-            if w.mode != WatchdogMode::Off && w.device.is_none() {
-                problems.push(
-                    "patroni.watchdog.mode is not off but patroni.watchdog.device is not set"
-                        .into(),
-                );
-            }
-        }
-
         if p.ttl < 20 {
             problems.push(format!(
                 "patroni.ttl is {} but Patroni refuses a ttl below 20",
