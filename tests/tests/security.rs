@@ -26,6 +26,8 @@ const ETCD_ROOT: &str = "Sec-Root-9JdF4";
 /// A secret in the site settings themselves: the settings file holding it
 /// must be 0600 and never shown.
 const CIPHER_PASS: &str = "Sec-Cipher-1HsD8";
+/// A DCS namespace of the site's own (Patroni's default is /service/).
+const NAMESPACE: &str = "/pgherd-sec/";
 const SECRETS: [&str; 7] = [
     SUROLE,
     REPLROLE,
@@ -64,7 +66,8 @@ impl Secure {
                 "pgbackrest": {"global_options": {"repo1-cipher-pass": CIPHER_PASS}},
                 "postgresql": {"client_ssl": {"sslmode": "verify-ca", "sslrootcert": p.ca}},
                 "patroni": {
-                    "etcd": {"protocol": "https", "cacert": p.ca, "cert": p.client_cert, "key": p.client_key},
+                    "etcd": {"protocol": "https", "cacert": p.ca, "cert": p.client_cert, "key": p.client_key,
+                             "namespace": NAMESPACE},
                     "restapi": {"cafile": p.ca, "certfile": p.server_cert, "keyfile": p.server_key,
                                 "verify_client": "required", "allowlist": ["127.0.0.1"],
                                 "allowlist_include_members": true},
@@ -177,7 +180,7 @@ impl Secure {
             .etcd
             .etcdctl(
                 Some(&format!("root:{ETCD_ROOT}")),
-                &["get", "-w", "json", &format!("/service/{SCOPE}/config")],
+                &["get", "-w", "json", &format!("{NAMESPACE}{SCOPE}/config")],
             )
             .unwrap_or_default();
         let v: Value = serde_json::from_str(&out).unwrap_or(Value::Null);
@@ -252,7 +255,7 @@ fn a_secured_cluster_works_refuses_and_leaks_nothing() {
         ETCD_ROOT,
         "patroni",
         ETCD_PASSWORD,
-        &format!("/service/{SCOPE}/"),
+        &format!("{NAMESPACE}{SCOPE}/"),
     );
     let s = Secure {
         dir,
@@ -306,6 +309,36 @@ fn a_secured_cluster_works_refuses_and_leaks_nothing() {
     );
     let seen: Value = serde_json::from_slice(&status.stdout).unwrap();
     assert_eq!(seen["leader"], "pg1", "{seen}");
+    // The cluster lives under the site's namespace, nothing under Patroni's
+    // default one.
+    let root_login = format!("root:{ETCD_ROOT}");
+    let keys = |prefix: &str| {
+        s.etcd
+            .etcdctl(
+                Some(&root_login),
+                &["get", prefix, "--prefix", "--keys-only"],
+            )
+            .unwrap_or_default()
+    };
+    assert!(
+        keys(&format!("{NAMESPACE}{SCOPE}/leader")).contains("/leader"),
+        "no leader key under {NAMESPACE}"
+    );
+    assert_eq!(keys("/service/").trim(), "", "keys under /service/");
+    // patronictl with the generated configuration: etcd over TLS with the
+    // user, the REST API with the ctl certificates.
+    let ctl = Command::new(repo_root().join(".venv/bin/patronictl"))
+        .args(["-c", config.to_str().unwrap(), "list", "-f", "json"])
+        .output()
+        .unwrap();
+    let listed: Value = serde_json::from_slice(&ctl.stdout).unwrap_or(Value::Null);
+    assert_eq!(
+        listed.as_array().map(Vec::len),
+        Some(3),
+        "patronictl list: {}{}",
+        String::from_utf8_lossy(&ctl.stdout),
+        String::from_utf8_lossy(&ctl.stderr)
+    );
     // pgherd proxy: TLS from the site settings, the etcd user from the
     // environment; the etcd watch works through both.
     let template = s.dir.join("proxy.tera");
@@ -439,7 +472,7 @@ fn a_secured_cluster_works_refuses_and_leaks_nothing() {
             "--dial-timeout=2s",
             "--command-timeout=3s",
             "get",
-            "/service/",
+            NAMESPACE,
             "--prefix",
             "--keys-only",
         ])
@@ -450,9 +483,10 @@ fn a_secured_cluster_works_refuses_and_leaks_nothing() {
         !bare.status.success(),
         "etcd served a client without certificate"
     );
-    let wrong = s
-        .etcd
-        .etcdctl(Some("patroni:wrong"), &["get", "/service/secure/leader"]);
+    let wrong = s.etcd.etcdctl(
+        Some("patroni:wrong"),
+        &["get", &format!("{NAMESPACE}{SCOPE}/leader")],
+    );
     assert!(
         wrong.is_err_and(|e| e.contains("authentication failed")),
         "etcd took a wrong password"
@@ -464,7 +498,8 @@ fn a_secured_cluster_works_refuses_and_leaks_nothing() {
     let missing = json!({"patroni": {"restapi": {"certfile": s.pki.server_cert, "keyfile": s.pki.server_key},
                                      "ctl": {"certfile": "/nonexistent/ctl.pem", "keyfile": s.pki.client_key},
                                      "etcd": {"hosts": [s.etcd.client_addr], "protocol": "https", "cacert": s.pki.ca,
-                                              "cert": s.pki.client_cert, "key": s.pki.client_key}}});
+                                              "cert": s.pki.client_cert, "key": s.pki.client_key,
+                                              "namespace": NAMESPACE}}});
     refused(
         &s.patroni(json!({"settings": missing, "dynamic_config": change})),
         "a missing certificate file",
@@ -474,7 +509,8 @@ fn a_secured_cluster_works_refuses_and_leaks_nothing() {
                                        "ctl": {"certfile": s.pki.client_cert, "keyfile": s.pki.client_key,
                                                "cacert": s.pki.rogue_ca},
                                        "etcd": {"hosts": [s.etcd.client_addr], "protocol": "https",
-                                                "cacert": s.pki.ca, "cert": s.pki.client_cert, "key": s.pki.client_key}}});
+                                                "cacert": s.pki.ca, "cert": s.pki.client_cert, "key": s.pki.client_key,
+                                                "namespace": NAMESPACE}}});
     let rogue_ca = s.pki.rogue_ca.display().to_string();
     refused(
         &s.patroni(json!({"settings": untrusted, "dynamic_config": change})),
@@ -489,7 +525,7 @@ fn a_secured_cluster_works_refuses_and_leaks_nothing() {
     // certificate file to fix.
     let rogue_client = json!({"patroni": {"etcd": {"hosts": [s.etcd.client_addr], "protocol": "https",
                                                    "cacert": s.pki.ca, "cert": s.pki.rogue_cert,
-                                                   "key": s.pki.rogue_key}}});
+                                                   "key": s.pki.rogue_key, "namespace": NAMESPACE}}});
     let rogue_cert = s.pki.rogue_cert.display().to_string();
     refused(
         &s.patroni(json!({"settings": rogue_client, "state": "info"})),
