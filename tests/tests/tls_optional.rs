@@ -1,0 +1,96 @@
+//! `patroni.restapi.verify_client: optional` on a running node: reads
+//! need no client certificate, unsafe requests do, and both modules (which
+//! present the ctl certificate) work.
+
+use std::process::Command;
+
+use pgherd_e2e::pki::Pki;
+use pgherd_e2e::{local_instance_args, local_nodes_test, local_settings, run_module, Etcd};
+use serde_json::json;
+
+/// The HTTP status of `curl` against the node, or 0 when no exchange
+/// happened.
+fn curl(method: &str, url: &str, options: &[&str]) -> u16 {
+    let out = Command::new("curl")
+        .args([
+            "-s",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+            "--max-time",
+            "5",
+        ])
+        .args(["-X", method])
+        .args(options)
+        .arg(url)
+        .output()
+        .expect("run curl");
+    String::from_utf8_lossy(&out.stdout)
+        .trim()
+        .parse()
+        .unwrap_or(0)
+}
+
+#[test]
+fn optional_client_certificates_guard_only_unsafe_requests() {
+    let (dir, root, _reaper) = local_nodes_test("tls-optional", &["127.0.0.13"]);
+    let pki = Pki::create(&dir.join("pki"));
+    let etcd = Etcd::start(&dir.path, 25_979, 25_980);
+    let node = root.join("opt3");
+    let mut settings = local_settings(&node, std::slice::from_ref(&etcd.client_addr));
+    settings["patroni"]["restapi"] = json!({
+        "certfile": pki.server_cert, "keyfile": pki.server_key, "cafile": pki.ca,
+        "verify_client": "optional",
+    });
+    settings["patroni"]["ctl"] =
+        json!({"certfile": pki.client_cert, "keyfile": pki.client_key, "cacert": pki.ca});
+    let deployed = run_module(
+        &dir.path,
+        "instance",
+        &local_instance_args(3, "optional", &settings),
+    );
+    assert!(!deployed.failed(), "{deployed:?}");
+
+    let ca = pki.ca.display().to_string();
+    let (cert, key) = (
+        pki.client_cert.display().to_string(),
+        pki.client_key.display().to_string(),
+    );
+    let anonymous = ["--cacert", ca.as_str()];
+    let with_cert = [
+        "--cacert",
+        ca.as_str(),
+        "--cert",
+        cert.as_str(),
+        "--key",
+        key.as_str(),
+    ];
+    let api = "https://127.0.0.13:8008";
+    assert_eq!(curl("GET", &format!("{api}/patroni"), &anonymous), 200);
+    let reload = format!("{api}/reload");
+    assert_eq!(
+        curl("POST", &reload, &anonymous),
+        403,
+        "an unsafe request without a client certificate"
+    );
+    assert_eq!(curl("POST", &reload, &with_cert), 202);
+
+    // The patroni module: a read, and an unsafe change (PATCH /config).
+    let task = |extra: serde_json::Value| {
+        let mut args = json!({"cluster": "optional", "settings": settings});
+        for (k, v) in extra.as_object().unwrap() {
+            args[k] = v.clone();
+        }
+        run_module(&dir.path, "patroni", &args)
+    };
+    let info = task(json!({"state": "info"}));
+    assert!(!info.failed(), "{info:?}");
+    assert_eq!(info.result["cluster"]["leader"], "pg3", "{info:?}");
+    let patched =
+        task(json!({"dynamic_config": {"postgresql": {"parameters": {"work_mem": "9MB"}}}}));
+    assert!(
+        !patched.failed() && patched.result["changed"] == true,
+        "{patched:?}"
+    );
+}
