@@ -105,23 +105,75 @@ fn make_cert(dir: &Path, ca: &str, name: &str, subject: &str, extensions: &str) 
     );
 }
 
+/// A server certificate `name` (.pem, .key) for the test addresses, signed
+/// by the CA in `dir`.
+fn make_server_cert(dir: &Path, name: &str) {
+    let sans: Vec<String> = SERVER_IPS.iter().map(|ip| format!("IP:{ip}")).collect();
+    make_cert(
+        dir,
+        "ca",
+        name,
+        "/CN=127.0.0.1",
+        &format!(
+            "subjectAltName={}\nextendedKeyUsage=serverAuth,clientAuth\nbasicConstraints=CA:FALSE\n",
+            sans.join(",")
+        ),
+    );
+}
+
+/// Every file of `dir` readable by postgres, keys 0600.
+fn give_to_postgres(dir: &Path) {
+    let postgres = uid_of("postgres");
+    for entry in std::fs::read_dir(dir)
+        .expect("list the PKI directory")
+        .flatten()
+    {
+        let p = entry.path();
+        let key = p.extension().is_some_and(|e| e == "key");
+        std::fs::set_permissions(
+            &p,
+            std::fs::Permissions::from_mode(if key { 0o600 } else { 0o644 }),
+        )
+        .expect("chmod");
+        std::os::unix::fs::chown(&p, Some(postgres), Some(postgres)).expect("chown");
+    }
+}
+
+impl Pki {
+    /// A new server certificate and key from the same CA, written over
+    /// the current ones at the same paths (a rotation); the new
+    /// certificate's serial number.
+    pub fn rotate_server(&self) -> String {
+        let dir = self.ca.parent().expect("the PKI directory");
+        make_server_cert(dir, "server-next");
+        give_to_postgres(dir);
+        std::fs::copy(dir.join("server-next.pem"), &self.server_cert)
+            .expect("copy the certificate");
+        std::fs::copy(dir.join("server-next.key"), &self.server_key).expect("copy the key");
+        serial(&self.server_cert)
+    }
+}
+
+/// The serial number of a certificate, as openssl prints it.
+pub fn serial(cert: &Path) -> String {
+    let out = Command::new("openssl")
+        .args(["x509", "-noout", "-serial", "-in"])
+        .arg(cert)
+        .output()
+        .expect("run openssl");
+    String::from_utf8_lossy(&out.stdout)
+        .trim()
+        .trim_start_matches("serial=")
+        .to_string()
+}
+
 impl Pki {
     /// Creates the files in `dir`, readable by postgres (keys 0600).
     pub fn create(dir: &Path) -> Pki {
         std::fs::create_dir_all(dir).expect("create the PKI directory");
         make_ca(dir, "ca");
         make_ca(dir, "rogue-ca");
-        let sans: Vec<String> = SERVER_IPS.iter().map(|ip| format!("IP:{ip}")).collect();
-        make_cert(
-            dir,
-            "ca",
-            "server",
-            "/CN=127.0.0.1",
-            &format!(
-                "subjectAltName={}\nextendedKeyUsage=serverAuth,clientAuth\nbasicConstraints=CA:FALSE\n",
-                sans.join(",")
-            ),
-        );
+        make_server_cert(dir, "server");
         // No CommonName: etcd 3.4 refuses requests through its gateway
         // (Patroni's way in) from a certificate with one once auth is on.
         let client_ext = "extendedKeyUsage=clientAuth\nbasicConstraints=CA:FALSE\nsubjectAltName=DNS:pgherd-client\n";
@@ -133,20 +185,7 @@ impl Pki {
             "/O=pgherd rogue client",
             client_ext,
         );
-        let postgres = uid_of("postgres");
-        for entry in std::fs::read_dir(dir)
-            .expect("list the PKI directory")
-            .flatten()
-        {
-            let p = entry.path();
-            let key = p.extension().is_some_and(|e| e == "key");
-            std::fs::set_permissions(
-                &p,
-                std::fs::Permissions::from_mode(if key { 0o600 } else { 0o644 }),
-            )
-            .expect("chmod");
-            std::os::unix::fs::chown(&p, Some(postgres), Some(postgres)).expect("chown");
-        }
+        give_to_postgres(dir);
         Pki {
             ca: dir.join("ca.pem"),
             server_cert: dir.join("server.pem"),

@@ -442,8 +442,9 @@ pub fn render_patroni_config(
     let body = to_yaml_string(&doc);
     Ok(format!(
         "# Patroni configuration of {} (cluster {}), written by pgherd.\n\
-         # Changes made here are replaced by the next run: set them in the task.\n{body}",
+         # Changes made here are replaced by the next run: set them in the task.\n{}{body}",
         m.qualified_name(),
-        m.cluster
+        m.cluster,
+        crate::tls_files::header(&doc)
     ))
 }

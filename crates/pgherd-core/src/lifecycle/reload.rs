@@ -15,13 +15,15 @@ use crate::wait::{wait_until, Probe};
 /// reads: when one of these changes, Patroni's reload reaches PostgreSQL.
 const POSTGRES_KEYS: [&str; 4] = ["parameters", "pg_hba", "pg_ident", "listen"];
 
-/// Whether two Patroni configurations differ in what PostgreSQL reads.
+/// Whether two Patroni configurations differ in what PostgreSQL reads:
+/// its section, or the SSL files it names (their fingerprint line).
 pub fn postgres_sections_differ(old: &str, new: &str) -> bool {
     let parse = |t: &str| serde_yaml::from_str::<serde_yaml::Value>(t).unwrap_or_default();
     let (a, b) = (parse(old), parse(new));
     POSTGRES_KEYS
         .iter()
         .any(|k| a["postgresql"].get(k) != b["postgresql"].get(k))
+        || crate::tls_files::postgres_line(old) != crate::tls_files::postgres_line(new)
 }
 
 /// A reload of the running Patroni, once its configuration is written.

@@ -1,10 +1,11 @@
-//! `patroni.restapi.verify_client: optional` on a running node: reads
+//! TLS on a running node. `patroni.restapi.verify_client: optional`: reads
 //! need no client certificate, unsafe requests do, and both modules (which
-//! present the ctl certificate) work.
+//! present the ctl certificate) work. A certificate replaced at the same
+//! path: the next run reloads, and PostgreSQL and the REST API present it.
 
 use std::process::Command;
 
-use pgherd_e2e::pki::Pki;
+use pgherd_e2e::pki::{serial, Pki};
 use pgherd_e2e::{local_instance_args, local_nodes_test, local_settings, run_module, Etcd};
 use serde_json::json;
 
@@ -93,4 +94,63 @@ fn optional_client_certificates_guard_only_unsafe_requests() {
         !patched.failed() && patched.result["changed"] == true,
         "{patched:?}"
     );
+}
+
+/// The serial number of the certificate a server presents (`starttls`:
+/// PostgreSQL's protocol), or an empty string.
+fn served_serial(address: &str, starttls: bool) -> String {
+    let starttls = if starttls { "-starttls postgres" } else { "" };
+    let out = Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "openssl s_client {starttls} -connect {address} </dev/null 2>/dev/null \
+             | openssl x509 -noout -serial 2>/dev/null"
+        ))
+        .output()
+        .expect("run openssl");
+    String::from_utf8_lossy(&out.stdout)
+        .trim()
+        .trim_start_matches("serial=")
+        .to_string()
+}
+
+#[test]
+fn a_certificate_replaced_at_the_same_path_is_picked_up_by_a_reload() {
+    let (dir, root, _reaper) = local_nodes_test("tls-rotation", &["127.0.0.11"]);
+    let pki = Pki::create(&dir.join("pki"));
+    let etcd = Etcd::start(&dir.path, 26_079, 26_080);
+    let node = root.join("rot1");
+    let mut settings = local_settings(&node, std::slice::from_ref(&etcd.client_addr));
+    settings["patroni"]["restapi"] =
+        json!({"certfile": pki.server_cert, "keyfile": pki.server_key});
+    settings["patroni"]["ctl"] = json!({"cacert": pki.ca});
+    let task = pgherd_e2e::with_options(
+        local_instance_args(1, "rotation", &settings),
+        json!({"parameters": {"ssl": "on", "ssl_cert_file": pki.server_cert,
+                              "ssl_key_file": pki.server_key}}),
+    );
+    let deployed = run_module(&dir.path, "instance", &task);
+    assert!(!deployed.failed(), "{deployed:?}");
+    let (api, pg) = ("127.0.0.11:8008", "127.0.0.11:5432");
+    let old = serial(&pki.server_cert);
+    assert_eq!(served_serial(api, false), old);
+    assert_eq!(served_serial(pg, true), old);
+
+    // A new certificate and key at the same paths: the next run sees it,
+    // reloads, and both servers present it.
+    let new = pki.rotate_server();
+    assert_ne!(new, old);
+    let rotated = run_module(&dir.path, "instance", &task);
+    assert!(!rotated.failed(), "{rotated:?}");
+    let changes = rotated.result["changes"].to_string();
+    assert!(changes.contains("reload Patroni"), "{changes}");
+    assert_eq!(served_serial(pg, true), new, "PostgreSQL's certificate");
+    pgherd_e2e::wait_for(
+        "the REST API to present the new certificate",
+        std::time::Duration::from_secs(30),
+        || Some(()).filter(|_| served_serial(api, false) == new),
+        || served_serial(api, false),
+    );
+    let again = run_module(&dir.path, "instance", &task);
+    assert_eq!(again.result["changed"], false, "{again:?}");
 }
