@@ -1010,6 +1010,32 @@ impl Lab {
     }
 }
 
+/// `curl -X method url` with `options` (TLS files, credentials): the HTTP
+/// status, or None when no HTTP exchange happened (TLS refused, nothing
+/// listening).
+pub fn curl_status(method: &str, url: &str, options: &[&str]) -> Option<u16> {
+    let out = Command::new("curl")
+        .args([
+            "-s",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+            "--max-time",
+            "5",
+        ])
+        .args(["-X", method])
+        .args(options)
+        .arg(url)
+        .output()
+        .expect("run curl");
+    let code: u16 = String::from_utf8_lossy(&out.stdout)
+        .trim()
+        .parse()
+        .unwrap_or(0);
+    (out.status.success() && code != 0).then_some(code)
+}
+
 /// `command` run on a lab host over SSH (as its user): its output, or its
 /// output and errors when it failed. For code that holds no [`Lab`] (a
 /// diagnostic printed while a test fails).

@@ -161,7 +161,26 @@ pub fn serial(cert: &Path) -> String {
         .arg(cert)
         .output()
         .expect("run openssl");
-    String::from_utf8_lossy(&out.stdout)
+    serial_of(&out.stdout)
+}
+
+/// The serial number of the certificate a server presents at `address`
+/// (`starttls`: PostgreSQL's protocol), or an empty string.
+pub fn served_serial(address: &str, starttls: bool) -> String {
+    let starttls = if starttls { "-starttls postgres" } else { "" };
+    let out = Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "openssl s_client {starttls} -connect {address} </dev/null 2>/dev/null \
+             | openssl x509 -noout -serial 2>/dev/null"
+        ))
+        .output()
+        .expect("run openssl");
+    serial_of(&out.stdout)
+}
+
+fn serial_of(openssl_output: &[u8]) -> String {
+    String::from_utf8_lossy(openssl_output)
         .trim()
         .trim_start_matches("serial=")
         .to_string()

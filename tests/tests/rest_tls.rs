@@ -3,35 +3,11 @@
 //! present the ctl certificate) work. A certificate replaced at the same
 //! path: the next run reloads, and PostgreSQL and the REST API present it.
 
-use std::process::Command;
-
-use pgherd_e2e::pki::{serial, Pki};
-use pgherd_e2e::{local_instance_args, local_nodes_test, local_settings, run_module, Etcd};
+use pgherd_e2e::pki::{serial, served_serial, Pki};
+use pgherd_e2e::{
+    curl_status, local_instance_args, local_nodes_test, local_settings, run_module, Etcd,
+};
 use serde_json::json;
-
-/// The HTTP status of `curl` against the node, or 0 when no exchange
-/// happened.
-fn curl(method: &str, url: &str, options: &[&str]) -> u16 {
-    let out = Command::new("curl")
-        .args([
-            "-s",
-            "-o",
-            "/dev/null",
-            "-w",
-            "%{http_code}",
-            "--max-time",
-            "5",
-        ])
-        .args(["-X", method])
-        .args(options)
-        .arg(url)
-        .output()
-        .expect("run curl");
-    String::from_utf8_lossy(&out.stdout)
-        .trim()
-        .parse()
-        .unwrap_or(0)
-}
 
 #[test]
 fn optional_client_certificates_guard_only_unsafe_requests() {
@@ -68,14 +44,17 @@ fn optional_client_certificates_guard_only_unsafe_requests() {
         key.as_str(),
     ];
     let api = "https://127.0.0.13:8008";
-    assert_eq!(curl("GET", &format!("{api}/patroni"), &anonymous), 200);
+    assert_eq!(
+        curl_status("GET", &format!("{api}/patroni"), &anonymous),
+        Some(200)
+    );
     let reload = format!("{api}/reload");
     assert_eq!(
-        curl("POST", &reload, &anonymous),
-        403,
+        curl_status("POST", &reload, &anonymous),
+        Some(403),
         "an unsafe request without a client certificate"
     );
-    assert_eq!(curl("POST", &reload, &with_cert), 202);
+    assert_eq!(curl_status("POST", &reload, &with_cert), Some(202));
 
     // The patroni module: a read, and an unsafe change (PATCH /config).
     let task = |extra: serde_json::Value| {
@@ -94,24 +73,6 @@ fn optional_client_certificates_guard_only_unsafe_requests() {
         !patched.failed() && patched.result["changed"] == true,
         "{patched:?}"
     );
-}
-
-/// The serial number of the certificate a server presents (`starttls`:
-/// PostgreSQL's protocol), or an empty string.
-fn served_serial(address: &str, starttls: bool) -> String {
-    let starttls = if starttls { "-starttls postgres" } else { "" };
-    let out = Command::new("sh")
-        .arg("-c")
-        .arg(format!(
-            "openssl s_client {starttls} -connect {address} </dev/null 2>/dev/null \
-             | openssl x509 -noout -serial 2>/dev/null"
-        ))
-        .output()
-        .expect("run openssl");
-    String::from_utf8_lossy(&out.stdout)
-        .trim()
-        .trim_start_matches("serial=")
-        .to_string()
 }
 
 #[test]

@@ -10,8 +10,8 @@ use std::process::Command;
 
 use pgherd_e2e::pki::Pki;
 use pgherd_e2e::{
-    ansible_playbook, local_nodes_test, one_task_playbook, pgherd_bin, psql, repo_root, snapshot,
-    wait_for, Etcd, PlaybookRun, TestDir,
+    ansible_playbook, curl_status, local_nodes_test, one_task_playbook, pgherd_bin, psql,
+    repo_root, snapshot, wait_for, Etcd, PlaybookRun, TestDir,
 };
 use serde_json::{json, Value};
 
@@ -131,27 +131,7 @@ impl Secure {
     /// curl against a member's REST API; the HTTP status, or None when no
     /// HTTP exchange happened (TLS refused).
     fn curl(&self, method: &str, url: &str, options: &[&str]) -> Option<u16> {
-        let out = Command::new("curl")
-            .args([
-                "-s",
-                "-o",
-                "/dev/null",
-                "-w",
-                "%{http_code}",
-                "--max-time",
-                "5",
-                "-X",
-                method,
-            ])
-            .args(options)
-            .arg(url)
-            .output()
-            .expect("run curl");
-        let code: u16 = String::from_utf8_lossy(&out.stdout)
-            .trim()
-            .parse()
-            .unwrap_or(0);
-        (out.status.success() && code != 0).then_some(code)
+        curl_status(method, url, options)
     }
 
     fn tls(&self) -> Vec<String> {
