@@ -268,6 +268,8 @@ impl Service {
     }
 
     fn spawn_detached(&self) -> Result<()> {
+        /// close_range's flag: mark close-on-exec rather than close.
+        const CLOSE_RANGE_CLOEXEC: libc::c_uint = 1 << 2;
         let console = self.paths.patroni_console_log();
         let (log, err_log) = crate::process::append_log(&console, self.run_as.as_ref())?;
         let mut cmd = crate::process::command(&self.execpath, self.run_as.as_ref());
@@ -285,10 +287,13 @@ impl Service {
                 if libc::setsid() == -1 {
                     return Err(std::io::Error::last_os_error());
                 }
-                libc::close_range(
-                    3,
+                // The system call itself: C libraries older than glibc
+                // 2.34, and musl, have no wrapper for it.
+                libc::syscall(
+                    libc::SYS_close_range,
+                    3 as libc::c_uint,
                     libc::c_uint::MAX,
-                    libc::CLOSE_RANGE_CLOEXEC as libc::c_int,
+                    CLOSE_RANGE_CLOEXEC,
                 );
                 Ok(())
             });
