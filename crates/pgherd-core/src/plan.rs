@@ -120,18 +120,25 @@ pub fn mask_secrets(text: &str, kind: FileKind) -> String {
     out
 }
 
-fn mask_yaml_line(line: &str) -> String {
-    let Some((key, value)) = line.split_once(':') else {
-        return line.to_string();
-    };
+/// A YAML line's key as written (with its indentation), the key bare (no
+/// list dash, no quotes), and the value after the colon.
+fn yaml_key(line: &str) -> Option<(&str, &str, &str)> {
+    let (key, value) = line.split_once(':')?;
     let bare = key
         .trim()
         .trim_start_matches("- ")
         .trim_matches(|c| c == '"' || c == '\'');
-    if bare.to_ascii_lowercase().ends_with("password") && !value.trim().is_empty() {
-        format!("{key}: {}", crate::MASK)
-    } else {
-        line.to_string()
+    Some((key, bare, value))
+}
+
+fn mask_yaml_line(line: &str) -> String {
+    match yaml_key(line) {
+        Some((key, bare, value))
+            if bare.to_ascii_lowercase().ends_with("password") && !value.trim().is_empty() =>
+        {
+            format!("{key}: {}", crate::MASK)
+        }
+        _ => line.to_string(),
     }
 }
 
@@ -160,13 +167,8 @@ fn mask_settings(text: &str) -> String {
             masked_at = None;
         }
         let body = line.trim_end_matches('\n');
-        let secret = body.split_once(':').and_then(|(key, value)| {
-            let bare = key
-                .trim()
-                .trim_start_matches("- ")
-                .trim_matches(|c| c == '"' || c == '\'');
-            let value = value.trim();
-            (is_secret_key(bare) && !matches!(value, "" | "null" | "~")).then_some(key)
+        let secret = yaml_key(body).and_then(|(key, bare, value)| {
+            (is_secret_key(bare) && !matches!(value.trim(), "" | "null" | "~")).then_some(key)
         });
         match secret {
             Some(key) => {

@@ -10,10 +10,9 @@ use crate::pgbackrest::BackupKind;
 pub(super) struct NodeRun<'n, 'a> {
     pub node: &'n Node<'a>,
     pub warnings: Vec<String>,
-    /// The node's status, from the last wait for it to lead or stream.
-    pub status: Option<NodeStatus>,
-    /// The node's status and the cluster's as that wait last saw them,
-    /// while no action acted since: the run's facts need not ask again.
+    /// The node's status and the cluster's as the last wait for it to
+    /// lead or stream saw them, while no action acted since: the stanza
+    /// check and the run's facts need not ask again.
     pub seen: Option<(NodeStatus, ClusterStatus)>,
 }
 
@@ -22,16 +21,13 @@ impl<'n, 'a> NodeRun<'n, 'a> {
         NodeRun {
             node,
             warnings: Vec::new(),
-            status: None,
             seen: None,
         }
     }
 
     /// Waits until the node leads or streams.
     fn healthy(&mut self) -> Result<()> {
-        let (status, cluster) = self.node.wait_healthy()?;
-        self.status = Some(status.clone());
-        self.seen = Some((status, cluster));
+        self.seen = Some(self.node.wait_healthy()?);
         Ok(())
     }
 }
@@ -79,7 +75,7 @@ impl Executor for NodeRun<'_, '_> {
             }
             Action::CreateStanza { archiving, .. } => node.create_stanza(*archiving)?,
             Action::EnsureStanza { .. } => {
-                let case = StanzaCase::Running(self.status.as_ref());
+                let case = StanzaCase::Running(self.seen.as_ref().map(|(s, _)| s));
                 return match node.stanza_to_create(case, &mut self.warnings)? {
                     Some(create) => {
                         self.apply(&create)?;
@@ -116,9 +112,8 @@ impl NodeRun<'_, '_> {
         let node = self.node;
         node.service.start()?;
         match node.wait_healthy() {
-            Ok((status, cluster)) => {
-                self.status = Some(status.clone());
-                self.seen = Some((status, cluster));
+            Ok(seen) => {
+                self.seen = Some(seen);
                 Ok(Outcome::Done)
             }
             Err(e @ Error::NoOneToClone(_)) => {
