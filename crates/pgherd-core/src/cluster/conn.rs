@@ -50,23 +50,44 @@ impl<'a> Conn<'a> {
         self.client_with_timeout(&self.member_address(name)?, self.target.timeout)
     }
 
-    /// `/cluster` from the first member that answers.
+    /// `/cluster` from the first member that answers: the one that
+    /// answered last time alone, and the others all at once, so that a
+    /// member that does not answer (frozen, partitioned) costs nothing when
+    /// another does.
     pub(super) fn cluster_status(&self) -> Result<(ClusterStatus, RestClient)> {
         let mut errors = Vec::new();
         let mut addresses: Vec<String> = self.apis.borrow().values().cloned().collect();
-        if let Some(first) = self.answered.borrow().as_ref() {
-            addresses.sort_by_key(|a| a != first);
-        }
-        for address in &addresses {
-            // A client that cannot be built (a certificate file missing)
-            // fails the same way for every member: say it once.
-            let client = self.client(address)?;
-            match client.cluster() {
-                Ok(status) => {
-                    *self.answered.borrow_mut() = Some(address.clone());
-                    return Ok((status, client));
-                }
+        let first = self.answered.borrow().clone();
+        if let Some(first) = first.filter(|f| addresses.contains(f)) {
+            addresses.retain(|a| *a != first);
+            match self.ask_cluster(&first) {
+                Ok(found) => return Ok(found),
                 Err(e) => errors.push(e.to_string()),
+            }
+        }
+        // A client that cannot be built (a certificate file missing) fails
+        // the same way for every member: say it once.
+        let clients = addresses
+            .iter()
+            .map(|a| Ok((a.clone(), self.client(a)?)))
+            .collect::<Result<Vec<_>>>()?;
+        let (tx, rx) = std::sync::mpsc::channel();
+        let asked = clients.len();
+        for (address, client) in clients {
+            let tx = tx.clone();
+            std::thread::spawn(move || {
+                let answer = client.cluster().map_err(|e| e.to_string());
+                let _ = tx.send((address, answer.map(|s| (s, client))));
+            });
+        }
+        drop(tx);
+        for (address, answer) in rx.iter().take(asked) {
+            match answer {
+                Ok(found) => {
+                    *self.answered.borrow_mut() = Some(address);
+                    return Ok(found);
+                }
+                Err(e) => errors.push(e),
             }
         }
         Err(Error::NoMemberAnswers(format!(
@@ -74,6 +95,12 @@ impl<'a> Conn<'a> {
             self.target.scope,
             errors.join("; ")
         )))
+    }
+
+    fn ask_cluster(&self, address: &str) -> Result<(ClusterStatus, RestClient)> {
+        let client = self.client(address)?;
+        let status = client.cluster()?;
+        Ok((status, client))
     }
 
     pub(super) fn observe(&self) -> Result<ClusterInfo> {
