@@ -52,7 +52,7 @@ fn make_ca(dir: &Path, name: &str) {
             "-out",
             &format!("{name}.pem"),
             "-days",
-            "2",
+            "400",
             "-subj",
             &format!("/CN=pgherd test {name}"),
             "-addext",
@@ -64,6 +64,18 @@ fn make_ca(dir: &Path, name: &str) {
 }
 
 fn make_cert(dir: &Path, ca: &str, name: &str, subject: &str, extensions: &str) {
+    make_cert_for_days(dir, ca, name, subject, extensions, "400");
+}
+
+/// A certificate valid `days` from now (negative: expired that long ago).
+fn make_cert_for_days(
+    dir: &Path,
+    ca: &str,
+    name: &str,
+    subject: &str,
+    extensions: &str,
+    days: &str,
+) {
     let ext = format!("{name}.ext");
     std::fs::write(dir.join(&ext), extensions).expect("write the extensions file");
     openssl(
@@ -98,7 +110,7 @@ fn make_cert(dir: &Path, ca: &str, name: &str, subject: &str, extensions: &str) 
             "-out",
             &format!("{name}.pem"),
             "-days",
-            "2",
+            days,
             "-extfile",
             &ext,
         ],
@@ -140,6 +152,21 @@ fn give_to_postgres(dir: &Path) {
 }
 
 impl Pki {
+    /// A server certificate of the CA that expired yesterday, and its key.
+    pub fn expired_server(&self) -> (PathBuf, PathBuf) {
+        let dir = self.ca.parent().expect("the PKI directory");
+        make_cert_for_days(
+            dir,
+            "ca",
+            "expired",
+            "/CN=127.0.0.1",
+            "extendedKeyUsage=serverAuth\nbasicConstraints=CA:FALSE\n",
+            "-1",
+        );
+        give_to_postgres(dir);
+        (dir.join("expired.pem"), dir.join("expired.key"))
+    }
+
     /// A new server certificate and key from the same CA, written over
     /// the current ones at the same paths (a rotation); the new
     /// certificate's serial number.

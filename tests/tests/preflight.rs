@@ -4,6 +4,7 @@
 
 use std::os::unix::fs::PermissionsExt;
 
+use pgherd_e2e::pki::Pki;
 use pgherd_e2e::{
     local_instance_args, local_nodes_test, local_settings, pids_mentioning, run_module,
     run_module_as, snapshot, uid_of, with_options, Etcd,
@@ -233,4 +234,99 @@ fn a_watchdog_the_host_lacks_is_refused_when_required_and_warned_when_automatic(
     let config =
         std::fs::read_to_string(node.join("etc/15-main.yaml")).expect("Patroni's configuration");
     assert!(config.contains("mode: automatic"), "{config}");
+}
+
+/// A certificate and its key given at the wrong places: each refused with
+/// the file named, in check mode and in a real run, nothing written; the
+/// right files then converge.
+#[test]
+fn certificates_that_cannot_work_are_refused_before_writing() {
+    let (dir, root, _reaper) = local_nodes_test("preflight-certs", &["127.0.0.13"]);
+    let pki = Pki::create(&dir.join("pki"));
+    let (expired_cert, expired_key) = pki.expired_server();
+    let etcd = Etcd::start(&dir.path, 24_781, 24_782);
+    let node = root.join("pg3");
+    let mut good = local_settings(&node, std::slice::from_ref(&etcd.client_addr));
+    good["patroni"]["restapi"]["certfile"] = json!(pki.server_cert);
+    good["patroni"]["restapi"]["keyfile"] = json!(pki.server_key);
+    good["patroni"]["restapi"]["cafile"] = json!(pki.ca);
+    good["patroni"]["ctl"] =
+        json!({"certfile": pki.client_cert, "keyfile": pki.client_key, "cacert": pki.ca});
+    let show = |p: &std::path::Path| p.display().to_string();
+    let cases = [
+        (
+            set_settings(
+                good.clone(),
+                &[(
+                    "patroni.restapi",
+                    json!({
+                        "certfile": pki.server_cert, "keyfile": pki.client_key, "cafile": pki.ca,
+                    }),
+                )],
+            ),
+            format!(
+                "restapi.keyfile: {} is not the key of the certificate restapi.certfile: {}",
+                show(&pki.client_key),
+                show(&pki.server_cert)
+            ),
+        ),
+        (
+            set_settings(
+                good.clone(),
+                &[(
+                    "patroni.ctl",
+                    json!({
+                        "certfile": pki.rogue_cert, "keyfile": pki.rogue_key, "cacert": pki.ca,
+                    }),
+                )],
+            ),
+            format!(
+                "ctl.certfile: {} is not signed by the CA in {} (restapi.cafile)",
+                show(&pki.rogue_cert),
+                show(&pki.ca)
+            ),
+        ),
+        (
+            set_settings(
+                good.clone(),
+                &[(
+                    "patroni.restapi",
+                    json!({
+                        "certfile": expired_cert, "keyfile": expired_key, "cafile": pki.ca,
+                    }),
+                )],
+            ),
+            format!(
+                "restapi.certfile: {}: the REST API's certificate expired on ",
+                show(&expired_cert)
+            ),
+        ),
+    ];
+    let before = snapshot(&root);
+    for (settings, expected) in &cases {
+        let args = local_instance_args(3, "certs", settings);
+        for check_mode in [true, false] {
+            let run = run_module(
+                &dir.path,
+                "instance",
+                &with_options(args.clone(), json!({"_ansible_check_mode": check_mode})),
+            );
+            assert!(run.failed() && run.code == Some(1), "{run:?}");
+            let msg = run.msg();
+            assert!(msg.contains(expected.as_str()), "{expected}\n{msg}");
+            assert!(msg.contains("nothing was changed"), "{msg}");
+            assert_eq!(run.result["changed"], false, "{run:?}");
+            assert_eq!(snapshot(&root), before, "nothing may be written");
+        }
+    }
+    assert!(pids_mentioning(&node.display().to_string()).is_empty());
+
+    // The right files: the same task converges, without a warning.
+    let run = run_module(
+        &dir.path,
+        "instance",
+        &local_instance_args(3, "certs", &good),
+    );
+    assert!(!run.failed(), "{run:?}");
+    assert_eq!(run.warnings_text(), "", "{run:?}");
 }

@@ -3,6 +3,7 @@
 //! host's files to what they should be.
 
 pub mod action;
+pub mod certs;
 pub mod cluster;
 pub mod dcs;
 pub mod error;

@@ -288,24 +288,34 @@ impl<'a> Node<'a> {
     }
 
     /// Everything that can refuse the run before anything is written:
-    /// files the configuration names, programs and directories, the
-    /// options' combination, parameter names, and etcd. The keys of the
-    /// cluster when etcd was read for it.
-    fn refusals(&self, state: DesiredState, first: &Observed) -> Result<Option<ClusterKeys>> {
+    /// files the configuration names and what its certificates say,
+    /// programs and directories, the options' combination, parameter
+    /// names, and etcd. The keys of the cluster when etcd was read for it.
+    fn refusals(
+        &self,
+        state: DesiredState,
+        first: &Observed,
+        warnings: &mut Vec<String>,
+    ) -> Result<Option<ClusterKeys>> {
         let missing = self.settings.missing_files();
         if !missing.is_empty() {
             return Err(Error::InvalidSettings(missing));
         }
         if state != DesiredState::Stopped {
-            let problems = crate::preflight::check_instance(
+            let mut problems = crate::preflight::check_instance(
                 self.settings,
                 self.m,
                 &self.paths,
                 self.run_as.as_ref(),
             );
+            let doc =
+                crate::patroni_config::patroni_config_doc(self.settings, self.m, &self.paths)?;
+            let certificates = crate::certs::check_config(&doc);
+            problems.extend(certificates.problems);
             if !problems.is_empty() {
                 return Err(Error::Preflight(problems));
             }
+            warnings.extend(certificates.warnings);
         }
         if self.m.restore.is_some() && state != DesiredState::Started {
             return Err(Error::InvalidManifest(vec![format!(
@@ -373,7 +383,7 @@ pub fn apply_state(
         warnings.extend(crate::preflight::watchdog(settings, &pg).ok().flatten());
     }
     let mut first = node.observe(state, &[])?;
-    let keys = node.refusals(state, &first)?;
+    let keys = node.refusals(state, &first, &mut warnings)?;
     node.plan_restore(&mut first, state, check_mode, &mut warnings)?;
     if check_mode {
         first.stanza = node.foresee_stanza(&first, state, keys.as_ref(), &mut warnings)?;

@@ -412,14 +412,14 @@ fn server_parameters(
     parameters
 }
 
-/// The configuration file's bytes: typed config, then the settings'
-/// overrides, then the instance's `dynamic_conf_settings` (into
+/// The configuration as it will be written: typed config, then the
+/// settings' overrides, then the instance's `dynamic_conf_settings` (into
 /// `bootstrap.dcs`) and `conf_settings` (into the whole), null deleting.
-pub fn render_patroni_config(
+pub fn patroni_config_doc(
     settings: &Settings,
     m: &InstanceManifest,
     paths: &InstancePaths,
-) -> Result<String> {
+) -> Result<Value> {
     let typed = build_patroni_config(settings, m, paths)?;
     let mut doc = serde_yaml::to_value(&typed)
         .map_err(|e| Error::Other(format!("cannot serialise the Patroni configuration: {e}")))?;
@@ -439,6 +439,17 @@ pub fn render_patroni_config(
         &mut doc,
         &json_to_yaml(&serde_json::Value::Object(m.conf_settings.clone())),
     );
+    Ok(doc)
+}
+
+/// The configuration file's bytes: the document, under a header that names
+/// the node and fingerprints the TLS files it reads.
+pub fn render_patroni_config(
+    settings: &Settings,
+    m: &InstanceManifest,
+    paths: &InstancePaths,
+) -> Result<String> {
+    let doc = patroni_config_doc(settings, m, paths)?;
     let body = to_yaml_string(&doc);
     Ok(format!(
         "# Patroni configuration of {} (cluster {}), written by pgherd.\n\
