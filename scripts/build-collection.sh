@@ -13,13 +13,13 @@ cargo build --release --locked -p pgherd-modules -p pgherd-cli --bins
 # git), so that ansible-doc lists the modules from their NAME.py documents
 # instead of trying to read an executable as text.
 mkdir -p "$collection/bin" "$collection/docs"
-for m in instance patroni; do
+for m in instance patroni etcd; do
   install -m 0755 "target/release/$m" "$collection/bin/$m"
 done
 # The documents the modules' notes point to travel with the collection.
 install -m 0644 docs/*.md "$collection/docs/"
 install -D -m 0755 target/release/pgherd target/bin/pgherd
-printf 'build-collection: %s\n' "$(cd "$collection/bin" && ls -l instance patroni | awk '{print $NF": "$5" bytes"}' | paste -sd ', '), pgherd: $(stat -c %s target/bin/pgherd) bytes" >&2
+printf 'build-collection: %s\n' "$(cd "$collection/bin" && ls -l instance patroni etcd | awk '{print $NF": "$5" bytes"}' | paste -sd ';' | sed 's/;/, /g'), pgherd: $(stat -c %s target/bin/pgherd) bytes" >&2
 if [ "${1:-}" = "--tarball" ]; then
   "$repo/.venv/bin/ansible-galaxy" collection build --force --output-path "$repo/target" "$collection"
 fi

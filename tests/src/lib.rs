@@ -63,7 +63,7 @@ pub fn assert_collection_is_fresh() {
             newest = newest.max(m);
         }
     }
-    for bin in ["instance", "patroni"]
+    for bin in ["instance", "patroni", "etcd"]
         .iter()
         .map(|m| modules.join(m))
         .chain([pgherd_bin()])
@@ -233,14 +233,44 @@ impl Etcd {
         etcd
     }
 
-    /// Starts a member of `initial_cluster` without waiting for it: the
-    /// members of a cluster only become healthy together.
+    /// Starts a member that joins a running cluster (added to it first,
+    /// as `member add` does) and waits until it is healthy.
+    pub fn join(
+        dir: &Path,
+        client_port: u16,
+        peer_port: u16,
+        pki: Option<&pki::Pki>,
+        initial_cluster: &str,
+    ) -> Etcd {
+        let etcd = Etcd::spawn_with_state(
+            dir,
+            (client_port, peer_port),
+            pki,
+            initial_cluster,
+            "existing",
+        );
+        etcd.wait_healthy();
+        etcd
+    }
+
     fn spawn(
         dir: &Path,
         client_port: u16,
         peer_port: u16,
         pki: Option<&pki::Pki>,
         initial_cluster: &str,
+    ) -> Etcd {
+        Etcd::spawn_with_state(dir, (client_port, peer_port), pki, initial_cluster, "new")
+    }
+
+    /// Starts a member of `initial_cluster` without waiting for it: the
+    /// members of a cluster only become healthy together.
+    fn spawn_with_state(
+        dir: &Path,
+        (client_port, peer_port): (u16, u16),
+        pki: Option<&pki::Pki>,
+        initial_cluster: &str,
+        state: &str,
     ) -> Etcd {
         let data = dir.join(format!("etcd-{client_port}"));
         let log = dir.join(format!("etcd-{client_port}.log"));
@@ -262,6 +292,8 @@ impl Etcd {
             peer,
             "--initial-cluster".into(),
             initial_cluster.into(),
+            "--initial-cluster-state".into(),
+            state.into(),
         ];
         let mut tls_args = Vec::new();
         if let Some(p) = pki {

@@ -7,6 +7,7 @@ pub mod certs;
 pub mod cluster;
 pub mod dcs;
 pub mod error;
+pub mod etcd_admin;
 pub mod fs;
 pub mod instance;
 pub mod lifecycle;

@@ -2,6 +2,7 @@
 //! and the glue from a validated task to one pgherd-core call. The binaries
 //! in `src/bin/` only hand their arguments to [`pgherd_ansible::run`].
 
+pub mod etcd;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod instance;

@@ -60,3 +60,12 @@ fn patroni_docs_match_the_spec() {
         pgherd_modules::patroni::spec(),
     );
 }
+
+#[test]
+fn etcd_docs_match_the_spec() {
+    check(
+        "etcd",
+        pgherd_modules::etcd::docs(),
+        pgherd_modules::etcd::spec(),
+    );
+}

@@ -235,6 +235,12 @@ impl Dcs {
         Ok(dcs)
     }
 
+    /// The client, for calls made through [`Dcs::call`] elsewhere in the
+    /// core (etcd's own administration).
+    pub(crate) fn client(&self) -> &etcd_client::Client {
+        &self.client
+    }
+
     fn error(&self, what: &str, e: &etcd_client::Error) -> Error {
         self.error_text(what, &describe_error(e))
     }
@@ -249,7 +255,7 @@ impl Dcs {
     /// Runs one etcd call with the timeout, naming `what` in any error.
     /// An etcd cluster that is electing a leader or a member that is down
     /// answers "unavailable": the call is made again until the timeout.
-    fn call<T, F, Fut>(&self, what: &str, mut make: F) -> Result<T>
+    pub(crate) fn call<T, F, Fut>(&self, what: &str, mut make: F) -> Result<T>
     where
         F: FnMut() -> Fut,
         Fut: std::future::Future<Output = std::result::Result<T, etcd_client::Error>>,
