@@ -328,9 +328,10 @@ fn module_examples_run_on_a_real_cluster() {
     let etcd = Etcd::start(&dir.path, 24_879, 24_880);
     let instance = examples("pgherd.cluster.instance");
     let patroni = examples("pgherd.cluster.patroni");
+    let etcd_tasks = examples("pgherd.cluster.etcd");
     assert_eq!(
-        (instance.len(), patroni.len()),
-        (4, 8),
+        (instance.len(), patroni.len(), etcd_tasks.len()),
+        (4, 8, 3),
         "the lifecycle below expects these examples"
     );
 
@@ -339,6 +340,7 @@ fn module_examples_run_on_a_real_cluster() {
     let defaults = json!({
         "pgherd.cluster.instance": {"settings": "{{ pgherd_settings }}"},
         "pgherd.cluster.patroni": {"settings": "{{ pgherd_settings }}"},
+        "pgherd.cluster.etcd": {"settings": "{{ pgherd_settings }}"},
     });
     let play = |name: &str, hosts: &str, tasks: Vec<Value>| json!({"name": name, "hosts": hosts, "gather_facts": false, "module_defaults": defaults, "tasks": tasks});
     let members_gone = json!({
@@ -366,6 +368,8 @@ fn module_examples_run_on_a_real_cluster() {
             "pg1",
             vec![members_gone, patroni[7].clone()]
         ),
+        // Last: authentication on would lock the plays above out.
+        play("Secure etcd", "pg1", etcd_tasks.clone()),
     ]);
     let path = dir.join("examples.yml");
     std::fs::write(&path, playbook.to_string()).unwrap();
@@ -375,6 +379,9 @@ fn module_examples_run_on_a_real_cluster() {
         "vault_surole_password": "Ex-Su-3k",
         "vault_replrole_password": "Ex-Re-4m",
         "vault_rewind_password": "Ex-Rw-5n",
+        "etcd_root_password": "Ex-Et-6p",
+        "patroni_etcd_password": "Ex-Pe-7q",
+        "etcd_members": [{"name": "e2e-24879", "peer_urls": ["http://127.0.0.1:24880"]}],
     })
     .to_string();
     let run = ansible_playbook(
@@ -409,8 +416,29 @@ fn module_examples_run_on_a_real_cluster() {
         "{}",
         param.result
     );
+    assert_eq!(
+        changed("A role and a user for the Patroni cluster main, then authentication on"),
+        [true]
+    );
+    assert_eq!(
+        changed("The membership (a list of name and peer_urls); one missing member is added"),
+        [false]
+    );
+    let read = run.events.iter().find(|e| e.task == "Read etcd").unwrap();
+    assert_eq!(
+        read.result["etcd"]["authentication"], "enabled",
+        "{}",
+        read.result
+    );
+    assert_eq!(
+        read.result["etcd"]["users"]["patroni-main"],
+        json!(["patroni-main"])
+    );
     let left = etcd
-        .etcdctl(None, &["get", "--prefix", "--keys-only", "/service/main/"])
+        .etcdctl(
+            Some("root:Ex-Et-6p"),
+            &["get", "--prefix", "--keys-only", "/service/main/"],
+        )
         .unwrap();
     assert!(left.trim().is_empty(), "keys left: {left}");
     assert!(!root.join("pg1/data/15/main").exists());

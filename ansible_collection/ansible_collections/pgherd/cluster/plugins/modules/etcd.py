@@ -183,11 +183,8 @@ version_added: "0.1.0"
 EXAMPLES = r"""
 - name: A role and a user for the Patroni cluster main, then authentication on
   pgherd.cluster.etcd:
-    hosts: [10.0.0.1:2379, 10.0.0.2:2379, 10.0.0.3:2379]
-    protocol: https
-    cacert: /etc/etcd/pki/ca.pem
-    cert: /etc/etcd/pki/admin.pem
-    key: /etc/etcd/pki/admin.key
+    # etcd's endpoints and TLS files: the settings' patroni.etcd, or the
+    # options hosts, protocol, cacert, cert and key.
     login_password: "{{ etcd_root_password }}"
     auth: true
     roles:
@@ -199,13 +196,10 @@ EXAMPLES = r"""
         password: "{{ patroni_etcd_password }}"
         roles: [patroni-main]
 
-- name: Replace the lost member etcd3 by etcd4 (removed first, then added)
+- name: The membership (a list of name and peer_urls); one missing member is added
   pgherd.cluster.etcd:
     login_password: "{{ etcd_root_password }}"
-    members:
-      - {name: etcd1, peer_urls: ["https://10.0.0.1:2380"]}
-      - {name: etcd2, peer_urls: ["https://10.0.0.2:2380"]}
-      - {name: etcd4, peer_urls: ["https://10.0.0.4:2380"]}
+    members: "{{ etcd_members }}"
   register: etcd
 
 - name: Read etcd
