@@ -330,3 +330,48 @@ fn certificates_that_cannot_work_are_refused_before_writing() {
     assert!(!run.failed(), "{run:?}");
     assert_eq!(run.warnings_text(), "", "{run:?}");
 }
+
+/// Patroni's etcd user that may not read, or only read, its cluster's
+/// prefix: refused before writing, naming the user and the prefix.
+#[test]
+fn an_etcd_user_without_its_prefix_is_refused_before_writing() {
+    let (dir, root, _reaper) = local_nodes_test("preflight-etcd-user", &["127.0.0.12"]);
+    let etcd = Etcd::start(&dir.path, 24_783, 24_784);
+    etcd.enable_auth("Pf-Root-1a", "elsewhere", "Pf-Else-2b", "/service/other/");
+    let root_login = Some("root:Pf-Root-1a");
+    for step in [
+        vec!["role", "add", "reader"],
+        vec![
+            "role",
+            "grant-permission",
+            "reader",
+            "--prefix=true",
+            "read",
+            "/service/ledger/",
+        ],
+        vec!["user", "add", "reader:Pf-Read-3c"],
+        vec!["user", "grant-role", "reader", "reader"],
+    ] {
+        etcd.etcdctl(root_login, &step).expect("etcdctl");
+    }
+    let node = root.join("pg2");
+    let settings = local_settings(&node, std::slice::from_ref(&etcd.client_addr));
+    let before = snapshot(&root);
+    for (user, password) in [("elsewhere", "Pf-Else-2b"), ("reader", "Pf-Read-3c")] {
+        let mut args = local_instance_args(2, "ledger", &settings);
+        args["patroni"]["etcd"] = json!({"username": user, "password": password});
+        let run = run_module(&dir.path, "instance", &args);
+        assert!(run.failed() && !run.changed(), "{run:?}");
+        let msg = run.msg();
+        assert!(msg.contains("permission denied"), "{msg}");
+        assert!(
+            msg.contains(&format!(
+                "logs in to etcd as {user} and must read and write everything under \
+                 /service/ledger/: grant that user a role with readwrite on that prefix"
+            )),
+            "{msg}"
+        );
+        assert!(!msg.contains(password), "{msg}");
+        assert_eq!(snapshot(&root), before, "nothing may be written");
+    }
+}

@@ -446,6 +446,27 @@ impl Dcs {
         });
     }
 
+    /// Whether the login may write under `prefix`, found without writing:
+    /// a transaction whose condition can never hold, with a put in the
+    /// branch it never takes; etcd checks the permissions of both branches
+    /// before it evaluates the condition.
+    pub fn check_write(&mut self, prefix: &str) -> Result<()> {
+        let probe = format!("{prefix}pgherd-write-probe");
+        let txn = etcd_client::Txn::new()
+            .when([etcd_client::Compare::create_revision(
+                probe.as_str(),
+                etcd_client::CompareOp::Greater,
+                i64::MAX,
+            )])
+            .and_then([etcd_client::TxnOp::put(probe.as_str(), "", None)]);
+        self.call(&format!("checking write access to {prefix}"), || {
+            let mut kv = self.client.kv_client();
+            let txn = txn.clone();
+            async move { kv.txn(txn).await }
+        })
+        .map(drop)
+    }
+
     /// The cluster's keys, parsed.
     pub fn read_cluster(&mut self, namespace: &str, scope: &str) -> Result<ClusterKeys> {
         let prefix = cluster_prefix(namespace, scope);

@@ -40,13 +40,48 @@ impl Node<'_> {
                 return Ok(None);
             }
         }
-        self.read_cluster().map(Some).map_err(|e| {
+        self.read_cluster_as_patroni().map(Some).map_err(|e| {
+            let msg = e.to_string();
+            if msg.contains("permission denied") {
+                return Error::Other(format!(
+                    "{msg}; Patroni of instance {} logs in to etcd as {} and must read and \
+                     write everything under {}: grant that user a role with readwrite on that \
+                     prefix (pgherd.cluster.etcd does it); nothing was changed",
+                    self.name(),
+                    self.etcd_login_name().unwrap_or_else(|| "nobody".into()),
+                    self.cluster_prefix()
+                ));
+            }
             Error::Other(format!(
-                "{e}; Patroni cannot run instance {} without etcd, so nothing was changed: \
+                "{msg}; Patroni cannot run instance {} without etcd, so nothing was changed: \
                  bring etcd back (or fix patroni.etcd in the settings), then run again",
                 self.name()
             ))
         })
+    }
+
+    fn cluster_prefix(&self) -> String {
+        crate::dcs::cluster_prefix(
+            &self.settings.patroni.etcd.namespace,
+            self.m.cluster.as_str(),
+        )
+    }
+
+    fn etcd_login_name(&self) -> Option<String> {
+        let etcd = &self.settings.patroni.etcd;
+        crate::dcs::effective_login(self.m.etcd_auth.as_ref(), etcd).map(|l| l.username)
+    }
+
+    /// The cluster's keys, read as Patroni will read them, and with a
+    /// login, whether Patroni may write there too.
+    fn read_cluster_as_patroni(&self) -> Result<ClusterKeys> {
+        let etcd = &self.settings.patroni.etcd;
+        let mut dcs = self.connect_dcs()?;
+        let keys = dcs.read_cluster(&etcd.namespace, self.m.cluster.as_str())?;
+        if self.etcd_login_name().is_some() {
+            dcs.check_write(&self.cluster_prefix())?;
+        }
+        Ok(keys)
     }
 
     /// A connection to etcd with the instance's etcd login.
