@@ -39,6 +39,11 @@ command -v debootstrap >/dev/null 2>&1 || need+=(debootstrap)
 command -v nft >/dev/null 2>&1 || need+=(nftables)
 command -v zstd >/dev/null 2>&1 || need+=(zstd)
 command -v ssh >/dev/null 2>&1 || need+=(openssh-client)
+# Static module binaries for x86_64 and aarch64 (scripts/build-collection.sh),
+# and the aarch64 ones run by the tests under emulation.
+command -v musl-gcc >/dev/null 2>&1 || need+=(musl-tools)
+command -v aarch64-linux-gnu-gcc >/dev/null 2>&1 || need+=(gcc-aarch64-linux-gnu)
+command -v qemu-aarch64-static >/dev/null 2>&1 || need+=(qemu-user-static)
 [ -x /usr/bin/python3 ] || need+=(python3)
 /usr/bin/python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || need+=(python3-venv)
 
@@ -58,6 +63,14 @@ if [ ${#need[@]} -gt 0 ]; then
   as_root apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
   [ "$had_policy" -eq 1 ] || as_root rm -f "$policy"
 fi
+
+# --- Rust targets -----------------------------------------------------------
+for target in x86_64-unknown-linux-musl aarch64-unknown-linux-musl; do
+  if ! rustup target list --installed | grep -qx "$target"; then
+    log "adding the Rust target $target"
+    rustup target add "$target" >/dev/null
+  fi
+done
 
 # --- the postgres system user --------------------------------------------
 if ! id postgres >/dev/null 2>&1; then

@@ -63,9 +63,10 @@ pub fn assert_collection_is_fresh() {
             newest = newest.max(m);
         }
     }
+    let aarch64 = collections_path().join("ansible_collections/pgherd/cluster/bin/aarch64");
     for bin in ["instance", "patroni", "etcd"]
         .iter()
-        .map(|m| modules.join(m))
+        .flat_map(|m| [modules.join(m), aarch64.join(m)])
         .chain([pgherd_bin()])
     {
         let built = std::fs::metadata(&bin)
@@ -1018,6 +1019,17 @@ impl Lab {
         lab_sh(&["up", "--hosts", &n.to_string()]);
         Lab {
             hosts: (1..=n).map(|i| format!("lab{i}")).collect(),
+        }
+    }
+
+    /// Boots `n` hosts with the cluster's packages and one more,
+    /// lab(n+1), from an older Debian holding only the OS.
+    pub fn up_with_old(n: u8) -> Lab {
+        assert_collection_is_fresh();
+        lab_sh(&["down"]);
+        lab_sh(&["up", "--hosts", &n.to_string(), "--old"]);
+        Lab {
+            hosts: (1..=n + 1).map(|i| format!("lab{i}")).collect(),
         }
     }
 

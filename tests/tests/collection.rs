@@ -495,4 +495,80 @@ fn a_binary_for_another_architecture_fails_clearly() {
         "{msg}"
     );
     assert!(msg.contains("Building and installing"), "{msg}");
+    // Asked once with uname -m, kept as a fact for the next tasks.
+    assert_eq!(
+        run.failed_tasks()[0].result["ansible_facts"]["pgherd_host_architecture"],
+        machine.trim()
+    );
+
+    // A host of an architecture no build exists for: refused on the
+    // controller, nothing sent.
+    let run = ansible_playbook_from(
+        &dir.join("collections"),
+        &dir.path,
+        &playbook,
+        &inventory,
+        &["-e", "pgherd_host_architecture=riscv64"],
+    );
+    assert!(!run.succeeded());
+    let msg = run.failed_tasks()[0].result["msg"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    assert!(
+        msg.contains(
+            "localhost runs on riscv64, and this collection holds builds for aarch64, x86_64 only"
+        ),
+        "{msg}"
+    );
+    assert!(msg.contains("nothing was sent to localhost"), "{msg}");
+}
+
+/// The aarch64 builds, run under qemu as on an aarch64 host: the etcd
+/// module reads a real etcd, the instance module plans a node in check
+/// mode (reading etcd too), both answering in the module protocol.
+#[test]
+fn aarch64_builds_speak_the_module_protocol_under_emulation() {
+    let (dir, root, _reaper) = local_nodes_test("aarch64", &["127.0.0.12"]);
+    let etcd = Etcd::start(&dir.path, 26_279, 26_280);
+    let aarch64 = collections_path().join("ansible_collections/pgherd/cluster/bin/aarch64");
+    let machine = |binary: &std::path::Path| {
+        let head = std::fs::read(binary).unwrap();
+        u16::from_le_bytes([head[18], head[19]])
+    };
+    let run = |module: &str, args: &Value| {
+        let binary = aarch64.join(module);
+        assert_eq!(
+            machine(&binary),
+            183,
+            "{} is an aarch64 ELF",
+            binary.display()
+        );
+        let file = pgherd_e2e::write_args_file(&dir.path, module, args);
+        let out = Command::new("qemu-aarch64-static")
+            .arg(&binary)
+            .arg(&file)
+            .output()
+            .expect("qemu-aarch64-static (scripts/setup.sh installs qemu-user-static)");
+        pgherd_e2e::ModuleRun::from_output(out)
+    };
+    let read = run("etcd", &json!({"hosts": [etcd.client_addr]}));
+    assert!(!read.failed() && !read.changed(), "{read:?}");
+    let members = read.result["etcd"]["members"].as_array().unwrap();
+    assert_eq!(members.len(), 1, "{read:?}");
+    assert_eq!(members[0]["healthy"], true, "{read:?}");
+
+    let settings =
+        pgherd_e2e::local_settings(&root.join("pg2"), std::slice::from_ref(&etcd.client_addr));
+    let mut args = pgherd_e2e::local_instance_args(2, "emulated", &settings);
+    args["_ansible_check_mode"] = json!(true);
+    let plan = run("instance", &args);
+    assert!(!plan.failed() && plan.changed(), "{plan:?}");
+    assert!(
+        plan.result["changes"].to_string().contains("start Patroni"),
+        "{plan:?}"
+    );
+    assert!(!root.join("pg2").exists(), "check mode writes nothing");
+    let refused = run("patroni", &json!({"cluster": "emulated", "unknown": 1}));
+    assert!(refused.failed() && refused.code == Some(1), "{refused:?}");
 }

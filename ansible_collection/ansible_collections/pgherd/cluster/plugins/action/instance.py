@@ -2,10 +2,14 @@
 # the module's argument spec (exported by the module's build into
 # plugins/modules/NAME.py) before anything is sent to the host, so that a
 # misspelled option or a wrong type fails at once, naming the option; then
-# the module runs like any module. When the host cannot execute the binary
-# (built for another architecture), that is said plainly instead of "Exec
-# format error".
+# the host gets the module's build for its architecture (bin/ARCH/NAME:
+# x86_64 and aarch64, static), known from its facts or asked once with
+# `uname -m` and kept as the fact pgherd_host_architecture. A host of
+# another architecture, or a binary it cannot execute, is said plainly
+# instead of "Exec format error".
+import dataclasses
 import importlib
+import os
 
 from ansible.module_utils.common.arg_spec import ArgumentSpecValidator
 from ansible.module_utils.errors import UnsupportedError
@@ -26,6 +30,13 @@ ELF_MACHINES = {
 }
 
 MASK = "********"
+
+# The collection's bin/ directory: one subdirectory of builds per
+# architecture.
+BIN = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), "bin")
+
+# What uname -m and Ansible's facts call the architectures built for.
+ARCH_NAMES = {"x86_64": "x86_64", "amd64": "x86_64", "aarch64": "aarch64", "arm64": "aarch64"}
 
 
 def binary_machine(path):
@@ -102,30 +113,81 @@ def controller_problems(module, args):
     return masked
 
 
+def shipped_architectures():
+    """The architectures this collection holds builds for."""
+    try:
+        return sorted(d for d in os.listdir(BIN) if os.path.isdir(os.path.join(BIN, d)))
+    except OSError:
+        return []
+
+
 class ActionModule(NormalAction):
+    _pgherd_binary = None
+
+    def _host_architecture(self, task_vars):
+        """The target's architecture, as uname -m says it, and whether it
+        was asked (then worth keeping as a fact)."""
+        if not self._task.delegate_to:
+            given = task_vars.get("pgherd_host_architecture")
+            facts = task_vars.get("ansible_facts") or {}
+            known = given or facts.get("pgherd_host_architecture") or facts.get("architecture")
+            if known:
+                return str(known), False
+        uname = self._low_level_execute_command("uname -m")
+        return (uname.get("stdout") or "").strip() or "an unknown architecture", True
+
+    def _configure_module(self, module_name, module_args, task_vars):
+        built = super()._configure_module(module_name, module_args, task_vars)
+        if self._pgherd_binary is None:
+            return built
+        with open(self._pgherd_binary, "rb") as f:
+            data = f.read()
+        if isinstance(built, tuple) and len(built) == 4:
+            # ansible-core before 2.19: (style, shebang, data, path).
+            style, shebang, _, _ = built
+            return style, shebang, data, self._pgherd_binary
+        module, _ = built
+        return dataclasses.replace(module, b_module_data=data), self._pgherd_binary
+
     def run(self, tmp=None, task_vars=None):
+        task_vars = task_vars or {}
         module = self._task.resolved_action or self._task.action
         if not module.startswith("pgherd.cluster."):
             module = "pgherd.cluster." + module.rsplit(".", 1)[-1]
+        host = task_vars.get("inventory_hostname", "the host")
         problems = controller_problems(module, self._task.args)
         if problems:
             return {
                 "failed": True,
                 "changed": False,
                 "msg": "%s: %s (checked on the controller: nothing was sent to %s)"
-                % (module, "; ".join(problems), (task_vars or {}).get("inventory_hostname", "the host")),
+                % (module, "; ".join(problems), host),
             }
+        name = module.rsplit(".", 1)[-1]
+        seen, asked = self._host_architecture(task_vars)
+        arch = ARCH_NAMES.get(seen)
+        shipped = shipped_architectures()
+        binary = os.path.join(BIN, arch, name) if arch else None
+        if binary is None or not os.path.isfile(binary):
+            return {
+                "failed": True,
+                "changed": False,
+                "msg": "%s: %s runs on %s, and this collection holds builds for %s only: "
+                "pgherd's modules are built for x86_64 and aarch64 (see the pgherd.cluster "
+                "README, \"Building and installing\"); nothing was sent to %s"
+                % (module, host, seen, ", ".join(shipped) or "no architecture", host),
+            }
+        self._pgherd_binary = binary
         result = super().run(tmp, task_vars)
+        if asked and not self._task.delegate_to:
+            result.setdefault("ansible_facts", {})["pgherd_host_architecture"] = seen
         if not result.get("failed") or "Exec format error" not in result.get("module_stderr", ""):
             return result
-        path = self._shared_loader_obj.module_loader.find_plugin(module)
-        built = binary_machine(path) or "another architecture"
-        uname = self._low_level_execute_command("uname -m")
-        target = (uname.get("stdout") or "").strip() or "an unknown architecture"
+        built = binary_machine(binary) or "another architecture"
         result["msg"] = (
             "%s is a native executable built for %s, and %s runs on %s: build the "
             "collection's modules for %s (see the pgherd.cluster README, \"Building "
             "and installing\") and install that build"
-            % (module, built, (task_vars or {}).get("inventory_hostname", "the target"), target, target)
+            % (module, built, host, seen, seen)
         )
         return result
