@@ -3,7 +3,11 @@
 with its own address on a bridge of its own, sshd and a non-root user with
 passwordless sudo, booted from one cached image, partitioned on demand.
 
-    scripts/lab.sh up [--hosts N]     boot N hosts (default 3, at most 5)
+    scripts/lab.sh up [--hosts N] [--old]
+                                      boot N hosts (default 3, at most 5);
+                                      --old adds one more, lab(N+1), from a
+                                      Debian bullseye image (glibc 2.31)
+                                      holding only the OS
     scripts/lab.sh down               stop them and remove every trace
     scripts/lab.sh status             what runs
     scripts/lab.sh ssh NODE [CMD...]  a shell (or a command) on NODE
@@ -11,7 +15,7 @@ passwordless sudo, booted from one cached image, partitioned on demand.
     scripts/lab.sh heal NODE          undo it
     scripts/lab.sh crash NODE         kill NODE at once, as a power cut
     scripts/lab.sh boot NODE          boot a crashed NODE again
-    scripts/lab.sh image              build (or restore) the image only
+    scripts/lab.sh image [--old]      build (or restore) the image(s) only
 
 The machine keeps its own state: hosts reach only the lab's addresses (their
 default route goes to an address nothing answers on), and ip_forward is left
@@ -54,6 +58,9 @@ PG_PACKAGES = [
     "python3-etcd", "etcd-server", "etcd-client",
 ]
 RECIPE_VERSION = "1"
+# The older Debian an "old" host boots (`up --old`): the OS alone, for the
+# module binaries' portability (its C library is older than the build's).
+OLD_SUITE = "bullseye"
 
 
 def log(msg):
@@ -80,17 +87,25 @@ def host_addr(name):
     return f"{NET}.{10 + int(name[3:])}"
 
 
-def recipe_key():
-    text = json.dumps([RECIPE_VERSION, SUITE, BASE_PACKAGES, PG_PACKAGES, USER])
+def image_packages(suite):
+    """The packages an image holds beyond the OS: the cluster's for the
+    lab's suite, none for the old one."""
+    return PG_PACKAGES if suite == SUITE else []
+
+
+def recipe_key(suite=SUITE):
+    text = json.dumps([RECIPE_VERSION, suite, BASE_PACKAGES, image_packages(suite), USER])
     return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def image_dir(suite=SUITE):
+    return os.path.join(STATE, "image" if suite == SUITE else f"image-{suite}")
 
 
 def paths():
     return {
-        "image": os.path.join(STATE, "image"),
         "hosts": os.path.join(STATE, "hosts"),
         "key": os.path.join(STATE, "id_ed25519"),
-        "stamp": os.path.join(STATE, "image", ".pgherd-lab-key"),
     }
 
 
@@ -118,15 +133,15 @@ def chroot(root, script):
              "LC_ALL": "C"})
 
 
-def build_image(target):
+def build_image(target, suite):
     """debootstrap, then the packages, with no service started in the chroot."""
     work = target + ".building"
     shutil.rmtree(work, ignore_errors=True)
-    debs = os.path.join(CACHE, "debs")
+    debs = os.path.join(CACHE, "debs", suite)
     os.makedirs(debs, exist_ok=True)
-    log(f"debootstrap {SUITE} into {work} (a few minutes on a fresh machine)")
+    log(f"debootstrap {suite} into {work} (a few minutes on a fresh machine)")
     run(["debootstrap", "--variant=minbase", f"--include={','.join(BASE_PACKAGES)}",
-         f"--cache-dir={debs}", SUITE, work, MIRROR], stdout=subprocess.DEVNULL)
+         f"--cache-dir={debs}", suite, work, MIRROR], stdout=subprocess.DEVNULL)
     policy = os.path.join(work, "usr/sbin/policy-rc.d")
     with open(policy, "w") as f:
         f.write("#!/bin/sh\nexit 101\n")
@@ -136,12 +151,16 @@ def build_image(target):
     os.makedirs(os.path.join(work, "etc/postgresql-common/createcluster.d"), exist_ok=True)
     with open(os.path.join(work, "etc/postgresql-common/createcluster.d/pgherd-lab.conf"), "w") as f:
         f.write("create_main_cluster = false\n")
-    log("installing PostgreSQL 15, Patroni and etcd in the image")
+    packages = image_packages(suite)
+    if packages:
+        log(f"installing {', '.join(packages)} in the image")
+        chroot(work, f"""
+            apt-get update -qq
+            apt-get install -y -qq --no-install-recommends {' '.join(packages)} >/dev/null
+            apt-get clean
+            rm -rf /var/lib/apt/lists/*
+        """)
     chroot(work, f"""
-        apt-get update -qq
-        apt-get install -y -qq --no-install-recommends {' '.join(PG_PACKAGES)} >/dev/null
-        apt-get clean
-        rm -rf /var/lib/apt/lists/*
         # Services the lab or pgherd start themselves.
         for unit in etcd.service patroni.service postgresql.service; do
           systemctl disable $unit >/dev/null 2>&1 || true
@@ -161,29 +180,30 @@ def build_image(target):
     os.rename(work, target)
 
 
-def ensure_image():
-    p = paths()
-    key = recipe_key()
-    if os.path.exists(p["stamp"]) and open(p["stamp"]).read().strip() == key:
-        return p["image"]
+def ensure_image(suite=SUITE):
+    key = recipe_key(suite)
+    target = image_dir(suite)
+    stamp = os.path.join(target, ".pgherd-lab-key")
+    if os.path.exists(stamp) and open(stamp).read().strip() == key:
+        return target
     os.makedirs(CACHE, exist_ok=True)
-    tarball = os.path.join(CACHE, f"{SUITE}-{key}.tar.zst")
-    target = p["image"]
+    tarball = os.path.join(CACHE, f"{suite}-{key}.tar.zst")
     if os.path.exists(tarball):
         log(f"restoring the image from {tarball}")
         shutil.rmtree(target, ignore_errors=True)
         os.makedirs(target)
         run(["tar", "--zstd", "-xpf", tarball, "-C", target, "--numeric-owner"])
     else:
-        build_image(target)
+        build_image(target, suite)
         log(f"caching the image as {tarball}")
         partial = tarball + ".partial"
         run(["tar", "--zstd", "-cpf", partial, "-C", target, "--numeric-owner", "."])
         os.rename(partial, tarball)
         for old in os.listdir(CACHE):
-            if old.endswith(".tar.zst") and old != os.path.basename(tarball):
+            if (old.startswith(f"{suite}-") and old.endswith(".tar.zst")
+                    and old != os.path.basename(tarball)):
                 os.remove(os.path.join(CACHE, old))
-    with open(p["stamp"], "w") as f:
+    with open(stamp, "w") as f:
         f.write(key + "\n")
     return target
 
@@ -211,7 +231,7 @@ def write(path, text, mode=0o644):
     os.chmod(path, mode)
 
 
-def prepare_host(name, names, image):
+def prepare_host(name, names, members, image):
     d = host_dir(name)
     root = os.path.join(d, "root")
     for sub in ("upper", "work", "root"):
@@ -243,7 +263,7 @@ def prepare_host(name, names, image):
     # partition does not force an election with the term it raised alone
     # (3 to 22 during a 25 s partition; the heal then left the cluster 1.1 s
     # without an etcd leader, a disruption real networks do not need).
-    cluster = ",".join(f"{n}=http://{host_addr(n)}:2380" for n in names)
+    cluster = ",".join(f"{n}=http://{host_addr(n)}:2380" for n in members)
     write(f"{root}/etc/default/etcd",
           f"ETCD_NAME={name}\nETCD_DATA_DIR=/var/lib/etcd/lab\n"
           f"ETCD_LISTEN_PEER_URLS=http://{addr}:2380\n"
@@ -394,6 +414,8 @@ def lab_hosts():
 
 def cmd_up(args):
     n = 3
+    old = "--old" in args
+    args = [a for a in args if a != "--old"]
     if args[:1] == ["--hosts"]:
         n = int(args[1])
     if not 1 <= n <= MAX_HOSTS:
@@ -401,20 +423,25 @@ def cmd_up(args):
     started = time.monotonic()
     machine_packages()
     image = ensure_image()
+    images = {name: image for name in host_names(n)}
+    if old:
+        images[f"lab{n + 1}"] = ensure_image(OLD_SUITE)
     key = paths()["key"]
     if not os.path.exists(key):
         run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", LAB, "-f", key])
-    names = host_names(n)
+    names = list(images)
+    members = host_names(n)
     bridge_up()
     for name in names:
         if nspawn_pid(name) is None:
-            prepare_host(name, names, image)
+            prepare_host(name, names, members, images[name])
             start_host(name)
     for name in names:
         wait_booted(name)
-    start_etcd(names)
-    log(f"{n} hosts up in {time.monotonic() - started:.1f} s: "
-        + ", ".join(f"{x} {host_addr(x)}" for x in names))
+    start_etcd(members)
+    log(f"{len(names)} hosts up in {time.monotonic() - started:.1f} s: "
+        + ", ".join(f"{x} {host_addr(x)}" + (f" ({OLD_SUITE})" if x not in members else "")
+                    for x in names))
 
 
 def stop_host(name, deadline=30):
@@ -572,6 +599,8 @@ def cmd_ssh(args):
 def cmd_image(args):
     machine_packages()
     log(f"image at {ensure_image()}")
+    if "--old" in args:
+        log(f"old image at {ensure_image(OLD_SUITE)}")
 
 
 COMMANDS = {

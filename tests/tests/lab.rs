@@ -669,3 +669,70 @@ fn a_cluster_of_real_hosts_over_ssh_survives_partitions_crashes_and_reboots() {
         "the replica deployed again to stream",
     );
 }
+
+/// The module binaries on a host older than the machine that built them
+/// (Debian bullseye, glibc 2.31: the static builds need none): the etcd
+/// module reads the lab's etcd from there, and the instance module answers
+/// with its refusal of a host without PostgreSQL (no postgres user), both over SSH
+/// with become, as on any host.
+#[test]
+fn the_modules_run_on_an_older_debian_host() {
+    let dir = TestDir::new("lab-old");
+    let lab = Lab::up_with_old(1);
+    let glibc = lab.ssh("lab2", "ldd --version | head -1").unwrap();
+    assert!(glibc.contains("2.31"), "{glibc}");
+    let inventory = dir.join("inventory");
+    std::fs::create_dir_all(inventory.join("group_vars")).unwrap();
+    std::fs::copy(
+        Lab::inventory().join("group_vars/all.yml"),
+        inventory.join("group_vars/all.yml"),
+    )
+    .unwrap();
+    std::fs::write(
+        inventory.join("hosts.yml"),
+        format!(
+            "all:\n  hosts:\n    lab2:\n      ansible_host: {}\n",
+            Lab::addr("lab2")
+        ),
+    )
+    .unwrap();
+    let playbook = dir.join("old.yml");
+    std::fs::write(
+        &playbook,
+        format!(
+            "- hosts: lab2\n  gather_facts: false\n  tasks:\n\
+             \x20   - name: read etcd\n      pgherd.cluster.etcd: {{hosts: ['{}:2379']}}\n\
+             \x20   - name: an instance on a host without PostgreSQL\n\
+             \x20     pgherd.cluster.instance: {{name: main, state: present}}\n\
+             \x20     ignore_errors: true\n",
+            Lab::addr("lab1")
+        ),
+    )
+    .unwrap();
+    let run = pgherd_e2e::ansible_playbook(&dir.path, &playbook, &inventory, &[]);
+    let read = run
+        .events
+        .iter()
+        .find(|e| e.task == "read etcd")
+        .expect("the etcd task ran");
+    assert_ne!(read.result["failed"], true, "{}", run.transcript());
+    assert_eq!(read.result["changed"], false, "{}", run.transcript());
+    let members = read.result["etcd"]["members"].as_array().unwrap();
+    assert_eq!(members.len(), 1, "{}", read.result);
+    assert_eq!(members[0]["healthy"], true, "{}", read.result);
+    assert_eq!(
+        read.result["ansible_facts"]["pgherd_host_architecture"],
+        "x86_64"
+    );
+    let refused = run
+        .events
+        .iter()
+        .find(|e| e.task == "an instance on a host without PostgreSQL")
+        .expect("the instance task ran");
+    let msg = refused.result["msg"].as_str().unwrap_or_default();
+    assert!(
+        msg.contains("operating-system user \"postgres\": does not exist on this host"),
+        "{}",
+        refused.result
+    );
+}
