@@ -3,11 +3,13 @@
 with its own address on a bridge of its own, sshd and a non-root user with
 passwordless sudo, booted from one cached image, partitioned on demand.
 
-    scripts/lab.sh up [--hosts N] [--old]
+    scripts/lab.sh up [--hosts N] [--old] [--bare]
                                       boot N hosts (default 3, at most 5);
                                       --old adds one more, lab(N+1), from a
                                       Debian bullseye image (glibc 2.31)
-                                      holding only the OS
+                                      holding only the OS; --bare boots the
+                                      N hosts with only the OS, apt going
+                                      through a proxy on the machine
     scripts/lab.sh down               stop them and remove every trace
     scripts/lab.sh status             what runs
     scripts/lab.sh ssh NODE [CMD...]  a shell (or a command) on NODE
@@ -15,7 +17,8 @@ passwordless sudo, booted from one cached image, partitioned on demand.
     scripts/lab.sh heal NODE          undo it
     scripts/lab.sh crash NODE         kill NODE at once, as a power cut
     scripts/lab.sh boot NODE          boot a crashed NODE again
-    scripts/lab.sh image [--old]      build (or restore) the image(s) only
+    scripts/lab.sh image [--old] [--bare]
+                                      build (or restore) the image(s) only
 
 The machine keeps its own state: hosts reach only the lab's addresses (their
 default route goes to an address nothing answers on), and ip_forward is left
@@ -61,6 +64,13 @@ RECIPE_VERSION = "1"
 # The older Debian an "old" host boots (`up --old`): the OS alone, for the
 # module binaries' portability (its C library is older than the build's).
 OLD_SUITE = "bullseye"
+# The images: the lab's (the cluster's packages in), bare hosts of the same
+# Debian (`up --bare`: the OS alone, packages installed by the collection
+# through the apt proxy), and the old host's.
+FLAVORS = {"cluster": (SUITE, PG_PACKAGES), "bare": (SUITE, []), "old": (OLD_SUITE, [])}
+# apt on bare hosts goes through a proxy on the machine's bridge address:
+# only the machine reaches the Debian archive.
+APT_PROXY_PORT = 3142
 
 
 def log(msg):
@@ -87,19 +97,21 @@ def host_addr(name):
     return f"{NET}.{10 + int(name[3:])}"
 
 
-def image_packages(suite):
-    """The packages an image holds beyond the OS: the cluster's for the
-    lab's suite, none for the old one."""
-    return PG_PACKAGES if suite == SUITE else []
-
-
-def recipe_key(suite=SUITE):
-    text = json.dumps([RECIPE_VERSION, suite, BASE_PACKAGES, image_packages(suite), USER])
+def recipe_key(flavor="cluster"):
+    suite, packages = FLAVORS[flavor]
+    text = json.dumps([RECIPE_VERSION, suite, BASE_PACKAGES, packages, USER])
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
-def image_dir(suite=SUITE):
-    return os.path.join(STATE, "image" if suite == SUITE else f"image-{suite}")
+def image_dir(flavor="cluster"):
+    return os.path.join(STATE, "image" if flavor == "cluster" else f"image-{flavor}")
+
+
+def tarball_family(flavor):
+    """The cached tarball's name without its key: older ones of the same
+    family are removed when a new one is cached."""
+    suite, _ = FLAVORS[flavor]
+    return f"bare-{suite}-" if flavor == "bare" else f"{suite}-"
 
 
 def paths():
@@ -133,8 +145,9 @@ def chroot(root, script):
              "LC_ALL": "C"})
 
 
-def build_image(target, suite):
+def build_image(target, flavor):
     """debootstrap, then the packages, with no service started in the chroot."""
+    suite, packages = FLAVORS[flavor]
     work = target + ".building"
     shutil.rmtree(work, ignore_errors=True)
     debs = os.path.join(CACHE, "debs", suite)
@@ -151,7 +164,6 @@ def build_image(target, suite):
     os.makedirs(os.path.join(work, "etc/postgresql-common/createcluster.d"), exist_ok=True)
     with open(os.path.join(work, "etc/postgresql-common/createcluster.d/pgherd-lab.conf"), "w") as f:
         f.write("create_main_cluster = false\n")
-    packages = image_packages(suite)
     if packages:
         log(f"installing {', '.join(packages)} in the image")
         chroot(work, f"""
@@ -180,28 +192,29 @@ def build_image(target, suite):
     os.rename(work, target)
 
 
-def ensure_image(suite=SUITE):
-    key = recipe_key(suite)
-    target = image_dir(suite)
+def ensure_image(flavor="cluster"):
+    key = recipe_key(flavor)
+    target = image_dir(flavor)
     stamp = os.path.join(target, ".pgherd-lab-key")
     if os.path.exists(stamp) and open(stamp).read().strip() == key:
         return target
     os.makedirs(CACHE, exist_ok=True)
-    tarball = os.path.join(CACHE, f"{suite}-{key}.tar.zst")
+    family = tarball_family(flavor)
+    tarball = os.path.join(CACHE, f"{family}{key}.tar.zst")
     if os.path.exists(tarball):
         log(f"restoring the image from {tarball}")
         shutil.rmtree(target, ignore_errors=True)
         os.makedirs(target)
         run(["tar", "--zstd", "-xpf", tarball, "-C", target, "--numeric-owner"])
     else:
-        build_image(target, suite)
+        build_image(target, flavor)
         log(f"caching the image as {tarball}")
         partial = tarball + ".partial"
         run(["tar", "--zstd", "-cpf", partial, "-C", target, "--numeric-owner", "."])
         os.rename(partial, tarball)
         for old in os.listdir(CACHE):
-            if (old.startswith(f"{suite}-") and old.endswith(".tar.zst")
-                    and old != os.path.basename(tarball)):
+            stale = old.startswith(family) and old[len(family):].count("-") == 0
+            if stale and old.endswith(".tar.zst") and old != os.path.basename(tarball):
                 os.remove(os.path.join(CACHE, old))
     with open(stamp, "w") as f:
         f.write(key + "\n")
@@ -412,35 +425,95 @@ def lab_hosts():
 
 # --- commands -----------------------------------------------------------------
 
+def apt_proxy_pid():
+    try:
+        pid = int(open(os.path.join(STATE, "apt-proxy.pid")).read())
+    except (OSError, ValueError):
+        return None
+    return pid if os.path.exists(f"/proc/{pid}") else None
+
+
+def start_apt_proxy(deadline=20):
+    """apt-cacher-ng on the bridge address, as a plain caching proxy (no
+    remapping to mirrors that do not resolve here), its cache kept under
+    the lab's cache directory so that a later lab installs from it."""
+    if apt_proxy_pid() is not None:
+        return
+    program = shutil.which("apt-cacher-ng") or "/usr/sbin/apt-cacher-ng"
+    if not os.access(program, os.X_OK):
+        raise SystemExit("lab: apt-cacher-ng is missing: scripts/setup.sh installs it")
+    conf = os.path.join(STATE, "apt-proxy")
+    write(os.path.join(conf, "acng.conf"),
+          f"CacheDir: {os.path.join(CACHE, 'apt')}\nLogDir: {conf}\n"
+          "SupportDir: /usr/lib/apt-cacher-ng\n"
+          f"Port: {APT_PROXY_PORT}\nBindAddress: {MACHINE_ADDR}\nExThreshold: 4\n")
+    os.makedirs(os.path.join(CACHE, "apt"), exist_ok=True)
+    log_file = open(os.path.join(conf, "console.log"), "ab")
+    proc = subprocess.Popen([program, "-c", conf, "ForeGround=1"], stdin=subprocess.DEVNULL,
+                            stdout=log_file, stderr=log_file, start_new_session=True)
+    with open(os.path.join(STATE, "apt-proxy.pid"), "w") as f:
+        f.write(f"{proc.pid}\n")
+    start = time.monotonic()
+    while time.monotonic() - start < deadline:
+        if run(["bash", "-c", f"exec 3<>/dev/tcp/{MACHINE_ADDR}/{APT_PROXY_PORT}"],
+               check=False, capture=True).returncode == 0:
+            return
+        if proc.poll() is not None:
+            break
+        time.sleep(0.1)
+    tail = open(os.path.join(conf, "console.log"), errors="replace").read()[-1000:]
+    raise SystemExit(f"lab: the apt proxy did not listen on {MACHINE_ADDR}:{APT_PROXY_PORT}: {tail}")
+
+
+def stop_apt_proxy():
+    pid = apt_proxy_pid()
+    if pid is not None:
+        try:
+            os.killpg(pid, signal.SIGTERM)
+        except ProcessLookupError:
+            pass
+    try:
+        os.remove(os.path.join(STATE, "apt-proxy.pid"))
+    except OSError:
+        pass
+
+
 def cmd_up(args):
     n = 3
     old = "--old" in args
-    args = [a for a in args if a != "--old"]
+    bare = "--bare" in args
+    args = [a for a in args if a not in ("--old", "--bare")]
     if args[:1] == ["--hosts"]:
         n = int(args[1])
     if not 1 <= n <= MAX_HOSTS:
         raise SystemExit(f"lab: --hosts must be 1 to {MAX_HOSTS}")
     started = time.monotonic()
     machine_packages()
-    image = ensure_image()
+    image = ensure_image("bare" if bare else "cluster")
     images = {name: image for name in host_names(n)}
     if old:
-        images[f"lab{n + 1}"] = ensure_image(OLD_SUITE)
+        images[f"lab{n + 1}"] = ensure_image("old")
     key = paths()["key"]
     if not os.path.exists(key):
         run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", LAB, "-f", key])
     names = list(images)
-    members = host_names(n)
+    members = [] if bare else host_names(n)
     bridge_up()
+    if bare:
+        start_apt_proxy()
     for name in names:
         if nspawn_pid(name) is None:
             prepare_host(name, names, members, images[name])
+            if bare:
+                write(os.path.join(host_dir(name), "root/etc/apt/apt.conf.d/01pgherd-lab-proxy"),
+                      f'Acquire::http::Proxy "http://{MACHINE_ADDR}:{APT_PROXY_PORT}";\n')
             start_host(name)
     for name in names:
         wait_booted(name)
-    start_etcd(members)
+    if members:
+        start_etcd(members)
     log(f"{len(names)} hosts up in {time.monotonic() - started:.1f} s: "
-        + ", ".join(f"{x} {host_addr(x)}" + (f" ({OLD_SUITE})" if x not in members else "")
+        + ", ".join(f"{x} {host_addr(x)}" + (f" ({OLD_SUITE})" if images[x] == image_dir("old") else "")
                     for x in names))
 
 
@@ -490,6 +563,7 @@ def cmd_down(args):
             os.rmdir(f"/sys/fs/cgroup/{tree}/{LAB}")
         except OSError:
             pass
+    stop_apt_proxy()
     if run(["ip", "link", "show", BRIDGE], check=False, capture=True).returncode == 0:
         run(["ip", "link", "del", BRIDGE])
     log("down: no host, mount, cgroup or bridge left")
@@ -600,7 +674,9 @@ def cmd_image(args):
     machine_packages()
     log(f"image at {ensure_image()}")
     if "--old" in args:
-        log(f"old image at {ensure_image(OLD_SUITE)}")
+        log(f"old image at {ensure_image('old')}")
+    if "--bare" in args:
+        log(f"bare image at {ensure_image('bare')}")
 
 
 COMMANDS = {

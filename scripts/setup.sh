@@ -39,6 +39,8 @@ command -v debootstrap >/dev/null 2>&1 || need+=(debootstrap)
 command -v nft >/dev/null 2>&1 || need+=(nftables)
 command -v zstd >/dev/null 2>&1 || need+=(zstd)
 command -v ssh >/dev/null 2>&1 || need+=(openssh-client)
+# apt for the lab's bare hosts goes through a proxy on the machine.
+command -v apt-cacher-ng >/dev/null 2>&1 || [ -x /usr/sbin/apt-cacher-ng ] || need+=(apt-cacher-ng)
 # Static module binaries for x86_64 and aarch64 (scripts/build-collection.sh),
 # and the aarch64 ones run by the tests under emulation.
 command -v musl-gcc >/dev/null 2>&1 || need+=(musl-tools)

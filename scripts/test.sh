@@ -23,7 +23,8 @@ step "lint"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 step "ansible-lint"
 PATH="$repo/.venv/bin:$PATH" ANSIBLE_COLLECTIONS_PATH="$repo/ansible_collection" \
-  .venv/bin/ansible-lint --offline --profile production playbooks/ molecule/
+  .venv/bin/ansible-lint --offline --profile production playbooks/ molecule/ \
+  ansible_collection/ansible_collections/pgherd/cluster/roles/
 step "build the collection"
 bash scripts/build-collection.sh
 step "tests"

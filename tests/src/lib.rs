@@ -1033,6 +1033,39 @@ impl Lab {
         }
     }
 
+    /// Boots `n` hosts with only the OS (no etcd member), apt reaching
+    /// Debian's archive through the machine's proxy.
+    pub fn up_bare(n: u8) -> Lab {
+        assert_collection_is_fresh();
+        lab_sh(&["down"]);
+        lab_sh(&["up", "--hosts", &n.to_string(), "--bare"]);
+        Lab {
+            hosts: (1..=n).map(|i| format!("lab{i}")).collect(),
+        }
+    }
+
+    /// An inventory in `dir` of these `hosts` only, with the lab
+    /// inventory's variables (user, become, key).
+    pub fn inventory_of(dir: &Path, hosts: &[&str]) -> PathBuf {
+        let inventory = dir.join("inventory");
+        std::fs::create_dir_all(inventory.join("group_vars")).expect("inventory directory");
+        std::fs::copy(
+            Lab::inventory().join("group_vars/all.yml"),
+            inventory.join("group_vars/all.yml"),
+        )
+        .expect("copy the lab's variables");
+        let listed: String = hosts
+            .iter()
+            .map(|h| format!("    {h}:\n      ansible_host: {}\n", Lab::addr(h)))
+            .collect();
+        std::fs::write(
+            inventory.join("hosts.yml"),
+            format!("all:\n  hosts:\n{listed}"),
+        )
+        .expect("write the inventory");
+        inventory
+    }
+
     /// The lab's address of a host.
     pub fn addr(host: &str) -> String {
         format!("10.231.0.{}", 10 + host[3..].parse::<u32>().expect("labN"))

@@ -681,21 +681,7 @@ fn the_modules_run_on_an_older_debian_host() {
     let lab = Lab::up_with_old(1);
     let glibc = lab.ssh("lab2", "ldd --version | head -1").unwrap();
     assert!(glibc.contains("2.31"), "{glibc}");
-    let inventory = dir.join("inventory");
-    std::fs::create_dir_all(inventory.join("group_vars")).unwrap();
-    std::fs::copy(
-        Lab::inventory().join("group_vars/all.yml"),
-        inventory.join("group_vars/all.yml"),
-    )
-    .unwrap();
-    std::fs::write(
-        inventory.join("hosts.yml"),
-        format!(
-            "all:\n  hosts:\n    lab2:\n      ansible_host: {}\n",
-            Lab::addr("lab2")
-        ),
-    )
-    .unwrap();
+    let inventory = Lab::inventory_of(&dir.path, &["lab2"]);
     let playbook = dir.join("old.yml");
     std::fs::write(
         &playbook,
@@ -734,5 +720,96 @@ fn the_modules_run_on_an_older_debian_host() {
         msg.contains("operating-system user \"postgres\": does not exist on this host"),
         "{}",
         refused.result
+    );
+}
+
+/// A host with only the OS gets PostgreSQL (its package version pinned),
+/// Patroni and etcd from the packages role, through the lab's apt proxy:
+/// check mode first predicts and installs nothing, the run installs and
+/// makes no PostgreSQL cluster (Patroni makes it), the next run changes
+/// nothing, and a version that is not a major version is refused.
+#[test]
+fn bare_hosts_get_pinned_packages_and_no_cluster() {
+    let dir = TestDir::new("lab-bare");
+    let lab = Lab::up_bare(1);
+    let candidate = lab
+        .ssh(
+            "lab1",
+            "sudo apt-get update -qq && apt-cache policy postgresql-15 | awk '/Candidate/ {print $2}'",
+        )
+        .unwrap()
+        .trim()
+        .to_string();
+    assert!(candidate.starts_with("15."), "{candidate}");
+    let inventory = Lab::inventory_of(&dir.path, &["lab1"]);
+    let playbook = dir.join("packages.yml");
+    std::fs::write(
+        &playbook,
+        format!(
+            "- hosts: lab1\n  gather_facts: false\n  roles:\n\
+             \x20   - role: pgherd.cluster.packages\n\
+             \x20     packages_postgresql_package_version: \"{candidate}\"\n\
+             \x20     packages_etcd: true\n\
+             \x20     packages_pgbackrest: true\n\
+             \x20 post_tasks:\n\
+             \x20   - name: paths\n      ansible.builtin.debug:\n\
+             \x20       msg: \"{{{{ packages_postgresql_bindir }}}} {{{{ packages_patroni_execpath }}}}\"\n"
+        ),
+    )
+    .unwrap();
+    let installed = |package: &str| {
+        lab.ssh(
+            "lab1",
+            &format!("dpkg-query -W -f '${{Version}}' {package}"),
+        )
+        .ok()
+    };
+
+    let check = pgherd_e2e::ansible_playbook(&dir.path, &playbook, &inventory, &["--check"]);
+    ok(&check, "check mode on a bare host");
+    assert!(changed_count(&check) >= 2, "{}", check.transcript());
+    assert_eq!(
+        installed("postgresql-15"),
+        None,
+        "check mode installs nothing"
+    );
+
+    let run = pgherd_e2e::ansible_playbook(&dir.path, &playbook, &inventory, &[]);
+    ok(&run, "the packages");
+    assert_eq!(
+        installed("postgresql-15").as_deref(),
+        Some(candidate.as_str())
+    );
+    for package in ["patroni", "etcd-server", "pgbackrest", "python3-psycopg2"] {
+        assert!(installed(package).is_some(), "{package} is not installed");
+    }
+    let clusters = lab.ssh("lab1", "pg_lsclusters -h").unwrap();
+    assert_eq!(clusters.trim(), "", "no cluster made by the packages");
+    let paths = run.events.iter().find(|e| e.task == "paths").unwrap();
+    assert_eq!(
+        paths.result["msg"],
+        "/usr/lib/postgresql/15/bin /usr/bin/patroni"
+    );
+    lab.ssh(
+        "lab1",
+        "/usr/lib/postgresql/15/bin/postgres --version && /usr/bin/patroni --version",
+    )
+    .expect("the programs run");
+
+    let again = pgherd_e2e::ansible_playbook(&dir.path, &playbook, &inventory, &[]);
+    ok(&again, "the packages again");
+    assert_eq!(changed_count(&again), 0, "{}", again.transcript());
+
+    let refused = pgherd_e2e::ansible_playbook(
+        &dir.path,
+        &playbook,
+        &inventory,
+        &["-e", "packages_postgresql_version=fifteen"],
+    );
+    assert!(!refused.succeeded());
+    let msg = refused.failed_tasks()[0].result["msg"].to_string();
+    assert!(
+        msg.contains("is a major version in digits (given: fifteen)"),
+        "{msg}"
     );
 }
