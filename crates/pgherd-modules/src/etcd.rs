@@ -143,30 +143,21 @@ impl EtcdOptions {
     /// The typed options from validated parameters; an option this struct
     /// does not know is refused, never dropped.
     pub fn from_params(p: &Map<String, Value>) -> Result<Self, String> {
-        let spec = spec();
-        if let Some(unknown) = p.keys().find(|k| spec.option(k).is_none()) {
-            return Err(format!("unknown option {unknown:?}"));
-        }
-        let text = |k: &str| p.get(k).and_then(Value::as_str).map(str::to_string);
-        let list = |k: &str| p.get(k).and_then(Value::as_array).cloned();
+        let p = crate::Params::of(&spec(), p)?;
         Ok(EtcdOptions {
-            settings: p.get("settings").cloned().unwrap_or(Value::Null),
-            hosts: list("hosts").map(|a| {
-                a.iter()
-                    .filter_map(|v| v.as_str().map(str::to_string))
-                    .collect()
-            }),
-            protocol: text("protocol"),
-            cacert: text("cacert"),
-            cert: text("cert"),
-            key: text("key"),
-            login_user: text("login_user").unwrap_or_else(|| "root".into()),
-            login_password: text("login_password"),
-            auth: p.get("auth").and_then(Value::as_bool),
-            roles: list("roles"),
-            users: list("users"),
-            members: list("members"),
-            wait_timeout: p.get("wait_timeout").and_then(Value::as_i64).unwrap_or(30),
+            settings: p.raw("settings"),
+            hosts: p.strings("hosts"),
+            protocol: p.text("protocol"),
+            cacert: p.text("cacert"),
+            cert: p.text("cert"),
+            key: p.text("key"),
+            login_user: p.text("login_user").unwrap_or_else(|| "root".into()),
+            login_password: p.text("login_password"),
+            auth: p.flag("auth"),
+            roles: p.list("roles"),
+            users: p.list("users"),
+            members: p.list("members"),
+            wait_timeout: p.int("wait_timeout").unwrap_or(30),
         })
     }
 }

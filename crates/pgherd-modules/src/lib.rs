@@ -11,7 +11,54 @@ pub mod patroni;
 
 use pgherd_ansible::{Failure, Outcome};
 use pgherd_core::settings::{Settings, SettingsSource};
-use serde_json::Value;
+use serde_json::{Map, Value};
+
+/// A validated task's parameters, read by option name. Made only from
+/// parameters the spec knows: an unknown option is refused, never dropped.
+pub struct Params<'a>(&'a Map<String, Value>);
+
+impl<'a> Params<'a> {
+    pub fn of(spec: &pgherd_ansible::Spec, p: &'a Map<String, Value>) -> Result<Self, String> {
+        match p.keys().find(|k| spec.option(k).is_none()) {
+            Some(unknown) => Err(format!("unknown option {unknown:?}")),
+            None => Ok(Params(p)),
+        }
+    }
+
+    pub fn raw(&self, k: &str) -> Value {
+        self.0.get(k).cloned().unwrap_or(Value::Null)
+    }
+
+    pub fn text(&self, k: &str) -> Option<String> {
+        self.0.get(k).and_then(Value::as_str).map(str::to_string)
+    }
+
+    pub fn flag(&self, k: &str) -> Option<bool> {
+        self.0.get(k).and_then(Value::as_bool)
+    }
+
+    pub fn int(&self, k: &str) -> Option<i64> {
+        self.0.get(k).and_then(Value::as_i64)
+    }
+
+    pub fn list(&self, k: &str) -> Option<Vec<Value>> {
+        self.0.get(k).and_then(Value::as_array).cloned()
+    }
+
+    /// A list of strings (what is not a string in it is left out: the
+    /// spec's validation made every element one).
+    pub fn strings(&self, k: &str) -> Option<Vec<String>> {
+        self.0.get(k).and_then(Value::as_array).map(|a| {
+            a.iter()
+                .filter_map(|v| v.as_str().map(str::to_string))
+                .collect()
+        })
+    }
+
+    pub fn object(&self, k: &str) -> Option<Map<String, Value>> {
+        self.0.get(k).and_then(Value::as_object).cloned()
+    }
+}
 
 /// The `settings` option: a path, an inline mapping, or the default file.
 pub fn settings_source(value: &Value) -> Result<SettingsSource, Failure> {

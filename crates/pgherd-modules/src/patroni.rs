@@ -129,43 +129,30 @@ impl PatroniOptions {
     /// The typed options from validated parameters; an option this struct
     /// does not know is refused, never dropped.
     pub fn from_params(p: &Map<String, Value>) -> Result<Self, String> {
-        let spec = spec();
-        if let Some(unknown) = p.keys().find(|k| spec.option(k).is_none()) {
-            return Err(format!("unknown option {unknown:?}"));
-        }
-        let text = |k: &str| p.get(k).and_then(Value::as_str).map(str::to_string);
-        let flag = |k: &str| p.get(k).and_then(Value::as_bool);
-        let int = |k: &str| p.get(k).and_then(Value::as_i64);
-        let list = |k: &str| {
-            p.get(k).and_then(Value::as_array).map(|a| {
-                a.iter()
-                    .filter_map(|v| v.as_str().map(str::to_string))
-                    .collect()
-            })
-        };
+        let p = crate::Params::of(&spec(), p)?;
         Ok(PatroniOptions {
-            cluster: text("cluster").unwrap_or_default(),
-            state: text("state").unwrap_or_else(|| "present".into()),
-            settings: p.get("settings").cloned().unwrap_or(Value::Null),
-            restapi: text("restapi"),
-            restapi_username: text("restapi_username"),
-            restapi_password: text("restapi_password"),
-            etcd_username: text("etcd_username"),
-            etcd_password: text("etcd_password"),
-            dynamic_config: p.get("dynamic_config").and_then(Value::as_object).cloned(),
-            leader: text("leader"),
-            scheduled_at: text("scheduled_at"),
-            maximum_lag: int("maximum_lag"),
-            failover_to: text("failover_to"),
-            force: flag("force").unwrap_or(false),
-            paused: flag("paused"),
-            restart: text("restart"),
-            restart_leader_by_switchover: flag("restart_leader_by_switchover").unwrap_or(false),
-            reload: flag("reload").unwrap_or(false),
-            reinit: list("reinit"),
-            backup: text("backup"),
-            system_identifier: text("system_identifier"),
-            wait_timeout: int("wait_timeout").unwrap_or(120),
+            cluster: p.text("cluster").unwrap_or_default(),
+            state: p.text("state").unwrap_or_else(|| "present".into()),
+            settings: p.raw("settings"),
+            restapi: p.text("restapi"),
+            restapi_username: p.text("restapi_username"),
+            restapi_password: p.text("restapi_password"),
+            etcd_username: p.text("etcd_username"),
+            etcd_password: p.text("etcd_password"),
+            dynamic_config: p.object("dynamic_config"),
+            leader: p.text("leader"),
+            scheduled_at: p.text("scheduled_at"),
+            maximum_lag: p.int("maximum_lag"),
+            failover_to: p.text("failover_to"),
+            force: p.flag("force").unwrap_or(false),
+            paused: p.flag("paused"),
+            restart: p.text("restart"),
+            restart_leader_by_switchover: p.flag("restart_leader_by_switchover").unwrap_or(false),
+            reload: p.flag("reload").unwrap_or(false),
+            reinit: p.strings("reinit"),
+            backup: p.text("backup"),
+            system_identifier: p.text("system_identifier"),
+            wait_timeout: p.int("wait_timeout").unwrap_or(120),
         })
     }
 
