@@ -1045,7 +1045,8 @@ impl Lab {
     }
 
     /// An inventory in `dir` of these `hosts` only, with the lab
-    /// inventory's variables (user, become, key).
+    /// inventory's variables (user, become, key); the hosts are also the
+    /// `etcd` group.
     pub fn inventory_of(dir: &Path, hosts: &[&str]) -> PathBuf {
         let inventory = dir.join("inventory");
         std::fs::create_dir_all(inventory.join("group_vars")).expect("inventory directory");
@@ -1058,9 +1059,10 @@ impl Lab {
             .iter()
             .map(|h| format!("    {h}:\n      ansible_host: {}\n", Lab::addr(h)))
             .collect();
+        let members: String = hosts.iter().map(|h| format!("        {h}:\n")).collect();
         std::fs::write(
             inventory.join("hosts.yml"),
-            format!("all:\n  hosts:\n{listed}"),
+            format!("all:\n  hosts:\n{listed}  children:\n    etcd:\n      hosts:\n{members}"),
         )
         .expect("write the inventory");
         inventory

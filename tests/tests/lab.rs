@@ -13,6 +13,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use pgherd_e2e::pki::served_serial;
 use pgherd_e2e::{
     http_get, lab_sh, lab_ssh, one_task_playbook, pgherd_bin, repo_root, wait_for, Lab,
     PlaybookRun, TestDir,
@@ -812,4 +813,266 @@ fn bare_hosts_get_pinned_packages_and_no_cluster() {
         msg.contains("is a major version in digits (given: fifteen)"),
         "{msg}"
     );
+}
+
+const ETCD_ROOT_PW: &str = "Lab-Etcd-Root-5v";
+const ETCD_PATRONI_PW: &str = "Lab-Etcd-Ptr-8k";
+
+/// A put through all three members, as Patroni's user with its client
+/// certificate: whether it was acknowledged.
+fn etcd_put(pki: &std::path::Path, n: u32) -> bool {
+    let endpoints: Vec<String> = ["lab1", "lab2", "lab3"]
+        .iter()
+        .map(|h| format!("https://{}:2379", Lab::addr(h)))
+        .collect();
+    Command::new("etcdctl")
+        .env("ETCDCTL_API", "3")
+        .arg(format!("--endpoints={}", endpoints.join(",")))
+        .arg(format!("--cacert={}", pki.join("ca.pem").display()))
+        .arg(format!(
+            "--cert={}",
+            pki.join("client-patroni.pem").display()
+        ))
+        .arg(format!(
+            "--key={}",
+            pki.join("client-patroni.key").display()
+        ))
+        .arg(format!("--user=patroni-main:{ETCD_PATRONI_PW}"))
+        .args([
+            "--dial-timeout=2s",
+            "--command-timeout=5s",
+            "put",
+            "/service/main/probe",
+        ])
+        .arg(n.to_string())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+/// Bare hosts to a secured etcd: the controller's CA and certificates
+/// (pki role), the packages, three members with TLS for clients and peers
+/// (etcd_member role), Patroni's user limited to its prefix and
+/// authentication on (etcd module); a second run changes nothing. Then
+/// every certificate made again and the members restarted one at a time
+/// while a client writes through them: no write fails, and each member
+/// serves its new certificate.
+#[test]
+fn a_secured_etcd_from_bare_hosts_rotates_its_certificates_without_a_failed_write() {
+    let dir = TestDir::new("lab-etcd");
+    let lab = Lab::up_bare(3);
+    let inventory = Lab::inventory_of(&dir.path, &["lab1", "lab2", "lab3"]);
+    let pki = dir.join("pki");
+    let endpoints: Vec<String> = ["lab1", "lab2", "lab3"]
+        .iter()
+        .map(|h| format!("{}:2379", Lab::addr(h)))
+        .collect();
+    let playbook = dir.join("etcd.yml");
+    let plays = json!([
+        {"name": "The site's PKI", "hosts": "localhost", "connection": "local", "gather_facts": false,
+         "become": false,
+         "roles": [{"role": "pgherd.cluster.pki", "pki_dir": pki, "pki_clients": ["patroni"]}]},
+        {"name": "etcd", "hosts": "etcd", "gather_facts": false,
+         "roles": [{"role": "pgherd.cluster.packages", "packages_etcd": true},
+                   {"role": "pgherd.cluster.etcd_member", "etcd_member_pki_dir": pki}]},
+        {"name": "etcd's users", "hosts": "etcd[0]", "gather_facts": false,
+         "tasks": [{"name": "Patroni's user and authentication", "pgherd.cluster.etcd": {
+             "hosts": endpoints, "protocol": "https", "cacert": "/etc/etcd/pki/ca.pem",
+             "cert": "/etc/etcd/pki/member.pem", "key": "/etc/etcd/pki/member.key",
+             "login_password": ETCD_ROOT_PW, "auth": true,
+             "roles": [{"name": "patroni-main", "permissions": [{"key": "/service/main/"}]}],
+             "users": [{"name": "patroni-main", "password": ETCD_PATRONI_PW, "roles": ["patroni-main"]}]}}]},
+    ]);
+    std::fs::write(&playbook, plays.to_string()).unwrap();
+    let started = Instant::now();
+    let first = pgherd_e2e::ansible_playbook(&dir.path, &playbook, &inventory, &[]);
+    ok(&first, "bare hosts to a secured etcd");
+    eprintln!(
+        "lab: secured etcd from bare hosts in {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
+    let members = lab
+        .ssh(
+            "lab1",
+            &format!(
+                "sudo ETCDCTL_API=3 etcdctl --endpoints=https://{}:2379 --cacert=/etc/etcd/pki/ca.pem \
+                 --cert=/etc/etcd/pki/member.pem --key=/etc/etcd/pki/member.key \
+                 --user=root:{ETCD_ROOT_PW} member list",
+                Lab::addr("lab1")
+            ),
+        )
+        .unwrap();
+    assert_eq!(
+        members.lines().filter(|l| l.contains("started")).count(),
+        3,
+        "{members}"
+    );
+    assert!(etcd_put(&pki, 0), "Patroni's user writes under its prefix");
+    let again = pgherd_e2e::ansible_playbook(&dir.path, &playbook, &inventory, &[]);
+    ok(&again, "the same again");
+    assert_eq!(changed_count(&again), 0, "{}", again.transcript());
+
+    // Every certificate made again (all are within 900 days of their end),
+    // the members restarted one at a time while a client writes.
+    let before: Vec<String> = endpoints.iter().map(|e| served_serial(e, false)).collect();
+    let stop = Arc::new(AtomicBool::new(false));
+    let writer = {
+        let (stop, pki) = (stop.clone(), pki.clone());
+        std::thread::spawn(move || {
+            let (mut ok, mut failed) = (0u32, 0u32);
+            while !stop.load(Ordering::Relaxed) {
+                if etcd_put(&pki, ok + failed) {
+                    ok += 1;
+                } else {
+                    failed += 1;
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            (ok, failed)
+        })
+    };
+    let rotated = pgherd_e2e::ansible_playbook(
+        &dir.path,
+        &playbook,
+        &inventory,
+        &["-e", "pki_renew_days=900"],
+    );
+    stop.store(true, Ordering::Relaxed);
+    let (acknowledged, failed) = writer.join().unwrap();
+    ok(&rotated, "the rotation");
+    eprintln!("lab: etcd rotation: {acknowledged} writes acknowledged, {failed} failed");
+    assert!(acknowledged > 10, "{acknowledged}");
+    assert_eq!(failed, 0, "{}", rotated.transcript());
+    let restarts: Vec<&str> = rotated
+        .events
+        .iter()
+        .filter(|e| e.task.contains("Restart of "))
+        .map(|e| e.task.as_str())
+        .collect();
+    assert_eq!(restarts.len(), 3, "{}", rotated.transcript());
+    for (endpoint, old) in endpoints.iter().zip(&before) {
+        let now = served_serial(endpoint, false);
+        assert!(
+            !now.is_empty() && now != *old,
+            "{endpoint} serves {now} (was {old})"
+        );
+    }
+}
+
+/// Bare hosts (the OS alone) to a secured cluster with one playbook,
+/// playbooks/bootstrap.yml, on an inventory like inventories/example: the
+/// controller's PKI, the packages, etcd with TLS and authentication,
+/// Patroni's REST API with TLS and client certificates, replication over
+/// verified SSL. The cluster forms; a second run changes nothing.
+#[test]
+fn bare_hosts_to_a_secured_cluster_with_one_playbook() {
+    let dir = TestDir::new("lab-bootstrap");
+    let lab = Lab::up_bare(3);
+    let inventory = dir.join("inventory");
+    std::fs::create_dir_all(inventory.join("group_vars")).unwrap();
+    std::fs::copy(
+        Lab::inventory().join("hosts.yml"),
+        inventory.join("hosts.yml"),
+    )
+    .unwrap();
+    let lab_vars: serde_yaml::Value = serde_yaml::from_str(
+        &std::fs::read_to_string(Lab::inventory().join("group_vars/all.yml")).unwrap(),
+    )
+    .unwrap();
+    let mut vars: Value = serde_json::to_value(&lab_vars).unwrap();
+    let tls = "/etc/pgherd/tls";
+    let settings = &mut vars["pgherd_settings"];
+    settings["postgresql"]["client_ssl"] =
+        json!({"sslmode": "verify-ca", "sslrootcert": format!("{tls}/ca.pem")});
+    for (k, v) in [
+        ("protocol", json!("https")),
+        ("cacert", json!(format!("{tls}/ca.pem"))),
+        ("cert", json!(format!("{tls}/client.pem"))),
+        ("key", json!(format!("{tls}/client.key"))),
+    ] {
+        settings["patroni"]["etcd"][k] = v;
+    }
+    settings["patroni"]["restapi"] = json!({
+        "cafile": format!("{tls}/ca.pem"), "certfile": format!("{tls}/server.pem"),
+        "keyfile": format!("{tls}/server.key"), "verify_client": "required",
+    });
+    settings["patroni"]["ctl"] = json!({
+        "certfile": format!("{tls}/client.pem"), "keyfile": format!("{tls}/client.key"),
+        "cacert": format!("{tls}/ca.pem"),
+    });
+    vars["pg_parameters"] = json!({
+        "ssl": "on", "ssl_cert_file": format!("{tls}/server.pem"),
+        "ssl_key_file": format!("{tls}/server.key"), "ssl_ca_file": format!("{tls}/ca.pem"),
+    });
+    vars["patroni_etcd_auth"] = json!({"username": "patroni", "password": ETCD_PATRONI_PW});
+    vars["pgherd_etcd_root_password"] = json!(ETCD_ROOT_PW);
+    vars["pgherd_pki_dir"] = json!(dir.join("pki"));
+    std::fs::write(
+        inventory.join("group_vars/all.yml"),
+        serde_yaml::to_string(&vars).unwrap(),
+    )
+    .unwrap();
+    let bootstrap = repo_root().join("playbooks/bootstrap.yml");
+
+    let started = Instant::now();
+    let first = pgherd_e2e::ansible_playbook(&dir.path, &bootstrap, &inventory, &[]);
+    ok(&first, "bare hosts to a secured cluster");
+    eprintln!(
+        "lab: bare hosts to a secured cluster in {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
+    let started = Instant::now();
+    let again = pgherd_e2e::ansible_playbook(&dir.path, &bootstrap, &inventory, &[]);
+    ok(&again, "the bootstrap again");
+    eprintln!(
+        "lab: bootstrap re-run in {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
+    assert_eq!(changed_count(&again), 0, "{}", again.transcript());
+
+    // The REST API answers only with a client certificate of the CA.
+    let pki = dir.join("pki");
+    let url = format!("https://{}:8008/cluster", Lab::addr("lab1"));
+    let ca = pki.join("ca.pem").display().to_string();
+    let cert = pki.join("client-patroni.pem").display().to_string();
+    let key = pki.join("client-patroni.key").display().to_string();
+    assert_eq!(
+        pgherd_e2e::curl_status(
+            "GET",
+            &url,
+            &["--cacert", &ca, "--cert", &cert, "--key", &key]
+        ),
+        Some(200)
+    );
+    assert_eq!(
+        pgherd_e2e::curl_status("GET", &url, &["--cacert", &ca]),
+        None
+    );
+    let view = lab
+        .ssh(
+            "lab1",
+            &format!(
+                "curl -s --cacert {tls}/ca.pem --cert {tls}/client.pem --key {tls}/client.key \
+                 https://{}:8008/cluster",
+                Lab::addr("lab1")
+            ),
+        )
+        .unwrap_or_default();
+    let view: Value = serde_json::from_str(&view).unwrap_or(Value::Null);
+    let members = view["members"].as_array().cloned().unwrap_or_default();
+    assert_eq!(members.len(), 3, "{view}");
+    assert_eq!(
+        members.iter().filter(|m| m["state"] == "streaming").count(),
+        2,
+        "{view}"
+    );
+    // Replication runs over SSL, checked against the CA.
+    let ssl = lab
+        .ssh(
+            "lab1",
+            "sudo -u postgres psql -Atc \"select count(*) from pg_stat_ssl s join pg_stat_replication r using (pid) where s.ssl\"",
+        )
+        .unwrap();
+    assert_eq!(ssl.trim(), "2", "{ssl}");
 }
