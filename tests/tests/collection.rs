@@ -290,6 +290,7 @@ fn the_example_inventory_parses_and_site_yml_checks() {
     assert_eq!(v["primary"]["hosts"], serde_json::json!(["pg1"]));
     assert_eq!(v["replica"]["hosts"], serde_json::json!(["pg2", "pg3"]));
     for playbook in [
+        "bootstrap.yml",
         "site.yml",
         "switchover.yml",
         "maintenance.yml",
