@@ -89,7 +89,24 @@ impl Writer {
             &format!("{more} more acknowledged writes {what}"),
             Duration::from_secs(90),
             || (self.count() >= from + more).then_some(()),
-            || format!("{} acknowledged so far", self.count()),
+            || {
+                let views: Vec<String> = ["lab1", "lab2", "lab3"]
+                    .iter()
+                    .map(|h| {
+                        format!(
+                            "{h}: cluster {:?}\n{h}: patroni {:?}",
+                            cluster_from(h),
+                            patroni_of(h)
+                        )
+                    })
+                    .collect();
+                format!(
+                    "{} acknowledged so far\n{}\n{}",
+                    self.count(),
+                    views.join("\n"),
+                    hosts_story()
+                )
+            },
         );
     }
 
