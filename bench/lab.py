@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Benchmarks on the lab's hosts (scripts/lab.sh), over SSH with become.
 
-    bench/lab.py [--runs N]
+    bench/lab.py [--runs N] [--bootstrap]
 
 For each run: the lab booted fresh from the cached image (not timed), then
 
@@ -12,6 +12,14 @@ For each run: the lab booted fresh from the cached image (not timed), then
   old leader streams again (the module waits for it);
 - partition to writes: the leader's host cut off from its peers, until a
   new leader accepts a write through libpq's multi-host connection string.
+
+With --bootstrap, the hosts boot with only the OS (`lab.sh up --bare`,
+apt through the lab's proxy) and an inventory like the example's (TLS
+everywhere, etcd authentication) is made from the lab's, then
+
+- bare to running: playbooks/bootstrap.yml, until the cluster runs;
+- re-run: the bootstrap again (must report changed=0);
+- CA rotation: the bootstrap with pki_ca_rotation=begin, sign, finish.
 
 Prints a Markdown table of medians (min-max). Takes the lab down at the
 end. Not a test: nothing here asserts a time.
@@ -44,9 +52,9 @@ def lab(*args):
                    stderr=subprocess.DEVNULL)
 
 
-def playbook(*args):
+def playbook(*args, inventory=INVENTORY):
     start = time.monotonic()
-    out = subprocess.run([PLAYBOOK, "-i", INVENTORY, *args], env=env(), capture_output=True, text=True)
+    out = subprocess.run([PLAYBOOK, "-i", inventory, *args], env=env(), capture_output=True, text=True)
     took = time.monotonic() - start
     if out.returncode != 0:
         sys.exit(f"bench: ansible-playbook {' '.join(args)} failed:\n{out.stdout[-3000:]}")
@@ -118,11 +126,69 @@ def one_run():
     return {"deploy": deploy, "re-run": rerun, "switchover": switch, "partition to writes": to_writes}
 
 
+def secured_inventory(where):
+    """The lab's inventory with what inventories/example secures: TLS for
+    etcd, the REST API (client certificates required) and PostgreSQL, and
+    etcd authentication; the PKI made in `where`."""
+    try:
+        import yaml
+    except ImportError:  # the machine's Python without PyYAML: the venv's
+        venv = os.path.join(REPO, ".venv/bin/python")
+        os.execv(venv, [venv, *sys.argv])
+    os.makedirs(os.path.join(where, "group_vars"), exist_ok=True)
+    with open(os.path.join(INVENTORY, "hosts.yml")) as f:
+        hosts = f.read()
+    with open(os.path.join(where, "hosts.yml"), "w") as f:
+        f.write(hosts)
+    with open(os.path.join(INVENTORY, "group_vars/all.yml")) as f:
+        v = yaml.safe_load(f)
+    tls = "/etc/pgherd/tls"
+    s = v["pgherd_settings"]
+    s["postgresql"]["client_ssl"] = {"sslmode": "verify-ca", "sslrootcert": f"{tls}/ca.pem"}
+    s["patroni"]["etcd"].update(protocol="https", cacert=f"{tls}/ca.pem", cert=f"{tls}/client.pem",
+                                key=f"{tls}/client.key")
+    s["patroni"]["restapi"] = {"cafile": f"{tls}/ca.pem", "certfile": f"{tls}/server.pem",
+                               "keyfile": f"{tls}/server.key", "verify_client": "required"}
+    s["patroni"]["ctl"] = {"certfile": f"{tls}/client.pem", "keyfile": f"{tls}/client.key",
+                           "cacert": f"{tls}/ca.pem"}
+    v["pg_parameters"] = {"ssl": "on", "ssl_cert_file": f"{tls}/server.pem",
+                          "ssl_key_file": f"{tls}/server.key", "ssl_ca_file": f"{tls}/ca.pem"}
+    v["patroni_etcd_auth"] = {"username": "patroni", "password": "bench-etcd-patroni"}
+    v["pgherd_etcd_root_password"] = "bench-etcd-root"
+    v["pgherd_pki_dir"] = os.path.join(where, "pki")
+    with open(os.path.join(where, "group_vars/all.yml"), "w") as f:
+        yaml.safe_dump(v, f)
+    return where
+
+
+def bootstrap_run():
+    import shutil
+    import tempfile
+    lab("down")
+    lab("up", "--bare")
+    where = tempfile.mkdtemp(prefix="pgherd-bench-bootstrap-")
+    try:
+        inventory = secured_inventory(where)
+        bootstrap = os.path.join(REPO, "playbooks/bootstrap.yml")
+        first, _ = playbook(bootstrap, inventory=inventory)
+        rerun, out = playbook(bootstrap, inventory=inventory)
+        if "changed=0" not in out or "changed=1" in out:
+            sys.exit(f"bench: the bootstrap's re-run changed something:\n{out[-2000:]}")
+        times = {"bare to running": first, "re-run": rerun}
+        for step in ("begin", "sign", "finish"):
+            times[f"CA rotation: {step}"], _ = playbook(bootstrap, "-e", f"pki_ca_rotation={step}",
+                                                        inventory=inventory)
+        return times
+    finally:
+        shutil.rmtree(where, ignore_errors=True)
+
+
 def main():
     p = argparse.ArgumentParser()
     p.add_argument("--runs", type=int, default=3)
+    p.add_argument("--bootstrap", action="store_true")
     args = p.parse_args()
-    runs = [one_run() for _ in range(args.runs)]
+    runs = [bootstrap_run() if args.bootstrap else one_run() for _ in range(args.runs)]
     lab("down")
     print("| lab, over SSH (3 hosts) | median | min-max |")
     print("|---|---|---|")
