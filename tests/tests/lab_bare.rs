@@ -163,6 +163,19 @@ const ETCD_PATRONI_PW: &str = "Lab-Etcd-Ptr-8k";
 const SUPERUSER_PW: &str = "lab-superuser-pw";
 const HOSTS: [&str; 3] = ["lab1", "lab2", "lab3"];
 
+/// Runs `command` without input: its errors when it fails.
+fn ran(command: &mut Command) -> Result<(), String> {
+    let out = command
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|e| e.to_string())?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(String::from_utf8_lossy(&out.stderr).trim().to_string())
+    }
+}
+
 /// A put through all three members, as Patroni's user with the client
 /// certificate of the controller's PKI: whether it was acknowledged.
 fn etcd_put(pki: &Path, key: &str, n: u32) -> Result<(), String> {
@@ -170,7 +183,7 @@ fn etcd_put(pki: &Path, key: &str, n: u32) -> Result<(), String> {
         .iter()
         .map(|h| format!("https://{}:2379", Lab::addr(h)))
         .collect();
-    let out = Command::new("etcdctl")
+    ran(Command::new("etcdctl")
         .env("ETCDCTL_API", "3")
         .arg(format!("--endpoints={}", endpoints.join(",")))
         .arg(format!("--cacert={}", pki.join("ca.pem").display()))
@@ -184,22 +197,14 @@ fn etcd_put(pki: &Path, key: &str, n: u32) -> Result<(), String> {
         ))
         .arg(format!("--user=patroni:{ETCD_PATRONI_PW}"))
         .args(["--dial-timeout=2s", "--command-timeout=5s", "put", key])
-        .arg(n.to_string())
-        .stdin(Stdio::null())
-        .output()
-        .map_err(|e| e.to_string())?;
-    if out.status.success() {
-        Ok(())
-    } else {
-        Err(String::from_utf8_lossy(&out.stderr).trim().to_string())
-    }
+        .arg(n.to_string()))
 }
 
 /// A new connection to `host`'s PostgreSQL over SSL, its certificate
 /// verified against the controller's CA bundle and its name: whether it
 /// answered.
 fn pg_connects(pki: &Path, host: &str) -> Result<(), String> {
-    let out = Command::new("timeout")
+    ran(Command::new("timeout")
         .args([
             "6",
             "/usr/lib/postgresql/15/bin/psql",
@@ -213,15 +218,7 @@ fn pg_connects(pki: &Path, host: &str) -> Result<(), String> {
             Lab::addr(host),
             pki.join("ca.pem").display()
         ))
-        .env("PGPASSWORD", SUPERUSER_PW)
-        .stdin(Stdio::null())
-        .output()
-        .map_err(|e| e.to_string())?;
-    if out.status.success() {
-        Ok(())
-    } else {
-        Err(String::from_utf8_lossy(&out.stderr).trim().to_string())
-    }
+        .env("PGPASSWORD", SUPERUSER_PW))
 }
 
 /// `host`'s REST API with the controller's client certificate and CA.
