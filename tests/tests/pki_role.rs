@@ -77,6 +77,16 @@ fn certificates_are_made_once_and_again_only_when_their_names_change() {
         let key = std::fs::metadata(pki.join(format!("{name}.key"))).unwrap();
         assert_eq!(key.permissions().mode() & 0o777, 0o600, "{name}.key");
     }
+    // The key pair that signs etcd's tokens: the public half is the key's.
+    let token = pki.join("etcd-token.key");
+    assert_eq!(
+        std::fs::metadata(&token).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    assert_eq!(
+        openssl(&["pkey", "-pubout", "-in", &token.display().to_string()]),
+        std::fs::read_to_string(pki.join("etcd-token.pub")).unwrap()
+    );
     assert_eq!(
         std::fs::metadata(pki.join("ca.key"))
             .unwrap()
