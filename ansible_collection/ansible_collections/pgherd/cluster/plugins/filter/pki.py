@@ -1,7 +1,9 @@
 # Filters of the pki role: the certificates to make (each host's, valid for
 # its names and addresses, and each client's), with the subject and the
 # openssl extensions of each.
+import hashlib
 import ipaddress
+import os
 
 
 def pgherd_pki_hosts(hosts, hostvars):
@@ -56,10 +58,26 @@ def pgherd_pki_certificates(hosts, clients):
     return out
 
 
+def pgherd_pki_stale(stat_results, pki_dir, host):
+    """The paths, among the results of a looped stat of a host's copies
+    (its CA bundle, `.../ca.pem`, and its certificate), whose content is not
+    the PKI directory's: ca.pem, or HOST.pem."""
+    stale = []
+    for r in stat_results:
+        path = r["item"]
+        name = "ca.pem" if path.endswith("/ca.pem") else host + ".pem"
+        with open(os.path.join(pki_dir, name), "rb") as f:
+            want = hashlib.sha1(f.read()).hexdigest()
+        if not r["stat"].get("exists") or r["stat"].get("checksum") != want:
+            stale.append(path)
+    return stale
+
+
 class FilterModule:
     def filters(self):
         return {
             "pgherd_pki_hosts": pgherd_pki_hosts,
             "pgherd_pki_san": pgherd_pki_san,
             "pgherd_pki_certificates": pgherd_pki_certificates,
+            "pgherd_pki_stale": pgherd_pki_stale,
         }
