@@ -180,6 +180,95 @@ fn served(host: &str) -> [String; 3] {
 /// etcd, the REST API (client certificates required) and PostgreSQL
 /// (replication verified against the CA), etcd authentication, the PKI
 /// made in `dir`.
+/// `etcdctl member list` as lab1's member answers it.
+fn etcd_members(lab: &Lab) -> String {
+    lab.ssh(
+        "lab1",
+        &format!(
+            "sudo ETCDCTL_API=3 etcdctl --endpoints=https://{}:2379 --cacert=/etc/etcd/pki/ca.pem \
+             --cert=/etc/etcd/pki/member.pem --key=/etc/etcd/pki/member.key \
+             --user=root:{ETCD_ROOT_PW} member list",
+            Lab::addr("lab1")
+        ),
+    )
+    .unwrap()
+}
+
+/// lab3's etcd member retired (`etcd_member_state: absent` in its
+/// host_vars, as an operator does) while the cluster runs, then back in
+/// the group: it joins the running cluster again. Check mode first
+/// predicts the retirement and changes nothing.
+fn a_member_retires_and_joins_again(
+    lab: &Lab,
+    inventory: &Path,
+    run: &dyn Fn(&[&str]) -> PlaybookRun,
+) {
+    let host_vars = inventory.join("host_vars");
+    std::fs::create_dir_all(&host_vars).unwrap();
+    std::fs::write(host_vars.join("lab3.yml"), "etcd_member_state: absent\n").unwrap();
+    let started = |members: &str| members.lines().filter(|l| l.contains("started")).count();
+
+    let check = run(&["--check"]);
+    check.assert_ok("the retirement in check mode");
+    let predicted = check.changed_tasks();
+    assert!(
+        predicted
+            .iter()
+            .any(|e| e.task.contains("Retiring members removed from the cluster")),
+        "{}",
+        check.transcript()
+    );
+    assert_eq!(started(&etcd_members(lab)), 3, "check mode changed nothing");
+
+    let retired = run(&[]);
+    retired.assert_ok("lab3's member retired");
+    let members = etcd_members(lab);
+    assert!(
+        started(&members) == 2 && !members.contains("lab3"),
+        "{members}"
+    );
+    let left = lab
+        .ssh(
+            "lab3",
+            "systemctl is-active etcd; systemctl is-enabled etcd; sudo test -d /var/lib/etcd/pgherd && echo data; true",
+        )
+        .unwrap();
+    assert_eq!(
+        left.split_whitespace().collect::<Vec<_>>(),
+        ["inactive", "disabled"],
+        "{left}"
+    );
+    // lab3's PostgreSQL goes on, its Patroni with the two other members.
+    let answers = lab
+        .ssh(
+            "lab3",
+            "sudo -u postgres psql -XAtc 'select pg_is_in_recovery()'",
+        )
+        .unwrap_or_default();
+    assert!(["t", "f"].contains(&answers.trim()), "{answers}");
+
+    std::fs::remove_file(host_vars.join("lab3.yml")).unwrap();
+    let joined = run(&[]);
+    joined.assert_ok("lab3's member joins again");
+    assert!(
+        joined
+            .changed_tasks()
+            .iter()
+            .any(|e| e.task.contains("Added to the cluster: lab3")),
+        "{}",
+        joined.transcript()
+    );
+    let members = etcd_members(lab);
+    assert!(
+        started(&members) == 3 && members.contains("lab3"),
+        "{members}"
+    );
+    let config = lab
+        .ssh("lab3", "grep ^ETCD_INITIAL_CLUSTER_STATE /etc/default/etcd")
+        .unwrap();
+    assert_eq!(config.trim(), "ETCD_INITIAL_CLUSTER_STATE=existing");
+}
+
 fn secured_inventory(dir: &TestDir) -> PathBuf {
     let inventory = dir.join("inventory");
     std::fs::create_dir_all(inventory.join("group_vars")).unwrap();
@@ -343,17 +432,7 @@ fn bare_hosts_to_a_secured_cluster_with_one_playbook() {
     check.assert_ok("check mode on the running cluster");
     assert_eq!(check.changed_tasks().len(), 0, "{}", check.transcript());
 
-    let members = lab
-        .ssh(
-            "lab1",
-            &format!(
-                "sudo ETCDCTL_API=3 etcdctl --endpoints=https://{}:2379 --cacert=/etc/etcd/pki/ca.pem \
-                 --cert=/etc/etcd/pki/member.pem --key=/etc/etcd/pki/member.key \
-                 --user=root:{ETCD_ROOT_PW} member list",
-                Lab::addr("lab1")
-            ),
-        )
-        .unwrap();
+    let members = etcd_members(&lab);
     assert_eq!(
         members.lines().filter(|l| l.contains("started")).count(),
         3,
@@ -440,8 +519,9 @@ fn bare_hosts_to_a_secured_cluster_with_one_playbook() {
         None
     );
     assert_eq!(replication_over_ssl().trim(), "2");
+    a_member_retires_and_joins_again(&lab, &inventory, &run);
     let settled = run(&[]);
-    settled.assert_ok("the bootstrap after the rotation");
+    settled.assert_ok("the bootstrap after the rotation and the member's return");
     assert_eq!(settled.changed_tasks().len(), 0, "{}", settled.transcript());
 
     // A step while a host does not hold what the PKI directory does (a

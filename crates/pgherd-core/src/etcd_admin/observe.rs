@@ -115,31 +115,28 @@ pub(super) fn observe(dcs: &Dcs, etcd: &EtcdSettings, auth: bool, wanted: &Wante
     Ok(seen)
 }
 
+/// Whether `password` is `name`'s, by logging in as `name`. A member down
+/// (a connection refused) is retried like any call, through another one.
 fn password_check(dcs: &Dcs, name: &str, password: &str) -> Result<PasswordCheck> {
-    let mut c = dcs.client().auth_client();
-    let (name, password) = (name.to_string(), password.to_string());
-    let runtime = crate::runtime::runtime()?;
-    let answer = runtime.block_on(async {
-        tokio::time::timeout(MEMBER_TIMEOUT * 2, c.authenticate(name.clone(), password)).await
-    });
-    match answer {
-        Ok(Ok(_)) => Ok(PasswordCheck::Matches),
-        Ok(Err(e)) => {
-            let msg = crate::dcs::describe_error(&e);
-            if msg.contains("authentication failed") {
-                Ok(PasswordCheck::Differs)
-            } else if msg.contains("authentication is not enabled") {
-                Ok(PasswordCheck::Unknown)
-            } else {
-                Err(Error::Other(format!(
-                    "etcd: checking the password of user {name}: {msg}"
-                )))
+    dcs.call(&format!("checking the password of user {name}"), || {
+        let mut c = dcs.client().auth_client();
+        let (name, password) = (name.to_string(), password.to_string());
+        async move {
+            match c.authenticate(name, password).await {
+                Ok(_) => Ok(PasswordCheck::Matches),
+                Err(e) => {
+                    let msg = crate::dcs::describe_error(&e);
+                    if msg.contains("authentication failed") {
+                        Ok(PasswordCheck::Differs)
+                    } else if msg.contains("authentication is not enabled") {
+                        Ok(PasswordCheck::Unknown)
+                    } else {
+                        Err(e)
+                    }
+                }
             }
         }
-        Err(_) => Err(Error::Other(format!(
-            "etcd: checking the password of user {name}: no answer before the timeout"
-        ))),
-    }
+    })
 }
 
 /// The members etcd lists, each asked for its status on its own client

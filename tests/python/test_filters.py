@@ -1,0 +1,105 @@
+"""The collection's filter and test plugins that decide what a run writes
+and which etcd members join or lead: pure functions, checked as tables."""
+import hashlib
+import importlib.util
+import os
+import subprocess
+import tempfile
+import unittest
+
+PLUGINS = os.path.join(os.path.dirname(__file__), "..", "..", "ansible_collection",
+                       "ansible_collections", "pgherd", "cluster", "plugins")
+
+
+def plugin(kind, name):
+    spec = importlib.util.spec_from_file_location("%s_%s" % (kind, name), os.path.join(PLUGINS, kind, name + ".py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+files = plugin("filter", "files")
+etcd_filters = plugin("filter", "etcd")
+etcd_tests = plugin("test", "etcd")
+
+
+class FilesToWrite(unittest.TestCase):
+    def test_table(self):
+        with tempfile.TemporaryDirectory() as d:
+            src = os.path.join(d, "ca.pem")
+            with open(src, "w") as f:
+                f.write("CA\n")
+            sha = hashlib.sha256(b"CA\n").hexdigest()
+            item = {"src": src, "dest": "/etc/x/ca.pem", "owner": "etcd", "group": "etcd", "mode": "0644"}
+            line = "F\t/etc/x/ca.pem\t%s\tetcd\tetcd\t%s"
+            rows = [
+                # (what the host holds, written?)
+                (line % (sha, "644"), False),
+                ("", True),                                   # missing
+                (line % ("0" * 64, "644"), True),              # other contents
+                (line % (sha, "600"), True),                   # other mode
+                ((line % (sha, "644")).replace("etcd\tetcd", "root\tetcd"), True),  # other owner
+                ("os debian\njoined\n" + line % (sha, "644"), False),  # other lines ignored
+            ]
+            for held, written in rows:
+                with self.subTest(held=held):
+                    self.assertEqual(files.pgherd_files_to_write([item], held) == [item], written)
+            missing_src = dict(item, src=os.path.join(d, "none"))
+            self.assertEqual(files.pgherd_files_to_write([missing_src], line % (sha, "644")), [missing_src])
+
+    def test_directories_and_content(self):
+        directory = {"dest": "/etc/x", "owner": "root", "group": "etcd", "mode": "0750"}
+        self.assertEqual(files.pgherd_files_to_write([directory], "F\t/etc/x\t-\troot\tetcd\t750"), [])
+        self.assertEqual(files.pgherd_files_to_write([directory], "F\t/etc/x\t-\troot\tetcd\t755"), [directory])
+        text = {"dest": "/etc/default/etcd", "content_sha256": files.pgherd_sha256("A=1\n"),
+                "owner": "root", "group": "root", "mode": "0644"}
+        held = "F\t/etc/default/etcd\t%s\troot\troot\t644" % hashlib.sha256(b"A=1\n").hexdigest()
+        self.assertEqual(files.pgherd_files_to_write([text], held), [])
+
+    def test_probe_reports_what_exists(self):
+        with tempfile.TemporaryDirectory() as d:
+            path = os.path.join(d, "f")
+            with open(path, "w") as f:
+                f.write("x")
+            os.chmod(path, 0o600)
+            argv = files.pgherd_files_probe([d, path, os.path.join(d, "none")], "echo first $1; shift 1; ", ["one"])
+            out = subprocess.run(argv, capture_output=True, text=True, check=True).stdout.splitlines()
+            self.assertEqual(out[0], "first one")
+            self.assertEqual(len(out), 3)
+            fields = out[2].split("\t")
+            self.assertEqual((fields[1], fields[2], fields[5]), (path, hashlib.sha256(b"x").hexdigest(), "600"))
+            self.assertEqual(out[1].split("\t")[2], "-")
+
+
+class EtcdMembers(unittest.TestCase):
+    def test_members_and_initial_cluster(self):
+        hostvars = {
+            "e1": {"ansible_host": "10.0.0.1"},
+            "e2": {"ansible_host": "10.0.0.2", "etcd_member_name": "east", "etcd_member_state": "absent"},
+            "e3": {"etcd_member_address": "fd00::3"},
+            "e4": {},
+        }
+        members = etcd_filters.pgherd_etcd_members(["e1", "e2", "e3", "e4"], hostvars, "https", 2380, 2379)
+        self.assertEqual([(m["name"], m["state"]) for m in members],
+                         [("e1", "present"), ("east", "absent"), ("e3", "present"), ("e4", "present")])
+        self.assertEqual(members[2]["peer_urls"], ["https://[fd00::3]:2380"])
+        self.assertEqual(members[3]["client_url"], "https://e4:2379")
+        self.assertEqual(etcd_filters.pgherd_etcd_initial_cluster(members[:2]),
+                         "e1=https://10.0.0.1:2380,east=https://10.0.0.2:2380")
+        self.assertEqual(etcd_filters.pgherd_etcd_membership(members[:1]),
+                         [{"name": "e1", "peer_urls": ["https://10.0.0.1:2380"]}])
+
+    def test_leads(self):
+        rows = [
+            ('[{"Endpoint":"a","Status":{"header":{"member_id":7,"raft_term":2},"leader":7}}]', True),
+            ('[{"Endpoint":"a","Status":{"header":{"member_id":7,"raft_term":2},"leader":8}}]', False),
+            ("", False),
+            ("Error: context deadline exceeded", False),
+        ]
+        for status, leads in rows:
+            with self.subTest(status=status):
+                self.assertEqual(etcd_tests.pgherd_etcd_leads(status), leads)
+
+
+if __name__ == "__main__":
+    unittest.main()
