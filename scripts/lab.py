@@ -9,7 +9,9 @@ passwordless sudo, booted from one cached image, partitioned on demand.
                                       Debian bullseye image (glibc 2.31)
                                       holding only the OS; --bare boots the
                                       N hosts with only the OS, apt going
-                                      through a proxy on the machine
+                                      through a proxy on the machine and pip
+                                      to a wheelhouse of Patroni on it
+                                      (http://BRIDGE:3143/)
     scripts/lab.sh down               stop them and remove every trace
     scripts/lab.sh status             what runs
     scripts/lab.sh ssh NODE [CMD...]  a shell (or a command) on NODE
@@ -71,6 +73,13 @@ FLAVORS = {"cluster": (SUITE, PG_PACKAGES), "bare": (SUITE, []), "old": (OLD_SUI
 # apt on bare hosts goes through a proxy on the machine's bridge address:
 # only the machine reaches the Debian archive.
 APT_PROXY_PORT = 3142
+# pip on bare hosts installs Patroni (the packages role's
+# packages_patroni_from: pip) from a wheelhouse of these versions and their
+# dependencies, built once on the machine (same Debian, same Python) into
+# the cache and served on the bridge address.
+WHEEL_PORT = 3143
+WHEELHOUSE = ["patroni[etcd3]==4.0.11", "patroni[etcd3]==4.1.5", "psycopg2-binary"]
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def log(msg):
@@ -425,19 +434,55 @@ def lab_hosts():
 
 # --- commands -----------------------------------------------------------------
 
-def apt_proxy_pid():
+def server_pid(name):
+    """The pid of the lab's server NAME (apt-proxy, wheels), if it runs."""
     try:
-        pid = int(open(os.path.join(STATE, "apt-proxy.pid")).read())
+        pid = int(open(os.path.join(STATE, f"{name}.pid")).read())
     except (OSError, ValueError):
         return None
     return pid if os.path.exists(f"/proc/{pid}") else None
 
 
-def start_apt_proxy(deadline=20):
+def start_server(name, argv, port, log_path, deadline=20):
+    """ARGV in a session of its own, its pid kept as NAME's, until it
+    listens on the bridge address's PORT."""
+    if server_pid(name) is not None:
+        return
+    log_file = open(log_path, "ab")
+    proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log_file, stderr=log_file,
+                            start_new_session=True)
+    with open(os.path.join(STATE, f"{name}.pid"), "w") as f:
+        f.write(f"{proc.pid}\n")
+    start = time.monotonic()
+    while time.monotonic() - start < deadline:
+        if run(["bash", "-c", f"exec 3<>/dev/tcp/{MACHINE_ADDR}/{port}"],
+               check=False, capture=True).returncode == 0:
+            return
+        if proc.poll() is not None:
+            break
+        time.sleep(0.1)
+    tail = open(log_path, errors="replace").read()[-1000:]
+    raise SystemExit(f"lab: {name} did not listen on {MACHINE_ADDR}:{port}: {tail}")
+
+
+def stop_server(name):
+    pid = server_pid(name)
+    if pid is not None:
+        try:
+            os.killpg(pid, signal.SIGTERM)
+        except ProcessLookupError:
+            pass
+    try:
+        os.remove(os.path.join(STATE, f"{name}.pid"))
+    except OSError:
+        pass
+
+
+def start_apt_proxy():
     """apt-cacher-ng on the bridge address, as a plain caching proxy (no
     remapping to mirrors that do not resolve here), its cache kept under
     the lab's cache directory so that a later lab installs from it."""
-    if apt_proxy_pid() is not None:
+    if server_pid("apt-proxy") is not None:
         return
     program = shutil.which("apt-cacher-ng") or "/usr/sbin/apt-cacher-ng"
     if not os.access(program, os.X_OK):
@@ -448,34 +493,45 @@ def start_apt_proxy(deadline=20):
           "SupportDir: /usr/lib/apt-cacher-ng\n"
           f"Port: {APT_PROXY_PORT}\nBindAddress: {MACHINE_ADDR}\nExThreshold: 4\n")
     os.makedirs(os.path.join(CACHE, "apt"), exist_ok=True)
-    log_file = open(os.path.join(conf, "console.log"), "ab")
-    proc = subprocess.Popen([program, "-c", conf, "ForeGround=1"], stdin=subprocess.DEVNULL,
-                            stdout=log_file, stderr=log_file, start_new_session=True)
-    with open(os.path.join(STATE, "apt-proxy.pid"), "w") as f:
-        f.write(f"{proc.pid}\n")
-    start = time.monotonic()
-    while time.monotonic() - start < deadline:
-        if run(["bash", "-c", f"exec 3<>/dev/tcp/{MACHINE_ADDR}/{APT_PROXY_PORT}"],
-               check=False, capture=True).returncode == 0:
-            return
-        if proc.poll() is not None:
-            break
-        time.sleep(0.1)
-    tail = open(os.path.join(conf, "console.log"), errors="replace").read()[-1000:]
-    raise SystemExit(f"lab: the apt proxy did not listen on {MACHINE_ADDR}:{APT_PROXY_PORT}: {tail}")
+    start_server("apt-proxy", [program, "-c", conf, "ForeGround=1"], APT_PROXY_PORT,
+                 os.path.join(conf, "console.log"))
 
 
-def stop_apt_proxy():
-    pid = apt_proxy_pid()
-    if pid is not None:
-        try:
-            os.killpg(pid, signal.SIGTERM)
-        except ProcessLookupError:
-            pass
-    try:
-        os.remove(os.path.join(STATE, "apt-proxy.pid"))
-    except OSError:
-        pass
+def wheelhouse_dir():
+    key = hashlib.sha256(json.dumps(WHEELHOUSE).encode()).hexdigest()[:12]
+    return os.path.join(CACHE, f"wheels-{key}")
+
+
+def ensure_wheelhouse():
+    """The wheels of WHEELHOUSE, built with the repository's venv (pip
+    wheel: every dependency as a wheel, so that hosts install without an
+    index and without building)."""
+    d = wheelhouse_dir()
+    if os.path.exists(os.path.join(d, ".complete")):
+        return d
+    pip = os.path.join(REPO, ".venv/bin/pip")
+    if not os.access(pip, os.X_OK):
+        raise SystemExit("lab: the repository's venv is missing: scripts/setup.sh makes it")
+    started = time.monotonic()
+    tmp = d + ".tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    for wanted in [w for w in WHEELHOUSE if w.startswith("patroni")]:
+        run([pip, "wheel", "-q", "--use-pep517", "--disable-pip-version-check", "-w", tmp, wanted]
+            + [w for w in WHEELHOUSE if not w.startswith("patroni")])
+    open(os.path.join(tmp, ".complete"), "w").close()
+    shutil.rmtree(d, ignore_errors=True)
+    os.rename(tmp, d)
+    log(f"wheelhouse built in {time.monotonic() - started:.1f} s: {len(os.listdir(d)) - 1} wheels")
+    return d
+
+
+def start_wheel_server():
+    """The wheelhouse over HTTP on the bridge address (pip's --find-links)."""
+    if server_pid("wheels") is not None:
+        return
+    d = ensure_wheelhouse()
+    start_server("wheels", ["/usr/bin/python3", "-m", "http.server", str(WHEEL_PORT), "--bind", MACHINE_ADDR,
+                            "--directory", d], WHEEL_PORT, os.path.join(STATE, "wheels.log"))
 
 
 def cmd_up(args):
@@ -501,6 +557,7 @@ def cmd_up(args):
     bridge_up()
     if bare:
         start_apt_proxy()
+        start_wheel_server()
     for name in names:
         if nspawn_pid(name) is None:
             prepare_host(name, names, members, images[name])
@@ -563,7 +620,8 @@ def cmd_down(args):
             os.rmdir(f"/sys/fs/cgroup/{tree}/{LAB}")
         except OSError:
             pass
-    stop_apt_proxy()
+    stop_server("apt-proxy")
+    stop_server("wheels")
     if run(["ip", "link", "show", BRIDGE], check=False, capture=True).returncode == 0:
         run(["ip", "link", "del", BRIDGE])
     log("down: no host, mount, cgroup or bridge left")

@@ -27,28 +27,69 @@ PATH="$repo/.venv/bin:$PATH" ANSIBLE_COLLECTIONS_PATH="$repo/ansible_collection"
   ansible_collection/ansible_collections/pgherd/cluster/roles/
 step "build the collection"
 bash scripts/build-collection.sh
+step "build the tests"
+cargo test --workspace --locked --no-run
 step "tests"
-log=$(mktemp)
-trap 'rm -f "$log"' EXIT
+# Two chains run at once, sharing nothing: the tests on this machine's
+# local addresses (127.0.0.11-13), then the Molecule scenarios that use
+# them; and the lab's tests (its own hosts, on its own bridge), then the
+# lab's Molecule scenario. Within a chain, one test at a time. Each
+# chain's output is kept whole in its log and shown as it comes, each
+# line marked with its chain.
+local_tests=()
+lab_tests=()
+for f in tests/tests/*.rs; do
+  name=$(basename "$f" .rs)
+  case "$name" in
+    lab | lab_*) lab_tests+=(--test "$name") ;;
+    *) local_tests+=(--test "$name") ;;
+  esac
+done
+molecule_scenario() {
+  local name=$1
+  step "molecule: $name"
+  if PATH="$repo/.venv/bin:$PATH" ANSIBLE_COLLECTIONS_PATH="$repo/ansible_collection" \
+    .venv/bin/molecule test -s "$name"; then
+    echo "test result: ok. 1 passed; 0 failed (molecule scenario $name)"
+  else
+    echo "test result: FAILED. 0 passed; 1 failed (molecule scenario $name)"
+    return 1
+  fi
+}
+local_chain() {
+  local failed=0
+  cargo test --workspace --exclude pgherd-e2e --locked --no-fail-fast -- --test-threads=1 || failed=1
+  cargo test -p pgherd-e2e --lib "${local_tests[@]}" --locked --no-fail-fast -- --test-threads=1 || failed=1
+  # Molecule: the playbooks as a user runs them, idempotence included.
+  if [ "$failed" -eq 0 ]; then
+    for scenario in molecule/*/molecule.yml; do
+      name=$(basename "$(dirname "$scenario")")
+      [ "$name" = lab ] || molecule_scenario "$name" || failed=1
+    done
+  fi
+  return "$failed"
+}
+lab_chain() {
+  local failed=0
+  cargo test -p pgherd-e2e "${lab_tests[@]}" --locked --no-fail-fast -- --test-threads=1 || failed=1
+  if [ "$failed" -eq 0 ]; then
+    molecule_scenario lab || failed=1
+  fi
+  return "$failed"
+}
+logs=$(mktemp -d)
+trap 'rm -rf "$logs"' EXIT
 status=0
-# The end-to-end tests share 127.0.0.11-13: one test at a time.
-cargo test --workspace --locked --no-fail-fast -- --test-threads=1 2>&1 | tee "$log" || status=$?
-# Molecule: the playbooks as a user runs them, idempotence included. It
-# uses the same local addresses, so it runs after the cargo tests. Each
-# scenario is run and counted on its own.
-if [ "$status" -eq 0 ]; then
-  for scenario in molecule/*/molecule.yml; do
-    name=$(basename "$(dirname "$scenario")")
-    step "molecule: $name"
-    if PATH="$repo/.venv/bin:$PATH" ANSIBLE_COLLECTIONS_PATH="$repo/ansible_collection" \
-      .venv/bin/molecule test -s "$name"; then
-      echo "test result: ok. 1 passed; 0 failed (molecule scenario $name)" >>"$log"
-    else
-      status=1
-      echo "test result: FAILED. 0 passed; 1 failed (molecule scenario $name)" >>"$log"
-    fi
-  done
-fi
+local_chain 2>&1 | tee "$logs/local" | sed -u 's/^/local| /' &
+local_pid=$!
+lab_chain 2>&1 | tee "$logs/lab" | sed -u 's/^/lab  | /' &
+lab_pid=$!
+wait "$local_pid" || status=1
+wait "$lab_pid" || status=1
+log="$logs/all"
+cat "$logs/local" "$logs/lab" >"$log"
+# The failed tests of both chains, together at the end.
+grep -E '^test .* \.\.\. FAILED$' "$log" || true
 # One closing line for the whole run: cargo's own last line is often a
 # doc-test run of zero tests.
 awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($(i+1) ~ /^passed/) p += $i; if ($(i+1) ~ /^failed/) f += $i } }

@@ -19,6 +19,7 @@ def plugin(kind, name):
 
 
 files = plugin("filter", "files")
+apt = plugin("filter", "apt")
 etcd_filters = plugin("filter", "etcd")
 etcd_tests = plugin("test", "etcd")
 
@@ -69,6 +70,27 @@ class FilesToWrite(unittest.TestCase):
             fields = out[2].split("\t")
             self.assertEqual((fields[1], fields[2], fields[5]), (path, hashlib.sha256(b"x").hexdigest(), "600"))
             self.assertEqual(out[1].split("\t")[2], "-")
+
+
+class Packages(unittest.TestCase):
+    def test_pip_pinned(self):
+        rows = [
+            ("patroni[etcd3]", "patroni[etcd3]==4.0.11"),
+            ("patroni", "patroni==4.0.11"),
+            ("Patroni[etcd3,psycopg3]", "Patroni[etcd3,psycopg3]==4.0.11"),
+            ("patroni[etcd3]>=4", "patroni[etcd3]>=4"),
+            ("psycopg2-binary", "psycopg2-binary"),
+            ("patroni-extras", "patroni-extras"),
+        ]
+        for requirement, pinned in rows:
+            with self.subTest(requirement=requirement):
+                self.assertEqual(apt.pgherd_pip_pinned(requirement, "patroni", "4.0.11"), pinned)
+
+    def test_missing(self):
+        wanted = [{"name": "postgresql-15", "version": "15.8*"}, {"name": "python3-venv", "version": ""}]
+        lines = ["os debian", "venv patroni 4.0.11", "createcluster off",
+                 "postgresql-15 15.8-0+deb12u1 installed", "python3-venv 3.11.2-1 not-installed"]
+        self.assertEqual(apt.pgherd_apt_missing(wanted, lines), ["python3-venv"])
 
 
 class EtcdMembers(unittest.TestCase):

@@ -1073,6 +1073,12 @@ impl Lab {
         format!("10.231.0.{}", 10 + host[3..].parse::<u32>().expect("labN"))
     }
 
+    /// The wheelhouse of Patroni that `up --bare` serves on the bridge, for
+    /// pip's `--find-links`.
+    pub fn wheelhouse() -> String {
+        "http://10.231.0.1:3143/".to_string()
+    }
+
     pub fn inventory() -> PathBuf {
         repo_root().join("playbooks/inventories/lab")
     }

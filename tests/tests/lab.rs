@@ -198,7 +198,7 @@ fn left_behind(leader: &str, view: &Value) -> Option<Vec<String>> {
 /// streams to every other member of `members`; returns the leader.
 ///
 /// A member the DCS says streams, but the leader's walsenders have not
-/// streamed to for 90 s (a member rewinding after a heal reads as a
+/// streamed to for 60 s (a member rewinding after a heal reads as a
 /// running replica meanwhile), is reported with every host's logs and
 /// reinitialised with the patroni module, as an operator does: after a
 /// partition or a crash, Debian's Patroni 3.0.2 has been seen leaving a
@@ -230,7 +230,7 @@ fn wait_whole(
 }
 
 /// `wait_whole` without the reinit: the leader, and the members left
-/// behind after 90 s of disagreement (none with `walsenders`, which waits
+/// behind after 60 s of disagreement (none with `walsenders`, which waits
 /// for the leader's walsenders until the deadline).
 fn wait_whole_as(
     hosts: &[&str],
@@ -284,11 +284,11 @@ fn wait_whole_as(
                 return None;
             };
             let since = *agreed_since.get_or_insert_with(Instant::now);
-            if walsenders || since.elapsed() < Duration::from_secs(90) {
+            if walsenders || since.elapsed() < Duration::from_secs(60) {
                 return None;
             }
             eprintln!(
-                "lab: ANOMALY after {what}: for 90 s the DCS says {l} leads and every member \
+                "lab: ANOMALY after {what}: for 60 s the DCS says {l} leads and every member \
                  streams, but its walsenders do not stream to {behind:?}: {:?}\n{}",
                 patroni_of(&l).map(|p| p["replication"].clone()),
                 hosts_story()

@@ -1,7 +1,7 @@
 # Filters of the packages role: the packages wanted, pinned as apt writes
 # them, and those dpkg says are not installed at a matching version (what
 # check mode predicts when apt itself cannot, on a host without
-# python3-apt).
+# python3-apt); Patroni's pip requirement pinned.
 import fnmatch
 
 
@@ -33,10 +33,20 @@ def pgherd_apt_missing(wanted, dpkg_lines):
     return missing
 
 
+def pgherd_pip_pinned(requirement, project, version):
+    """`requirement` pinned to `version` when it names `project` (with or
+    without extras: `patroni[etcd3]`), as it is otherwise."""
+    name = requirement.split("[", 1)[0].strip()
+    if name.lower() == project.lower() and "=" not in requirement and "<" not in requirement and ">" not in requirement:
+        return requirement.strip() + "==" + version
+    return requirement
+
+
 class FilterModule:
     def filters(self):
         return {
             "pgherd_apt_pinned": pgherd_apt_pinned,
             "pgherd_apt_installed": pgherd_apt_installed,
             "pgherd_apt_missing": pgherd_apt_missing,
+            "pgherd_pip_pinned": pgherd_pip_pinned,
         }
