@@ -180,23 +180,24 @@ fn served(host: &str) -> [String; 3] {
 /// etcd, the REST API (client certificates required) and PostgreSQL
 /// (replication verified against the CA), etcd authentication, the PKI
 /// made in `dir`.
-/// `etcdctl member list` as lab1's member answers it.
-fn etcd_members(lab: &Lab) -> String {
+/// `etcdctl member list` as `host`'s member answers it.
+fn etcd_members(lab: &Lab, host: &str) -> String {
     lab.ssh(
-        "lab1",
+        host,
         &format!(
             "sudo ETCDCTL_API=3 etcdctl --endpoints=https://{}:2379 --cacert=/etc/etcd/pki/ca.pem \
              --cert=/etc/etcd/pki/member.pem --key=/etc/etcd/pki/member.key \
              --user=root:{ETCD_ROOT_PW} member list",
-            Lab::addr("lab1")
+            Lab::addr(host)
         ),
     )
     .unwrap()
 }
 
-/// lab3's etcd member retired (`etcd_member_state: absent` in its
-/// host_vars, as an operator does, and a run limited to lab3) while the
-/// cluster runs, then back in the group: it joins the running cluster
+/// lab1's etcd member retired (`etcd_member_state: absent` in its
+/// host_vars, as an operator does, and a run limited to lab1) while the
+/// cluster runs: the first of the etcd group, on the host Patroni deployed
+/// its leader on. Then back in the group, it joins the running cluster
 /// again. Check mode first predicts the retirement and changes nothing.
 fn a_member_retires_and_joins_again(
     lab: &Lab,
@@ -205,32 +206,36 @@ fn a_member_retires_and_joins_again(
 ) {
     let host_vars = inventory.join("host_vars");
     std::fs::create_dir_all(&host_vars).unwrap();
-    std::fs::write(host_vars.join("lab3.yml"), "etcd_member_state: absent\n").unwrap();
+    std::fs::write(host_vars.join("lab1.yml"), "etcd_member_state: absent\n").unwrap();
     let started = |members: &str| members.lines().filter(|l| l.contains("started")).count();
 
     let check = run(&["--check"]);
     check.assert_ok("the retirement in check mode");
-    let predicted = check.changed_tasks();
     assert!(
-        predicted
+        check
+            .changed_tasks()
             .iter()
             .any(|e| e.task.contains("Retiring members removed from the cluster")),
         "{}",
         check.transcript()
     );
-    assert_eq!(started(&etcd_members(lab)), 3, "check mode changed nothing");
+    assert_eq!(
+        started(&etcd_members(lab, "lab2")),
+        3,
+        "check mode changed nothing"
+    );
 
-    // Run on lab3 alone: the members that stay are asked over SSH.
-    let retired = run(&["-l", "lab3"]);
-    retired.assert_ok("lab3's member retired");
-    let members = etcd_members(lab);
+    // Run on lab1 alone: the members that stay are asked over SSH.
+    let retired = run(&["-l", "lab1"]);
+    retired.assert_ok("lab1's member retired");
+    let members = etcd_members(lab, "lab2");
     assert!(
-        started(&members) == 2 && !members.contains("lab3"),
+        started(&members) == 2 && !members.contains("lab1"),
         "{members}"
     );
     let left = lab
         .ssh(
-            "lab3",
+            "lab1",
             "systemctl is-active etcd; systemctl is-enabled etcd; sudo test -d /var/lib/etcd/pgherd && echo data; true",
         )
         .unwrap();
@@ -239,33 +244,37 @@ fn a_member_retires_and_joins_again(
         ["inactive", "disabled"],
         "{left}"
     );
-    // lab3's PostgreSQL goes on, its Patroni with the two other members.
+    // The whole bootstrap goes on with two members, Patroni's etcd user
+    // checked from lab2 now; lab1's PostgreSQL answers.
+    let without = run(&[]);
+    without.assert_ok("the bootstrap with lab1's member retired");
+    assert_eq!(without.changed_tasks().len(), 0, "{}", without.transcript());
     let answers = lab
         .ssh(
-            "lab3",
+            "lab1",
             "sudo -u postgres psql -XAtc 'select pg_is_in_recovery()'",
         )
         .unwrap_or_default();
     assert!(["t", "f"].contains(&answers.trim()), "{answers}");
 
-    std::fs::remove_file(host_vars.join("lab3.yml")).unwrap();
+    std::fs::remove_file(host_vars.join("lab1.yml")).unwrap();
     let joined = run(&[]);
-    joined.assert_ok("lab3's member joins again");
+    joined.assert_ok("lab1's member joins again");
     assert!(
         joined
             .changed_tasks()
             .iter()
-            .any(|e| e.task.contains("Added to the cluster: lab3")),
+            .any(|e| e.task.contains("Added to the cluster: lab1")),
         "{}",
         joined.transcript()
     );
-    let members = etcd_members(lab);
+    let members = etcd_members(lab, "lab1");
     assert!(
-        started(&members) == 3 && members.contains("lab3"),
+        started(&members) == 3 && members.contains("lab1"),
         "{members}"
     );
     let config = lab
-        .ssh("lab3", "grep ^ETCD_INITIAL_CLUSTER_STATE /etc/default/etcd")
+        .ssh("lab1", "grep ^ETCD_INITIAL_CLUSTER_STATE /etc/default/etcd")
         .unwrap();
     assert_eq!(config.trim(), "ETCD_INITIAL_CLUSTER_STATE=existing");
 }
@@ -433,7 +442,7 @@ fn bare_hosts_to_a_secured_cluster_with_one_playbook() {
     check.assert_ok("check mode on the running cluster");
     assert_eq!(check.changed_tasks().len(), 0, "{}", check.transcript());
 
-    let members = etcd_members(&lab);
+    let members = etcd_members(&lab, "lab1");
     assert_eq!(
         members.lines().filter(|l| l.contains("started")).count(),
         3,
