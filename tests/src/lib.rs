@@ -962,6 +962,14 @@ impl PlaybookRun {
         self.events.iter().filter(|e| e.task == task).collect()
     }
 
+    /// Whether a task named `task` (a role's task without its `role : `
+    /// prefix) reported a change on some host.
+    pub fn changed(&self, task: &str) -> bool {
+        self.changed_tasks()
+            .iter()
+            .any(|e| e.task == task || e.task.ends_with(&format!(" : {task}")))
+    }
+
     /// Fails the test unless the run succeeded, naming the step.
     pub fn assert_ok(&self, step: &str) {
         assert!(self.succeeded(), "{step} failed:\n{}", self.transcript());
