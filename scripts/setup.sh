@@ -45,6 +45,8 @@ command -v apt-cacher-ng >/dev/null 2>&1 || [ -x /usr/sbin/apt-cacher-ng ] || ne
 # and the aarch64 ones run by the tests under emulation.
 command -v musl-gcc >/dev/null 2>&1 || need+=(musl-tools)
 command -v aarch64-linux-gnu-gcc >/dev/null 2>&1 || need+=(gcc-aarch64-linux-gnu)
+# Its C library headers: a Recommends of the compiler, which this install leaves out.
+[ -e /usr/aarch64-linux-gnu/include/stdint.h ] || need+=(libc6-dev-arm64-cross)
 command -v qemu-aarch64-static >/dev/null 2>&1 || need+=(qemu-user-static)
 [ -x /usr/bin/python3 ] || need+=(python3)
 /usr/bin/python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || need+=(python3-venv)
