@@ -36,7 +36,76 @@ fn host_of(m: &MemberInfo) -> String {
     }
 }
 
-/// The table: a title line, then one row per member.
+/// The members in replication order: each leader, then the members that
+/// stream from it, each followed by those that cascade from it (its
+/// depth one more). A member streams from its `replicatefrom` when that
+/// member runs, else from the leader (as Patroni decides).
+pub fn topology(info: &ClusterInfo) -> Vec<(usize, &MemberInfo)> {
+    let leads = |m: &MemberInfo| matches!(m.role.as_str(), "leader" | "standby_leader");
+    let runs = |m: &MemberInfo| matches!(m.state.as_str(), "running" | "streaming");
+    let find = |name: &str| info.members.iter().find(|m| m.name == name);
+    let leader = info
+        .members
+        .iter()
+        .find(|m| leads(m))
+        .map(|l| l.name.as_str());
+    let upstream: Vec<Option<&str>> = info
+        .members
+        .iter()
+        .map(|m| {
+            if leads(m) {
+                return None;
+            }
+            let from = m.tags.get("replicatefrom").and_then(|v| v.as_str());
+            match from.and_then(find) {
+                Some(u) if u.name != m.name && runs(u) => Some(u.name.as_str()),
+                _ => leader,
+            }
+        })
+        .collect();
+    let mut out = Vec::new();
+    let mut placed = vec![false; info.members.len()];
+    // Depth first from each member nobody streams to it from: the
+    // leaders, members without a leader; then any cycle left, flat.
+    let roots: Vec<usize> = (0..info.members.len())
+        .filter(|i| upstream[*i].is_none())
+        .chain(0..info.members.len())
+        .collect();
+    for root in roots {
+        let mut stack = vec![(root, 0)];
+        while let Some((i, depth)) = stack.pop() {
+            if placed[i] {
+                continue;
+            }
+            placed[i] = true;
+            out.push((depth, &info.members[i]));
+            let name = info.members[i].name.as_str();
+            let children =
+                (0..info.members.len()).filter(|c| upstream[*c] == Some(name) && !placed[*c]);
+            let children: Vec<usize> = children.collect();
+            stack.extend(children.into_iter().rev().map(|c| (c, depth + 1)));
+        }
+    }
+    out
+}
+
+/// A member's tags that say something: the true ones and the valued ones.
+pub fn tags_label(m: &MemberInfo) -> String {
+    m.tags
+        .iter()
+        .filter_map(|(k, v)| match v {
+            serde_json::Value::Bool(true) => Some(k.clone()),
+            serde_json::Value::Bool(false) | serde_json::Value::Null => None,
+            serde_json::Value::String(s) => Some(format!("{k}: {s}")),
+            other => Some(format!("{k}: {other}")),
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// The table: a title line, then one row per member, in replication
+/// order; cascading members indented under their upstream, and a Tags
+/// column when a member has some.
 pub fn render_table(info: &ClusterInfo) -> String {
     let mut out = format!("Cluster {}", info.name);
     if let Some(id) = &info.system_identifier {
@@ -46,7 +115,10 @@ pub fn render_table(info: &ClusterInfo) -> String {
         out.push_str(" - maintenance mode: paused");
     }
     out.push('\n');
-    let header = [
+    let order = topology(info);
+    let cascades = order.iter().any(|(d, _)| *d > 1);
+    let with_tags = info.members.iter().any(|m| !tags_label(m).is_empty());
+    let mut header = vec![
         "Member",
         "Host",
         "Role",
@@ -55,11 +127,19 @@ pub fn render_table(info: &ClusterInfo) -> String {
         "Lag",
         "Pending restart",
     ];
-    let mut rows: Vec<[String; 7]> = vec![header.map(str::to_string)];
-    for m in &info.members {
+    if with_tags {
+        header.push("Tags");
+    }
+    let mut rows: Vec<Vec<String>> = vec![header.iter().map(|h| h.to_string()).collect()];
+    for (depth, m) in order {
         let is_leader = m.role == "leader" || m.role == "standby_leader";
-        rows.push([
-            m.name.clone(),
+        let name = if cascades && depth > 0 {
+            format!("{}+ {}", "  ".repeat(depth - 1), m.name)
+        } else {
+            m.name.clone()
+        };
+        let mut row = vec![
+            name,
             host_of(m),
             role_label(&m.role),
             if m.reachable {
@@ -78,7 +158,11 @@ pub fn render_table(info: &ClusterInfo) -> String {
             } else {
                 String::new()
             },
-        ]);
+        ];
+        if with_tags {
+            row.push(tags_label(m));
+        }
+        rows.push(row);
     }
     let widths: Vec<usize> = (0..header.len())
         .map(|c| rows.iter().map(|r| r[c].chars().count()).max().unwrap_or(0))
@@ -104,6 +188,7 @@ pub fn render_table(info: &ClusterInfo) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
     use std::collections::BTreeMap;
 
     fn member(name: &str, role: &str, state: &str, lag: Option<u64>, pending: bool) -> MemberInfo {
@@ -180,6 +265,54 @@ mod tests {
             t.lines()
                 .nth(2)
                 .is_some_and(|l| l.contains("Leader  unreachable (last: running)")),
+            "{t}"
+        );
+    }
+
+    #[test]
+    fn cascades_are_shown_under_their_upstream_with_tags() {
+        let tagged = |name: &str, tags: serde_json::Value| {
+            let mut m = member(name, "replica", "streaming", Some(0), false);
+            m.tags = serde_json::from_value(tags).unwrap();
+            m
+        };
+        let info = ClusterInfo {
+            name: "main".into(),
+            leader: Some("pg2".into()),
+            members: vec![
+                tagged("pg1", json!({"replicatefrom": "pg4"})),
+                member("pg2", "leader", "running", None, false),
+                tagged("pg3", json!({"nofailover": true, "noloadbalance": false})),
+                tagged("pg4", json!({"replicatefrom": "pg3"})),
+                // Its upstream does not run: it streams from the leader.
+                tagged("pg5", json!({"replicatefrom": "pg6"})),
+                // Its upstream runs.
+                {
+                    let mut m = member("pg6", "replica", "stopped", None, false);
+                    m.tags.insert("replicatefrom".into(), json!("pg5"));
+                    m
+                },
+            ],
+            ..ClusterInfo::default()
+        };
+        let t = render_table(&info);
+        let names: Vec<&str> = t
+            .lines()
+            .skip(2)
+            .map(|l| l.split("  127").next().unwrap().trim_end())
+            .collect();
+        assert_eq!(
+            names,
+            ["pg2", "+ pg3", "  + pg4", "    + pg1", "+ pg5", "  + pg6"],
+            "{t}"
+        );
+        assert!(
+            t.lines().nth(1).unwrap().ends_with("Pending restart  Tags"),
+            "{t}"
+        );
+        assert!(t.lines().nth(3).unwrap().ends_with("nofailover"), "{t}");
+        assert!(
+            t.lines().nth(4).unwrap().ends_with("replicatefrom: pg3"),
             "{t}"
         );
     }

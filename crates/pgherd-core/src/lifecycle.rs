@@ -340,15 +340,31 @@ impl<'a> Node<'a> {
             }
             DesiredState::Stopped | DesiredState::Absent => false,
         };
-        if needs_dcs {
-            self.check_dcs(
-                first.running,
-                first.status.as_ref(),
-                first.config_change.is_some(),
-            )
-        } else {
-            Ok(None)
+        if !needs_dcs {
+            return Ok(None);
         }
+        let keys = self.check_dcs(
+            first.running,
+            first.status.as_ref(),
+            first.config_change.is_some(),
+        )?;
+        if let Some(keys) = &keys {
+            use crate::tags::Upstream;
+            match self
+                .m
+                .tags
+                .upstream_check(&self.m.node, self.m.cluster.as_str(), &keys.members)
+            {
+                Upstream::Fine => {}
+                Upstream::Warn(w) => warnings.push(w),
+                Upstream::Refused(why) => {
+                    return Err(Error::InvalidManifest(vec![format!(
+                        "{why}; nothing was changed"
+                    )]))
+                }
+            }
+        }
+        Ok(keys)
     }
 }
 

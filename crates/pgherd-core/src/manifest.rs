@@ -86,6 +86,8 @@ pub struct InstanceManifest {
     pub restore: Option<RestoreSource>,
     /// Where the run keeps a copy of the task's inline settings.
     pub settings_copy: Option<SettingsCopy>,
+    /// Patroni's tags of this member.
+    pub tags: crate::tags::NodeTags,
 }
 
 /// The host name of this machine, the default node name and connect host.
@@ -137,6 +139,7 @@ impl InstanceManifest {
             pgbackrest_new_repository: false,
             restore: None,
             settings_copy: None,
+            tags: Default::default(),
         }
     }
 }

@@ -201,12 +201,39 @@ pub struct WatchdogConfig {
     pub safety_margin: Option<i64>,
 }
 
+/// The tags as written: the four booleans Patroni always knew, false
+/// unless given (`nofailover` left out when only a `failover_priority` is
+/// given: together they must agree), the others only when given.
 #[derive(Debug, Serialize)]
 pub struct Tags {
-    pub nofailover: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub nofailover: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub failover_priority: Option<i64>,
     pub noloadbalance: bool,
     pub clonefrom: bool,
     pub nosync: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub replicatefrom: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub nostream: Option<bool>,
+}
+
+impl Tags {
+    fn of(t: &crate::tags::NodeTags) -> Tags {
+        Tags {
+            nofailover: match (t.nofailover, t.failover_priority) {
+                (None, Some(_)) => None,
+                (given, _) => Some(given.unwrap_or(false)),
+            },
+            failover_priority: t.failover_priority,
+            noloadbalance: t.noloadbalance.unwrap_or(false),
+            clonefrom: t.clonefrom.unwrap_or(false),
+            nosync: t.nosync.unwrap_or(false),
+            replicatefrom: t.replicatefrom.as_ref().map(|n| n.to_string()),
+            nostream: t.nostream,
+        }
+    }
 }
 
 fn single(key: &str, value: &str) -> Value {
@@ -266,12 +293,7 @@ pub fn build_patroni_config(
             device: w.device.clone(),
             safety_margin: w.safety_margin,
         }),
-        tags: Tags {
-            nofailover: false,
-            noloadbalance: false,
-            clonefrom: false,
-            nosync: false,
-        },
+        tags: Tags::of(&m.tags),
     })
 }
 
@@ -458,4 +480,42 @@ pub fn render_patroni_config(
         m.cluster,
         crate::tls_files::header(&doc)
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Tags;
+    use crate::names::Name;
+    use crate::tags::NodeTags;
+
+    fn yaml(t: NodeTags) -> String {
+        serde_yaml::to_string(&Tags::of(&t)).unwrap()
+    }
+
+    #[test]
+    fn tags_as_written() {
+        assert_eq!(
+            yaml(NodeTags::default()),
+            "nofailover: false\nnoloadbalance: false\nclonefrom: false\nnosync: false\n",
+            "the four booleans of every configuration written so far"
+        );
+        // A priority alone: nofailover left out, or the two would disagree.
+        assert_eq!(
+            yaml(NodeTags {
+                failover_priority: Some(0),
+                noloadbalance: Some(true),
+                replicatefrom: Some(Name::parse("node", "pg2").unwrap()),
+                nostream: Some(false),
+                ..NodeTags::default()
+            }),
+            "failover_priority: 0\nnoloadbalance: true\nclonefrom: false\nnosync: false\n\
+             replicatefrom: pg2\nnostream: false\n"
+        );
+        assert!(yaml(NodeTags {
+            nofailover: Some(true),
+            failover_priority: Some(0),
+            ..NodeTags::default()
+        })
+        .starts_with("nofailover: true\nfailover_priority: 0\n"));
+    }
 }

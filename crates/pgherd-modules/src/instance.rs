@@ -22,6 +22,32 @@ fn credentials(what: &'static str) -> Spec {
     .required_together(&["username", "password"])
 }
 
+/// The member's tags, as Patroni names them.
+fn tags_spec() -> Spec {
+    Spec::new(vec![
+        OptionSpec::new("nofailover", Kind::Bool).doc(
+            "Never promote this member (the C(patroni) module's switchover and failover refuse it as target).",
+        ),
+        OptionSpec::new("failover_priority", Kind::Int).doc(
+            "Patroni 3.2 and later: among members equally ahead, a failover promotes the highest priority; 0 never promotes. \
+             Given with I(nofailover), the two must agree.",
+        ),
+        OptionSpec::new("noloadbalance", Kind::Bool)
+            .doc("The REST API's C(/replica) answers 503: load balancers send no reads here."),
+        OptionSpec::new("nosync", Kind::Bool).doc("Never a synchronous standby."),
+        OptionSpec::new("clonefrom", Kind::Bool)
+            .doc("New replicas may clone from this member rather than from the leader."),
+        OptionSpec::new("replicatefrom", Kind::Str).doc(
+            "Stream from this member (cascading replication) instead of the leader; Patroni falls back to the leader \
+             while that member does not run. Refused when it names this node, a cycle, or (on a member already in the \
+             cluster) a name the DCS does not list.",
+        ),
+        OptionSpec::new("nostream", Kind::Bool).doc(
+            "Patroni 4 and later: no streaming replication, WAL only from the archive (C(restore_command)).",
+        ),
+    ])
+}
+
 /// The argument spec of the `instance` module.
 pub fn spec() -> Spec {
     let restapi = Spec::new(vec![
@@ -59,6 +85,10 @@ pub fn spec() -> Spec {
         OptionSpec::new("etcd", Kind::Dict)
             .suboptions(credentials("etcd user of this node's Patroni."))
             .doc("etcd credentials; they take precedence over the settings' ones."),
+        OptionSpec::new("tags", Kind::Dict)
+            .suboptions(tags_spec())
+            .doc("Patroni's tags of this member. Changed on a running node, Patroni reloads and the task returns once its REST API \
+                  and the DCS publish them. A tag not given keeps Patroni's default."),
     ]);
     Spec::new(vec![
         OptionSpec::new("name", Kind::Str)

@@ -14,6 +14,7 @@ use pgherd_core::manifest::{
 use pgherd_core::names::{check_host, check_port, parse_host_port, Name, PgVersion};
 use pgherd_core::plan::Content;
 use pgherd_core::settings::Settings;
+use pgherd_core::tags::NodeTags;
 use serde::Deserialize;
 use serde_json::Value;
 
@@ -69,6 +70,45 @@ pub struct NodePatroniOptions {
     pub restapi: Option<RestApiOptions>,
     pub postgresql: Option<PostgresqlOptions>,
     pub etcd: Option<Credentials>,
+    pub tags: Option<TagsOptions>,
+}
+
+#[derive(Debug, Clone, Deserialize, Default)]
+#[cfg_attr(test, derive(serde::Serialize))]
+#[serde(default, deny_unknown_fields)]
+pub struct TagsOptions {
+    pub nofailover: Option<bool>,
+    pub failover_priority: Option<i64>,
+    pub noloadbalance: Option<bool>,
+    pub nosync: Option<bool>,
+    pub clonefrom: Option<bool>,
+    pub replicatefrom: Option<String>,
+    pub nostream: Option<bool>,
+}
+
+/// The node's tags, checked alone (against the members once the DCS is read).
+fn tags(t: Option<&TagsOptions>, node: Option<&Name>, problems: &mut Vec<String>) -> NodeTags {
+    let Some(t) = t else {
+        return NodeTags::default();
+    };
+    let replicatefrom = t.replicatefrom.as_deref().and_then(|s| {
+        Name::parse("patroni.tags.replicatefrom", s)
+            .map_err(|e| problems.push(e))
+            .ok()
+    });
+    let out = NodeTags {
+        nofailover: t.nofailover,
+        failover_priority: t.failover_priority,
+        noloadbalance: t.noloadbalance,
+        nosync: t.nosync,
+        clonefrom: t.clonefrom,
+        replicatefrom,
+        nostream: t.nostream,
+    };
+    if let Some(node) = node {
+        problems.extend(out.problems(node));
+    }
+    out
 }
 
 #[derive(Debug, Clone, Deserialize, Default)]
@@ -224,6 +264,7 @@ pub fn manifest(opts: &InstanceOptions, settings: &Settings) -> Result<InstanceM
         &mut problems,
     );
     let etcd_auth = login("patroni.etcd", patroni.etcd.as_ref(), &mut problems);
+    let tags = tags(patroni.tags.as_ref(), node.as_ref(), &mut problems);
 
     let pg_hba = checked_pg_hba(opts, &mut problems);
     let parameters = checked_parameters(opts, &mut problems);
@@ -260,6 +301,7 @@ pub fn manifest(opts: &InstanceOptions, settings: &Settings) -> Result<InstanceM
                     .unwrap_or(false),
                 restore,
                 settings_copy,
+                tags,
             })
         }
         _ => Err(Error::InvalidManifest(problems)),

@@ -108,6 +108,9 @@ pub fn switchover_refusal(
             info.name
         ));
     }
+    if let Some(why) = not_promotable(m) {
+        return Some(why);
+    }
     if !is_replica_role(&m.role) || !matches!(m.state.as_str(), "streaming" | "running") {
         return Some(format!(
             "{candidate} is not a running replica (role {}, state {})",
@@ -148,6 +151,23 @@ pub fn switchover_refusal(
         ));
     }
     None
+}
+
+/// Why a member's tags forbid promoting it, if they do.
+pub(super) fn not_promotable(m: &MemberInfo) -> Option<String> {
+    if crate::tags::may_be_promoted(&m.tags) {
+        return None;
+    }
+    let shown = ["nofailover", "failover_priority"]
+        .iter()
+        .filter_map(|k| m.tags.get(*k).map(|v| format!("{k}: {v}")))
+        .collect::<Vec<_>>()
+        .join(", ");
+    Some(format!(
+        "{} may not be promoted (tags {shown}): choose another member, or change its tags \
+         (instance module, patroni.tags) first",
+        m.name
+    ))
 }
 
 /// Members to restart, replicas first (by name), the leader last.
@@ -254,6 +274,25 @@ pub(super) mod tests {
             config: json!({"maximum_lag_on_failover": 1000}),
             ..ClusterInfo::default()
         }
+    }
+
+    #[test]
+    fn switchover_refuses_a_member_its_tags_keep_from_promotion() {
+        let mut b = member("b", "replica", "streaming", Some(0));
+        b.tags.insert("nofailover".into(), json!(true));
+        let mut c = member("c", "replica", "streaming", Some(0));
+        c.tags.insert("failover_priority".into(), json!(0));
+        let mut d = member("d", "replica", "streaming", Some(0));
+        d.tags.insert("failover_priority".into(), json!(2));
+        let info = cluster(vec![member("a", "leader", "running", None), b, c, d]);
+        let why = switchover_refusal(&info, "b", None).unwrap();
+        assert!(
+            why.contains("b may not be promoted (tags nofailover: true)"),
+            "{why}"
+        );
+        let why = switchover_refusal(&info, "c", None).unwrap();
+        assert!(why.contains("tags failover_priority: 0"), "{why}");
+        assert_eq!(switchover_refusal(&info, "d", None), None);
     }
 
     #[test]

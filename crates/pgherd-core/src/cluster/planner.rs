@@ -196,6 +196,11 @@ pub fn plan_failover(info: &ClusterInfo, candidate: &str, force: bool) -> Result
              for a switchover, or force: true"
         )));
     }
+    if let Some(why) = super::decide::not_promotable(m) {
+        return Err(Error::Other(format!(
+            "failover to {candidate} refused: {why}"
+        )));
+    }
     if !matches!(m.state.as_str(), "running" | "streaming") {
         return Err(Error::Other(format!(
             "failover to {candidate} refused: it is not running (state {})",
@@ -324,6 +329,10 @@ mod tests {
         let mut a_down = healthy();
         a_down.members[0].state = "stopped".into();
         a_down.leader = None;
+        let mut c_kept = a_down.clone();
+        c_kept.members[2]
+            .tags
+            .insert("nofailover".into(), serde_json::json!(true));
         let mut b_pending = healthy();
         b_pending.members[1].pending_restart = true;
         b_pending.members[0].pending_restart = true;
@@ -393,6 +402,16 @@ mod tests {
                     ..Operations::default()
                 },
                 Ok(vec!["failover to c"]),
+            ),
+            (
+                "failover to a member kept from promotion",
+                &c_kept,
+                Operations {
+                    failover_to: Some("c".into()),
+                    force: true,
+                    ..Operations::default()
+                },
+                Err("c may not be promoted (tags nofailover: true)"),
             ),
             (
                 "restart all",

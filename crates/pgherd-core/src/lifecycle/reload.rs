@@ -4,11 +4,15 @@
 //! REST API and the DCS, which the next task reads) reports the pending
 //! restart PostgreSQL itself reports.
 
+use std::collections::BTreeMap;
 use std::time::Duration;
+
+use serde_json::Value;
 
 use super::{Node, POLL_REQUEST_TIMEOUT};
 use crate::action::{ApiMove, Confirming, Failure};
 use crate::error::Result;
+use crate::tags::published_as_given;
 use crate::wait::{wait_until, Probe};
 
 /// What, in a Patroni configuration's `postgresql` section, PostgreSQL
@@ -64,6 +68,7 @@ impl Reload {
         if let Some(m) = &self.moved {
             node.wait_api_moved(m).confirming()?;
         }
+        node.wait_tags_published().confirming()?;
         let Some(before) = loaded_before else {
             return Ok(());
         };
@@ -123,6 +128,52 @@ impl Node<'_> {
                 Ok(())
             }
         }
+    }
+
+    /// Waits until Patroni's REST API and the DCS publish the tags of the
+    /// configuration written: the switchovers, load balancers and
+    /// cascades that follow read them there.
+    fn wait_tags_published(&self) -> Result<()> {
+        let written = std::fs::read_to_string(&self.paths.config).unwrap_or_default();
+        let doc: serde_yaml::Value = serde_yaml::from_str(&written).unwrap_or_default();
+        let given: BTreeMap<String, Value> = serde_json::to_value(&doc["tags"])
+            .ok()
+            .and_then(|v| serde_json::from_value(v).ok())
+            .unwrap_or_default();
+        let rest = self.rest(POLL_REQUEST_TIMEOUT)?;
+        let node = self.m.node.as_str();
+        let shown = |t: &BTreeMap<String, Value>| serde_json::to_string(t).unwrap_or_default();
+        wait_until(
+            &format!(
+                "Patroni and the DCS to publish the tags of {} ({})",
+                self.name(),
+                shown(&given)
+            ),
+            self.timeout,
+            || {
+                let own = match rest.patroni() {
+                    Ok(s) => s.tags,
+                    Err(e) => return Probe::Waiting(e.to_string()),
+                };
+                let published = match rest.cluster() {
+                    Ok(c) => c.member(node).map(|m| m.tags.clone()),
+                    Err(e) => return Probe::Waiting(e.to_string()),
+                };
+                match published {
+                    Some(p)
+                        if published_as_given(&given, &own) && published_as_given(&given, &p) =>
+                    {
+                        Probe::Ready(())
+                    }
+                    p => Probe::Waiting(format!(
+                        "Patroni says tags {}, the DCS {}",
+                        shown(&own),
+                        p.map_or("no member key".to_string(), |p| shown(&p))
+                    )),
+                }
+            },
+            String::new,
+        )
     }
 
     /// Waits until Patroni's own view and the DCS's say, as PostgreSQL

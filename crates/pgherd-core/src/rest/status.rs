@@ -29,6 +29,8 @@ pub struct NodeStatus {
     /// WAL positions; a replica's `received_location` is there once its
     /// WAL receiver got WAL from its upstream.
     pub xlog: Option<Value>,
+    /// The member's tags as Patroni publishes them (false ones left out).
+    pub tags: BTreeMap<String, Value>,
 }
 
 /// Whether a Patroni version tells a streaming replica apart ("streaming",

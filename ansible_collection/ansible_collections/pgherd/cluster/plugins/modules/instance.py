@@ -111,6 +111,39 @@ options:
             - "C(host:port) the REST API binds to. Defaults to I(connect_address)."
             type: str
         type: dict
+      tags:
+        description:
+        - "Patroni's tags of this member. Changed on a running node, Patroni reloads and the task returns once its REST API and the DCS publish them. A tag not given keeps Patroni's default."
+        suboptions:
+          clonefrom:
+            description:
+            - "New replicas may clone from this member rather than from the leader."
+            type: bool
+          failover_priority:
+            description:
+            - "Patroni 3.2 and later: among members equally ahead, a failover promotes the highest priority; 0 never promotes. Given with I(nofailover), the two must agree."
+            type: int
+          nofailover:
+            description:
+            - "Never promote this member (the C(patroni) module's switchover and failover refuse it as target)."
+            type: bool
+          noloadbalance:
+            description:
+            - "The REST API's C(/replica) answers 503: load balancers send no reads here."
+            type: bool
+          nostream:
+            description:
+            - "Patroni 4 and later: no streaming replication, WAL only from the archive (C(restore_command))."
+            type: bool
+          nosync:
+            description:
+            - "Never a synchronous standby."
+            type: bool
+          replicatefrom:
+            description:
+            - "Stream from this member (cascading replication) instead of the leader; Patroni falls back to the leader while that member does not run. Refused when it names this node, a cycle, or (on a member already in the cluster) a name the DCS does not list."
+            type: str
+        type: dict
     type: dict
   pg_hba:
     description:
@@ -392,4 +425,4 @@ instance:
   type: dict
 """
 
-ARGUMENT_SPEC = {"argument_spec": {"conf_settings": {"type": "dict"}, "dynamic_conf_settings": {"type": "dict"}, "name": {"required": True, "type": "str"}, "parameters": {"type": "dict"}, "patroni": {"options": {"cluster": {"type": "str"}, "etcd": {"options": {"password": {"no_log": True, "type": "str"}, "username": {"type": "str"}}, "required_together": [["username", "password"]], "type": "dict"}, "node": {"type": "str"}, "postgresql": {"options": {"connect_host": {"type": "str"}, "listen": {"type": "str"}}, "type": "dict"}, "restapi": {"options": {"authentication": {"options": {"password": {"no_log": True, "type": "str"}, "username": {"type": "str"}}, "required_together": [["username", "password"]], "type": "dict"}, "connect_address": {"type": "str"}, "listen": {"type": "str"}}, "type": "dict"}}, "type": "dict"}, "pg_hba": {"elements": "str", "type": "list"}, "pgbackrest": {"options": {"new_repository": {"default": False, "type": "bool"}, "stanza": {"required": True, "type": "str"}}, "type": "dict"}, "port": {"default": 5432, "type": "int"}, "replrole_password": {"no_log": True, "type": "str"}, "restore": {"options": {"from": {"choices": ["backup", "leader"], "required": True, "type": "str"}, "set": {"type": "str"}, "target": {"type": "str"}}, "type": "dict"}, "rewind_password": {"no_log": True, "type": "str"}, "settings": {"type": "raw"}, "settings_file": {"type": "path"}, "state": {"choices": ["started", "stopped", "restarted", "absent", "present"], "default": "started", "type": "str"}, "surole_password": {"no_log": True, "type": "str"}, "version": {"type": "str"}, "wait_timeout": {"default": 300, "type": "int"}}}
+ARGUMENT_SPEC = {"argument_spec": {"conf_settings": {"type": "dict"}, "dynamic_conf_settings": {"type": "dict"}, "name": {"required": True, "type": "str"}, "parameters": {"type": "dict"}, "patroni": {"options": {"cluster": {"type": "str"}, "etcd": {"options": {"password": {"no_log": True, "type": "str"}, "username": {"type": "str"}}, "required_together": [["username", "password"]], "type": "dict"}, "node": {"type": "str"}, "postgresql": {"options": {"connect_host": {"type": "str"}, "listen": {"type": "str"}}, "type": "dict"}, "restapi": {"options": {"authentication": {"options": {"password": {"no_log": True, "type": "str"}, "username": {"type": "str"}}, "required_together": [["username", "password"]], "type": "dict"}, "connect_address": {"type": "str"}, "listen": {"type": "str"}}, "type": "dict"}, "tags": {"options": {"clonefrom": {"type": "bool"}, "failover_priority": {"type": "int"}, "nofailover": {"type": "bool"}, "noloadbalance": {"type": "bool"}, "nostream": {"type": "bool"}, "nosync": {"type": "bool"}, "replicatefrom": {"type": "str"}}, "type": "dict"}}, "type": "dict"}, "pg_hba": {"elements": "str", "type": "list"}, "pgbackrest": {"options": {"new_repository": {"default": False, "type": "bool"}, "stanza": {"required": True, "type": "str"}}, "type": "dict"}, "port": {"default": 5432, "type": "int"}, "replrole_password": {"no_log": True, "type": "str"}, "restore": {"options": {"from": {"choices": ["backup", "leader"], "required": True, "type": "str"}, "set": {"type": "str"}, "target": {"type": "str"}}, "type": "dict"}, "rewind_password": {"no_log": True, "type": "str"}, "settings": {"type": "raw"}, "settings_file": {"type": "path"}, "state": {"choices": ["started", "stopped", "restarted", "absent", "present"], "default": "started", "type": "str"}, "surole_password": {"no_log": True, "type": "str"}, "version": {"type": "str"}, "wait_timeout": {"default": 300, "type": "int"}}}
