@@ -129,12 +129,16 @@ def one_run():
 def secured_inventory(where):
     """The lab's inventory with what inventories/example secures: TLS for
     etcd, the REST API (client certificates required) and PostgreSQL, and
-    etcd authentication; the PKI made in `where`."""
+    etcd authentication; the PKI made beside it, in `where`/pki (inside
+    the inventory's directory, Ansible would try its files as inventory
+    sources at every run)."""
     try:
         import yaml
     except ImportError:  # the machine's Python without PyYAML: the venv's
         venv = os.path.join(REPO, ".venv/bin/python")
         os.execv(venv, [venv, *sys.argv])
+    pki = os.path.join(where, "pki")
+    where = os.path.join(where, "inventory")
     os.makedirs(os.path.join(where, "group_vars"), exist_ok=True)
     with open(os.path.join(INVENTORY, "hosts.yml")) as f:
         hosts = f.read()
@@ -155,7 +159,7 @@ def secured_inventory(where):
                           "ssl_key_file": f"{tls}/server.key", "ssl_ca_file": f"{tls}/ca.pem"}
     v["patroni_etcd_auth"] = {"username": "patroni", "password": "bench-etcd-patroni"}
     v["pgherd_etcd_root_password"] = "bench-etcd-root"
-    v["pgherd_pki_dir"] = os.path.join(where, "pki")
+    v["pgherd_pki_dir"] = pki
     with open(os.path.join(where, "group_vars/all.yml"), "w") as f:
         yaml.safe_dump(v, f)
     return where

@@ -319,7 +319,14 @@ pub fn clear_secrets() {
 
 /// Reads the arguments file and splits Ansible's internal keys from the
 /// task's options.
+/// `-` reads them from stdin (the collection's action plugin sends them so).
 pub fn read_args_file(path: &Path) -> Result<Map<String, Value>, Failure> {
+    if path == Path::new("-") {
+        let mut text = String::new();
+        std::io::Read::read_to_string(&mut std::io::stdin(), &mut text)
+            .map_err(|e| Failure::new(format!("cannot read the arguments from stdin: {e}")))?;
+        return parse_args_text(&text, Path::new("(stdin)"));
+    }
     let text = std::fs::read_to_string(path).map_err(|e| {
         Failure::new(format!(
             "cannot read the arguments file {}: {e}",
@@ -384,7 +391,7 @@ where
     let Some(path) = args.first() else {
         emit(&result_json(
             Err(Failure::new(format!(
-                "usage: {module} ARGS.json (the path of a JSON file with the task's options, as Ansible passes it)"
+                "usage: {module} ARGS.json (the path of a JSON file with the task's options, as Ansible passes it, or - for stdin)"
             ))),
             None,
             false,

@@ -412,10 +412,22 @@ pub fn apply_state(
             facts,
         });
     }
-    let held = node.lock()?;
-    let mut o = node.observe(state, &held.created_dirs)?;
-    node.plan_restore(&mut o, state, false, &mut Vec::new())?;
-    let actions = planner::plan(&o, state);
+    // A run with nothing to write (a re-run) only confirms what it
+    // observed: no lock to take, nothing to observe again.
+    let first_actions = planner::plan(&first, state);
+    let writes = !describe(&first_actions).is_empty() || first.restore.is_some();
+    let _held;
+    let (o, actions) = if writes {
+        let held = node.lock()?;
+        let mut o = node.observe(state, &held.created_dirs)?;
+        _held = Some(held);
+        node.plan_restore(&mut o, state, false, &mut Vec::new())?;
+        let actions = planner::plan(&o, state);
+        (o, actions)
+    } else {
+        _held = None;
+        (first, first_actions)
+    };
     let mut run = NodeRun::new(&node);
     run.warnings = warnings;
     let changes = execute(&actions, &mut run)?;

@@ -124,6 +124,14 @@ fn find_patroni_with(config: &Path) -> Option<i32> {
         .find(|pid| runs_patroni_with(*pid, config) && process_alive(*pid))
 }
 
+/// Whether `pid` runs in the control group of systemd's `unit`.
+fn in_unit_cgroup(pid: i32, unit: &str) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/cgroup")).is_ok_and(|text| {
+        text.lines()
+            .any(|l| l.rsplit(':').next().is_some_and(|path| path.ends_with(&format!("/{unit}"))))
+    })
+}
+
 fn read_pid(path: &Path) -> Option<i32> {
     std::fs::read_to_string(path)
         .ok()?
@@ -180,6 +188,13 @@ impl Service {
                 Ok(find_patroni_with(&self.paths.config))
             }
             Backend::Systemd => {
+                // Patroni with this configuration in the unit's control
+                // group: read from /proc, without systemctl's 100 ms.
+                if let Some(pid) = find_patroni_with(&self.paths.config)
+                    .filter(|pid| in_unit_cgroup(*pid, &self.unit))
+                {
+                    return Ok(Some(pid));
+                }
                 let out = systemctl(&["show", "-p", "MainPID", "--value", &self.unit])?;
                 let pid: i32 = out.trim().parse().unwrap_or(0);
                 Ok((pid > 0 && process_alive(pid)).then_some(pid))
