@@ -157,12 +157,14 @@ def cached_run_script(cached):
     )
 
 
-def cache_install_script(cached):
-    """Keeps the build of stdin at `cached`: written aside, then renamed."""
+def cache_install_script(name, cached):
+    """Keeps the build of stdin at `cached` (written aside, then renamed)
+    and removes the module's older builds."""
     return (
-        'umask 077; [ -n "$HOME" ] && [ "$HOME" != / ] || exit %d; d=%s; mkdir -p "$d" && '
-        't=$(mktemp "$d/.incoming.XXXXXX") && cat > "$t" && chmod 0700 "$t" && mv -f "$t" %s'
-        % (NOT_CACHED, CACHE, cached)
+        'umask 077; [ -n "$HOME" ] && [ "$HOME" != / ] || exit %d; d=%s; b=%s; mkdir -p "$d" && '
+        't=$(mktemp "$d/.incoming.XXXXXX") && cat > "$t" && chmod 0700 "$t" && mv -f "$t" "$b" && '
+        'for f in "$d"/%s-*; do [ "$f" = "$b" ] || rm -f "$f"; done'
+        % (NOT_CACHED, CACHE, cached, shlex.quote(name))
     )
 
 
@@ -209,7 +211,7 @@ class ActionModule(NormalAction):
         run = ("%s sh -c %s" % (environment, shlex.quote(cached_run_script(cached)))).strip()
         res = self._low_level_execute_command(run, sudoable=True, in_data=arguments)
         if res.get("rc") == NOT_CACHED:
-            install = "sh -c %s" % shlex.quote(cache_install_script(cached))
+            install = "sh -c %s" % shlex.quote(cache_install_script(name, cached))
             sent = self._low_level_execute_command(install, sudoable=True, in_data=bits.b_module_data)
             if sent.get("rc") != 0:
                 return super()._execute_module(module_name=module_name, module_args=module_args,

@@ -3,7 +3,7 @@ certificate made when it is missing, valid for other names, expiring soon,
 not signed by the signing CA or issued under another trust bundle, keys
 0600; and a CA rotated in three steps (begin, sign, finish).
 
-Reads a JSON document on stdin, writes one on stdout: {changed, made,
+Reads a JSON document (its argument, or stdin), writes one on stdout: {changed, made,
 messages}. With "check": true, says what it would do and writes nothing.
 
 Files in the directory: ca.key, the signing CA's key; ca.pem, the trust
@@ -205,7 +205,7 @@ class Pki:
 
 
 def main():
-    doc = json.load(sys.stdin)
+    doc = json.loads(sys.argv[1]) if len(sys.argv) > 1 else json.load(sys.stdin)
     pki = Pki(doc)
     try:
         if os.path.exists(pki.path("ca.pem")) and not certs_of(pki.path("ca.pem")):
