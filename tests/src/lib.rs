@@ -536,6 +536,18 @@ pub fn ansible_playbook_from(
     inventory: &Path,
     extra: &[&str],
 ) -> PlaybookRun {
+    ansible_playbook_env(collections, dir, playbook, inventory, extra, &[])
+}
+
+/// As [`ansible_playbook_from`], with these environment variables set too.
+pub fn ansible_playbook_env(
+    collections: &Path,
+    dir: &Path,
+    playbook: &Path,
+    inventory: &Path,
+    extra: &[&str],
+    env: &[(&str, &Path)],
+) -> PlaybookRun {
     let events = dir.join(format!(
         "events-{}.jsonl",
         SystemTime::now()
@@ -569,6 +581,7 @@ pub fn ansible_playbook_from(
         .env("ANSIBLE_LOCAL_TEMP", tmp.join("local"))
         .env("ANSIBLE_REMOTE_TMP", tmp.join("remote"))
         .env("ANSIBLE_HOME", tmp.join("home"))
+        .envs(env.iter().map(|(k, v)| (*k, *v)))
         .stdin(Stdio::null())
         .output()
         .expect("run ansible-playbook");

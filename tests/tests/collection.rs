@@ -6,8 +6,8 @@
 use std::process::Command;
 
 use pgherd_e2e::{
-    ansible_playbook, ansible_playbook_from, assert_collection_is_fresh, collections_path,
-    local_nodes_test, repo_root, venv_bin, Etcd, TestDir,
+    ansible_playbook, ansible_playbook_env, ansible_playbook_from, assert_collection_is_fresh,
+    collections_path, local_nodes_test, repo_root, venv_bin, Etcd, TestDir,
 };
 use serde_json::json;
 use serde_json::Value;
@@ -523,6 +523,101 @@ fn a_binary_for_another_architecture_fails_clearly() {
         "{msg}"
     );
     assert!(msg.contains("nothing was sent to localhost"), "{msg}");
+}
+
+#[test]
+fn the_host_keeps_the_builds_and_a_newer_one_replaces_the_older() {
+    let dir = TestDir::new("build-cache");
+    let home = dir.join("home");
+    std::fs::create_dir_all(&home).unwrap();
+    let inventory = dir.join("inventory.yml");
+    std::fs::write(&inventory, "all:\n  hosts:\n    localhost:\n      ansible_connection: local\n      ansible_python_interpreter: /usr/bin/python3\n").unwrap();
+    // etcd nowhere: the module runs, and fails naming it.
+    let playbook = pgherd_e2e::one_task_playbook(
+        &dir.path,
+        "info",
+        "localhost",
+        "pgherd.cluster.patroni",
+        &json!({"cluster": "main", "state": "info",
+                "settings": {"patroni": {"etcd": {"hosts": ["127.0.0.1:9"]}}}}),
+    );
+    let run = || {
+        let run = ansible_playbook_env(
+            &collections_path(),
+            &dir.path,
+            &playbook,
+            &inventory,
+            &[],
+            &[("HOME", &home)],
+        );
+        let msg = run
+            .failed_tasks()
+            .first()
+            .map(|t| t.result["msg"].to_string())
+            .unwrap_or_default();
+        assert!(
+            msg.contains("etcd at http://127.0.0.1:9"),
+            "the module did not run: {}",
+            run.transcript()
+        );
+    };
+    let build =
+        collections_path().join("ansible_collections/pgherd/cluster/plugins/modules/patroni");
+    let sum = Command::new("sha256sum").arg(&build).output().unwrap();
+    let digest = String::from_utf8(sum.stdout).unwrap()[..20].to_string();
+    let cache = home.join(".cache/pgherd");
+    let kept = cache.join(format!("patroni-{digest}"));
+    let listing = || {
+        let mut names: Vec<String> = std::fs::read_dir(&cache)
+            .map(|d| {
+                d.filter_map(|e| e.ok()?.file_name().into_string().ok())
+                    .collect()
+            })
+            .unwrap_or_default();
+        names.sort();
+        names
+    };
+
+    run();
+    assert_eq!(listing(), [format!("patroni-{digest}")]);
+    assert_eq!(
+        std::fs::read(&kept).unwrap(),
+        std::fs::read(&build).unwrap()
+    );
+    let meta = std::fs::metadata(&kept).unwrap();
+    assert_eq!(
+        std::os::unix::fs::PermissionsExt::mode(&meta.permissions()) & 0o777,
+        0o700
+    );
+    let dir_meta = std::fs::metadata(&cache).unwrap();
+    assert_eq!(
+        std::os::unix::fs::PermissionsExt::mode(&dir_meta.permissions()) & 0o777,
+        0o700
+    );
+    // Not sent again.
+    let sent = meta.modified().unwrap();
+    run();
+    assert_eq!(std::fs::metadata(&kept).unwrap().modified().unwrap(), sent);
+    // An older build kept, this one not: sent, and the older removed.
+    std::fs::remove_file(&kept).unwrap();
+    std::fs::write(
+        cache.join("patroni-00000000000000000000"),
+        "#!/bin/sh\nexit 3\n",
+    )
+    .unwrap();
+    std::fs::write(
+        cache.join("instance-00000000000000000000"),
+        "kept: another module",
+    )
+    .unwrap();
+    run();
+    assert_eq!(
+        listing(),
+        [
+            "instance-00000000000000000000".to_string(),
+            format!("patroni-{digest}")
+        ]
+    );
 }
 
 /// The aarch64 builds, run under qemu as on an aarch64 host: the etcd

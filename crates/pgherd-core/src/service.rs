@@ -127,8 +127,11 @@ fn find_patroni_with(config: &Path) -> Option<i32> {
 /// Whether `pid` runs in the control group of systemd's `unit`.
 fn in_unit_cgroup(pid: i32, unit: &str) -> bool {
     std::fs::read_to_string(format!("/proc/{pid}/cgroup")).is_ok_and(|text| {
-        text.lines()
-            .any(|l| l.rsplit(':').next().is_some_and(|path| path.ends_with(&format!("/{unit}"))))
+        text.lines().any(|l| {
+            l.rsplit(':')
+                .next()
+                .is_some_and(|path| path.ends_with(&format!("/{unit}")))
+        })
     })
 }
 

@@ -11,7 +11,12 @@ fn run(module: &str, stdin: &str) -> serde_json::Value {
         .stdout(Stdio::piped())
         .spawn()
         .unwrap();
-    child.stdin.take().unwrap().write_all(stdin.as_bytes()).unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(stdin.as_bytes())
+        .unwrap();
     let out = child.wait_with_output().unwrap();
     serde_json::from_slice(&out.stdout).unwrap()
 }
@@ -27,5 +32,11 @@ fn arguments_from_stdin_are_validated_as_from_a_file() {
     assert!(msg.contains("unsupported option colour"), "{msg}");
     assert!(!v.to_string().contains("stdin-secret"), "{v}");
     let v = run(env!("CARGO_BIN_EXE_patroni"), "not json");
-    assert!(v["msg"].as_str().unwrap().contains("(stdin) is not valid JSON"), "{v}");
+    assert!(
+        v["msg"]
+            .as_str()
+            .unwrap()
+            .contains("(stdin) is not valid JSON"),
+        "{v}"
+    );
 }
