@@ -22,6 +22,21 @@ files = plugin("filter", "files")
 apt = plugin("filter", "apt")
 etcd_filters = plugin("filter", "etcd")
 etcd_tests = plugin("test", "etcd")
+members = plugin("filter", "members")
+
+
+class MemberAddresses(unittest.TestCase):
+    def test_table(self):
+        hostvars = {"db1": {"ansible_host": "10.0.0.11"}, "db2": {}, "pg1": {"ansible_host": "127.0.0.11"},
+                    "pg2": {"ansible_host": "127.0.0.12"}, "v6": {"ansible_host": "fd00::3"}}
+        rows = [
+            (["db1", "db2"], ["10.0.0.11", "db2"]),
+            (["pg1", "pg2"], ["127.0.0.11", "127.0.0.1", "127.0.0.12"]),
+            (["v6", "db1", "db1"], ["fd00::3", "10.0.0.11"]),
+            ([], []),
+        ]
+        for hosts, want in rows:
+            self.assertEqual(members.pgherd_member_addresses(hosts, hostvars), want, hosts)
 
 
 class FilesToWrite(unittest.TestCase):

@@ -343,6 +343,27 @@ fn a_cluster_of_real_hosts_over_ssh_survives_partitions_crashes_and_reboots() {
         true,
     );
     assert_eq!(l0, "lab1");
+    // The replication role comes in from the members only: lab2 may,
+    // this machine (on the bridge, not a member) may not.
+    let identify = "PGPASSWORD=lab-replication-pw /usr/lib/postgresql/15/bin/psql -XAt \
+                    'host=10.231.0.11 user=replication dbname=postgres replication=true \
+                    connect_timeout=3' -c IDENTIFY_SYSTEM 2>&1";
+    let from_member = lab.ssh("lab2", identify).unwrap_or_else(|e| e);
+    assert!(
+        from_member
+            .trim()
+            .split('|')
+            .next()
+            .is_some_and(|id| id.len() > 10 && id.chars().all(|c| c.is_ascii_digit())),
+        "lab2 could not replicate from lab1: {from_member}"
+    );
+    let from_here = Command::new("sh").args(["-c", identify]).output().unwrap();
+    let said = String::from_utf8_lossy(&from_here.stdout);
+    assert!(
+        !from_here.status.success()
+            && said.contains("no pg_hba.conf entry for replication connection"),
+        "this machine, not a member, got a replication connection: {said}"
+    );
     for host in &lab.hosts {
         let facts = lab
             .ssh(

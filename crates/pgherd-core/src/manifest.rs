@@ -88,6 +88,10 @@ pub struct InstanceManifest {
     pub settings_copy: Option<SettingsCopy>,
     /// Patroni's tags of this member.
     pub tags: crate::tags::NodeTags,
+    /// Where the cluster's members connect from (pg_hba.conf's form): the
+    /// replication and rewind roles are let in from there only; empty,
+    /// from anywhere.
+    pub member_addresses: Vec<String>,
 }
 
 /// The host name of this machine, the default node name and connect host.
@@ -140,6 +144,7 @@ impl InstanceManifest {
             restore: None,
             settings_copy: None,
             tags: Default::default(),
+            member_addresses: Vec::new(),
         }
     }
 }

@@ -380,7 +380,7 @@ fn postgresql_config(
             ),
         },
         parameters: server_parameters(settings, m, paths, pgbackrest.as_ref()),
-        pg_hba: render_pg_hba(settings, &m.pg_hba)?,
+        pg_hba: render_pg_hba(settings, &m.pg_hba, &m.member_addresses)?,
         use_pg_rewind: p.use_pg_rewind,
         create_replica_methods,
         basebackup: vec![single("checkpoint", "fast")],

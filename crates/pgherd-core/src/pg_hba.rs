@@ -8,8 +8,9 @@ use crate::error::{Error, Result};
 use crate::settings::Settings;
 
 /// The built-in template: local connections by `local_auth_method`, the
-/// task's own entries, then the replication and rewind roles from anywhere
-/// (members clone and rewind over TCP), all with `auth_method`.
+/// task's own entries, then the replication and rewind roles (members
+/// clone and rewind over TCP) from the members' addresses when the task
+/// names them, else from anywhere, all with `auth_method`.
 pub const DEFAULT_TEMPLATE: &str = "\
 # TYPE  DATABASE     USER  ADDRESS  METHOD
 local   all          all            {{ local_auth_method }}
@@ -18,11 +19,51 @@ local   replication  all            {{ local_auth_method }}
 {% endfor %}\
 host    all          all                   127.0.0.1/32  {{ auth_method }}
 host    all          all                   ::1/128       {{ auth_method }}
+{% if member_addresses %}\
+{% for a in member_addresses %}host    replication  {{ replication_role }}  {{ a }}  {{ auth_method }}
+{% endfor %}\
+{% for a in member_addresses %}host    all          {{ rewind_role }}  {{ a }}  {{ auth_method }}
+{% endfor %}\
+{% else %}\
 host    replication  {{ replication_role }}  0.0.0.0/0     {{ auth_method }}
 host    replication  {{ replication_role }}  ::/0          {{ auth_method }}
 host    all          {{ rewind_role }}  0.0.0.0/0     {{ auth_method }}
 host    all          {{ rewind_role }}  ::/0          {{ auth_method }}
-";
+{% endif %}";
+
+/// A member's address as pg_hba.conf takes it: an IP address becomes its
+/// /32 or /128 block; a CIDR block and a host name stay as they are.
+pub fn member_address(entry: &str) -> Result<String, String> {
+    let e = entry.trim();
+    if let Ok(ip) = e.parse::<std::net::IpAddr>() {
+        if ip.is_unspecified() {
+            return Err(format!("{entry:?} is not one member's address"));
+        }
+        return Ok(format!("{ip}/{}", if ip.is_ipv4() { 32 } else { 128 }));
+    }
+    if let Some((ip, bits)) = e.split_once('/') {
+        let max = match ip.parse::<std::net::IpAddr>() {
+            Ok(std::net::IpAddr::V4(_)) => 32,
+            Ok(std::net::IpAddr::V6(_)) => 128,
+            Err(_) => {
+                return Err(format!(
+                    "{entry:?} is not an IP address, CIDR block or host name"
+                ))
+            }
+        };
+        return match bits.parse::<u8>() {
+            Ok(b) if b <= max => Ok(e.to_string()),
+            _ => Err(format!("{entry:?}: a CIDR block's length is 0 to {max}")),
+        };
+    }
+    crate::names::check_host("member address", e)?;
+    if e == "*" || e.starts_with('[') {
+        return Err(format!(
+            "{entry:?} is not one member's address (IPv6 without brackets)"
+        ));
+    }
+    Ok(e.to_string())
+}
 
 #[derive(Serialize)]
 struct HbaContext<'a> {
@@ -32,10 +73,17 @@ struct HbaContext<'a> {
     auth_method: &'a str,
     local_auth_method: &'a str,
     entries: &'a [String],
+    member_addresses: &'a [String],
 }
 
-/// Renders the pg_hba lines: comments and blank lines dropped, spacing kept.
-pub fn render_pg_hba(settings: &Settings, entries: &[String]) -> Result<Vec<String>> {
+/// Renders the pg_hba lines: comments and blank lines dropped, spacing
+/// kept. `member_addresses` (as [`member_address`] makes them) limit where
+/// the replication and rewind roles come from; empty, from anywhere.
+pub fn render_pg_hba(
+    settings: &Settings,
+    entries: &[String],
+    member_addresses: &[String],
+) -> Result<Vec<String>> {
     let pg = &settings.postgresql;
     let (template, origin) = match &pg.pg_hba_template {
         Some(path) => (
@@ -52,6 +100,7 @@ pub fn render_pg_hba(settings: &Settings, entries: &[String]) -> Result<Vec<Stri
         auth_method: &pg.auth_method,
         local_auth_method: &pg.local_auth_method,
         entries,
+        member_addresses,
     };
     let context = Context::from_serialize(&ctx).map_err(|e| Error::Template {
         origin: origin.clone(),
@@ -233,6 +282,7 @@ mod tests {
         let lines = render_pg_hba(
             &Settings::default(),
             &["host all app 10.0.0.0/8 scram-sha-256".to_string()],
+            &[],
         )
         .unwrap();
         assert_eq!(
@@ -254,6 +304,51 @@ mod tests {
     }
 
     #[test]
+    fn members_alone_may_replicate_and_rewind_when_named() {
+        let members: Vec<String> = ["10.0.0.11", "fd00::12", "10.0.1.0/24", "db3.example"]
+            .iter()
+            .map(|a| member_address(a).unwrap())
+            .collect();
+        assert_eq!(
+            members,
+            ["10.0.0.11/32", "fd00::12/128", "10.0.1.0/24", "db3.example"]
+        );
+        let lines = render_pg_hba(&Settings::default(), &[], &members).unwrap();
+        let remote: Vec<Vec<&str>> = lines
+            .iter()
+            .map(|l| l.split_whitespace().collect::<Vec<_>>())
+            .filter(|w| w[0] == "host" && w[2] != "all")
+            .collect();
+        assert_eq!(remote.len(), 8, "{lines:?}");
+        assert!(remote[..4]
+            .iter()
+            .all(|w| w[1] == "replication" && w[2] == "replication"));
+        assert!(remote[4..]
+            .iter()
+            .all(|w| w[1] == "all" && w[2] == "rewind"));
+        assert_eq!(remote[3][3], "db3.example");
+        assert!(
+            !lines
+                .iter()
+                .any(|l| l.contains("0.0.0.0/0") || l.contains("::/0")),
+            "{lines:?}"
+        );
+        for l in &lines {
+            check_entry(l).unwrap();
+        }
+        for (bad, why) in [
+            ("10.0.0.0/33", "0 to 32"),
+            ("fd00::/129", "0 to 128"),
+            ("0.0.0.0", "not one member's address"),
+            ("db 3", "not a host name"),
+            ("x/8", "not an IP address"),
+        ] {
+            let e = member_address(bad).unwrap_err();
+            assert!(e.contains(why), "{bad}: {e}");
+        }
+    }
+
+    #[test]
     fn a_custom_template_is_read_from_its_file() {
         let dir = std::env::temp_dir().join(format!("pgherd-hba-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
@@ -265,10 +360,10 @@ mod tests {
         .unwrap();
         let mut s = Settings::default();
         s.postgresql.pg_hba_template = Some(path.clone());
-        let lines = render_pg_hba(&s, &["host x y z md5".into()]).unwrap();
+        let lines = render_pg_hba(&s, &["host x y z md5".into()], &[]).unwrap();
         assert_eq!(lines, ["local all postgres trust", "host x y z md5"]);
         std::fs::write(&path, "{% for %}").unwrap();
-        let err = render_pg_hba(&s, &[]).unwrap_err().to_string();
+        let err = render_pg_hba(&s, &[], &[]).unwrap_err().to_string();
         assert!(
             err.starts_with(&format!("pg_hba template {}", path.display())),
             "{err}"

@@ -128,6 +128,11 @@ pub fn spec() -> Spec {
         OptionSpec::new("pg_hba", Kind::List)
             .elements(Kind::Str)
             .doc("Extra pg_hba.conf lines, placed before the generated remote entries."),
+        OptionSpec::new("member_addresses", Kind::List)
+            .elements(Kind::Str)
+            .doc("Where the cluster's members connect from: IP addresses, CIDR blocks or host names. The replication and \
+                  pg_rewind roles are let in from these only (the built-in pg_hba template; a custom one gets them as \
+                  C(member_addresses)). Not given, from anywhere. On one machine, members connect from 127.0.0.1."),
         OptionSpec::new("conf_settings", Kind::Dict)
             .doc("Mapping merged last into the Patroni configuration file; a null value deletes the key."),
         OptionSpec::new("wait_timeout", Kind::Int)

@@ -36,6 +36,7 @@ pub struct InstanceOptions {
     pub rewind_password: Option<String>,
     pub parameters: Option<serde_json::Map<String, Value>>,
     pub pg_hba: Option<Vec<String>>,
+    pub member_addresses: Option<Vec<String>>,
     pub conf_settings: Option<serde_json::Map<String, Value>>,
     pub dynamic_conf_settings: Option<serde_json::Map<String, Value>>,
     pub pgbackrest: Option<PgBackRestOptions>,
@@ -267,6 +268,7 @@ pub fn manifest(opts: &InstanceOptions, settings: &Settings) -> Result<InstanceM
     let tags = tags(patroni.tags.as_ref(), node.as_ref(), &mut problems);
 
     let pg_hba = checked_pg_hba(opts, &mut problems);
+    let member_addresses = member_addresses(opts, &mut problems);
     let parameters = checked_parameters(opts, &mut problems);
 
     let (pgbackrest_stanza, restore) = backup_and_restore(opts, &mut problems);
@@ -302,6 +304,7 @@ pub fn manifest(opts: &InstanceOptions, settings: &Settings) -> Result<InstanceM
                 restore,
                 settings_copy,
                 tags,
+                member_addresses,
             })
         }
         _ => Err(Error::InvalidManifest(problems)),
@@ -401,6 +404,29 @@ fn checked_pg_hba(opts: &InstanceOptions, problems: &mut Vec<String>) -> Vec<Str
         }
     }
     pg_hba
+}
+
+/// The members' addresses as pg_hba.conf takes them.
+fn member_addresses(opts: &InstanceOptions, problems: &mut Vec<String>) -> Vec<String> {
+    let Some(given) = &opts.member_addresses else {
+        return Vec::new();
+    };
+    if given.is_empty() {
+        problems.push(
+            "member_addresses is empty: no member could replicate; name the members' addresses, \
+             or leave the option out to let the replication role in from anywhere"
+                .into(),
+        );
+    }
+    let mut out = Vec::new();
+    for (i, a) in given.iter().enumerate() {
+        match pgherd_core::pg_hba::member_address(a) {
+            Ok(a) if !out.contains(&a) => out.push(a),
+            Ok(_) => {}
+            Err(e) => problems.push(format!("member_addresses[{i}]: {e}")),
+        }
+    }
+    out
 }
 
 /// The parameters, each a scalar.
