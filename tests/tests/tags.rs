@@ -4,7 +4,10 @@
 //! the REST API, a tag changed on a running member published before the
 //! task returns (so the switchover that follows refuses it), `pgherd
 //! status` showing the tree, and the refusals (itself, a cycle, a member
-//! the DCS does not know, contradicting tags) changing nothing.
+//! the DCS does not know, contradicting tags) changing nothing. Then a
+//! member leaves the running cluster (`absent`): the leader refused, the
+//! member's key gone from the DCS and the others' view when the task
+//! returns.
 
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -43,7 +46,7 @@ fn status_code(addr: &str, path: &str) -> Option<u16> {
 }
 
 #[test]
-fn tags_cascade_fall_back_refuse_and_reach_the_dcs_before_the_task_returns() {
+fn tags_cascade_fall_back_refuse_reach_the_dcs_and_a_member_leaves_the_running_cluster() {
     let nodes = ["127.0.0.11", "127.0.0.12", "127.0.0.13"];
     let (dir, root, _reaper) = local_nodes_test("tags", &nodes);
     let etcd = EtcdCluster::start(&dir.path, 25_279);
@@ -238,4 +241,57 @@ fn tags_cascade_fall_back_refuse_and_reach_the_dcs_before_the_task_returns() {
     let switched = patroni(json!({"leader": "pg2"}));
     assert!(!switched.failed(), "{switched:?}");
     wait_downstream(&root, "pg2", &["pg1", "pg3"]);
+
+    // A member leaves the running cluster: the leader may not (switch
+    // over first); check mode foresees the member's key going and changes
+    // nothing; the run returns once neither the DCS nor the others list
+    // it (Patroni would show it stopped until its key's lease ends).
+    let absent = |n: u8, extra: Value| {
+        let args = with_options(args_of(n, Value::Null), json!({"state": "absent"}));
+        run_module(&dir.path, "instance", &with_options(args, extra))
+    };
+    let leader_out = absent(2, json!({}));
+    assert!(leader_out.failed(), "{leader_out:?}");
+    assert!(
+        leader_out
+            .msg()
+            .contains("pg2 leads the cluster's other members (pg1, pg3): switch over first"),
+        "{}",
+        leader_out.msg()
+    );
+    assert!(
+        config(2).exists(),
+        "the refused removal removed pg2's configuration"
+    );
+    let foreseen = absent(3, json!({"_ansible_check_mode": true}));
+    assert!(!foreseen.failed() && foreseen.changed(), "{foreseen:?}");
+    assert!(
+        foreseen.result["changes"]
+            .to_string()
+            .contains("remove member pg3 from cluster reports in the DCS"),
+        "{foreseen:?}"
+    );
+    assert!(config(3).exists());
+    let listed = |api: &str| {
+        http_get(api, "/cluster")
+            .map(|(_, body)| {
+                body.contains("\"name\": \"pg3\"") || body.contains("\"name\":\"pg3\"")
+            })
+            .unwrap_or(true)
+    };
+    assert!(listed("127.0.0.12:8008"));
+    let gone = absent(3, json!({}));
+    assert!(!gone.failed() && gone.changed(), "{gone:?}");
+    assert!(!config(3).exists());
+    for api in ["127.0.0.11:8008", "127.0.0.12:8008"] {
+        assert!(!listed(api), "{api} still lists pg3 after the run returned");
+    }
+    let info = patroni(json!({"state": "info"}));
+    let names: Vec<&str> = info.result["cluster"]["members"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|m| m["name"].as_str())
+        .collect();
+    assert_eq!(names, ["pg1", "pg2"], "{info:?}");
 }

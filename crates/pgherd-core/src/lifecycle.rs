@@ -35,6 +35,7 @@ mod planner;
 mod reload;
 mod remove;
 mod restore;
+mod retire;
 mod stanza;
 mod wait;
 
@@ -412,20 +413,18 @@ pub fn apply_state(
             facts,
         });
     }
-    // A run with nothing to write (a re-run) only confirms what it
-    // observed: no lock to take, nothing to observe again.
+    let held = node.lock()?;
+    // A run with nothing to write (a re-run) that took the lock at once
+    // only confirms what it observed: nothing to observe again. Otherwise
+    // another run may have changed what there is to do.
     let first_actions = planner::plan(&first, state);
     let writes = !describe(&first_actions).is_empty() || first.restore.is_some();
-    let _held;
-    let (o, actions) = if writes {
-        let held = node.lock()?;
+    let (o, actions) = if writes || held.waited || !held.created_dirs.is_empty() {
         let mut o = node.observe(state, &held.created_dirs)?;
-        _held = Some(held);
         node.plan_restore(&mut o, state, false, &mut Vec::new())?;
         let actions = planner::plan(&o, state);
         (o, actions)
     } else {
-        _held = None;
         (first, first_actions)
     };
     let mut run = NodeRun::new(&node);

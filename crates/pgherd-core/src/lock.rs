@@ -51,6 +51,8 @@ pub struct RunLock {
     path: PathBuf,
     /// Directories made to hold the lock file, outermost first.
     pub created_dirs: Vec<PathBuf>,
+    /// Another run held it first: what was seen before may have changed.
+    pub waited: bool,
 }
 
 enum Attempt {
@@ -109,11 +111,18 @@ impl RunLock {
         for d in &created_dirs {
             create_dir(d, dir_mode, owner)?;
         }
+        let waited = std::cell::Cell::new(false);
         let file = wait_for_turn(what, timeout, || {
             Ok(match try_lock(path)? {
                 Attempt::Held(f) => Ok(f),
-                Attempt::Busy(holder) if holder.is_empty() => Err("another pgherd run".into()),
-                Attempt::Busy(holder) => Err(holder),
+                Attempt::Busy(holder) => {
+                    waited.set(true);
+                    Err(if holder.is_empty() {
+                        "another pgherd run".into()
+                    } else {
+                        holder
+                    })
+                }
             })
         })?;
         // A new lock file belongs to the instance's owner, like its
@@ -132,6 +141,7 @@ impl RunLock {
             file,
             path: path.to_path_buf(),
             created_dirs,
+            waited: waited.get(),
         })
     }
 

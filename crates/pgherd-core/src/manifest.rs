@@ -92,6 +92,9 @@ pub struct InstanceManifest {
     /// replication and rewind roles are let in from there only; empty,
     /// from anywhere.
     pub member_addresses: Vec<String>,
+    /// `absent` removes the member even when it leads the others or is
+    /// the synchronous standby none can replace.
+    pub force: bool,
 }
 
 /// The host name of this machine, the default node name and connect host.
@@ -145,6 +148,7 @@ impl InstanceManifest {
             settings_copy: None,
             tags: Default::default(),
             member_addresses: Vec::new(),
+            force: false,
         }
     }
 }

@@ -105,7 +105,8 @@ pub fn spec() -> Spec {
             .doc("C(present) writes the configuration without starting anything; C(started) also starts \
                   Patroni and waits until the node leads or streams; C(stopped) stops Patroni and PostgreSQL; \
                   C(restarted) restarts PostgreSQL through Patroni (or starts it); C(absent) stops and removes \
-                  the configuration, logs and data, leaving the DCS alone."),
+                  the configuration, logs and data, and, when the cluster keeps other members, the member's key in the DCS \
+                  (refused for the leader of other members: see I(force))."),
         settings_option(),
         OptionSpec::new("settings_file", Kind::Path)
             .doc("Also keep the settings given inline (I(settings) as a mapping) in this file, mode 0600, for what reads them \
@@ -135,6 +136,11 @@ pub fn spec() -> Spec {
                   C(member_addresses)). Not given, from anywhere. On one machine, members connect from 127.0.0.1."),
         OptionSpec::new("conf_settings", Kind::Dict)
             .doc("Mapping merged last into the Patroni configuration file; a null value deletes the key."),
+        OptionSpec::new("force", Kind::Bool)
+            .default(false)
+            .doc("With I(state=absent): remove a member that leads the cluster's other members (they fail over once its \
+                  leader key expires), or the synchronous standby no other member can replace. Without it, both are refused \
+                  before anything is changed: switch over first."),
         OptionSpec::new("wait_timeout", Kind::Int)
             .default(300)
             .doc("Seconds to wait for the node to run (leader, or replica streaming) or to stop. \

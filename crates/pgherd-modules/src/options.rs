@@ -37,6 +37,7 @@ pub struct InstanceOptions {
     pub parameters: Option<serde_json::Map<String, Value>>,
     pub pg_hba: Option<Vec<String>>,
     pub member_addresses: Option<Vec<String>>,
+    pub force: Option<bool>,
     pub conf_settings: Option<serde_json::Map<String, Value>>,
     pub dynamic_conf_settings: Option<serde_json::Map<String, Value>>,
     pub pgbackrest: Option<PgBackRestOptions>,
@@ -305,6 +306,7 @@ pub fn manifest(opts: &InstanceOptions, settings: &Settings) -> Result<InstanceM
                 settings_copy,
                 tags,
                 member_addresses,
+                force: opts.force.unwrap_or(false),
             })
         }
         _ => Err(Error::InvalidManifest(problems)),

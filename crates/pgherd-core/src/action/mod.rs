@@ -118,6 +118,13 @@ pub enum Action {
     /// The service's own files (a systemd unit's drop-in) removed; not
     /// reported on its own.
     RemoveService,
+    /// A stopped member's key removed from the DCS of a cluster that
+    /// keeps running, until the DCS and the other members no longer list it.
+    ForgetMember {
+        node: String,
+        cluster: String,
+        key: String,
+    },
     /// A path of the instance removed (a directory with what it holds).
     RemovePath(PathBuf),
     /// A directory of the instance's own, left empty, removed.
@@ -305,6 +312,9 @@ impl Action {
             ),
             Action::RemovePath(p) => format!("remove {}", p.display()),
             Action::RemoveEmptyDir(p) => format!("remove empty directory {}", p.display()),
+            Action::ForgetMember { node, cluster, key } => {
+                format!("remove member {node} from cluster {cluster} in the DCS ({key})")
+            }
             _ => return None,
         })
     }
@@ -416,6 +426,9 @@ impl Action {
             Action::FreshBackup { .. } => "pgBackRest's backup ends successfully",
             Action::RemoveService | Action::RemovePath(_) | Action::RemoveEmptyDir(_) => {
                 "the path is gone"
+            }
+            Action::ForgetMember { .. } => {
+                "neither the DCS nor the other members' REST API list the member"
             }
             Action::SetPause { .. } => "every member reports the cluster paused (or resumed)",
             Action::PatchConfig { .. } => {

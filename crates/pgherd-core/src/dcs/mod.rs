@@ -368,6 +368,15 @@ impl Dcs {
         .map(|r| r.deleted())
     }
 
+    /// Deletes `key` alone; returns whether it was there.
+    pub fn delete_key(&mut self, key: &str) -> Result<bool> {
+        self.call(&format!("deleting {key}"), || {
+            let mut kv = self.client.kv_client();
+            async move { kv.delete(key, None).await }
+        })
+        .map(|r| r.deleted() > 0)
+    }
+
     /// Creates `key` holding `value`, attached to a new lease of
     /// `ttl_secs`, unless the key exists: then returns its value instead.
     /// A key already there costs one read, no lease.

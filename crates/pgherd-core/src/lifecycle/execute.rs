@@ -90,6 +90,7 @@ impl Executor for NodeRun<'_, '_> {
                 }
             }
             Action::RemoveService => node.service.remove()?,
+            Action::ForgetMember { key, .. } => node.forget_member(key)?,
             Action::RemovePath(path) => remove_path(path)?,
             Action::RemoveEmptyDir(dir) => return Ok(self.remove_empty_dir(dir)?),
             cluster_wide => {

@@ -1,6 +1,7 @@
 //! `absent`: stop the node and remove what it had on this host (its
 //! configuration, password files, data, logs, and the directories made for
-//! it alone once they are empty). The DCS is left alone.
+//! it alone once they are empty). A member of a cluster that keeps other
+//! members leaves it too (see `retire`): its key goes from the DCS.
 
 use std::path::{Path, PathBuf};
 
@@ -98,11 +99,17 @@ fn left_empty(own: &[PathBuf], removed: &[PathBuf]) -> Vec<PathBuf> {
 
 /// The actions of `absent`: stop what runs, remove the service's own
 /// files, the instance's paths, and its directories left empty.
-fn plan(node: &Node<'_>, running: bool, warnings: &mut Vec<String>) -> Vec<Action> {
+fn plan(
+    node: &Node<'_>,
+    running: bool,
+    forget: Option<Action>,
+    warnings: &mut Vec<String>,
+) -> Vec<Action> {
     let mut out = Vec::new();
     if running || node.service.postmaster_pid().is_some() {
         out.push(Action::StopPatroni { node: node.name() });
     }
+    out.extend(forget);
     out.push(Action::RemoveService);
     let (existing, found) = removable_paths(node);
     warnings.extend(found);
@@ -123,7 +130,8 @@ pub(super) fn remove(node: &Node<'_>, check_mode: bool) -> Result<Report> {
     };
     let running = node.service.is_running()?;
     let mut warnings = Vec::new();
-    let actions = plan(node, running, &mut warnings);
+    let forget = node.retiring(running, node.m.force, &mut warnings)?;
+    let actions = plan(node, running, forget, &mut warnings);
     let facts = node.facts(false, None, &mut warnings);
     let mut run = NodeRun::new(node);
     run.warnings = warnings;
