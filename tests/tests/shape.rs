@@ -25,7 +25,7 @@ fn inventory(dir: &Path, replicas: &[&str]) -> std::path::PathBuf {
     )
     .unwrap();
     let mut hosts = String::from(
-        "all:\n  vars:\n    pg_cluster: orders\n    pg_instance: core\n  children:\n    primary:\n      hosts:\n        db1:\n          ansible_host: 127.0.0.11\n    replica:\n      hosts:\n",
+        "all:\n  children:\n    primary:\n      hosts:\n        db1:\n          ansible_host: 127.0.0.11\n    replica:\n      hosts:\n",
     );
     for r in replicas {
         let n: usize = r[2..].parse().unwrap();
@@ -76,6 +76,8 @@ fn a_node_added_cloned_from_a_replica_and_one_removed_through_site_yml() {
     let vars = [
         "-e".to_string(),
         format!("pgherd_repo={}", repo_root().display()),
+        "-e".to_string(),
+        "pg_cluster=orders pg_instance=core".to_string(),
         "-e".to_string(),
         format!("pgherd_local_root={}", root.display()),
         "-e".to_string(),
