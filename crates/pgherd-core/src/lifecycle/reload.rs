@@ -12,6 +12,7 @@ use serde_json::Value;
 use super::{Node, POLL_REQUEST_TIMEOUT};
 use crate::action::{ApiMove, Confirming, Failure};
 use crate::error::Result;
+use crate::rest::NodeStatus;
 use crate::tags::published_as_given;
 use crate::wait::{wait_until, Probe};
 
@@ -140,39 +141,27 @@ impl Node<'_> {
             .ok()
             .and_then(|v| serde_json::from_value(v).ok())
             .unwrap_or_default();
-        let rest = self.rest(POLL_REQUEST_TIMEOUT)?;
-        let node = self.m.node.as_str();
         let shown = |t: &BTreeMap<String, Value>| serde_json::to_string(t).unwrap_or_default();
-        wait_until(
+        self.wait_own_and_published(
             &format!(
                 "Patroni and the DCS to publish the tags of {} ({})",
                 self.name(),
                 shown(&given)
             ),
-            self.timeout,
-            || {
-                let own = match rest.patroni() {
-                    Ok(s) => s.tags,
-                    Err(e) => return Probe::Waiting(e.to_string()),
-                };
-                let published = match rest.cluster() {
-                    Ok(c) => c.member(node).map(|m| m.tags.clone()),
-                    Err(e) => return Probe::Waiting(e.to_string()),
-                };
-                match published {
-                    Some(p)
-                        if published_as_given(&given, &own) && published_as_given(&given, &p) =>
-                    {
-                        Probe::Ready(())
-                    }
-                    p => Probe::Waiting(format!(
-                        "Patroni says tags {}, the DCS {}",
-                        shown(&own),
-                        p.map_or("no member key".to_string(), |p| shown(&p))
-                    )),
-                }
+            |s| s.tags.clone(),
+            |m| m.tags.clone(),
+            |own, published| {
+                published.is_some_and(|p| {
+                    published_as_given(&given, own) && published_as_given(&given, p)
+                })
             },
-            String::new,
+            |own, published| {
+                format!(
+                    "Patroni says tags {}, the DCS {}",
+                    shown(own),
+                    published.map_or("no member key".to_string(), shown)
+                )
+            },
         )
     }
 
@@ -180,36 +169,58 @@ impl Node<'_> {
     /// does, whether a restart is pending: they follow a loop later, and
     /// the next task (a restart of the pending members) reads them.
     fn wait_pending_restart_reported(&self, pending: &[String]) -> Result<()> {
-        let rest = self.rest(POLL_REQUEST_TIMEOUT)?;
-        let node = self.m.node.as_str();
         let want = !pending.is_empty();
         let said = if want {
             format!("a pending restart ({})", pending.join(", "))
         } else {
             "no pending restart".to_string()
         };
-        wait_until(
+        self.wait_own_and_published(
             &format!(
                 "Patroni and the DCS to report {said} for {}, as PostgreSQL does",
                 self.name()
             ),
+            |s| s.pending_restart,
+            |m| m.pending_restart,
+            |own, published| *own == want && published == Some(&want),
+            |own, published| {
+                format!(
+                    "Patroni says pending restart {own}, the DCS {}",
+                    published.map_or("no member key".to_string(), |p| p.to_string())
+                )
+            },
+        )
+    }
+
+    /// Waits until what this node's Patroni says of itself (`/patroni`)
+    /// and what the DCS holds of it (`/cluster`, its member key) are
+    /// `agree`d on; `seen` says them when they are not.
+    fn wait_own_and_published<T>(
+        &self,
+        what: &str,
+        own_of: impl Fn(&NodeStatus) -> T,
+        member_of: impl Fn(&crate::rest::Member) -> T,
+        agree: impl Fn(&T, Option<&T>) -> bool,
+        seen: impl Fn(&T, Option<&T>) -> String,
+    ) -> Result<()> {
+        let rest = self.rest(POLL_REQUEST_TIMEOUT)?;
+        let node = self.m.node.as_str();
+        wait_until(
+            what,
             self.timeout,
             || {
                 let own = match rest.patroni() {
-                    Ok(s) => s.pending_restart,
+                    Ok(s) => own_of(&s),
                     Err(e) => return Probe::Waiting(e.to_string()),
                 };
                 let published = match rest.cluster() {
-                    Ok(c) => c.member(node).map(|m| m.pending_restart),
+                    Ok(c) => c.member(node).map(&member_of),
                     Err(e) => return Probe::Waiting(e.to_string()),
                 };
-                if own == want && published == Some(want) {
+                if agree(&own, published.as_ref()) {
                     Probe::Ready(())
                 } else {
-                    Probe::Waiting(format!(
-                        "Patroni says pending restart {own}, the DCS {}",
-                        published.map_or("no member key".to_string(), |p| p.to_string())
-                    ))
+                    Probe::Waiting(seen(&own, published.as_ref()))
                 }
             },
             String::new,

@@ -6,7 +6,6 @@
 //! would otherwise show it, stopped, until its key's lease ends).
 
 use super::*;
-use crate::rest::Endpoint;
 
 /// Why `me` may not leave its cluster, from what the cluster says: a
 /// table of cases, tested as one.
@@ -119,13 +118,7 @@ impl Node<'_> {
             .member_api_addresses()
             .into_iter()
             .filter(|(name, _)| name != me)
-            .filter_map(|(_, address)| {
-                RestClient::new(
-                    Endpoint::for_address(self.settings, &address, self.m.restapi_auth.clone()),
-                    POLL_REQUEST_TIMEOUT,
-                )
-                .ok()
-            })
+            .filter_map(|(_, address)| self.rest_at(&address, POLL_REQUEST_TIMEOUT).ok())
             .collect();
         wait_until(
             &format!(

@@ -186,18 +186,20 @@ class ActionModule(NormalAction):
 
     def _execute_module(self, module_name=None, module_args=None, tmp=None, task_vars=None, persist_files=False,
                         delete_remote_tmp=None, wrap_async=False, **kwargs):
+        def ansibles_own_way():
+            return super(ActionModule, self)._execute_module(module_name=module_name, module_args=module_args,
+                                                             task_vars=task_vars, wrap_async=wrap_async, **kwargs)
+
         if not self._pgherd_fast_path(wrap_async):
-            return super()._execute_module(module_name=module_name, module_args=module_args, task_vars=task_vars,
-                                           wrap_async=wrap_async, **kwargs)
+            return ansibles_own_way()
         task_vars = task_vars or {}
         module_name = module_name or self._task.action
         module_args = self._task.args if module_args is None else module_args
         self._update_module_args(module_name, module_args, task_vars, **kwargs)
         built = self._configure_module(module_name=module_name, module_args=module_args, task_vars=task_vars)
         if isinstance(built, tuple) and len(built) == 4:
-            # ansible-core before 2.19: Ansible's own way.
-            return super()._execute_module(module_name=module_name, module_args=module_args, task_vars=task_vars,
-                                           wrap_async=wrap_async, **kwargs)
+            # ansible-core before 2.19.
+            return ansibles_own_way()
         from ansible.module_utils.common.json import Direction, get_module_encoder
         from ansible.vars.clean import remove_internal_keys
 
@@ -213,13 +215,10 @@ class ActionModule(NormalAction):
         if res.get("rc") == NOT_CACHED:
             install = "sh -c %s" % shlex.quote(cache_install_script(name, cached))
             sent = self._low_level_execute_command(install, sudoable=True, in_data=bits.b_module_data)
-            if sent.get("rc") != 0:
-                return super()._execute_module(module_name=module_name, module_args=module_args,
-                                               task_vars=task_vars, wrap_async=wrap_async, **kwargs)
-            res = self._low_level_execute_command(run, sudoable=True, in_data=arguments)
-            if res.get("rc") == NOT_CACHED:
-                return super()._execute_module(module_name=module_name, module_args=module_args,
-                                               task_vars=task_vars, wrap_async=wrap_async, **kwargs)
+            if sent.get("rc") == 0:
+                res = self._low_level_execute_command(run, sudoable=True, in_data=arguments)
+            if sent.get("rc") != 0 or res.get("rc") == NOT_CACHED:
+                return ansibles_own_way()
         data = self._parse_returned_data(res, profile)
         remove_internal_keys(data)
         return data
