@@ -78,21 +78,51 @@ fn pg_connects(pki: &Path, host: &str) -> Result<(), String> {
         .env("PGPASSWORD", SUPERUSER_PW))
 }
 
+/// curl's options for the REST API: the controller's CA and client
+/// certificate.
+fn rest_options(pki: &Path) -> Vec<String> {
+    let s = |f: &str| pki.join(f).display().to_string();
+    vec![
+        "--cacert".into(),
+        s("ca.pem"),
+        "--cert".into(),
+        s("client-patroni.pem"),
+        "--key".into(),
+        s("client-patroni.key"),
+    ]
+}
+
 /// `host`'s REST API with the controller's client certificate and CA.
 fn rest_answers(pki: &Path, host: &str) -> bool {
-    let s = |f: &str| pki.join(f).display().to_string();
+    let options = rest_options(pki);
+    let options: Vec<&str> = options.iter().map(String::as_str).collect();
     pgherd_e2e::curl_status(
         "GET",
         &format!("https://{}:8008/patroni", Lab::addr(host)),
-        &[
-            "--cacert",
-            &s("ca.pem"),
-            "--cert",
-            &s("client-patroni.pem"),
-            "--key",
-            &s("client-patroni.key"),
-        ],
+        &options,
     ) == Some(200)
+}
+
+/// `path` of `host`'s REST API, as JSON, with the controller's client
+/// certificate (asked again for up to 2 s while Patroni re-opens its
+/// socket for a new certificate).
+fn rest_get(pki: &Path, host: &str, path: &str) -> Value {
+    let started = Instant::now();
+    loop {
+        let out = Command::new("curl")
+            .args(["-sf", "--max-time", "5"])
+            .args(rest_options(pki))
+            .arg(format!("https://{}:8008{path}", Lab::addr(host)))
+            .output()
+            .unwrap();
+        match serde_json::from_slice(&out.stdout) {
+            Ok(v) => return v,
+            Err(_) if started.elapsed() < Duration::from_secs(2) => {
+                std::thread::sleep(Duration::from_millis(200))
+            }
+            Err(_) => return Value::Null,
+        }
+    }
 }
 
 /// What clients saw while certificates changed: new connections to every
@@ -254,6 +284,25 @@ fn rotate_the_ca_under_clients(pki: &Path, run: &dyn Fn(&[&str]) -> PlaybookRun)
             .filter(|e| e.task.contains("Restart of "))
             .count();
         assert_eq!(restarts, 3, "{step}: {}", rotated.transcript());
+        // The cluster held in maintenance mode while etcd restarted, and
+        // resumed after: every member reports it running unpaused.
+        for held in ["held in maintenance mode", "The clusters held, resumed"] {
+            assert!(
+                rotated
+                    .changed_tasks()
+                    .iter()
+                    .any(|e| e.task.contains(held)),
+                "{step}: no change by a task \"{held}\": {}",
+                rotated.transcript()
+            );
+        }
+        for host in HOSTS {
+            let patroni = rest_get(pki, host, "/patroni");
+            assert!(
+                patroni.get("pause").is_none() && patroni["state"] == "running",
+                "{step}: {host}: {patroni}"
+            );
+        }
         for (host, old) in HOSTS.iter().zip(&before) {
             let now = served(host);
             for (what, (n, o)) in ["REST API", "PostgreSQL", "etcd"]
@@ -268,6 +317,34 @@ fn rotate_the_ca_under_clients(pki: &Path, run: &dyn Fn(&[&str]) -> PlaybookRun)
         }
     }
     clients.finish()
+}
+
+/// What Patroni and etcd logged on every host since `since` (seconds
+/// since the epoch), their routine lines left out: why a client failed.
+fn what_patroni_and_etcd_said(lab: &Lab, since: &str) -> String {
+    HOSTS
+        .iter()
+        .map(|host| {
+            let said = lab
+                .ssh(
+                    host,
+                    &format!(
+                        "{{ sudo journalctl --no-pager -o short-precise --since @{since} \
+                           -u 'patroni*' -u 'postgresql*' \
+                           | grep -v -e 'no action' -e 'Lock owner' -e ssl -e 'File \"' \
+                                     -e Traceback -e 'Exception in thread' -e 'self\\.' \
+                           | tail -n 40; \
+                           sudo journalctl --no-pager -o short-precise --since @{since} -u etcd \
+                           | grep -i -e elected -e 'lost leader' -e became -e 'too long' \
+                                     -e fail -e error -e 'timed out' -e stopping -e 'ready to serve' \
+                           | tail -n 40; }} | sort -k3"
+                    ),
+                )
+                .unwrap_or_else(|e| e);
+            format!("--- {host}:\n{said}")
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
 }
 
 /// Check mode on bare hosts: the steps that need what is not installed
@@ -408,12 +485,14 @@ fn bare_hosts_to_a_secured_cluster_with_one_playbook() {
     assert_eq!(replication_over_ssl().trim(), "2");
 
     let old_ca = std::fs::read_to_string(pki.join("ca.pem")).unwrap();
+    let rotation_began = lab.ssh("lab1", "date +%s").unwrap();
     let seen = rotate_the_ca_under_clients(&pki, &run);
     eprintln!("lab: clients through the CA rotation: {seen:?}");
     assert_eq!(
         (seen.pg_failed, seen.etcd_failed, seen.rest_failed),
         (0, 0, 0),
-        "{seen:?}"
+        "{seen:?}\n{}",
+        what_patroni_and_etcd_said(&lab, rotation_began.trim())
     );
     assert!(
         seen.pg_ok > 30 && seen.etcd_ok > 10 && seen.rest_ok > 30,

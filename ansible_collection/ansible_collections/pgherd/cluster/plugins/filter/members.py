@@ -23,6 +23,44 @@ def pgherd_member_addresses(hosts, hostvars):
     return out
 
 
+def _readable(hv, name):
+    """A host's variable, or None when it is not defined or cannot be
+    resolved from another host (one built from hostvars itself)."""
+    try:
+        return hv.get(name)
+    except Exception:  # Ansible's undefined-variable errors
+        return None
+
+
+def pgherd_patroni_clusters(hosts, hostvars):
+    """The Patroni clusters of `hosts` (one entry per pg_cluster, from the
+    first of its hosts): where the patroni module runs for each and with
+    what. Settings are the host's pgherd_settings_file when the inventory
+    names one (the instance module keeps the settings there on every
+    node), else its pgherd_settings; credentials from patroni_restapi_auth
+    and patroni_etcd_auth."""
+    out = []
+    for host in hosts:
+        hv = hostvars.get(host) or {}
+        cluster = _readable(hv, "pg_cluster")
+        if not cluster or any(c["cluster"] == str(cluster) for c in out):
+            continue
+        entry = {"host": host, "cluster": str(cluster)}
+        settings = _readable(hv, "pgherd_settings_file") or _readable(hv, "pgherd_settings")
+        if settings:
+            entry["settings"] = settings
+        for prefix, auth in (("restapi", "patroni_restapi_auth"), ("etcd", "patroni_etcd_auth")):
+            given = _readable(hv, auth) or {}
+            for part in ("username", "password"):
+                if given.get(part):
+                    entry[prefix + "_" + part] = given[part]
+        out.append(entry)
+    return out
+
+
 class FilterModule:
     def filters(self):
-        return {"pgherd_member_addresses": pgherd_member_addresses}
+        return {
+            "pgherd_member_addresses": pgherd_member_addresses,
+            "pgherd_patroni_clusters": pgherd_patroni_clusters,
+        }
