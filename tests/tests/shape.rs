@@ -3,13 +3,15 @@
 //! (cloned from the replica whose tags say `clonefrom`, while the members
 //! already let its address in), a member removed with `absent` leaves the
 //! DCS, and dropped from the inventory it is shut out of the others'
-//! pg_hba on the next run.
+//! pg_hba on the next run. A host lost with its data is rebuilt under its
+//! name, or replaced by a new host.
 
 use std::path::Path;
 use std::time::{Duration, Instant};
 
 use pgherd_e2e::{
-    ansible_playbook, http_get, local_nodes_test, psql, repo_root, wait_for, Etcd, PlaybookRun,
+    ansible_playbook, http_get, local_nodes_test, pids_mentioning, port_open, psql, repo_root,
+    signal, wait_for, Etcd, PlaybookRun,
 };
 
 const ADDRESSES: [&str; 4] = ["127.0.0.11", "127.0.0.12", "127.0.0.13", "127.0.0.14"];
@@ -41,9 +43,17 @@ fn inventory(dir: &Path, replicas: &[&str]) -> std::path::PathBuf {
     inv
 }
 
+/// The cluster as the first member that answers lists it.
+fn cluster_view() -> Option<serde_json::Value> {
+    ADDRESSES.iter().find_map(|a| {
+        http_get(&format!("{a}:8008"), "/cluster")
+            .and_then(|(_, b)| serde_json::from_str::<serde_json::Value>(&b).ok())
+    })
+}
+
+/// The streaming members and the leader, as a member lists them.
 fn members() -> Vec<String> {
-    http_get("127.0.0.11:8008", "/cluster")
-        .and_then(|(_, b)| serde_json::from_str::<serde_json::Value>(&b).ok())
+    cluster_view()
         .and_then(|v| {
             v["members"].as_array().map(|m| {
                 m.iter()
@@ -68,21 +78,56 @@ fn ok(run: &PlaybookRun, what: &str) {
     assert!(run.succeeded(), "{what} failed:\n{}", run.transcript());
 }
 
+/// site.yml's extra vars for this test's cluster, etcd and node root.
+fn site_vars(cluster: &str, root: &Path, etcd: &Etcd) -> Vec<String> {
+    vec![
+        "-e".to_string(),
+        format!("pgherd_repo={}", repo_root().display()),
+        "-e".to_string(),
+        format!("pg_cluster={cluster} pg_instance=core"),
+        "-e".to_string(),
+        format!("pgherd_local_root={}", root.display()),
+        "-e".to_string(),
+        format!("{{\"pgherd_etcd_hosts\": [\"{}\"]}}", etcd.client_addr),
+    ]
+}
+
+/// `node` lost as a host is, with its data: its processes killed
+/// (SIGKILL: no shutdown, no key released), its files gone.
+fn lose(root: &Path, node: &str, address: &str) {
+    let needle = format!("{}/{node}/", root.display());
+    for pid in pids_mentioning(&needle) {
+        signal(pid, libc::SIGKILL);
+    }
+    wait_for(
+        &format!("{node}'s processes gone"),
+        Duration::from_secs(20),
+        || {
+            (pids_mentioning(&needle).is_empty()
+                && !port_open(&format!("{address}:5432"))
+                && !port_open(&format!("{address}:8008")))
+            .then_some(())
+        },
+        || format!("{:?}", pids_mentioning(&needle)),
+    );
+    std::fs::remove_dir_all(root.join(node)).unwrap();
+}
+
+/// The rows of the table the test writes before a loss, read on `node`.
+fn rows_on(root: &Path, node: &str) -> String {
+    psql(
+        &root.join(format!("{node}/run")),
+        "select count(*) || ':' || sum(n) from kept",
+    )
+    .unwrap_or_else(|e| e)
+}
+
 #[test]
 fn a_node_added_cloned_from_a_replica_and_one_removed_through_site_yml() {
     let (dir, root, _reaper) = local_nodes_test("shape", &ADDRESSES);
     let etcd = Etcd::start(&dir.path, 25_379, 25_380);
     let site = repo_root().join("playbooks/site.yml");
-    let vars = [
-        "-e".to_string(),
-        format!("pgherd_repo={}", repo_root().display()),
-        "-e".to_string(),
-        "pg_cluster=orders pg_instance=core".to_string(),
-        "-e".to_string(),
-        format!("pgherd_local_root={}", root.display()),
-        "-e".to_string(),
-        format!("{{\"pgherd_etcd_hosts\": [\"{}\"]}}", etcd.client_addr),
-    ];
+    let vars = site_vars("orders", &root, &etcd);
     let vars: Vec<&str> = vars.iter().map(String::as_str).collect();
     let three = inventory(&dir.path, &["db2", "db3"]);
     ok(
@@ -159,4 +204,155 @@ fn a_node_added_cloned_from_a_replica_and_one_removed_through_site_yml() {
         "127.0.0.1,127.0.0.11,127.0.0.12,127.0.0.14"
     );
     assert_eq!(members().len(), 3, "{:?}", members());
+}
+
+#[test]
+fn a_lost_host_is_rebuilt_under_its_name_or_replaced_by_a_new_one() {
+    let (dir, root, _reaper) = local_nodes_test("replace", &ADDRESSES);
+    let etcd = Etcd::start(&dir.path, 25_389, 25_390);
+    let site = repo_root().join("playbooks/site.yml");
+    let vars = site_vars("ledger", &root, &etcd);
+    let vars: Vec<&str> = vars.iter().map(String::as_str).collect();
+    let three = inventory(&dir.path, &["db2", "db3"]);
+    ok(
+        &ansible_playbook(&dir.path, &site, &three, &vars),
+        "the deployment of three",
+    );
+    wait_for(
+        "a leader and two streaming replicas",
+        Duration::from_secs(60),
+        || (members().len() == 3).then_some(()),
+        || format!("{:?}", members()),
+    );
+    psql(
+        &root.join("db1/run"),
+        "create table kept (n int); insert into kept select generate_series(1, 1000)",
+    )
+    .unwrap();
+    let identifier = |node: &str| {
+        psql(
+            &root.join(format!("{node}/run")),
+            "select system_identifier from pg_control_system()",
+        )
+        .unwrap_or_else(|e| e)
+    };
+    let cluster_id = identifier("db1");
+
+    // db3's host lost with its data, then the same inventory run again:
+    // db3 is rebuilt from the others under its name and streams, with
+    // everything written before the loss.
+    lose(&root, "db3", "127.0.0.13");
+    let started = Instant::now();
+    let rebuilt = ansible_playbook(&dir.path, &site, &three, &vars);
+    ok(&rebuilt, "the run after db3's loss");
+    eprintln!(
+        "shape: db3 rebuilt under its name in {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
+    let instance_changed: Vec<&str> = rebuilt
+        .events_of("PostgreSQL instance managed by Patroni")
+        .iter()
+        .filter(|e| e.changed())
+        .map(|e| e.host.as_str())
+        .collect();
+    assert_eq!(instance_changed, ["db3"], "{}", rebuilt.transcript());
+    wait_for(
+        "db3 streaming again",
+        Duration::from_secs(30),
+        || members().contains(&"db3".to_string()).then_some(()),
+        || format!("{:?}", members()),
+    );
+    assert_eq!(identifier("db3"), cluster_id);
+    assert_eq!(rows_on(&root, "db3"), "1000:500500");
+    let again = ansible_playbook(&dir.path, &site, &three, &vars);
+    ok(&again, "the run after the rebuild");
+    assert!(again.changed_tasks().is_empty(), "{}", again.transcript());
+
+    // db3 lost again, and replaced by db4 (a new host, a new name): db4
+    // joins, db3's address leaves the others' pg_hba, and db3's member
+    // key goes when its lease ends (no process renews it).
+    lose(&root, "db3", "127.0.0.13");
+    let with_db4 = inventory(&dir.path, &["db2", "db4"]);
+    let started = Instant::now();
+    ok(
+        &ansible_playbook(&dir.path, &site, &with_db4, &vars),
+        "db4 replacing db3",
+    );
+    eprintln!(
+        "shape: db4 replaced db3 in {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
+    wait_for(
+        "db4 streaming",
+        Duration::from_secs(30),
+        || members().contains(&"db4".to_string()).then_some(()),
+        || format!("{:?}", members()),
+    );
+    assert_eq!(identifier("db4"), cluster_id);
+    assert_eq!(rows_on(&root, "db4"), "1000:500500");
+    assert_eq!(
+        replication_from(&root),
+        "127.0.0.1,127.0.0.11,127.0.0.12,127.0.0.14"
+    );
+    // The inventory's ttl (20 s) and a loop of Patroni's.
+    let listed = |name: &str| {
+        cluster_view().is_some_and(|v| {
+            v["members"]
+                .as_array()
+                .is_some_and(|m| m.iter().any(|m| m["name"] == name))
+        })
+    };
+    wait_for(
+        "db3's member key gone",
+        Duration::from_secs(40),
+        || (!listed("db3") && listed("db1")).then_some(()),
+        || format!("{:?}", cluster_view()),
+    );
+    assert_eq!(members().len(), 3, "{:?}", members());
+
+    // The leader's host lost: Patroni fails over; the same inventory run
+    // again rebuilds db1 (still the inventory's primary) as a replica of
+    // the new leader.
+    lose(&root, "db1", "127.0.0.11");
+    let leader = wait_for(
+        "a new leader",
+        Duration::from_secs(60),
+        || {
+            cluster_view().and_then(|v| {
+                v["members"].as_array().and_then(|m| {
+                    m.iter()
+                        .find(|m| m["role"] == "leader" && m["name"] != "db1")
+                        .and_then(|m| m["name"].as_str().map(str::to_string))
+                })
+            })
+        },
+        || format!("{:?}", cluster_view()),
+    );
+    let started = Instant::now();
+    ok(
+        &ansible_playbook(&dir.path, &site, &with_db4, &vars),
+        "the run after the leader's loss",
+    );
+    eprintln!(
+        "shape: db1 (the lost leader) rebuilt as a replica of {leader} in {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
+    wait_for(
+        "db1 streaming from the new leader",
+        Duration::from_secs(30),
+        || members().contains(&"db1".to_string()).then_some(()),
+        || format!("{:?}", cluster_view()),
+    );
+    assert_eq!(identifier("db1"), cluster_id);
+    assert_eq!(rows_on(&root, "db1"), "1000:500500");
+    let leader_now = cluster_view()
+        .and_then(|v| {
+            v["members"].as_array().and_then(|m| {
+                m.iter()
+                    .find(|m| m["role"] == "leader")
+                    .and_then(|m| m["name"].as_str().map(str::to_string))
+            })
+        })
+        .unwrap_or_default();
+    assert_eq!(leader_now, leader, "the rebuild moved the leadership");
 }
