@@ -689,6 +689,27 @@ pub fn port_open(addr: &str) -> bool {
         .is_some()
 }
 
+/// `node` lost as a host is, with its data: its processes killed
+/// (SIGKILL: no shutdown, no key released), its files gone.
+pub fn lose_node(root: &Path, node: &str, address: &str) {
+    let needle = format!("{}/{node}/", root.display());
+    for pid in pids_mentioning(&needle) {
+        signal(pid, libc::SIGKILL);
+    }
+    wait_for(
+        &format!("{node}'s processes gone"),
+        Duration::from_secs(20),
+        || {
+            (pids_mentioning(&needle).is_empty()
+                && !port_open(&format!("{address}:5432"))
+                && !port_open(&format!("{address}:8008")))
+            .then_some(())
+        },
+        || format!("{:?}", pids_mentioning(&needle)),
+    );
+    std::fs::remove_dir_all(root.join(node)).unwrap();
+}
+
 /// Pids of processes whose command line mentions `needle`.
 pub fn pids_mentioning(needle: &str) -> Vec<i32> {
     let mut pids = Vec::new();

@@ -10,8 +10,8 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use pgherd_e2e::{
-    ansible_playbook, http_get, local_nodes_test, pids_mentioning, port_open, psql, repo_root,
-    signal, wait_for, Etcd, PlaybookRun,
+    ansible_playbook, http_get, local_nodes_test, lose_node, psql, repo_root, wait_for, Etcd,
+    PlaybookRun,
 };
 
 const ADDRESSES: [&str; 4] = ["127.0.0.11", "127.0.0.12", "127.0.0.13", "127.0.0.14"];
@@ -90,27 +90,6 @@ fn site_vars(cluster: &str, root: &Path, etcd: &Etcd) -> Vec<String> {
         "-e".to_string(),
         format!("{{\"pgherd_etcd_hosts\": [\"{}\"]}}", etcd.client_addr),
     ]
-}
-
-/// `node` lost as a host is, with its data: its processes killed
-/// (SIGKILL: no shutdown, no key released), its files gone.
-fn lose(root: &Path, node: &str, address: &str) {
-    let needle = format!("{}/{node}/", root.display());
-    for pid in pids_mentioning(&needle) {
-        signal(pid, libc::SIGKILL);
-    }
-    wait_for(
-        &format!("{node}'s processes gone"),
-        Duration::from_secs(20),
-        || {
-            (pids_mentioning(&needle).is_empty()
-                && !port_open(&format!("{address}:5432"))
-                && !port_open(&format!("{address}:8008")))
-            .then_some(())
-        },
-        || format!("{:?}", pids_mentioning(&needle)),
-    );
-    std::fs::remove_dir_all(root.join(node)).unwrap();
 }
 
 /// The rows of the table the test writes before a loss, read on `node`.
@@ -241,7 +220,7 @@ fn a_lost_host_is_rebuilt_under_its_name_or_replaced_by_a_new_one() {
     // db3's host lost with its data, then the same inventory run again:
     // db3 is rebuilt from the others under its name and streams, with
     // everything written before the loss.
-    lose(&root, "db3", "127.0.0.13");
+    lose_node(&root, "db3", "127.0.0.13");
     let started = Instant::now();
     let rebuilt = ansible_playbook(&dir.path, &site, &three, &vars);
     ok(&rebuilt, "the run after db3's loss");
@@ -271,7 +250,7 @@ fn a_lost_host_is_rebuilt_under_its_name_or_replaced_by_a_new_one() {
     // db3 lost again, and replaced by db4 (a new host, a new name): db4
     // joins, db3's address leaves the others' pg_hba, and db3's member
     // key goes when its lease ends (no process renews it).
-    lose(&root, "db3", "127.0.0.13");
+    lose_node(&root, "db3", "127.0.0.13");
     let with_db4 = inventory(&dir.path, &["db2", "db4"]);
     let started = Instant::now();
     ok(
@@ -313,7 +292,7 @@ fn a_lost_host_is_rebuilt_under_its_name_or_replaced_by_a_new_one() {
     // The leader's host lost: Patroni fails over; the same inventory run
     // again rebuilds db1 (still the inventory's primary) as a replica of
     // the new leader.
-    lose(&root, "db1", "127.0.0.11");
+    lose_node(&root, "db1", "127.0.0.11");
     let leader = wait_for(
         "a new leader",
         Duration::from_secs(60),

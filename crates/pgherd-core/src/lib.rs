@@ -30,6 +30,7 @@ pub mod runtime;
 pub mod service;
 pub mod settings;
 pub mod sql;
+pub mod standby;
 pub mod tags;
 pub mod tls_files;
 pub mod wait;

@@ -76,6 +76,9 @@ pub struct InstanceManifest {
     pub pg_hba: Vec<String>,
     pub conf_settings: serde_json::Map<String, Value>,
     pub dynamic_conf_settings: serde_json::Map<String, Value>,
+    /// What the cluster follows when it is a standby cluster (written into
+    /// `bootstrap.dcs`: a new cluster only).
+    pub standby_cluster: Option<crate::standby::StandbyCluster>,
     /// The pgBackRest stanza, when the instance archives to and is
     /// restored from pgBackRest.
     pub pgbackrest_stanza: Option<Name>,
@@ -142,6 +145,7 @@ impl InstanceManifest {
             pg_hba: Vec::new(),
             conf_settings: serde_json::Map::new(),
             dynamic_conf_settings: serde_json::Map::new(),
+            standby_cluster: None,
             pgbackrest_stanza: None,
             pgbackrest_new_repository: false,
             restore: None,

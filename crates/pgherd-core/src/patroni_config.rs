@@ -449,8 +449,14 @@ pub fn patroni_config_doc(
         &mut doc,
         &Value::Mapping(settings.patroni.overrides.clone()),
     );
-    if !m.dynamic_conf_settings.is_empty() {
-        let dynamic = json_to_yaml(&serde_json::Value::Object(m.dynamic_conf_settings.clone()));
+    let mut dynamic = m.dynamic_conf_settings.clone();
+    if let Some(standby) = &m.standby_cluster {
+        dynamic
+            .entry("standby_cluster")
+            .or_insert_with(|| standby.to_config());
+    }
+    if !dynamic.is_empty() {
+        let dynamic = json_to_yaml(&serde_json::Value::Object(dynamic));
         let mut wrapper = serde_yaml::Mapping::new();
         let mut bootstrap = serde_yaml::Mapping::new();
         bootstrap.insert(Value::from("dcs"), dynamic);

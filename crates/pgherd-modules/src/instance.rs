@@ -147,6 +147,25 @@ pub fn spec() -> Spec {
                   On timeout the task fails with the last Patroni state seen and the last lines of the logs."),
         OptionSpec::new("dynamic_conf_settings", Kind::Dict)
             .doc("Mapping merged into C(bootstrap.dcs), the dynamic configuration a new cluster starts with; null deletes."),
+        OptionSpec::new("standby_cluster", Kind::Dict)
+            .suboptions(Spec::new(vec![
+                OptionSpec::new("host", Kind::Str)
+                    .doc("The primary cluster's hosts (comma-separated; a read-write one is chosen). Not this node's own address."),
+                OptionSpec::new("port", Kind::Int).doc("Their PostgreSQL port (5432)."),
+                OptionSpec::new("primary_slot_name", Kind::Str)
+                    .doc("A permanent physical slot of the primary cluster (its dynamic configuration's C(slots)) this cluster streams through."),
+                OptionSpec::new("restore_command", Kind::Str)
+                    .doc("How WAL that cannot be streamed is fetched (C(pgbackrest --stanza=S archive-get %f \"%p\")); alone, the cluster follows the repository only."),
+                OptionSpec::new("create_replica_methods", Kind::List)
+                    .elements(Kind::Str)
+                    .doc("How the standby leader is built: C(basebackup) from the primary (the default), or C(pgbackrest) from the repository."),
+            ]))
+            .doc("Make a new cluster a standby cluster (disaster recovery): its leader, the standby leader, follows this primary \
+                  cluster, and its members follow the standby leader. Written into C(bootstrap.dcs): it shapes a cluster that does \
+                  not exist yet; a running cluster keeps what its dynamic configuration says (the C(patroni) module's \
+                  I(promote) ends it). The primary cluster lets the replication role in from this cluster's addresses (its \
+                  I(member_addresses)). Refused: neither I(host) nor I(restore_command), this node's own address, an invalid \
+                  slot name, and C(standby_cluster) also in I(dynamic_conf_settings)."),
         OptionSpec::new("pgbackrest", Kind::Dict)
             .suboptions(Spec::new(vec![
                 OptionSpec::new("stanza", Kind::Str)

@@ -40,9 +40,21 @@ pub struct InstanceOptions {
     pub force: Option<bool>,
     pub conf_settings: Option<serde_json::Map<String, Value>>,
     pub dynamic_conf_settings: Option<serde_json::Map<String, Value>>,
+    pub standby_cluster: Option<StandbyClusterOptions>,
     pub pgbackrest: Option<PgBackRestOptions>,
     pub restore: Option<RestoreOptions>,
     pub settings_file: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize, Default)]
+#[cfg_attr(test, derive(serde::Serialize))]
+#[serde(default, deny_unknown_fields)]
+pub struct StandbyClusterOptions {
+    pub host: Option<String>,
+    pub port: Option<i64>,
+    pub primary_slot_name: Option<String>,
+    pub restore_command: Option<String>,
+    pub create_replica_methods: Option<Vec<String>>,
 }
 
 #[derive(Debug, Clone, Deserialize, Default)]
@@ -274,6 +286,7 @@ pub fn manifest(opts: &InstanceOptions, settings: &Settings) -> Result<InstanceM
 
     let (pgbackrest_stanza, restore) = backup_and_restore(opts, &mut problems);
     let settings_copy = settings_copy(opts, &mut problems);
+    let standby_cluster = standby_cluster(opts, &[&pg_connect_host, &pg_listen], &mut problems);
 
     match (name, cluster, node, version) {
         (Some(name), Some(cluster), Some(node), Some(version)) if problems.is_empty() => {
@@ -296,6 +309,7 @@ pub fn manifest(opts: &InstanceOptions, settings: &Settings) -> Result<InstanceM
                 pg_hba,
                 conf_settings: opts.conf_settings.clone().unwrap_or_default(),
                 dynamic_conf_settings: opts.dynamic_conf_settings.clone().unwrap_or_default(),
+                standby_cluster,
                 pgbackrest_stanza,
                 pgbackrest_new_repository: opts
                     .pgbackrest
@@ -406,6 +420,54 @@ fn checked_pg_hba(opts: &InstanceOptions, problems: &mut Vec<String>) -> Vec<Str
         }
     }
     pg_hba
+}
+
+/// What a standby cluster follows, checked: a host that is not the node's
+/// own, a valid port and slot name; given once (not also in
+/// `dynamic_conf_settings`).
+fn standby_cluster(
+    opts: &InstanceOptions,
+    own_hosts: &[&str],
+    problems: &mut Vec<String>,
+) -> Option<pgherd_core::standby::StandbyCluster> {
+    let given = opts.standby_cluster.as_ref()?;
+    if opts
+        .dynamic_conf_settings
+        .as_ref()
+        .is_some_and(|d| d.contains_key("standby_cluster"))
+    {
+        problems.push(
+            "standby_cluster is given both as an option and in dynamic_conf_settings: keep the \
+             option"
+                .into(),
+        );
+    }
+    let port =
+        given.port.and_then(
+            |p| match pgherd_core::names::check_port("standby_cluster.port", p) {
+                Ok(p) => Some(p),
+                Err(e) => {
+                    problems.push(e);
+                    None
+                }
+            },
+        );
+    let out = pgherd_core::standby::StandbyCluster {
+        hosts: given
+            .host
+            .as_deref()
+            .unwrap_or_default()
+            .split(',')
+            .map(|h| h.trim().to_string())
+            .filter(|h| !h.is_empty())
+            .collect(),
+        port,
+        primary_slot_name: given.primary_slot_name.clone(),
+        restore_command: given.restore_command.clone(),
+        create_replica_methods: given.create_replica_methods.clone().unwrap_or_default(),
+    };
+    problems.extend(out.problems(own_hosts));
+    Some(out)
 }
 
 /// The members' addresses as pg_hba.conf takes them.
@@ -597,6 +659,28 @@ mod tests {
             p,
             vec!["patroni.etcd.username is set without patroni.etcd.password"]
         );
+    }
+
+    #[test]
+    fn a_standby_cluster_following_this_node_or_given_twice_is_refused() {
+        let own = json!({"name": "m", "patroni": {"postgresql": {"connect_host": "10.0.0.9"}},
+                         "standby_cluster": {"host": "10.0.0.1,10.0.0.9", "port": 70000}});
+        let text = problems(own).join("\n");
+        assert!(
+            text.contains("10.0.0.9 is this node's own address"),
+            "{text}"
+        );
+        assert!(text.contains("standby_cluster.port"), "{text}");
+        let twice = json!({"name": "m", "standby_cluster": {"host": "10.0.0.1"},
+                           "dynamic_conf_settings": {"standby_cluster": {"host": "10.0.0.2"}}});
+        assert_eq!(
+            problems(twice),
+            vec![
+                "standby_cluster is given both as an option and in dynamic_conf_settings: keep \
+                  the option"
+            ]
+        );
+        assert!(problems(json!({"name": "m", "standby_cluster": {"host": "10.0.0.1"}})).is_empty());
     }
 
     #[test]

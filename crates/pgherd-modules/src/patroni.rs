@@ -57,9 +57,17 @@ pub fn spec() -> Spec {
         OptionSpec::new("failover_to", Kind::Str).doc(
             "Fail over to this member; only when there is no healthy leader, unless I(force).",
         ),
-        OptionSpec::new("force", Kind::Bool)
-            .default(false)
-            .doc("Allow I(failover_to) while a healthy leader runs."),
+        OptionSpec::new("promote", Kind::Bool).default(false).doc(
+            "Promote a standby cluster (the disaster-recovery failover): its dynamic configuration's \
+             C(standby_cluster) removed, its standby leader leads a primary cluster, and the task returns \
+             once it runs as a primary holding the leader key. Refused while the primary it follows \
+             answers (a TCP connection to C(standby_cluster)'s host and port), or when it follows a \
+             repository only, unless I(force). Nothing to do on a cluster that is no standby cluster.",
+        ),
+        OptionSpec::new("force", Kind::Bool).default(false).doc(
+            "Allow I(failover_to) while a healthy leader runs, and I(promote) while the primary cluster \
+             answers or cannot be asked.",
+        ),
         OptionSpec::new("paused", Kind::Bool)
             .doc("Maintenance mode: pause or resume Patroni's automatic failover."),
         OptionSpec::new("restart", Kind::Str)
@@ -91,7 +99,7 @@ pub fn spec() -> Spec {
             "Seconds to wait for each confirmation (new leader, members streaming, pause seen).",
         ),
     ])
-    .mutually_exclusive(&["leader", "failover_to"])
+    .mutually_exclusive(&["leader", "failover_to", "promote"])
     .required_together(&["restapi_username", "restapi_password"])
     .required_together(&["etcd_username", "etcd_password"])
 }
@@ -114,6 +122,7 @@ pub struct PatroniOptions {
     pub scheduled_at: Option<String>,
     pub maximum_lag: Option<i64>,
     pub failover_to: Option<String>,
+    pub promote: bool,
     pub force: bool,
     pub paused: Option<bool>,
     pub restart: Option<String>,
@@ -144,6 +153,7 @@ impl PatroniOptions {
             scheduled_at: p.text("scheduled_at"),
             maximum_lag: p.int("maximum_lag"),
             failover_to: p.text("failover_to"),
+            promote: p.flag("promote").unwrap_or(false),
             force: p.flag("force").unwrap_or(false),
             paused: p.flag("paused"),
             restart: p.text("restart"),
@@ -164,6 +174,7 @@ impl PatroniOptions {
             ("dynamic_config", self.dynamic_config.is_some()),
             ("leader", self.leader.is_some()),
             ("failover_to", self.failover_to.is_some()),
+            ("promote", self.promote),
             ("paused", self.paused.is_some()),
             ("restart", self.restart.is_some()),
             ("reload", self.reload),
@@ -281,6 +292,7 @@ fn operations(o: &PatroniOptions, maximum_lag: Option<u64>) -> Operations {
         remove: o.state == "absent",
         system_identifier: o.system_identifier.clone(),
         backup: o.backup.as_deref().and_then(BackupKind::parse),
+        promote: o.promote,
     }
 }
 

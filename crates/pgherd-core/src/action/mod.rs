@@ -131,6 +131,14 @@ pub enum Action {
     RemoveEmptyDir(PathBuf),
     /// Maintenance mode switched on or off, as every member then reports.
     SetPause { cluster: String, paused: bool },
+    /// A standby cluster's `standby_cluster` removed from its dynamic
+    /// configuration: its standby leader promotes.
+    PromoteStandbyCluster {
+        cluster: String,
+        leader: String,
+        /// What it followed, for the description.
+        following: String,
+    },
     /// What differs from the wanted dynamic configuration, patched.
     PatchConfig {
         /// The keys the patch sets (or deletes).
@@ -327,6 +335,14 @@ impl Action {
                 paused: true,
             } => format!("pause cluster {cluster} (maintenance mode)"),
             Action::SetPause { cluster, .. } => format!("resume cluster {cluster}"),
+            Action::PromoteStandbyCluster {
+                cluster,
+                leader,
+                following,
+            } => format!(
+                "promote standby cluster {cluster}: {leader} leads it as a primary, no longer \
+                 following {following}"
+            ),
             Action::PatchConfig { patch, .. } => format!(
                 "update the dynamic configuration: {}",
                 patch
@@ -392,7 +408,8 @@ impl Action {
             | Action::Failover { .. }
             | Action::RestartMember { .. }
             | Action::ConfirmRestarts { .. }
-            | Action::ReinitMember { .. } => Lock::Cluster,
+            | Action::ReinitMember { .. }
+            | Action::PromoteStandbyCluster { .. } => Lock::Cluster,
             _ => Lock::Instance,
         }
     }
@@ -446,6 +463,11 @@ impl Action {
                  it running"
             }
             Action::ConfirmRestarts { .. } => "/cluster shows no member with a pending restart",
+            Action::PromoteStandbyCluster { .. } => {
+                "the dynamic configuration holds no standby_cluster, the former standby leader \
+                 reports itself a running primary holding the leader key, and /cluster shows it \
+                 the leader"
+            }
             Action::DeleteClusterKeys { .. } => "etcd holds no key under the prefix",
             Action::Backup { .. } => "pgBackRest's backup ends successfully and its info lists it",
         }

@@ -42,6 +42,9 @@ impl ClusterRun<'_, '_> {
     fn apply_one(&mut self, action: &Action) -> Step {
         match action {
             Action::SetPause { paused, .. } => set_pause(self.conn()?, *paused)?,
+            Action::PromoteStandbyCluster { leader, .. } => {
+                promote_standby_cluster(self.conn()?, leader)?
+            }
             Action::PatchConfig {
                 patch,
                 wanted,
@@ -231,6 +234,52 @@ impl ClusterRun<'_, '_> {
             Outcome::DoneAs(lines)
         })
     }
+}
+
+/// Ends a standby cluster (its dynamic configuration's `standby_cluster`
+/// removed), and waits until what the next task reads shows a primary:
+/// the configuration, the former standby leader's own view, and the DCS's.
+fn promote_standby_cluster(conn: &Conn<'_>, leader: &str) -> std::result::Result<(), Failure> {
+    let (_, client) = conn.cluster_status()?;
+    client.patch_config(&json!({ "standby_cluster": null }))?;
+    let member = conn.member_client(leader).confirming()?;
+    wait_until(
+        &format!("{leader} to lead the promoted cluster as a primary"),
+        conn.target.timeout,
+        || {
+            if client
+                .config()
+                .map(|c| crate::standby::StandbyCluster::from_config(&c).is_some())
+                .unwrap_or(true)
+            {
+                return Probe::Waiting("the configuration still holds standby_cluster".into());
+            }
+            match member.patroni() {
+                Ok(s) if s.is_primary() && s.state == "running" && !s.cluster_unlocked => {}
+                Ok(s) => return Probe::Waiting(format!("{leader}: {}", s.describe())),
+                Err(e) => return Probe::Waiting(format!("{leader}: {e}")),
+            }
+            match client.cluster() {
+                Ok(c)
+                    if c.member(leader)
+                        .is_some_and(|m| m.role == "leader" && m.state == "running") =>
+                {
+                    Probe::Ready(())
+                }
+                Ok(c) => Probe::Waiting(format!(
+                    "the DCS shows {leader} as {}",
+                    c.member(leader)
+                        .map_or("no member".to_string(), |m| format!(
+                            "{} {}",
+                            m.role, m.state
+                        ))
+                )),
+                Err(e) => Probe::Waiting(e.to_string()),
+            }
+        },
+        String::new,
+    )
+    .confirming()
 }
 
 /// Switches maintenance mode, and waits until every member applied it (on

@@ -80,6 +80,9 @@ pub struct Operations {
     pub system_identifier: Option<String>,
     /// A backup on the leader, when it runs on this host.
     pub backup: Option<BackupKind>,
+    /// A standby cluster promoted: its standby leader leads a primary
+    /// cluster (the disaster-recovery failover).
+    pub promote: bool,
 }
 
 /// One member as the `cluster` return value shows it.

@@ -27,6 +27,9 @@ pub const PHASES: [Phase; 4] = [Phase::Configure, Phase::Lead, Phase::Restart, P
 #[derive(Debug, Clone, Default)]
 pub struct Here {
     pub leader_stanza: Option<String>,
+    /// With a promotion asked for: the addresses of the primary the
+    /// standby cluster follows that accepted a connection.
+    pub standby_primary_answering: Vec<String>,
 }
 
 /// Every phase planned from `info`: what check mode reports, and what a
@@ -74,6 +77,8 @@ pub fn plan_phase(
                 )?);
             } else if let Some(candidate) = &ops.failover_to {
                 out.extend(plan_failover(info, candidate, ops.force)?);
+            } else if ops.promote {
+                out.extend(plan_promotion(info, here, ops.force)?);
             }
         }
         Phase::Restart => {
@@ -120,6 +125,50 @@ pub fn plan_phase(
         }
     }
     Ok(out)
+}
+
+/// A standby cluster's promotion: refused while the primary it follows
+/// answers, or when that cannot be asked (it follows a repository only),
+/// unless forced; nothing for a cluster that is no standby cluster (any
+/// more).
+fn plan_promotion(info: &ClusterInfo, here: &Here, force: bool) -> Result<Option<Action>> {
+    let Some(standby) = crate::standby::StandbyCluster::from_config(&info.config) else {
+        return Ok(None);
+    };
+    let following = standby.describe();
+    if !force {
+        if !here.standby_primary_answering.is_empty() {
+            return Err(Error::Other(format!(
+                "cluster {} follows the primary at {following}, and {} answers: promoting it now \
+                 makes two primaries. Stop the primary cluster (or cut it off from its clients) \
+                 first, or set force: true",
+                info.name,
+                here.standby_primary_answering.join(", ")
+            )));
+        }
+        if standby.hosts.is_empty() {
+            return Err(Error::Other(format!(
+                "cluster {} follows WAL from a repository only ({following}): whether its \
+                 primary still runs cannot be asked. Make sure it does not, then set force: true",
+                info.name
+            )));
+        }
+    }
+    let leader = info
+        .members
+        .iter()
+        .find(|m| m.role == "standby_leader" && matches!(m.state.as_str(), "running" | "streaming"))
+        .ok_or_else(|| {
+            Error::Other(format!(
+                "standby cluster {} has no running standby leader to promote",
+                info.name
+            ))
+        })?;
+    Ok(Some(Action::PromoteStandbyCluster {
+        cluster: info.name.clone(),
+        leader: leader.name.clone(),
+        following,
+    }))
 }
 
 fn plan_config(info: &ClusterInfo, wanted: &Map<String, Value>) -> Option<Action> {
@@ -512,6 +561,107 @@ mod tests {
         }
     }
 
+    /// What is asked of which cluster, from what was seen here, forced or
+    /// not: the lines planned, or a part of the refusal.
+    type PromotionRow<'a> = (
+        &'a str,
+        &'a ClusterInfo,
+        &'a Here,
+        bool,
+        std::result::Result<Vec<&'a str>, &'a str>,
+    );
+
+    #[test]
+    fn a_standby_cluster_is_promoted_only_when_its_primary_is_gone_or_by_force() {
+        let standby = ClusterInfo {
+            name: "dr".into(),
+            leader: Some("a".into()),
+            members: vec![
+                member("a", "standby_leader", "streaming", None),
+                member("b", "replica", "streaming", Some(0)),
+            ],
+            config: json!({"standby_cluster": {"host": "10.0.0.1,10.0.0.2", "port": 5432}}),
+            ..ClusterInfo::default()
+        };
+        let from_repository = ClusterInfo {
+            config: json!({"standby_cluster": {"restore_command": "fetch %f %p"}}),
+            ..standby.clone()
+        };
+        let mut no_standby_leader = standby.clone();
+        no_standby_leader.members[0].state = "stopped".into();
+        let answering = Here {
+            standby_primary_answering: vec!["10.0.0.2:5432".into()],
+            ..Here::default()
+        };
+        let promoted = "promote standby cluster dr: a leads it as a primary, no longer following \
+             10.0.0.1:5432,10.0.0.2:5432";
+        let table: &[PromotionRow] = &[
+            (
+                "primary gone",
+                &standby,
+                &Here::default(),
+                false,
+                Ok(vec![promoted]),
+            ),
+            (
+                "primary answers",
+                &standby,
+                &answering,
+                false,
+                Err("10.0.0.2:5432 answers"),
+            ),
+            (
+                "primary answers, forced",
+                &standby,
+                &answering,
+                true,
+                Ok(vec![promoted]),
+            ),
+            (
+                "repository only",
+                &from_repository,
+                &Here::default(),
+                false,
+                Err("cannot be asked"),
+            ),
+            (
+                "no standby leader",
+                &no_standby_leader,
+                &Here::default(),
+                false,
+                Err("no running standby leader"),
+            ),
+            (
+                "a primary cluster",
+                &healthy(),
+                &Here::default(),
+                false,
+                Ok(vec![]),
+            ),
+        ];
+        for (what, info, here, force, expected) in table {
+            let ops = Operations {
+                promote: true,
+                force: *force,
+                ..Operations::default()
+            };
+            let got = plan(info, here, &ops)
+                .map(|p| describe(&p))
+                .map_err(|e| e.to_string());
+            match expected {
+                Ok(lines) => assert_eq!(
+                    got,
+                    Ok(lines.iter().map(|l| l.to_string()).collect()),
+                    "{what}"
+                ),
+                Err(part) => assert!(
+                    got.as_ref().is_err_and(|e| e.contains(part)),
+                    "{what}: {got:?}"
+                ),
+            }
+        }
+    }
+
     #[test]
     fn a_backup_runs_where_the_leader_runs() {
         let ops = Operations {
@@ -520,6 +670,7 @@ mod tests {
         };
         let here = Here {
             leader_stanza: Some("main".into()),
+            ..Here::default()
         };
         let lines = |info: &ClusterInfo, here: &Here| {
             plan(info, here, &ops)

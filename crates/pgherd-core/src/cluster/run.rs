@@ -17,7 +17,32 @@ fn look_here(target: &Target, info: &ClusterInfo, ops: &Operations) -> Result<He
         }
         _ => None,
     };
-    Ok(Here { leader_stanza })
+    // Whether the primary a standby cluster follows still answers: a
+    // promotion while it does makes two primaries.
+    let standby_primary_answering = match (
+        ops.promote,
+        crate::standby::StandbyCluster::from_config(&info.config),
+    ) {
+        (true, Some(s)) => s
+            .primary_addresses()
+            .into_iter()
+            .filter(|a| answers(a))
+            .collect(),
+        _ => Vec::new(),
+    };
+    Ok(Here {
+        leader_stanza,
+        standby_primary_answering,
+    })
+}
+
+/// Whether something accepts a TCP connection at `address` (`host:port`)
+/// within two seconds.
+fn answers(address: &str) -> bool {
+    use std::net::ToSocketAddrs;
+    address.to_socket_addrs().is_ok_and(|mut all| {
+        all.any(|a| std::net::TcpStream::connect_timeout(&a, PROBE_TIMEOUT).is_ok())
+    })
 }
 
 /// The leader that takes an asked-for backup on its own host.
@@ -108,6 +133,7 @@ impl Operations {
             || self.failover_to.is_some()
             || self.restart.is_some()
             || !self.reinit.is_empty()
+            || self.promote
     }
 }
 
@@ -125,6 +151,9 @@ pub(super) fn describe_moves(ops: &Operations) -> String {
     }
     if !ops.reinit.is_empty() {
         what.push(format!("reinit of {}", ops.reinit.join(", ")));
+    }
+    if ops.promote {
+        what.push("promotion of the standby cluster".to_string());
     }
     what.join(", ")
 }

@@ -28,11 +28,14 @@ pub(super) fn leaderless_initialized(keys: &ClusterKeys, me: &str) -> Option<Str
 pub(super) const SLOT_RETRY_INTERVAL: Duration = Duration::from_millis(500);
 
 /// Whether the cluster's view (the DCS, through `/cluster`) shows `name`
-/// as a running leader, or as a streaming replica.
+/// as a running leader, a standby cluster's leader, or a streaming
+/// replica.
 pub(super) fn listed_as_healthy(c: &ClusterStatus, name: &str, primary: bool) -> bool {
     c.member(name).is_some_and(|m| {
         if primary {
             m.role == "leader" && m.state == "running"
+        } else if m.role == "standby_leader" {
+            matches!(m.state.as_str(), "running" | "streaming")
         } else {
             m.role != "leader" && m.state == "streaming"
         }

@@ -107,11 +107,14 @@ impl NodeStatus {
     }
 
     /// A leader running with the leader key (a bootstrapping primary runs
-    /// before its roles exist and before it holds the key), or a replica
-    /// streaming from its upstream.
+    /// before its roles exist and before it holds the key), a standby
+    /// cluster's leader holding the key (streaming from the primary
+    /// cluster, or replaying WAL from a repository while the primary
+    /// cannot be reached), or a replica streaming from its upstream.
     pub fn is_healthy(&self) -> bool {
         self.state == "running"
             && ((self.is_primary() && (!self.cluster_unlocked || self.pause))
+                || (self.role == "standby_leader" && !self.cluster_unlocked)
                 || (self.role == "replica"
                     && self.replication_state.as_deref() == Some("streaming")))
     }

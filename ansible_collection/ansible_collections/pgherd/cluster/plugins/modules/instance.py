@@ -220,6 +220,32 @@ options:
     description:
     - "Also keep the settings given inline (I(settings) as a mapping) in this file, mode 0600, for what reads them from a file: the C(pgherd) command, and tasks whose I(settings) names it. Written like the node's other files (check mode and diff, secrets masked); no service is reloaded for it; I(state=absent) leaves it."
     type: path
+  standby_cluster:
+    description:
+    - "Make a new cluster a standby cluster (disaster recovery): its leader, the standby leader, follows this primary cluster, and its members follow the standby leader. Written into C(bootstrap.dcs): it shapes a cluster that does not exist yet; a running cluster keeps what its dynamic configuration says (the C(patroni) module's I(promote) ends it). The primary cluster lets the replication role in from this cluster's addresses (its I(member_addresses)). Refused: neither I(host) nor I(restore_command), this node's own address, an invalid slot name, and C(standby_cluster) also in I(dynamic_conf_settings)."
+    suboptions:
+      create_replica_methods:
+        description:
+        - "How the standby leader is built: C(basebackup) from the primary (the default), or C(pgbackrest) from the repository."
+        elements: str
+        type: list
+      host:
+        description:
+        - "The primary cluster's hosts (comma-separated; a read-write one is chosen). Not this node's own address."
+        type: str
+      port:
+        description:
+        - "Their PostgreSQL port (5432)."
+        type: int
+      primary_slot_name:
+        description:
+        - "A permanent physical slot of the primary cluster (its dynamic configuration's C(slots)) this cluster streams through."
+        type: str
+      restore_command:
+        description:
+        - "How WAL that cannot be streamed is fetched (C(pgbackrest --stanza=S archive-get %f \"%p\")); alone, the cluster follows the repository only."
+        type: str
+    type: dict
   state:
     choices:
     - started
@@ -435,4 +461,4 @@ instance:
   type: dict
 """
 
-ARGUMENT_SPEC = {"argument_spec": {"conf_settings": {"type": "dict"}, "dynamic_conf_settings": {"type": "dict"}, "force": {"default": False, "type": "bool"}, "member_addresses": {"elements": "str", "type": "list"}, "name": {"required": True, "type": "str"}, "parameters": {"type": "dict"}, "patroni": {"options": {"cluster": {"type": "str"}, "etcd": {"options": {"password": {"no_log": True, "type": "str"}, "username": {"type": "str"}}, "required_together": [["username", "password"]], "type": "dict"}, "node": {"type": "str"}, "postgresql": {"options": {"connect_host": {"type": "str"}, "listen": {"type": "str"}}, "type": "dict"}, "restapi": {"options": {"authentication": {"options": {"password": {"no_log": True, "type": "str"}, "username": {"type": "str"}}, "required_together": [["username", "password"]], "type": "dict"}, "connect_address": {"type": "str"}, "listen": {"type": "str"}}, "type": "dict"}, "tags": {"options": {"clonefrom": {"type": "bool"}, "failover_priority": {"type": "int"}, "nofailover": {"type": "bool"}, "noloadbalance": {"type": "bool"}, "nostream": {"type": "bool"}, "nosync": {"type": "bool"}, "replicatefrom": {"type": "str"}}, "type": "dict"}}, "type": "dict"}, "pg_hba": {"elements": "str", "type": "list"}, "pgbackrest": {"options": {"new_repository": {"default": False, "type": "bool"}, "stanza": {"required": True, "type": "str"}}, "type": "dict"}, "port": {"default": 5432, "type": "int"}, "replrole_password": {"no_log": True, "type": "str"}, "restore": {"options": {"from": {"choices": ["backup", "leader"], "required": True, "type": "str"}, "set": {"type": "str"}, "target": {"type": "str"}}, "type": "dict"}, "rewind_password": {"no_log": True, "type": "str"}, "settings": {"type": "raw"}, "settings_file": {"type": "path"}, "state": {"choices": ["started", "stopped", "restarted", "absent", "present"], "default": "started", "type": "str"}, "surole_password": {"no_log": True, "type": "str"}, "version": {"type": "str"}, "wait_timeout": {"default": 300, "type": "int"}}}
+ARGUMENT_SPEC = {"argument_spec": {"conf_settings": {"type": "dict"}, "dynamic_conf_settings": {"type": "dict"}, "force": {"default": False, "type": "bool"}, "member_addresses": {"elements": "str", "type": "list"}, "name": {"required": True, "type": "str"}, "parameters": {"type": "dict"}, "patroni": {"options": {"cluster": {"type": "str"}, "etcd": {"options": {"password": {"no_log": True, "type": "str"}, "username": {"type": "str"}}, "required_together": [["username", "password"]], "type": "dict"}, "node": {"type": "str"}, "postgresql": {"options": {"connect_host": {"type": "str"}, "listen": {"type": "str"}}, "type": "dict"}, "restapi": {"options": {"authentication": {"options": {"password": {"no_log": True, "type": "str"}, "username": {"type": "str"}}, "required_together": [["username", "password"]], "type": "dict"}, "connect_address": {"type": "str"}, "listen": {"type": "str"}}, "type": "dict"}, "tags": {"options": {"clonefrom": {"type": "bool"}, "failover_priority": {"type": "int"}, "nofailover": {"type": "bool"}, "noloadbalance": {"type": "bool"}, "nostream": {"type": "bool"}, "nosync": {"type": "bool"}, "replicatefrom": {"type": "str"}}, "type": "dict"}}, "type": "dict"}, "pg_hba": {"elements": "str", "type": "list"}, "pgbackrest": {"options": {"new_repository": {"default": False, "type": "bool"}, "stanza": {"required": True, "type": "str"}}, "type": "dict"}, "port": {"default": 5432, "type": "int"}, "replrole_password": {"no_log": True, "type": "str"}, "restore": {"options": {"from": {"choices": ["backup", "leader"], "required": True, "type": "str"}, "set": {"type": "str"}, "target": {"type": "str"}}, "type": "dict"}, "rewind_password": {"no_log": True, "type": "str"}, "settings": {"type": "raw"}, "settings_file": {"type": "path"}, "standby_cluster": {"options": {"create_replica_methods": {"elements": "str", "type": "list"}, "host": {"type": "str"}, "port": {"type": "int"}, "primary_slot_name": {"type": "str"}, "restore_command": {"type": "str"}}, "type": "dict"}, "state": {"choices": ["started", "stopped", "restarted", "absent", "present"], "default": "started", "type": "str"}, "surole_password": {"no_log": True, "type": "str"}, "version": {"type": "str"}, "wait_timeout": {"default": 300, "type": "int"}}}

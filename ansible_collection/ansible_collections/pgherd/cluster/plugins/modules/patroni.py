@@ -61,7 +61,7 @@ options:
   force:
     default: false
     description:
-    - "Allow I(failover_to) while a healthy leader runs."
+    - "Allow I(failover_to) while a healthy leader runs, and I(promote) while the primary cluster answers or cannot be asked."
     type: bool
   leader:
     description:
@@ -74,6 +74,11 @@ options:
   paused:
     description:
     - "Maintenance mode: pause or resume Patroni's automatic failover."
+    type: bool
+  promote:
+    default: false
+    description:
+    - "Promote a standby cluster (the disaster-recovery failover): its dynamic configuration's C(standby_cluster) removed, its standby leader leads a primary cluster, and the task returns once it runs as a primary holding the leader key. Refused while the primary it follows answers (a TCP connection to C(standby_cluster)'s host and port), or when it follows a repository only, unless I(force). Nothing to do on a cluster that is no standby cluster."
     type: bool
   reinit:
     description:
@@ -332,4 +337,4 @@ cluster:
   type: dict
 """
 
-ARGUMENT_SPEC = {"argument_spec": {"backup": {"choices": ["full", "diff", "incr"], "type": "str"}, "cluster": {"aliases": ["scope"], "required": True, "type": "str"}, "dynamic_config": {"type": "dict"}, "etcd_password": {"no_log": True, "type": "str"}, "etcd_username": {"type": "str"}, "failover_to": {"type": "str"}, "force": {"default": False, "type": "bool"}, "leader": {"type": "str"}, "maximum_lag": {"type": "int"}, "paused": {"type": "bool"}, "reinit": {"elements": "str", "type": "list"}, "reload": {"default": False, "type": "bool"}, "restapi": {"type": "str"}, "restapi_password": {"no_log": True, "type": "str"}, "restapi_username": {"type": "str"}, "restart": {"choices": ["pending", "all"], "type": "str"}, "restart_leader_by_switchover": {"default": False, "type": "bool"}, "scheduled_at": {"type": "str"}, "settings": {"type": "raw"}, "state": {"choices": ["present", "info", "absent"], "default": "present", "type": "str"}, "system_identifier": {"type": "str"}, "wait_timeout": {"default": 120, "type": "int"}}, "mutually_exclusive": [["leader", "failover_to"]], "required_together": [["restapi_username", "restapi_password"], ["etcd_username", "etcd_password"]]}
+ARGUMENT_SPEC = {"argument_spec": {"backup": {"choices": ["full", "diff", "incr"], "type": "str"}, "cluster": {"aliases": ["scope"], "required": True, "type": "str"}, "dynamic_config": {"type": "dict"}, "etcd_password": {"no_log": True, "type": "str"}, "etcd_username": {"type": "str"}, "failover_to": {"type": "str"}, "force": {"default": False, "type": "bool"}, "leader": {"type": "str"}, "maximum_lag": {"type": "int"}, "paused": {"type": "bool"}, "promote": {"default": False, "type": "bool"}, "reinit": {"elements": "str", "type": "list"}, "reload": {"default": False, "type": "bool"}, "restapi": {"type": "str"}, "restapi_password": {"no_log": True, "type": "str"}, "restapi_username": {"type": "str"}, "restart": {"choices": ["pending", "all"], "type": "str"}, "restart_leader_by_switchover": {"default": False, "type": "bool"}, "scheduled_at": {"type": "str"}, "settings": {"type": "raw"}, "state": {"choices": ["present", "info", "absent"], "default": "present", "type": "str"}, "system_identifier": {"type": "str"}, "wait_timeout": {"default": 120, "type": "int"}}, "mutually_exclusive": [["leader", "failover_to", "promote"]], "required_together": [["restapi_username", "restapi_password"], ["etcd_username", "etcd_password"]]}

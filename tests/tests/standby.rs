@@ -1,0 +1,289 @@
+//! A standby cluster for disaster recovery, on the local machine: two
+//! sites of two nodes in one inventory, the second site's cluster a
+//! standby of the first (streaming through a permanent slot of the
+//! primary), deployed by one run of site.yml; the promotion
+//! refused while the primary site answers, then, the primary site lost
+//! with a client writing to it, promoted with everything it had received
+//! (no gap) and writes accepted.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use pgherd_e2e::{
+    ansible_playbook, http_get, local_nodes_test, lose_node, psql, repo_root, wait_for, Etcd,
+    PlaybookRun,
+};
+use serde_json::Value;
+
+/// The primary site (cluster books) and the standby site (books-dr).
+const EAST: [(&str, &str); 2] = [("east1", "127.0.0.11"), ("east2", "127.0.0.12")];
+const WEST: [(&str, &str); 2] = [("west1", "127.0.0.13"), ("west2", "127.0.0.14")];
+
+fn inventory(dir: &Path) -> std::path::PathBuf {
+    let inv = dir.join("inventory");
+    std::fs::create_dir_all(inv.join("group_vars")).unwrap();
+    std::fs::copy(
+        repo_root().join("playbooks/inventories/local/group_vars/all.yml"),
+        inv.join("group_vars/all.yml"),
+    )
+    .unwrap();
+    let east = "pg_cluster: books, patroni_bootstrap_dcs: {slots: {books_dr: {type: physical}}}";
+    let west = "pg_cluster: books-dr, patroni_standby_cluster: {host: '127.0.0.11,127.0.0.12', \
+                port: 5432, primary_slot_name: books_dr}";
+    let host = |(name, address): (&str, &str), vars: &str| {
+        format!("        {name}: {{ansible_host: {address}, {vars}}}\n")
+    };
+    let hosts = format!(
+        "all:\n  children:\n    primary:\n      hosts:\n{}{}    replica:\n      hosts:\n{}{}",
+        host(EAST[0], east),
+        host(WEST[0], west),
+        host(EAST[1], east),
+        host(WEST[1], west),
+    );
+    std::fs::write(inv.join("hosts.yml"), hosts).unwrap();
+    inv
+}
+
+/// A cluster as the first of `site`'s members that answers lists it.
+fn cluster_of(site: &[(&str, &str)]) -> Option<Value> {
+    site.iter().find_map(|(_, a)| {
+        http_get(&format!("{a}:8008"), "/cluster")
+            .and_then(|(_, b)| serde_json::from_str::<Value>(&b).ok())
+    })
+}
+
+/// `name: role/state` of each member of a site's cluster.
+fn roles(site: &[(&str, &str)]) -> Vec<String> {
+    let mut out: Vec<String> = cluster_of(site)
+        .and_then(|v| {
+            v["members"].as_array().map(|m| {
+                m.iter()
+                    .map(|m| {
+                        format!(
+                            "{}: {}/{}",
+                            m["name"].as_str().unwrap_or("?"),
+                            m["role"].as_str().unwrap_or("?"),
+                            m["state"].as_str().unwrap_or("?")
+                        )
+                    })
+                    .collect()
+            })
+        })
+        .unwrap_or_default();
+    out.sort();
+    out
+}
+
+fn sql(root: &Path, node: &str, query: &str) -> Result<String, String> {
+    psql(&root.join(format!("{node}/run")), query)
+}
+
+fn ok(run: &PlaybookRun, what: &str) {
+    assert!(run.succeeded(), "{what} failed:\n{}", run.transcript());
+}
+
+#[test]
+fn a_standby_site_follows_and_is_promoted_once_the_primary_site_is_lost() {
+    let addresses: Vec<&str> = EAST.iter().chain(&WEST).map(|(_, a)| *a).collect();
+    let (dir, root, _reaper) = local_nodes_test("standby", &addresses);
+    let etcd = Etcd::start(&dir.path, 25_399, 25_400);
+    let vars = [
+        "-e".to_string(),
+        format!("pgherd_repo={}", repo_root().display()),
+        "-e".to_string(),
+        "pg_instance=main".to_string(),
+        "-e".to_string(),
+        format!("pgherd_local_root={}", root.display()),
+        "-e".to_string(),
+        format!("{{\"pgherd_etcd_hosts\": [\"{}\"]}}", etcd.client_addr),
+    ];
+    let vars: Vec<&str> = vars.iter().map(String::as_str).collect();
+    let inv = inventory(&dir.path);
+    let site = repo_root().join("playbooks/site.yml");
+    let promote = repo_root().join("playbooks/promote.yml");
+
+    // Both sites in one run: the standby leader clones from the primary
+    // site once it runs.
+    let started = Instant::now();
+    ok(
+        &ansible_playbook(&dir.path, &site, &inv, &vars),
+        "both sites",
+    );
+    eprintln!(
+        "standby: both sites deployed in {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
+    let expected_west = [
+        "west1: standby_leader/streaming",
+        "west2: replica/streaming",
+    ];
+    wait_for(
+        "west1 a streaming standby leader, west2 streaming from it",
+        Duration::from_secs(60),
+        || (roles(&WEST) == expected_west).then_some(()),
+        || format!("{:?}", roles(&WEST)),
+    );
+    assert_eq!(
+        roles(&EAST),
+        ["east1: leader/running", "east2: replica/streaming"]
+    );
+    // The standby leader streams through the primary's permanent slot.
+    let slot = sql(
+        &root,
+        "east1",
+        "select active from pg_replication_slots where slot_name = 'books_dr'",
+    );
+    assert_eq!(slot.as_deref(), Ok("t"), "{slot:?}");
+    let again = ansible_playbook(&dir.path, &site, &inv, &vars);
+    ok(&again, "the second run");
+    assert!(again.changed_tasks().is_empty(), "{}", again.transcript());
+
+    // Writes on the primary site reach both standby nodes.
+    sql(
+        &root,
+        "east1",
+        "create table orders (n int); insert into orders select generate_series(1, 500)",
+    )
+    .unwrap();
+    for (node, _) in WEST {
+        wait_for(
+            &format!("the rows on {node}"),
+            Duration::from_secs(30),
+            || {
+                (sql(&root, node, "select count(*) from orders").as_deref() == Ok("500"))
+                    .then_some(())
+            },
+            || format!("{:?}", sql(&root, node, "select count(*) from orders")),
+        );
+    }
+
+    // A promotion while the primary site answers: refused, naming it;
+    // without naming the cluster: refused.
+    let mut named = vars.clone();
+    named.extend(["-e", "promote_cluster=books-dr"]);
+    let refused = ansible_playbook(&dir.path, &promote, &inv, &named);
+    assert!(!refused.succeeded(), "{}", refused.transcript());
+    assert!(
+        refused.transcript().contains("127.0.0.11:5432")
+            && refused.transcript().contains("two primaries"),
+        "{}",
+        refused.transcript()
+    );
+    let unnamed = ansible_playbook(&dir.path, &promote, &inv, &vars);
+    assert!(!unnamed.succeeded(), "{}", unnamed.transcript());
+    assert!(
+        unnamed.transcript().contains("promote_cluster=NAME"),
+        "{}",
+        unnamed.transcript()
+    );
+    assert_eq!(roles(&WEST), expected_west, "a refusal changed nothing");
+
+    // The primary site lost. Check mode says what the promotion does and
+    // changes nothing; the promotion then has west1 lead, with every row
+    // and writes accepted.
+    // Writes running on the primary site up to the cut: a client inserts
+    // 1, 2, 3... one transaction each until the site is gone.
+    sql(&root, "east1", "create table live (n int primary key)").unwrap();
+    let writer = {
+        let socket = root.join("east1/run");
+        std::thread::spawn(move || {
+            let mut n = 0;
+            while psql(&socket, &format!("insert into live values ({})", n + 1)).is_ok() {
+                n += 1;
+            }
+            n
+        })
+    };
+    let replicated_before_the_cut = wait_for(
+        "rows written and replicated to west1",
+        Duration::from_secs(30),
+        || {
+            sql(&root, "west1", "select count(*) from live")
+                .ok()
+                .and_then(|c| c.parse::<u64>().ok())
+                .filter(|c| *c >= 20)
+        },
+        || format!("{:?}", sql(&root, "west1", "select count(*) from live")),
+    );
+    for (node, address) in EAST {
+        lose_node(&root, node, address);
+    }
+    let committed = writer.join().unwrap();
+    let mut check = named.clone();
+    check.push("--check");
+    let predicted = ansible_playbook(&dir.path, &promote, &inv, &check);
+    ok(&predicted, "the promotion in check mode");
+    assert!(
+        predicted.changed("Standby cluster promoted: books-dr"),
+        "{}",
+        predicted.transcript()
+    );
+    // (the standby leader no longer streams: nothing to stream from)
+    assert!(
+        roles(&WEST)[0].starts_with("west1: standby_leader/"),
+        "check mode changed nothing: {:?}",
+        roles(&WEST)
+    );
+    let ordered = Instant::now();
+    let promoted = ansible_playbook(&dir.path, &promote, &inv, &named);
+    ok(&promoted, "the promotion");
+    let returned = ordered.elapsed().as_secs_f64();
+    wait_for(
+        "a write accepted on west1",
+        Duration::from_secs(30),
+        || sql(&root, "west1", "insert into orders values (501)").ok(),
+        || format!("{:?}", roles(&WEST)),
+    );
+    eprintln!(
+        "standby: promotion ordered to a write accepted on west1: {:.1} s (the playbook \
+         returned after {returned:.1} s)",
+        ordered.elapsed().as_secs_f64()
+    );
+    assert_eq!(
+        sql(
+            &root,
+            "west1",
+            "select count(*) || ':' || sum(n) from orders"
+        )
+        .as_deref(),
+        Ok("501:125751")
+    );
+    // Every write replicated before the cut is there, without a gap; what
+    // was committed on the primary site and not yet replicated is lost
+    // (asynchronous replication between sites).
+    let live = sql(
+        &root,
+        "west1",
+        "select count(*) || ':' || coalesce(max(n), 0) from live",
+    )
+    .unwrap();
+    let (count, max) = live.split_once(':').unwrap();
+    let (count, max): (u64, u64) = (count.parse().unwrap(), max.parse().unwrap());
+    eprintln!(
+        "standby: {committed} rows committed on the primary site, {count} on the promoted \
+         cluster ({replicated_before_the_cut} seen replicated before the cut)"
+    );
+    assert_eq!(count, max, "a gap in what the standby site received");
+    assert!(
+        count >= replicated_before_the_cut && count <= committed,
+        "{live}"
+    );
+    wait_for(
+        "west1 the leader, west2 streaming from it",
+        Duration::from_secs(30),
+        || (roles(&WEST) == ["west1: leader/running", "west2: replica/streaming"]).then_some(()),
+        || format!("{:?}", roles(&WEST)),
+    );
+    wait_for(
+        "the new row on west2",
+        Duration::from_secs(30),
+        || {
+            (sql(&root, "west2", "select count(*) from orders").as_deref() == Ok("501"))
+                .then_some(())
+        },
+        || format!("{:?}", sql(&root, "west2", "select count(*) from orders")),
+    );
+    let twice = ansible_playbook(&dir.path, &promote, &inv, &named);
+    ok(&twice, "the promotion again");
+    assert!(twice.changed_tasks().is_empty(), "{}", twice.transcript());
+}
