@@ -10,10 +10,10 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use pgherd_e2e::{
-    ansible_playbook, http_get, local_nodes_test, lose_node, psql, repo_root, wait_for, Etcd,
-    PlaybookRun,
+    ansible_playbook, http_get, local_nodes_test, lose_node, one_task_playbook, psql, repo_root,
+    wait_for, Etcd, PlaybookRun,
 };
-use serde_json::Value;
+use serde_json::{json, Value};
 
 /// The primary site (cluster books) and the standby site (books-dr).
 const EAST: [(&str, &str); 2] = [("east1", "127.0.0.11"), ("east2", "127.0.0.12")];
@@ -156,6 +156,32 @@ fn a_standby_site_follows_and_is_promoted_once_the_primary_site_is_lost() {
             || format!("{:?}", sql(&root, node, "select count(*) from orders")),
         );
     }
+
+    // Inside the standby cluster: a restart of every member, its replica
+    // first, its standby leader last, each back to following after.
+    let restart = one_task_playbook(
+        &dir.path,
+        "restart-west",
+        "west1",
+        "pgherd.cluster.patroni",
+        &json!({"cluster": "books-dr", "restart": "all",
+                "settings": root.join("west1/settings.yaml")}),
+    );
+    let restarted = ansible_playbook(&dir.path, &restart, &inv, &vars);
+    ok(&restarted, "the restart of the standby cluster");
+    let changes = restarted.events_of("restart-west")[0].result["changes"].clone();
+    assert_eq!(
+        changes,
+        json!(["restart west2", "restart west1"]),
+        "{}",
+        restarted.transcript()
+    );
+    wait_for(
+        "west1 streaming again after its restart",
+        Duration::from_secs(30),
+        || (roles(&WEST) == expected_west).then_some(()),
+        || format!("{:?}", roles(&WEST)),
+    );
 
     // A promotion while the primary site answers: refused, naming it;
     // without naming the cluster: refused.

@@ -170,14 +170,16 @@ pub(super) fn not_promotable(m: &MemberInfo) -> Option<String> {
     ))
 }
 
-/// Members to restart, replicas first (by name), the leader last.
+/// Members to restart, replicas first (by name), the leader (a standby
+/// cluster's standby leader) last.
 pub fn restart_order(info: &ClusterInfo, mode: RestartMode) -> Vec<String> {
     let wanted = |m: &&MemberInfo| mode == RestartMode::All || m.pending_restart;
+    let leads = |m: &&MemberInfo| matches!(m.role.as_str(), "leader" | "standby_leader");
     let mut replicas: Vec<&MemberInfo> = info
         .members
         .iter()
         .filter(wanted)
-        .filter(|m| m.role != "leader")
+        .filter(|m| !leads(m))
         .collect();
     replicas.sort_by(|a, b| a.name.cmp(&b.name));
     let mut out: Vec<String> = replicas.iter().map(|m| m.name.clone()).collect();
@@ -185,7 +187,7 @@ pub fn restart_order(info: &ClusterInfo, mode: RestartMode) -> Vec<String> {
         info.members
             .iter()
             .filter(wanted)
-            .filter(|m| m.role == "leader")
+            .filter(leads)
             .map(|m| m.name.clone()),
     );
     out
@@ -381,6 +383,12 @@ pub(super) mod tests {
         c.members[0].pending_restart = true;
         c.members[1].pending_restart = true;
         assert_eq!(restart_order(&c, RestartMode::Pending), ["pg3", "pg1"]);
+        // A standby cluster's standby leader goes last as well.
+        let standby = cluster(vec![
+            member("dr1", "standby_leader", "streaming", None),
+            member("dr2", "replica", "streaming", Some(0)),
+        ]);
+        assert_eq!(restart_order(&standby, RestartMode::All), ["dr2", "dr1"]);
     }
 
     #[test]

@@ -185,6 +185,22 @@ fn plan_config(info: &ClusterInfo, wanted: &Map<String, Value>) -> Option<Action
     })
 }
 
+/// Who leads a standby cluster is its standby leader, whose health and
+/// writes are not a primary's: the switchover and failover here confirm a
+/// primary, and are refused there.
+fn refuse_in_a_standby_cluster(info: &ClusterInfo, what: &str) -> Result<()> {
+    match crate::standby::StandbyCluster::from_config(&info.config) {
+        Some(s) => Err(Error::Other(format!(
+            "{what} refused: cluster {} is a standby cluster (it follows {}); this module \
+             moves the leadership of primary clusters only (patronictl switches over inside a \
+             standby cluster; promote: true makes it a primary cluster)",
+            info.name,
+            s.describe()
+        ))),
+        None => Ok(()),
+    }
+}
+
 /// A switchover to `candidate`, or nothing when it leads already (or the
 /// same switchover is scheduled); refused when it may not take over.
 pub fn plan_switchover(
@@ -193,6 +209,7 @@ pub fn plan_switchover(
     at: Option<&str>,
     maximum_lag: Option<u64>,
 ) -> Result<Option<Action>> {
+    refuse_in_a_standby_cluster(info, &format!("switchover to {candidate}"))?;
     let Some(leader) = info.running_leader().map(|m| m.name.clone()) else {
         return Err(Error::Other(format!(
             "cluster {} has no running leader to switch over from: use failover_to",
@@ -229,6 +246,7 @@ pub fn plan_switchover(
 /// A failover to `candidate`, or nothing when it leads already; refused
 /// while a healthy leader runs (unless forced) or when it does not run.
 pub fn plan_failover(info: &ClusterInfo, candidate: &str, force: bool) -> Result<Option<Action>> {
+    refuse_in_a_standby_cluster(info, &format!("failover to {candidate}"))?;
     let Some(m) = info.member(candidate) else {
         return Err(Error::Other(format!(
             "failover to {candidate} refused: it is not a member of cluster {}",
@@ -639,6 +657,15 @@ mod tests {
                 Ok(vec![]),
             ),
         ];
+        let switchover = Operations {
+            leader: Some("b".into()),
+            ..Operations::default()
+        };
+        assert!(
+            plan(&standby, &Here::default(), &switchover).is_err_and(|e| e
+                .to_string()
+                .contains("dr is a standby cluster (it follows 10.0.0.1:5432"))
+        );
         for (what, info, here, force, expected) in table {
             let ops = Operations {
                 promote: true,
