@@ -710,6 +710,20 @@ pub fn lose_node(root: &Path, node: &str, address: &str) {
     std::fs::remove_dir_all(root.join(node)).unwrap();
 }
 
+/// An inventory directory under `dir` with the local inventory's
+/// variables (group_vars/all.yml) and `hosts` as its hosts.yml.
+pub fn local_inventory_with(dir: &Path, hosts: &str) -> PathBuf {
+    let inv = dir.join("inventory");
+    std::fs::create_dir_all(inv.join("group_vars")).unwrap();
+    std::fs::copy(
+        repo_root().join("playbooks/inventories/local/group_vars/all.yml"),
+        inv.join("group_vars/all.yml"),
+    )
+    .unwrap();
+    std::fs::write(inv.join("hosts.yml"), hosts).unwrap();
+    inv
+}
+
 /// Pids of processes whose command line mentions `needle`.
 pub fn pids_mentioning(needle: &str) -> Vec<i32> {
     let mut pids = Vec::new();

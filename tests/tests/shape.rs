@@ -6,26 +6,19 @@
 //! pg_hba on the next run. A host lost with its data is rebuilt under its
 //! name, or replaced by a new host.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use pgherd_e2e::{
-    ansible_playbook, http_get, local_nodes_test, lose_node, psql, repo_root, wait_for, Etcd,
-    PlaybookRun,
+    ansible_playbook, http_get, local_inventory_with, local_nodes_test, lose_node, psql, repo_root,
+    wait_for, Etcd, PlaybookRun,
 };
 
 const ADDRESSES: [&str; 4] = ["127.0.0.11", "127.0.0.12", "127.0.0.13", "127.0.0.14"];
 
 /// An inventory of the local one's variables with these hosts: db1 the
 /// primary, the others replicas; db2 may be cloned from.
-fn inventory(dir: &Path, replicas: &[&str]) -> std::path::PathBuf {
-    let inv = dir.join("inventory");
-    std::fs::create_dir_all(inv.join("group_vars")).unwrap();
-    std::fs::copy(
-        repo_root().join("playbooks/inventories/local/group_vars/all.yml"),
-        inv.join("group_vars/all.yml"),
-    )
-    .unwrap();
+fn inventory(dir: &Path, replicas: &[&str]) -> PathBuf {
     let mut hosts = String::from(
         "all:\n  children:\n    primary:\n      hosts:\n        db1:\n          ansible_host: 127.0.0.11\n    replica:\n      hosts:\n",
     );
@@ -39,8 +32,7 @@ fn inventory(dir: &Path, replicas: &[&str]) -> std::path::PathBuf {
             hosts.push_str("          patroni_tags: {clonefrom: true}\n");
         }
     }
-    std::fs::write(inv.join("hosts.yml"), hosts).unwrap();
-    inv
+    local_inventory_with(dir, &hosts)
 }
 
 /// The cluster as the first member that answers lists it.
@@ -101,6 +93,68 @@ fn rows_on(root: &Path, node: &str) -> String {
     .unwrap_or_else(|e| e)
 }
 
+/// The system identifier of `node`'s data.
+fn identifier(root: &Path, node: &str) -> String {
+    psql(
+        &root.join(format!("{node}/run")),
+        "select system_identifier from pg_control_system()",
+    )
+    .unwrap_or_else(|e| e)
+}
+
+/// site.yml run on `inventory` (it must succeed), its time printed as
+/// what it did.
+fn site_run(dir: &Path, inventory: &Path, vars: &[&str], what: &str) -> PlaybookRun {
+    let started = Instant::now();
+    let run = ansible_playbook(
+        dir,
+        &repo_root().join("playbooks/site.yml"),
+        inventory,
+        vars,
+    );
+    ok(&run, what);
+    eprintln!("shape: {what} in {:.1} s", started.elapsed().as_secs_f64());
+    run
+}
+
+/// `node` back as a streaming member of the cluster `cluster_id` names,
+/// with every row written before the loss.
+fn streams_whole(root: &Path, node: &str, cluster_id: &str) {
+    wait_for(
+        &format!("{node} streaming"),
+        Duration::from_secs(30),
+        || members().contains(&node.to_string()).then_some(()),
+        || format!("{:?}", cluster_view()),
+    );
+    assert_eq!(identifier(root, node), cluster_id);
+    assert_eq!(rows_on(root, node), "1000:500500");
+}
+
+/// db1, db2 and db3 deployed, a leader and two streaming replicas: their
+/// inventory.
+fn deploy_three(dir: &Path, vars: &[&str]) -> PathBuf {
+    let three = inventory(dir, &["db2", "db3"]);
+    site_run(dir, &three, vars, "the deployment of three");
+    wait_for(
+        "a leader and two streaming replicas",
+        Duration::from_secs(60),
+        || (members().len() == 3).then_some(()),
+        || format!("{:?}", members()),
+    );
+    three
+}
+
+/// The leader's name, as a member lists it.
+fn leader_name() -> Option<String> {
+    cluster_view().and_then(|v| {
+        v["members"].as_array().and_then(|m| {
+            m.iter()
+                .find(|m| m["role"] == "leader")
+                .and_then(|m| m["name"].as_str().map(str::to_string))
+        })
+    })
+}
+
 #[test]
 fn a_node_added_cloned_from_a_replica_and_one_removed_through_site_yml() {
     let (dir, root, _reaper) = local_nodes_test("shape", &ADDRESSES);
@@ -108,17 +162,7 @@ fn a_node_added_cloned_from_a_replica_and_one_removed_through_site_yml() {
     let site = repo_root().join("playbooks/site.yml");
     let vars = site_vars("orders", &root, &etcd);
     let vars: Vec<&str> = vars.iter().map(String::as_str).collect();
-    let three = inventory(&dir.path, &["db2", "db3"]);
-    ok(
-        &ansible_playbook(&dir.path, &site, &three, &vars),
-        "the deployment of three",
-    );
-    wait_for(
-        "a leader and two streaming replicas",
-        Duration::from_secs(60),
-        || (members().len() == 3).then_some(()),
-        || format!("{:?}", members()),
-    );
+    deploy_three(&dir.path, &vars);
 
     // db4 added to the inventory: the members let it in, it clones from
     // db2 (clonefrom), and streams.
@@ -192,42 +236,19 @@ fn a_lost_host_is_rebuilt_under_its_name_or_replaced_by_a_new_one() {
     let site = repo_root().join("playbooks/site.yml");
     let vars = site_vars("ledger", &root, &etcd);
     let vars: Vec<&str> = vars.iter().map(String::as_str).collect();
-    let three = inventory(&dir.path, &["db2", "db3"]);
-    ok(
-        &ansible_playbook(&dir.path, &site, &three, &vars),
-        "the deployment of three",
-    );
-    wait_for(
-        "a leader and two streaming replicas",
-        Duration::from_secs(60),
-        || (members().len() == 3).then_some(()),
-        || format!("{:?}", members()),
-    );
+    let three = deploy_three(&dir.path, &vars);
     psql(
         &root.join("db1/run"),
         "create table kept (n int); insert into kept select generate_series(1, 1000)",
     )
     .unwrap();
-    let identifier = |node: &str| {
-        psql(
-            &root.join(format!("{node}/run")),
-            "select system_identifier from pg_control_system()",
-        )
-        .unwrap_or_else(|e| e)
-    };
-    let cluster_id = identifier("db1");
+    let cluster_id = identifier(&root, "db1");
 
     // db3's host lost with its data, then the same inventory run again:
     // db3 is rebuilt from the others under its name and streams, with
     // everything written before the loss.
     lose_node(&root, "db3", "127.0.0.13");
-    let started = Instant::now();
-    let rebuilt = ansible_playbook(&dir.path, &site, &three, &vars);
-    ok(&rebuilt, "the run after db3's loss");
-    eprintln!(
-        "shape: db3 rebuilt under its name in {:.1} s",
-        started.elapsed().as_secs_f64()
-    );
+    let rebuilt = site_run(&dir.path, &three, &vars, "db3 rebuilt under its name");
     let instance_changed: Vec<&str> = rebuilt
         .events_of("PostgreSQL instance managed by Patroni")
         .iter()
@@ -235,14 +256,7 @@ fn a_lost_host_is_rebuilt_under_its_name_or_replaced_by_a_new_one() {
         .map(|e| e.host.as_str())
         .collect();
     assert_eq!(instance_changed, ["db3"], "{}", rebuilt.transcript());
-    wait_for(
-        "db3 streaming again",
-        Duration::from_secs(30),
-        || members().contains(&"db3".to_string()).then_some(()),
-        || format!("{:?}", members()),
-    );
-    assert_eq!(identifier("db3"), cluster_id);
-    assert_eq!(rows_on(&root, "db3"), "1000:500500");
+    streams_whole(&root, "db3", &cluster_id);
     let again = ansible_playbook(&dir.path, &site, &three, &vars);
     ok(&again, "the run after the rebuild");
     assert!(again.changed_tasks().is_empty(), "{}", again.transcript());
@@ -252,23 +266,8 @@ fn a_lost_host_is_rebuilt_under_its_name_or_replaced_by_a_new_one() {
     // key goes when its lease ends (no process renews it).
     lose_node(&root, "db3", "127.0.0.13");
     let with_db4 = inventory(&dir.path, &["db2", "db4"]);
-    let started = Instant::now();
-    ok(
-        &ansible_playbook(&dir.path, &site, &with_db4, &vars),
-        "db4 replacing db3",
-    );
-    eprintln!(
-        "shape: db4 replaced db3 in {:.1} s",
-        started.elapsed().as_secs_f64()
-    );
-    wait_for(
-        "db4 streaming",
-        Duration::from_secs(30),
-        || members().contains(&"db4".to_string()).then_some(()),
-        || format!("{:?}", members()),
-    );
-    assert_eq!(identifier("db4"), cluster_id);
-    assert_eq!(rows_on(&root, "db4"), "1000:500500");
+    site_run(&dir.path, &with_db4, &vars, "db4 replaced db3");
+    streams_whole(&root, "db4", &cluster_id);
     assert_eq!(
         replication_from(&root),
         "127.0.0.1,127.0.0.11,127.0.0.12,127.0.0.14"
@@ -296,42 +295,19 @@ fn a_lost_host_is_rebuilt_under_its_name_or_replaced_by_a_new_one() {
     let leader = wait_for(
         "a new leader",
         Duration::from_secs(60),
-        || {
-            cluster_view().and_then(|v| {
-                v["members"].as_array().and_then(|m| {
-                    m.iter()
-                        .find(|m| m["role"] == "leader" && m["name"] != "db1")
-                        .and_then(|m| m["name"].as_str().map(str::to_string))
-                })
-            })
-        },
+        || leader_name().filter(|l| l != "db1"),
         || format!("{:?}", cluster_view()),
     );
-    let started = Instant::now();
-    ok(
-        &ansible_playbook(&dir.path, &site, &with_db4, &vars),
-        "the run after the leader's loss",
+    site_run(
+        &dir.path,
+        &with_db4,
+        &vars,
+        &format!("db1 (the lost leader) rebuilt as a replica of {leader}"),
     );
-    eprintln!(
-        "shape: db1 (the lost leader) rebuilt as a replica of {leader} in {:.1} s",
-        started.elapsed().as_secs_f64()
+    streams_whole(&root, "db1", &cluster_id);
+    assert_eq!(
+        leader_name(),
+        Some(leader),
+        "the rebuild moved the leadership"
     );
-    wait_for(
-        "db1 streaming from the new leader",
-        Duration::from_secs(30),
-        || members().contains(&"db1".to_string()).then_some(()),
-        || format!("{:?}", cluster_view()),
-    );
-    assert_eq!(identifier("db1"), cluster_id);
-    assert_eq!(rows_on(&root, "db1"), "1000:500500");
-    let leader_now = cluster_view()
-        .and_then(|v| {
-            v["members"].as_array().and_then(|m| {
-                m.iter()
-                    .find(|m| m["role"] == "leader")
-                    .and_then(|m| m["name"].as_str().map(str::to_string))
-            })
-        })
-        .unwrap_or_default();
-    assert_eq!(leader_now, leader, "the rebuild moved the leadership");
 }

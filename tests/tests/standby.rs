@@ -10,8 +10,8 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use pgherd_e2e::{
-    ansible_playbook, http_get, local_nodes_test, lose_node, one_task_playbook, psql, repo_root,
-    wait_for, Etcd, PlaybookRun,
+    ansible_playbook, http_get, local_inventory_with, local_nodes_test, lose_node,
+    one_task_playbook, pgherd_bin, psql, repo_root, wait_for, Etcd, PlaybookRun,
 };
 use serde_json::{json, Value};
 
@@ -20,13 +20,6 @@ const EAST: [(&str, &str); 2] = [("east1", "127.0.0.11"), ("east2", "127.0.0.12"
 const WEST: [(&str, &str); 2] = [("west1", "127.0.0.13"), ("west2", "127.0.0.14")];
 
 fn inventory(dir: &Path) -> std::path::PathBuf {
-    let inv = dir.join("inventory");
-    std::fs::create_dir_all(inv.join("group_vars")).unwrap();
-    std::fs::copy(
-        repo_root().join("playbooks/inventories/local/group_vars/all.yml"),
-        inv.join("group_vars/all.yml"),
-    )
-    .unwrap();
     let east = "pg_cluster: books, patroni_bootstrap_dcs: {slots: {books_dr: {type: physical}}}";
     let west = "pg_cluster: books-dr, patroni_standby_cluster: {host: '127.0.0.11,127.0.0.12', \
                 port: 5432, primary_slot_name: books_dr}";
@@ -40,8 +33,7 @@ fn inventory(dir: &Path) -> std::path::PathBuf {
         host(EAST[1], east),
         host(WEST[1], west),
     );
-    std::fs::write(inv.join("hosts.yml"), hosts).unwrap();
-    inv
+    local_inventory_with(dir, &hosts)
 }
 
 /// A cluster as the first of `site`'s members that answers lists it.
@@ -137,6 +129,21 @@ fn a_standby_site_follows_and_is_promoted_once_the_primary_site_is_lost() {
     let again = ansible_playbook(&dir.path, &site, &inv, &vars);
     ok(&again, "the second run");
     assert!(again.changed_tasks().is_empty(), "{}", again.transcript());
+
+    // pgherd status says what the standby cluster follows.
+    let status = std::process::Command::new(pgherd_bin())
+        .args(["-s", root.join("west1/settings.yaml").to_str().unwrap()])
+        .args(["-c", "books-dr", "status"])
+        .output()
+        .unwrap();
+    let table = String::from_utf8_lossy(&status.stdout);
+    assert!(
+        table.lines().next().is_some_and(
+            |l| l.ends_with("standby cluster following 127.0.0.11:5432,127.0.0.12:5432")
+        ) && table.contains("Standby Leader"),
+        "{table}{}",
+        String::from_utf8_lossy(&status.stderr)
+    );
 
     // Writes on the primary site reach both standby nodes.
     sql(

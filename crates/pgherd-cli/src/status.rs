@@ -114,6 +114,9 @@ pub fn render_table(info: &ClusterInfo) -> String {
     if info.paused {
         out.push_str(" - maintenance mode: paused");
     }
+    if let Some(s) = pgherd_core::standby::StandbyCluster::from_config(&info.config) {
+        out.push_str(&format!(" - standby cluster following {}", s.describe()));
+    }
     out.push('\n');
     let order = topology(info);
     let cascades = order.iter().any(|(d, _)| *d > 1);
@@ -249,6 +252,28 @@ mod tests {
             lines[4],
             "pg3     127.0.0.13:5432  Replica       streaming  3   3.0 MB"
         );
+    }
+
+    #[test]
+    fn a_standby_cluster_says_what_it_follows() {
+        let info = ClusterInfo {
+            name: "books-dr".into(),
+            leader: Some("dr1".into()),
+            members: vec![
+                member("dr1", "standby_leader", "streaming", None, false),
+                member("dr2", "replica", "streaming", Some(0), false),
+            ],
+            config: json!({"standby_cluster": {"host": "10.1.0.11,10.1.0.12", "port": 5433}}),
+            ..ClusterInfo::default()
+        };
+        let table = render_table(&info);
+        let lines: Vec<&str> = table.lines().collect();
+        assert_eq!(
+            lines[0],
+            "Cluster books-dr - standby cluster following 10.1.0.11:5433,10.1.0.12:5433"
+        );
+        assert!(lines[2].contains("Standby Leader"), "{table}");
+        assert!(lines[3].starts_with("dr2"), "{table}");
     }
 
     #[test]
