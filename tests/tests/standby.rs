@@ -4,7 +4,8 @@
 //! primary), deployed by one run of site.yml; the promotion
 //! refused while the primary site answers, then, the primary site lost
 //! with a client writing to it, promoted with everything it had received
-//! (no gap) and writes accepted.
+//! (no gap) and writes accepted; then the lost site rebuilt as a standby
+//! of the promoted one.
 
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -19,10 +20,21 @@ use serde_json::{json, Value};
 const EAST: [(&str, &str); 2] = [("east1", "127.0.0.11"), ("east2", "127.0.0.12")];
 const WEST: [(&str, &str); 2] = [("west1", "127.0.0.13"), ("west2", "127.0.0.14")];
 
-fn inventory(dir: &Path) -> std::path::PathBuf {
-    let east = "pg_cluster: books, patroni_bootstrap_dcs: {slots: {books_dr: {type: physical}}}";
-    let west = "pg_cluster: books-dr, patroni_standby_cluster: {host: '127.0.0.11,127.0.0.12', \
-                port: 5432, primary_slot_name: books_dr}";
+/// Both sites: east the primary cluster, west its standby; `way_back`,
+/// west the primary (promoted) and east its standby.
+fn inventory(dir: &Path, way_back: bool) -> std::path::PathBuf {
+    let (east, west) = if way_back {
+        (
+            "pg_cluster: books, patroni_standby_cluster: {host: '127.0.0.13,127.0.0.14'}",
+            "pg_cluster: books-dr",
+        )
+    } else {
+        (
+            "pg_cluster: books, patroni_bootstrap_dcs: {slots: {books_dr: {type: physical}}}",
+            "pg_cluster: books-dr, patroni_standby_cluster: {host: '127.0.0.11,127.0.0.12', \
+             port: 5432, primary_slot_name: books_dr}",
+        )
+    };
     let host = |(name, address): (&str, &str), vars: &str| {
         format!("        {name}: {{ansible_host: {address}, {vars}}}\n")
     };
@@ -90,7 +102,7 @@ fn a_standby_site_follows_and_is_promoted_once_the_primary_site_is_lost() {
         format!("{{\"pgherd_etcd_hosts\": [\"{}\"]}}", etcd.client_addr),
     ];
     let vars: Vec<&str> = vars.iter().map(String::as_str).collect();
-    let inv = inventory(&dir.path);
+    let inv = inventory(&dir.path, false);
     let site = repo_root().join("playbooks/site.yml");
     let promote = repo_root().join("playbooks/promote.yml");
 
@@ -319,4 +331,60 @@ fn a_standby_site_follows_and_is_promoted_once_the_primary_site_is_lost() {
     let twice = ansible_playbook(&dir.path, &promote, &inv, &named);
     ok(&twice, "the promotion again");
     assert!(twice.changed_tasks().is_empty(), "{}", twice.transcript());
+
+    // The way back: the lost site rebuilt as a standby of the promoted
+    // one. Its old cluster's keys go first (the patroni module's
+    // state: absent, guarded by the system identifier), then site.yml with
+    // the sites' parts swapped in the inventory.
+    let sysid = etcd
+        .etcdctl(
+            None,
+            &["get", "/service/books/initialize", "--print-value-only"],
+        )
+        .unwrap();
+    let forget = one_task_playbook(
+        &dir.path,
+        "forget-east",
+        "west1",
+        "pgherd.cluster.patroni",
+        &json!({"cluster": "books", "state": "absent", "system_identifier": sysid.trim(),
+                "settings": root.join("west1/settings.yaml")}),
+    );
+    let back = inventory(&dir.path, true);
+    ok(
+        &ansible_playbook(&dir.path, &forget, &back, &vars),
+        "the lost site's cluster removed from the DCS",
+    );
+    let started = Instant::now();
+    ok(
+        &ansible_playbook(&dir.path, &site, &back, &vars),
+        "the lost site rebuilt as a standby",
+    );
+    eprintln!(
+        "standby: the lost site rebuilt as a standby of the promoted one in {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
+    wait_for(
+        "east1 a standby leader following west, east2 streaming from it",
+        Duration::from_secs(60),
+        || {
+            (roles(&EAST)
+                == [
+                    "east1: standby_leader/streaming",
+                    "east2: replica/streaming",
+                ])
+            .then_some(())
+        },
+        || format!("{:?}", roles(&EAST)),
+    );
+    sql(&root, "west1", "insert into orders values (502)").unwrap();
+    wait_for(
+        "a row written on the promoted site, on east2",
+        Duration::from_secs(30),
+        || {
+            (sql(&root, "east2", "select count(*) from orders").as_deref() == Ok("502"))
+                .then_some(())
+        },
+        || format!("{:?}", sql(&root, "east2", "select count(*) from orders")),
+    );
 }
