@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use pgherd_e2e::{
     ansible_playbook, http_get, local_inventory_with, local_nodes_test, lose_node,
-    one_task_playbook, pgherd_bin, psql, repo_root, wait_for, Etcd, PlaybookRun,
+    one_task_playbook, pgherd_bin, postmaster_start, psql, repo_root, wait_for, Etcd, PlaybookRun,
 };
 use serde_json::{json, Value};
 
@@ -80,6 +80,17 @@ fn roles(site: &[(&str, &str)]) -> Vec<String> {
 
 fn sql(root: &Path, node: &str, query: &str) -> Result<String, String> {
     psql(&root.join(format!("{node}/run")), query)
+}
+
+/// Waits until `node` holds `count` rows of the orders table.
+fn wait_orders(root: &Path, node: &str, count: &str, what: &str) {
+    let counted = || sql(root, node, "select count(*) from orders");
+    wait_for(
+        what,
+        Duration::from_secs(30),
+        || (counted().as_deref() == Ok(count)).then_some(()),
+        || format!("{:?}", counted()),
+    );
 }
 
 fn ok(run: &PlaybookRun, what: &str) {
@@ -165,15 +176,7 @@ fn a_standby_site_follows_and_is_promoted_once_the_primary_site_is_lost() {
     )
     .unwrap();
     for (node, _) in WEST {
-        wait_for(
-            &format!("the rows on {node}"),
-            Duration::from_secs(30),
-            || {
-                (sql(&root, node, "select count(*) from orders").as_deref() == Ok("500"))
-                    .then_some(())
-            },
-            || format!("{:?}", sql(&root, node, "select count(*) from orders")),
-        );
+        wait_orders(&root, node, "500", &format!("the rows on {node}"));
     }
 
     // Inside the standby cluster: a restart of every member, its replica
@@ -186,6 +189,8 @@ fn a_standby_site_follows_and_is_promoted_once_the_primary_site_is_lost() {
         &json!({"cluster": "books-dr", "restart": "all",
                 "settings": root.join("west1/settings.yaml")}),
     );
+    let started_at = || WEST.map(|(_, a)| postmaster_start(&format!("{a}:8008")));
+    let before = started_at();
     let restarted = ansible_playbook(&dir.path, &restart, &inv, &vars);
     ok(&restarted, "the restart of the standby cluster");
     let changes = restarted.events_of("restart-west")[0].result["changes"].clone();
@@ -194,6 +199,16 @@ fn a_standby_site_follows_and_is_promoted_once_the_primary_site_is_lost() {
         json!(["restart west2", "restart west1"]),
         "{}",
         restarted.transcript()
+    );
+    // What the members say: both postmasters started anew, west2's first.
+    let after = started_at();
+    assert!(
+        before
+            .iter()
+            .zip(&after)
+            .all(|(b, a)| a.is_some() && a != b)
+            && after[1] < after[0],
+        "postmaster start times (west1, west2): before {before:?}, after {after:?}"
     );
     wait_for(
         "west1 streaming again after its restart",
@@ -319,15 +334,7 @@ fn a_standby_site_follows_and_is_promoted_once_the_primary_site_is_lost() {
         || (roles(&WEST) == ["west1: leader/running", "west2: replica/streaming"]).then_some(()),
         || format!("{:?}", roles(&WEST)),
     );
-    wait_for(
-        "the new row on west2",
-        Duration::from_secs(30),
-        || {
-            (sql(&root, "west2", "select count(*) from orders").as_deref() == Ok("501"))
-                .then_some(())
-        },
-        || format!("{:?}", sql(&root, "west2", "select count(*) from orders")),
-    );
+    wait_orders(&root, "west2", "501", "the new row on west2");
     let twice = ansible_playbook(&dir.path, &promote, &inv, &named);
     ok(&twice, "the promotion again");
     assert!(twice.changed_tasks().is_empty(), "{}", twice.transcript());
@@ -378,13 +385,10 @@ fn a_standby_site_follows_and_is_promoted_once_the_primary_site_is_lost() {
         || format!("{:?}", roles(&EAST)),
     );
     sql(&root, "west1", "insert into orders values (502)").unwrap();
-    wait_for(
+    wait_orders(
+        &root,
+        "east2",
+        "502",
         "a row written on the promoted site, on east2",
-        Duration::from_secs(30),
-        || {
-            (sql(&root, "east2", "select count(*) from orders").as_deref() == Ok("502"))
-                .then_some(())
-        },
-        || format!("{:?}", sql(&root, "east2", "select count(*) from orders")),
     );
 }

@@ -41,7 +41,7 @@ fn host_of(m: &MemberInfo) -> String {
 /// depth one more). A member streams from its `replicatefrom` when that
 /// member runs, else from the leader (as Patroni decides).
 pub fn topology(info: &ClusterInfo) -> Vec<(usize, &MemberInfo)> {
-    let leads = |m: &MemberInfo| matches!(m.role.as_str(), "leader" | "standby_leader");
+    let leads = |m: &MemberInfo| pgherd_core::rest::leads(&m.role);
     let runs = |m: &MemberInfo| matches!(m.state.as_str(), "running" | "streaming");
     let find = |name: &str| info.members.iter().find(|m| m.name == name);
     let leader = info
@@ -114,7 +114,7 @@ pub fn render_table(info: &ClusterInfo) -> String {
     if info.paused {
         out.push_str(" - maintenance mode: paused");
     }
-    if let Some(s) = pgherd_core::standby::StandbyCluster::from_config(&info.config) {
+    if let Some(s) = info.standby() {
         out.push_str(&format!(" - standby cluster following {}", s.describe()));
     }
     out.push('\n');
@@ -135,7 +135,7 @@ pub fn render_table(info: &ClusterInfo) -> String {
     }
     let mut rows: Vec<Vec<String>> = vec![header.iter().map(|h| h.to_string()).collect()];
     for (depth, m) in order {
-        let is_leader = m.role == "leader" || m.role == "standby_leader";
+        let is_leader = pgherd_core::rest::leads(&m.role);
         let name = if cascades && depth > 0 {
             format!("{}+ {}", "  ".repeat(depth - 1), m.name)
         } else {

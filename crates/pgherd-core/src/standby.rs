@@ -32,14 +32,7 @@ impl StandbyCluster {
         let s = config.get("standby_cluster")?.as_object()?;
         let text = |k: &str| s.get(k).and_then(Value::as_str).map(str::to_string);
         Some(StandbyCluster {
-            hosts: text("host")
-                .map(|h| {
-                    h.split(',')
-                        .map(|h| h.trim().to_string())
-                        .filter(|h| !h.is_empty())
-                        .collect()
-                })
-                .unwrap_or_default(),
+            hosts: Self::hosts_of(&text("host").unwrap_or_default()),
             port: s
                 .get("port")
                 .and_then(|p| p.as_u64().or_else(|| p.as_str()?.parse().ok()))
@@ -56,6 +49,14 @@ impl StandbyCluster {
                 })
                 .unwrap_or_default(),
         })
+    }
+
+    /// The hosts of a `host` value: comma-separated, blanks dropped.
+    pub fn hosts_of(host: &str) -> Vec<String> {
+        host.split(',')
+            .map(|h| h.trim().to_string())
+            .filter(|h| !h.is_empty())
+            .collect()
     }
 
     /// As Patroni's dynamic configuration spells it.

@@ -174,7 +174,7 @@ pub(super) fn not_promotable(m: &MemberInfo) -> Option<String> {
 /// cluster's standby leader) last.
 pub fn restart_order(info: &ClusterInfo, mode: RestartMode) -> Vec<String> {
     let wanted = |m: &&MemberInfo| mode == RestartMode::All || m.pending_restart;
-    let leads = |m: &&MemberInfo| matches!(m.role.as_str(), "leader" | "standby_leader");
+    let leads = |m: &&MemberInfo| crate::rest::leads(&m.role);
     let mut replicas: Vec<&MemberInfo> = info
         .members
         .iter()

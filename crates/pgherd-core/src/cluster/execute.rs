@@ -238,47 +238,26 @@ impl ClusterRun<'_, '_> {
 
 /// Ends a standby cluster (its dynamic configuration's `standby_cluster`
 /// removed), and waits until what the next task reads shows a primary:
-/// the configuration, the former standby leader's own view, and the DCS's.
+/// the configuration Patroni wrote, the former standby leader's own view,
+/// and the DCS's.
 fn promote_standby_cluster(conn: &Conn<'_>, leader: &str) -> std::result::Result<(), Failure> {
     let (_, client) = conn.cluster_status()?;
-    client.patch_config(&json!({ "standby_cluster": null }))?;
+    let applied = client.patch_config(&json!({ "standby_cluster": null }))?;
+    if crate::standby::StandbyCluster::from_config(&applied).is_some() {
+        return Err(Error::Other(
+            "Patroni accepted the change but its configuration still holds standby_cluster".into(),
+        ))
+        .confirming();
+    }
     let member = conn.member_client(leader).confirming()?;
-    wait_until(
-        &format!("{leader} to lead the promoted cluster as a primary"),
-        conn.target.timeout,
-        || {
-            if client
-                .config()
-                .map(|c| crate::standby::StandbyCluster::from_config(&c).is_some())
-                .unwrap_or(true)
-            {
-                return Probe::Waiting("the configuration still holds standby_cluster".into());
-            }
-            match member.patroni() {
-                Ok(s) if s.is_primary() && s.state == "running" && !s.cluster_unlocked => {}
-                Ok(s) => return Probe::Waiting(format!("{leader}: {}", s.describe())),
-                Err(e) => return Probe::Waiting(format!("{leader}: {e}")),
-            }
-            match client.cluster() {
-                Ok(c)
-                    if c.member(leader)
-                        .is_some_and(|m| m.role == "leader" && m.state == "running") =>
-                {
-                    Probe::Ready(())
-                }
-                Ok(c) => Probe::Waiting(format!(
-                    "the DCS shows {leader} as {}",
-                    c.member(leader)
-                        .map_or("no member".to_string(), |m| format!(
-                            "{} {}",
-                            m.role, m.state
-                        ))
-                )),
-                Err(e) => Probe::Waiting(e.to_string()),
-            }
-        },
-        String::new,
-    )
+    wait_member_healthy(conn, &member, leader, |s| {
+        s.is_primary() && !s.cluster_unlocked
+    })
+    .confirming()?;
+    conn.wait_cluster(&format!("the DCS to show {leader} as the leader"), |s| {
+        member_runs_as(s, leader, &["leader"], &["running"])
+    })
+    .map(|_| ())
     .confirming()
 }
 

@@ -24,6 +24,7 @@ mod execute;
 mod info;
 mod lock;
 pub mod planner;
+mod promote;
 mod remove;
 mod roles;
 mod run;
@@ -130,6 +131,19 @@ impl ClusterInfo {
         self.members
             .iter()
             .find(|m| m.role == "leader" && m.state == "running")
+    }
+
+    /// A standby cluster's standby leader, if it runs (streaming from the
+    /// primary cluster, or replaying WAL it cannot stream).
+    pub fn running_standby_leader(&self) -> Option<&MemberInfo> {
+        self.members.iter().find(|m| {
+            m.role == "standby_leader" && matches!(m.state.as_str(), "running" | "streaming")
+        })
+    }
+
+    /// What the cluster follows, when it is a standby cluster.
+    pub fn standby(&self) -> Option<crate::standby::StandbyCluster> {
+        crate::standby::StandbyCluster::from_config(&self.config)
     }
 
     fn synchronous_mode(&self) -> bool {

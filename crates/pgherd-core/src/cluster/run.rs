@@ -19,10 +19,7 @@ fn look_here(target: &Target, info: &ClusterInfo, ops: &Operations) -> Result<He
     };
     // Whether the primary a standby cluster follows still answers: a
     // promotion while it does makes two primaries.
-    let standby_primary_answering = match (
-        ops.promote,
-        crate::standby::StandbyCluster::from_config(&info.config),
-    ) {
+    let standby_primary_answering = match (ops.promote, info.standby()) {
         (true, Some(s)) => s
             .primary_addresses()
             .into_iter()

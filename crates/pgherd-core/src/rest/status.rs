@@ -177,11 +177,16 @@ pub struct Member {
     pub tags: BTreeMap<String, Value>,
 }
 
+/// Whether a member of this role (as `/cluster` names it) leads its
+/// cluster: a primary cluster's leader, or a standby cluster's standby
+/// leader.
+pub fn leads(role: &str) -> bool {
+    matches!(role, "leader" | "standby_leader")
+}
+
 impl ClusterStatus {
     pub fn leader(&self) -> Option<&Member> {
-        self.members
-            .iter()
-            .find(|m| matches!(m.role.as_str(), "leader" | "standby_leader"))
+        self.members.iter().find(|m| leads(&m.role))
     }
 
     pub fn member(&self, name: &str) -> Option<&Member> {

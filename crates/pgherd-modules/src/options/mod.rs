@@ -8,8 +8,7 @@ use std::path::PathBuf;
 
 use pgherd_core::error::{Error, Result};
 use pgherd_core::manifest::{
-    local_hostname, InstanceManifest, Login, RecoveryTarget, RestoreSource, SettingsCopy,
-    DEFAULT_RESTAPI_PORT,
+    local_hostname, InstanceManifest, Login, SettingsCopy, DEFAULT_RESTAPI_PORT,
 };
 use pgherd_core::names::{check_host, check_port, parse_host_port, Name, PgVersion};
 use pgherd_core::plan::Content;
@@ -17,6 +16,14 @@ use pgherd_core::settings::Settings;
 use pgherd_core::tags::NodeTags;
 use serde::Deserialize;
 use serde_json::Value;
+
+mod backup;
+mod standby;
+
+use backup::backup_and_restore;
+pub use backup::{restore_source, PgBackRestOptions, RestoreOptions};
+use standby::standby_cluster;
+pub use standby::StandbyClusterOptions;
 
 /// The options of an `instance` task as the module receives them (after
 /// argument validation): every option of the spec, none other.
@@ -44,35 +51,6 @@ pub struct InstanceOptions {
     pub pgbackrest: Option<PgBackRestOptions>,
     pub restore: Option<RestoreOptions>,
     pub settings_file: Option<String>,
-}
-
-#[derive(Debug, Clone, Deserialize, Default)]
-#[cfg_attr(test, derive(serde::Serialize))]
-#[serde(default, deny_unknown_fields)]
-pub struct StandbyClusterOptions {
-    pub host: Option<String>,
-    pub port: Option<i64>,
-    pub primary_slot_name: Option<String>,
-    pub restore_command: Option<String>,
-    pub create_replica_methods: Option<Vec<String>>,
-}
-
-#[derive(Debug, Clone, Deserialize, Default)]
-#[cfg_attr(test, derive(serde::Serialize))]
-#[serde(default, deny_unknown_fields)]
-pub struct PgBackRestOptions {
-    pub stanza: Option<String>,
-    /// The stanza's repository may change to the settings' path.
-    pub new_repository: Option<bool>,
-}
-
-#[derive(Debug, Clone, Deserialize, Default)]
-#[cfg_attr(test, derive(serde::Serialize))]
-#[serde(default, deny_unknown_fields)]
-pub struct RestoreOptions {
-    pub from: Option<String>,
-    pub set: Option<String>,
-    pub target: Option<String>,
 }
 
 #[derive(Debug, Clone, Deserialize, Default)]
@@ -166,70 +144,6 @@ fn login(what: &str, c: Option<&Credentials>, problems: &mut Vec<String>) -> Opt
             problems.push(format!("{what}.password is set without {what}.username"));
             None
         }
-    }
-}
-
-/// Parses and checks the `restore` option.
-pub fn restore_source(o: &RestoreOptions) -> std::result::Result<RestoreSource, Vec<String>> {
-    let mut problems = Vec::new();
-    let source = match o.from.as_deref() {
-        Some("backup") => {
-            if let Some(set) = &o.set {
-                if set.is_empty()
-                    || !set.chars().all(|c| {
-                        c.is_ascii_digit() || c.is_ascii_uppercase() || c == '-' || c == '_'
-                    })
-                {
-                    problems.push(format!(
-                        "restore.set {set:?} is not a pgBackRest backup label \
-                         (like 20261201-214644F)"
-                    ));
-                }
-            }
-            let target = match o.target.as_deref() {
-                None | Some("latest") => RecoveryTarget::Latest,
-                Some("immediate") => RecoveryTarget::Immediate,
-                Some(t) => match pgherd_core::names::check_timestamp_with_offset(t) {
-                    Ok(()) => RecoveryTarget::Time(t.to_string()),
-                    Err(e) => {
-                        problems.push(format!(
-                            "restore.target must be latest, immediate or a time: {e}"
-                        ));
-                        RecoveryTarget::Latest
-                    }
-                },
-            };
-            RestoreSource::Backup {
-                set: o.set.clone(),
-                target,
-            }
-        }
-        Some("leader") => {
-            for (key, given) in [("set", o.set.is_some()), ("target", o.target.is_some())] {
-                if given {
-                    problems.push(format!(
-                        "restore.{key} goes with restore.from: backup; a node restored from \
-                         the leader copies it as it is"
-                    ));
-                }
-            }
-            RestoreSource::Leader
-        }
-        Some(other) => {
-            problems.push(format!(
-                "restore.from must be backup or leader, got {other:?}"
-            ));
-            RestoreSource::Leader
-        }
-        None => {
-            problems.push("restore.from is required: backup or leader".into());
-            RestoreSource::Leader
-        }
-    };
-    if problems.is_empty() {
-        Ok(source)
-    } else {
-        Err(problems)
     }
 }
 
@@ -422,54 +336,6 @@ fn checked_pg_hba(opts: &InstanceOptions, problems: &mut Vec<String>) -> Vec<Str
     pg_hba
 }
 
-/// What a standby cluster follows, checked: a host that is not the node's
-/// own, a valid port and slot name; given once (not also in
-/// `dynamic_conf_settings`).
-fn standby_cluster(
-    opts: &InstanceOptions,
-    own_hosts: &[&str],
-    problems: &mut Vec<String>,
-) -> Option<pgherd_core::standby::StandbyCluster> {
-    let given = opts.standby_cluster.as_ref()?;
-    if opts
-        .dynamic_conf_settings
-        .as_ref()
-        .is_some_and(|d| d.contains_key("standby_cluster"))
-    {
-        problems.push(
-            "standby_cluster is given both as an option and in dynamic_conf_settings: keep the \
-             option"
-                .into(),
-        );
-    }
-    let port =
-        given.port.and_then(
-            |p| match pgherd_core::names::check_port("standby_cluster.port", p) {
-                Ok(p) => Some(p),
-                Err(e) => {
-                    problems.push(e);
-                    None
-                }
-            },
-        );
-    let out = pgherd_core::standby::StandbyCluster {
-        hosts: given
-            .host
-            .as_deref()
-            .unwrap_or_default()
-            .split(',')
-            .map(|h| h.trim().to_string())
-            .filter(|h| !h.is_empty())
-            .collect(),
-        port,
-        primary_slot_name: given.primary_slot_name.clone(),
-        restore_command: given.restore_command.clone(),
-        create_replica_methods: given.create_replica_methods.clone().unwrap_or_default(),
-    };
-    problems.extend(out.problems(own_hosts));
-    Some(out)
-}
-
 /// The members' addresses as pg_hba.conf takes them.
 fn member_addresses(opts: &InstanceOptions, problems: &mut Vec<String>) -> Vec<String> {
     let Some(given) = &opts.member_addresses else {
@@ -554,53 +420,16 @@ fn settings_copy(opts: &InstanceOptions, problems: &mut Vec<String>) -> Option<S
     })
 }
 
-/// The pgBackRest stanza, and the restore asked for, checked together.
-fn backup_and_restore(
-    opts: &InstanceOptions,
-    problems: &mut Vec<String>,
-) -> (Option<Name>, Option<RestoreSource>) {
-    let pgbackrest_stanza = opts
-        .pgbackrest
-        .as_ref()
-        .and_then(|b| match b.stanza.as_deref() {
-            Some(stanza) => match Name::parse("pgbackrest.stanza", stanza) {
-                Ok(n) => Some(n),
-                Err(e) => {
-                    problems.push(e);
-                    None
-                }
-            },
-            None => {
-                problems.push("pgbackrest.stanza is required".into());
-                None
-            }
-        });
-    let restore = opts.restore.as_ref().and_then(|r| match restore_source(r) {
-        Ok(source) => Some(source),
-        Err(p) => {
-            problems.extend(p);
-            None
-        }
-    });
-    let from_backup = opts.restore.as_ref().and_then(|r| r.from.as_deref()) == Some("backup");
-    if from_backup && opts.pgbackrest.is_none() {
-        problems.push(
-            "restore.from: backup needs the pgbackrest option (the stanza to restore from)".into(),
-        );
-    }
-    (pgbackrest_stanza, restore)
-}
-
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
     use serde_json::json;
 
-    fn opts(v: Value) -> InstanceOptions {
+    pub(in crate::options) fn opts(v: Value) -> InstanceOptions {
         serde_json::from_value(v).unwrap()
     }
 
-    fn problems(v: Value) -> Vec<String> {
+    pub(in crate::options) fn problems(v: Value) -> Vec<String> {
         match manifest(&opts(v), &Settings::default()) {
             Ok(_) => Vec::new(),
             Err(Error::InvalidManifest(p)) => p,
@@ -658,72 +487,6 @@ mod tests {
         assert_eq!(
             p,
             vec!["patroni.etcd.username is set without patroni.etcd.password"]
-        );
-    }
-
-    #[test]
-    fn a_standby_cluster_following_this_node_or_given_twice_is_refused() {
-        let own = json!({"name": "m", "patroni": {"postgresql": {"connect_host": "10.0.0.9"}},
-                         "standby_cluster": {"host": "10.0.0.1,10.0.0.9", "port": 70000}});
-        let text = problems(own).join("\n");
-        assert!(
-            text.contains("10.0.0.9 is this node's own address"),
-            "{text}"
-        );
-        assert!(text.contains("standby_cluster.port"), "{text}");
-        let twice = json!({"name": "m", "standby_cluster": {"host": "10.0.0.1"},
-                           "dynamic_conf_settings": {"standby_cluster": {"host": "10.0.0.2"}}});
-        assert_eq!(
-            problems(twice),
-            vec![
-                "standby_cluster is given both as an option and in dynamic_conf_settings: keep \
-                  the option"
-            ]
-        );
-        assert!(problems(json!({"name": "m", "standby_cluster": {"host": "10.0.0.1"}})).is_empty());
-    }
-
-    #[test]
-    fn restore_options_are_checked_together() {
-        let p =
-            problems(json!({"name": "m", "restore": {"from": "backup", "target": "yesterday"}}));
-        let text = p.join("\n");
-        assert!(
-            text.contains("restore.target must be latest, immediate or a time"),
-            "{text}"
-        );
-        assert!(text.contains("needs the pgbackrest option"), "{text}");
-        let p = problems(
-            json!({"name": "m", "restore": {"from": "leader", "set": "20261201-214644F"}}),
-        );
-        assert_eq!(
-            p,
-            vec![
-                "restore.set goes with restore.from: backup; a node restored from the leader \
-                  copies it as it is"
-            ]
-        );
-        let p = problems(json!({"name": "m", "pgbackrest": {}, "restore": {}}));
-        assert_eq!(
-            p,
-            vec![
-                "pgbackrest.stanza is required",
-                "restore.from is required: backup or leader"
-            ]
-        );
-        let m = manifest(
-            &opts(json!({"name": "m", "pgbackrest": {"stanza": "main"},
-                "restore": {"from": "backup", "set": "20261201-214644F",
-                            "target": "2026-12-01T22:00:00+00:00"}})),
-            &Settings::default(),
-        )
-        .unwrap();
-        assert_eq!(
-            m.restore,
-            Some(RestoreSource::Backup {
-                set: Some("20261201-214644F".into()),
-                target: RecoveryTarget::Time("2026-12-01T22:00:00+00:00".into())
-            })
         );
     }
 
