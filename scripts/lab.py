@@ -3,8 +3,11 @@
 with its own address on a bridge of its own, sshd and a non-root user with
 passwordless sudo, booted from one cached image, partitioned on demand.
 
-    scripts/lab.sh up [--hosts N] [--old] [--bare]
+    scripts/lab.sh up [--hosts N | --sites A,B] [--old] [--bare]
                                       boot N hosts (default 3, at most 5);
+                                      --sites 3,2 boots two sites of 3 and
+                                      2 hosts (lab1-3, lab4-5), each its own
+                                      etcd cluster (one etcd per site);
                                       --old adds one more, lab(N+1), from a
                                       Debian bullseye image (glibc 2.31)
                                       holding only the OS; --bare boots the
@@ -17,8 +20,10 @@ passwordless sudo, booted from one cached image, partitioned on demand.
     scripts/lab.sh ssh NODE [CMD...]  a shell (or a command) on NODE
     scripts/lab.sh partition NODE     cut NODE off from its peers
     scripts/lab.sh heal NODE          undo it
-    scripts/lab.sh crash NODE         kill NODE at once, as a power cut
-    scripts/lab.sh boot NODE          boot a crashed NODE again
+    scripts/lab.sh crash NODE...      kill the NODEs at once, as a power cut
+    scripts/lab.sh boot NODE...       boot crashed NODEs again, together
+                                      (a site's etcd members wait for
+                                      each other to start)
     scripts/lab.sh image [--old] [--bare]
                                       build (or restore) the image(s) only
 
@@ -253,7 +258,7 @@ def write(path, text, mode=0o644):
     os.chmod(path, mode)
 
 
-def prepare_host(name, names, members, image):
+def prepare_host(name, names, members, image, token="pgherd-lab"):
     d = host_dir(name)
     root = os.path.join(d, "root")
     for sub in ("upper", "work", "root"):
@@ -293,7 +298,7 @@ def prepare_host(name, names, members, image):
           f"ETCD_INITIAL_ADVERTISE_PEER_URLS=http://{addr}:2380\n"
           f"ETCD_ADVERTISE_CLIENT_URLS=http://{addr}:2379\n"
           f"ETCD_INITIAL_CLUSTER={cluster}\nETCD_INITIAL_CLUSTER_STATE=new\n"
-          "ETCD_INITIAL_CLUSTER_TOKEN=pgherd-lab\nETCD_PRE_VOTE=true\n")
+          f"ETCD_INITIAL_CLUSTER_TOKEN={token}\nETCD_PRE_VOTE=true\n")
 
 
 def pid_file(name):
@@ -308,10 +313,11 @@ def nspawn_pid(name):
     return pid if os.path.exists(f"/proc/{pid}") else None
 
 
-def wait_veth_gone(name, deadline=30):
+def wait_veth_gone(name, deadline=1):
     """The machine's end of a host's veth outlives a crash for a while (its
-    namespace is torn down asynchronously); an nspawn started meanwhile
-    cannot make its own and exits. Waits for it, then deletes it."""
+    namespace is torn down asynchronously, up to 30 s when several go at
+    once); an nspawn started meanwhile cannot make its own and exits.
+    Waits a moment for it, then deletes it (the pair goes with it)."""
     link = f"vb-{name}"[:15]
     start = time.monotonic()
     while run(["ip", "link", "show", link], check=False, capture=True).returncode == 0:
@@ -539,8 +545,14 @@ def cmd_up(args):
     old = "--old" in args
     bare = "--bare" in args
     args = [a for a in args if a not in ("--old", "--bare")]
+    sites = None
     if args[:1] == ["--hosts"]:
         n = int(args[1])
+    elif args[:1] == ["--sites"]:
+        sites = [int(x) for x in args[1].split(",")]
+        n = sum(sites)
+        if bare or old or min(sites) < 1:
+            raise SystemExit("lab: --sites takes sizes of 1 or more, without --old or --bare")
     if not 1 <= n <= MAX_HOSTS:
         raise SystemExit(f"lab: --hosts must be 1 to {MAX_HOSTS}")
     started = time.monotonic()
@@ -553,21 +565,28 @@ def cmd_up(args):
     if not os.path.exists(key):
         run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", LAB, "-f", key])
     names = list(images)
-    members = [] if bare else host_names(n)
+    # Each site its own etcd cluster (one site unless --sites).
+    groups, first = [], 0
+    for size in sites or ([] if bare else [n]):
+        groups.append(names[first:first + size])
+        first += size
+    site_of = {m: (i, g) for i, g in enumerate(groups) for m in g}
     bridge_up()
     if bare:
         start_apt_proxy()
         start_wheel_server()
     for name in names:
         if nspawn_pid(name) is None:
-            prepare_host(name, names, members, images[name])
+            i, members = site_of.get(name, (0, []))
+            prepare_host(name, names, members, images[name],
+                         "pgherd-lab" if i == 0 else f"pgherd-lab-site{i + 1}")
             if bare:
                 write(os.path.join(host_dir(name), "root/etc/apt/apt.conf.d/01pgherd-lab-proxy"),
                       f'Acquire::http::Proxy "http://{MACHINE_ADDR}:{APT_PROXY_PORT}";\n')
             start_host(name)
     for name in names:
         wait_booted(name)
-    if members:
+    for members in groups:
         start_etcd(members)
     log(f"{len(names)} hosts up in {time.monotonic() - started:.1f} s: "
         + ", ".join(f"{x} {host_addr(x)}" + (f" ({OLD_SUITE})" if images[x] == image_dir("old") else "")
@@ -660,6 +679,12 @@ def need_host(args):
     return args[0]
 
 
+def need_hosts(args):
+    for name in args:
+        need_host([name])
+    return need_host(args) and args
+
+
 def cmd_partition(args):
     name = need_host(args)
     pid = init_pid(name)
@@ -695,32 +720,37 @@ def cmd_heal(args):
 
 
 def cmd_crash(args):
-    name = need_host(args)
-    pid = nspawn_pid(name)
-    if pid is not None:
-        try:
-            os.killpg(pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-    for p in cgroup_pids(name):
-        try:
-            os.kill(p, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
+    names = need_hosts(args)
+    for name in names:
+        pid = nspawn_pid(name)
+        if pid is not None:
+            try:
+                os.killpg(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        for p in cgroup_pids(name):
+            try:
+                os.kill(p, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
     start = time.monotonic()
-    while cgroup_pids(name) and time.monotonic() - start < 10:
-        time.sleep(0.1)
-    wait_veth_gone(name)
-    log(f"{name} crashed (killed, disk as it was)")
+    for name in names:
+        while (cgroup_pids(name) or nspawn_pid(name) is not None) and time.monotonic() - start < 10:
+            time.sleep(0.1)
+        wait_veth_gone(name)
+        log(f"{name} crashed (killed, disk as it was)")
 
 
 def cmd_boot(args):
-    name = need_host(args)
-    if nspawn_pid(name) is not None:
-        raise SystemExit(f"lab: {name} runs already")
-    start_host(name)
-    wait_booted(name)
-    log(f"{name} booted")
+    names = need_hosts(args)
+    for name in names:
+        if nspawn_pid(name) is not None:
+            raise SystemExit(f"lab: {name} runs already")
+    for name in names:
+        start_host(name)
+    for name in names:
+        wait_booted(name)
+        log(f"{name} booted")
 
 
 def cmd_ssh(args):

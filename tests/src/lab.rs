@@ -41,6 +41,17 @@ impl Lab {
         }
     }
 
+    /// Boots two sites of `a` and `b` hosts (lab1..labA, then the next
+    /// `b`), each site its own etcd cluster.
+    pub fn up_sites(a: u8, b: u8) -> Lab {
+        assert_collection_is_fresh();
+        lab_sh(&["down"]);
+        lab_sh(&["up", "--sites", &format!("{a},{b}")]);
+        Lab {
+            hosts: (1..=a + b).map(|i| format!("lab{i}")).collect(),
+        }
+    }
+
     /// Boots `n` hosts with the cluster's packages and one more,
     /// lab(n+1), from an older Debian holding only the OS.
     pub fn up_with_old(n: u8) -> Lab {
@@ -167,5 +178,118 @@ impl Drop for Lab {
                 .stdin(Stdio::null())
                 .output();
         }
+    }
+}
+
+/// The lab inventory's superuser password (group_vars/all.yml).
+pub const LAB_SUPERUSER_PW: &str = "lab-superuser-pw";
+
+/// A libpq query from the machine to `target` (`host=…`, libpq's list of
+/// hosts), as the lab's superuser: its rows, one per line, or `None` when it
+/// did not answer within 5 s. `read_write` asks for a member that takes
+/// writes (a statement then may or may not have happened on `None`: never
+/// count it as acknowledged).
+pub fn lab_sql(target: &str, read_write: bool, statement: &str) -> Option<String> {
+    let conninfo = format!(
+        "{target} port=5432 user=postgres dbname=postgres connect_timeout=2{}",
+        if read_write {
+            " target_session_attrs=read-write"
+        } else {
+            ""
+        }
+    );
+    let out = Command::new("timeout")
+        .args([
+            "5",
+            "/usr/lib/postgresql/15/bin/psql",
+            "-X",
+            "-A",
+            "-t",
+            "-q",
+        ])
+        .arg(&conninfo)
+        .args(["-c", statement])
+        .env("PGPASSWORD", LAB_SUPERUSER_PW)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .ok()?;
+    out.status
+        .success()
+        .then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
+}
+
+/// `target`'s primary-key ids of `table` (`SELECT id`); empty when it does
+/// not answer.
+pub fn lab_ids(target: &str, table: &str) -> std::collections::BTreeSet<u64> {
+    lab_sql(target, false, &format!("SELECT id FROM {table}"))
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| l.trim().parse().ok())
+        .collect()
+}
+
+/// A lab host's REST API, `GET path`, as JSON when it answers 200.
+pub fn lab_rest(host: &str, path: &str) -> Option<serde_json::Value> {
+    let (status, body) = http_get(&format!("{}:8008", Lab::addr(host)), path)?;
+    (status == 200).then(|| serde_json::from_str(&body).ok())?
+}
+
+/// Inserts rows `1, 2, …` one by one into `table` (`id bigint`) through
+/// `target` until finished; the ids acknowledged.
+pub struct Writer {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    acked: std::sync::Arc<std::sync::Mutex<Vec<u64>>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+    story: fn() -> String,
+}
+
+impl Writer {
+    /// `story` says what the hosts show when progress does not come.
+    pub fn start(target: &str, table: &str, story: fn() -> String) -> Writer {
+        use std::sync::atomic::Ordering;
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let acked = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let (s, a) = (stop.clone(), acked.clone());
+        let (target, table) = (target.to_string(), table.to_string());
+        let thread = std::thread::spawn(move || {
+            let mut id = 0u64;
+            while !s.load(Ordering::SeqCst) {
+                id += 1;
+                let insert = format!("INSERT INTO {table} VALUES ({id})");
+                if lab_sql(&target, true, &insert).is_some() {
+                    a.lock().unwrap().push(id);
+                }
+            }
+        });
+        Writer {
+            stop,
+            acked,
+            thread: Some(thread),
+            story,
+        }
+    }
+
+    pub fn count(&self) -> usize {
+        self.acked.lock().unwrap().len()
+    }
+
+    /// Waits until `more` writes more than now are acknowledged.
+    pub fn wait_progress(&self, more: usize, what: &str) {
+        let from = self.count();
+        wait_for(
+            &format!("{more} more acknowledged writes {what}"),
+            Duration::from_secs(90),
+            || (self.count() >= from + more).then_some(()),
+            || format!("{} acknowledged so far\n{}", self.count(), (self.story)()),
+        );
+    }
+
+    /// Stops writing; the ids acknowledged, in order.
+    pub fn finish(mut self) -> Vec<u64> {
+        self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        if let Some(t) = self.thread.take() {
+            t.join().unwrap();
+        }
+        self.acked.lock().unwrap().clone()
     }
 }

@@ -9,133 +9,16 @@
 
 use std::collections::BTreeSet;
 use std::path::Path;
-use std::process::{Command, Stdio};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use pgherd_e2e::{
-    http_get, lab_sh, lab_ssh, one_task_playbook, pgherd_bin, repo_root, wait_for, Lab,
-    PlaybookRun, TestDir,
+    http_get, lab_ids, lab_rest, lab_sh, lab_sql, lab_ssh, one_task_playbook, pgherd_bin,
+    repo_root, wait_for, Lab, PlaybookRun, TestDir, Writer,
 };
 use serde_json::{json, Value};
 
-const SUPERUSER_PW: &str = "lab-superuser-pw";
 const ALL: &str = "host=10.231.0.11,10.231.0.12,10.231.0.13";
-
-/// One statement through libpq to whichever member takes writes; `None`
-/// when it did not answer within 5 s (the statement may or may not have
-/// happened: never counted as acknowledged).
-fn sql(target: &str, statement: &str) -> Option<String> {
-    let conninfo = format!(
-        "{target} port=5432 user=postgres dbname=postgres connect_timeout=2 \
-         target_session_attrs=read-write"
-    );
-    let out = Command::new("timeout")
-        .args([
-            "5",
-            "/usr/lib/postgresql/15/bin/psql",
-            "-X",
-            "-A",
-            "-t",
-            "-q",
-        ])
-        .arg(&conninfo)
-        .args(["-c", statement])
-        .env("PGPASSWORD", SUPERUSER_PW)
-        .stdin(Stdio::null())
-        .output()
-        .ok()?;
-    out.status
-        .success()
-        .then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
-}
-
-/// Inserts rows one by one until stopped; the ids acknowledged.
-struct Writer {
-    stop: Arc<AtomicBool>,
-    acked: Arc<Mutex<Vec<u64>>>,
-    thread: Option<std::thread::JoinHandle<()>>,
-}
-
-impl Writer {
-    fn start() -> Writer {
-        let stop = Arc::new(AtomicBool::new(false));
-        let acked = Arc::new(Mutex::new(Vec::new()));
-        let (s, a) = (stop.clone(), acked.clone());
-        let thread = std::thread::spawn(move || {
-            let mut id = 0u64;
-            while !s.load(Ordering::SeqCst) {
-                id += 1;
-                if sql(ALL, &format!("INSERT INTO acked VALUES ({id})")).is_some() {
-                    a.lock().unwrap().push(id);
-                }
-            }
-        });
-        Writer {
-            stop,
-            acked,
-            thread: Some(thread),
-        }
-    }
-
-    fn count(&self) -> usize {
-        self.acked.lock().unwrap().len()
-    }
-
-    /// Waits until `more` writes more than now are acknowledged.
-    fn wait_progress(&self, more: usize, what: &str) {
-        let from = self.count();
-        wait_for(
-            &format!("{more} more acknowledged writes {what}"),
-            Duration::from_secs(90),
-            || (self.count() >= from + more).then_some(()),
-            || {
-                let views: Vec<String> = ["lab1", "lab2", "lab3"]
-                    .iter()
-                    .map(|h| {
-                        format!(
-                            "{h}: cluster {:?}\n{h}: patroni {:?}",
-                            cluster_from(h),
-                            patroni_of(h)
-                        )
-                    })
-                    .collect();
-                format!(
-                    "{} acknowledged so far\n{}\n{}",
-                    self.count(),
-                    views.join("\n"),
-                    hosts_story()
-                )
-            },
-        );
-    }
-
-    fn finish(mut self) -> Vec<u64> {
-        self.stop.store(true, Ordering::SeqCst);
-        if let Some(t) = self.thread.take() {
-            t.join().unwrap();
-        }
-        self.acked.lock().unwrap().clone()
-    }
-}
-
-fn cluster_from(host: &str) -> Option<Value> {
-    let (status, body) = http_get(&format!("{}:8008", Lab::addr(host)), "/cluster")?;
-    (status == 200).then(|| serde_json::from_str(&body).ok())?
-}
-
-fn leader(view: &Value) -> Option<String> {
-    view["members"].as_array()?.iter().find_map(|m| {
-        (m["role"] == "leader" && m["state"] == "running")
-            .then(|| m["name"].as_str().unwrap().to_string())
-    })
-}
-
-fn patroni_of(host: &str) -> Option<Value> {
-    let (status, body) = http_get(&format!("{}:8008", Lab::addr(host)), "/patroni")?;
-    (status == 200).then(|| serde_json::from_str(&body).ok())?
-}
 
 /// What each host's Patroni last logged and what etcd holds for the
 /// cluster's leader and sync keys: printed with a timeout or an anomaly,
@@ -159,6 +42,36 @@ fn hosts_story() -> String {
         })
         .collect::<Vec<_>>()
         .join("\n")
+}
+
+/// Each host's view of the cluster and of itself, then `hosts_story`.
+fn lab_story() -> String {
+    let views: Vec<String> = ["lab1", "lab2", "lab3"]
+        .iter()
+        .map(|h| {
+            format!(
+                "{h}: cluster {:?}\n{h}: patroni {:?}",
+                cluster_from(h),
+                patroni_of(h)
+            )
+        })
+        .collect();
+    format!("{}\n{}", views.join("\n"), hosts_story())
+}
+
+fn cluster_from(host: &str) -> Option<Value> {
+    lab_rest(host, "/cluster")
+}
+
+fn patroni_of(host: &str) -> Option<Value> {
+    lab_rest(host, "/patroni")
+}
+
+fn leader(view: &Value) -> Option<String> {
+    view["members"].as_array()?.iter().find_map(|m| {
+        (m["role"] == "leader" && m["state"] == "running")
+            .then(|| m["name"].as_str().unwrap().to_string())
+    })
 }
 
 /// The ground truth behind the DCS's view (which lags, and in which an old
@@ -483,8 +396,8 @@ fn a_cluster_of_real_hosts_over_ssh_survives_partitions_crashes_and_reboots() {
         .as_array()
         .map(|ms| ms.iter().filter(|m| m["role"] == "sync_standby").count());
     assert_eq!(syncs, Some(2), "{view}");
-    sql(ALL, "CREATE TABLE acked (id bigint PRIMARY KEY)").expect("create the table");
-    let writer = Writer::start();
+    lab_sql(ALL, true, "CREATE TABLE acked (id bigint PRIMARY KEY)").expect("create the table");
+    let writer = Writer::start(ALL, "acked", lab_story);
     writer.wait_progress(20, "before the faults");
 
     // --- The leader's host cut off from its peers.
@@ -673,22 +586,8 @@ fn a_cluster_of_real_hosts_over_ssh_survives_partitions_crashes_and_reboots() {
     );
     let view = cluster_from("lab1").unwrap();
     let final_leader = leader(&view).unwrap();
-    let rows = |host: &str| -> BTreeSet<u64> {
-        let target = format!("host={}", Lab::addr(host));
-        let conninfo =
-            format!("{target} port=5432 user=postgres dbname=postgres connect_timeout=2");
-        let out = Command::new("/usr/lib/postgresql/15/bin/psql")
-            .args(["-X", "-A", "-t", "-q"])
-            .arg(&conninfo)
-            .args(["-c", "SELECT id FROM acked"])
-            .env("PGPASSWORD", SUPERUSER_PW)
-            .output()
-            .unwrap();
-        String::from_utf8_lossy(&out.stdout)
-            .lines()
-            .filter_map(|l| l.trim().parse().ok())
-            .collect()
-    };
+    let rows =
+        |host: &str| -> BTreeSet<u64> { lab_ids(&format!("host={}", Lab::addr(host)), "acked") };
     let on_leader = rows(&final_leader);
     let lost: Vec<&u64> = acked.iter().filter(|id| !on_leader.contains(id)).collect();
     assert!(lost.is_empty(), "acknowledged writes lost: {lost:?}");
