@@ -18,13 +18,23 @@ fn look_here(target: &Target, info: &ClusterInfo, ops: &Operations) -> Result<He
         _ => None,
     };
     // Whether the primary a standby cluster follows still answers: a
-    // promotion while it does makes two primaries.
+    // promotion while it does makes two primaries. Every address probed at
+    // once: a lost site's hosts each take the whole probe timeout.
     let standby_primary_answering = match (ops.promote, info.standby()) {
-        (true, Some(s)) => s
-            .primary_addresses()
-            .into_iter()
-            .filter(|a| answers(a))
-            .collect(),
+        (true, Some(s)) => {
+            let addresses = s.primary_addresses();
+            std::thread::scope(|scope| {
+                let probes: Vec<_> = addresses
+                    .iter()
+                    .map(|a| scope.spawn(move || answers(a)))
+                    .collect();
+                addresses
+                    .iter()
+                    .zip(probes)
+                    .filter_map(|(a, p)| p.join().unwrap_or(false).then(|| a.clone()))
+                    .collect()
+            })
+        }
         _ => Vec::new(),
     };
     Ok(Here {
