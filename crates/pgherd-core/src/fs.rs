@@ -100,6 +100,23 @@ pub fn current_uid() -> u32 {
 }
 
 /// Removes a file or a whole directory tree; a missing path is fine.
+/// The bytes free for unprivileged users on the filesystem of `path`.
+pub fn free_bytes(path: &Path) -> Result<u64> {
+    use std::os::unix::ffi::OsStrExt;
+    let c = std::ffi::CString::new(path.as_os_str().as_bytes())
+        .map_err(|_| Error::Other(format!("{} holds a NUL byte", path.display())))?;
+    // SAFETY: statvfs(3) fills the zeroed struct for a NUL-terminated path.
+    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+    if unsafe { libc::statvfs(c.as_ptr(), &mut st) } != 0 {
+        return Err(Error::io(
+            path,
+            "reading its filesystem's free space",
+            std::io::Error::last_os_error(),
+        ));
+    }
+    Ok(st.f_bavail as u64 * st.f_frsize as u64)
+}
+
 pub fn remove_path(path: &Path) -> Result<()> {
     let result = match fs::symlink_metadata(path) {
         Ok(m) if m.is_dir() => fs::remove_dir_all(path),

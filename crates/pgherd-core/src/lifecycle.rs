@@ -37,6 +37,7 @@ mod remove;
 mod restore;
 mod retire;
 mod stanza;
+mod upgrade;
 mod wait;
 
 use crate::action::{describe, diff, execute, Action};
@@ -263,6 +264,43 @@ impl<'a> Node<'a> {
         Ok(())
     }
 
+    /// Checks and plans the major upgrade the task asks for (state:
+    /// started); `old`, the instance it upgrades from.
+    fn plan_upgrade(
+        &self,
+        old: Option<&Node<'_>>,
+        o: &mut Observed,
+        foresee: bool,
+        warnings: &mut Vec<String>,
+    ) -> Result<()> {
+        if let (Some(up), Some(old)) = (&self.m.upgrade, old) {
+            o.upgrade = Some(upgrade::plan(self, old, up, o.running, foresee, warnings)?);
+        }
+        Ok(())
+    }
+
+    /// Brings the old instance back after an upgrade failed before its
+    /// point of no return: the new data directory removed, the old one
+    /// whole, its Patroni started and confirmed. The error says both.
+    fn undo_upgrade(&self, old: &Node<'_>, failed: Error) -> Error {
+        let undone = self
+            .unwind_upgrade(old)
+            .and_then(|_| old.service.start())
+            .and_then(|()| old.wait_healthy().map(|_| ()));
+        match undone {
+            Ok(()) => Error::Other(format!(
+                "{failed}; the upgrade was undone: {} runs again, its data directory as it was \
+                 (the other members: start them again, instance state: started)",
+                old.name()
+            )),
+            Err(e) => Error::Other(format!(
+                "{failed}; undoing the upgrade failed too: {e}. {} still holds the old data \
+                 directory (its global/pg_control.old renamed back to pg_control makes it whole)",
+                old.paths.data_dir.display()
+            )),
+        }
+    }
+
     /// The stanza's creation that check mode foresees: for a running
     /// leader, or for a node that bootstraps the cluster when it starts
     /// (no cluster in the DCS).
@@ -317,6 +355,12 @@ impl<'a> Node<'a> {
                 return Err(Error::Preflight(problems));
             }
             warnings.extend(certificates.warnings);
+        }
+        if self.m.upgrade.is_some() && state != DesiredState::Started {
+            return Err(Error::InvalidManifest(vec![format!(
+                "upgrade goes with state: started (the upgraded node runs at the end), not {}",
+                state.as_str()
+            )]));
         }
         if self.m.restore.is_some() && state != DesiredState::Started {
             return Err(Error::InvalidManifest(vec![format!(
@@ -394,6 +438,11 @@ pub fn apply_state(
     if state == DesiredState::Absent {
         return remove::remove(&node, check_mode);
     }
+    let old_m = m.before_upgrade();
+    let old = old_m
+        .as_ref()
+        .map(|om| Node::new(settings, om, timeout))
+        .transpose()?;
     let mut warnings = Vec::new();
     if state != DesiredState::Stopped {
         let pg = crate::preflight::Who::of(node.run_as.as_ref());
@@ -402,10 +451,14 @@ pub fn apply_state(
     let mut first = node.observe(state, &[])?;
     let keys = node.refusals(state, &first, &mut warnings)?;
     node.plan_restore(&mut first, state, check_mode, &mut warnings)?;
+    if state == DesiredState::Started {
+        node.plan_upgrade(old.as_ref(), &mut first, check_mode, &mut warnings)?;
+    }
     if check_mode {
         first.stanza = node.foresee_stanza(&first, state, keys.as_ref(), &mut warnings)?;
         let actions = planner::plan(&first, state);
-        let facts = node.facts(first.running, None, &mut warnings);
+        let mut facts = node.facts(first.running, None, &mut warnings);
+        facts.upgrade_stage = first.upgrade.as_ref().map(|u| u.stage.as_str().into());
         return Ok(Report {
             changes: describe(&actions),
             diff: diff(&actions),
@@ -422,6 +475,15 @@ pub fn apply_state(
     let (o, actions) = if writes || held.waited || !held.created_dirs.is_empty() {
         let mut o = node.observe(state, &held.created_dirs)?;
         node.plan_restore(&mut o, state, false, &mut Vec::new())?;
+        // The upgrade's checks ran a moment ago (pg_upgrade's among them):
+        // its steps as planned then, unless another run moved it on.
+        o.upgrade = match &first.upgrade {
+            Some(_) if held.waited => {
+                node.plan_upgrade(old.as_ref(), &mut o, false, &mut Vec::new())?;
+                o.upgrade
+            }
+            planned => planned.clone(),
+        };
         let actions = planner::plan(&o, state);
         (o, actions)
     } else {
@@ -429,9 +491,18 @@ pub fn apply_state(
     };
     let mut run = NodeRun::new(&node);
     run.warnings = warnings;
-    let changes = execute(&actions, &mut run)?;
+    run.old = old.as_ref();
+    let undoable = o.upgrade.as_ref().is_some_and(|u| u.undoable);
+    let changes = match execute(&actions, &mut run) {
+        Ok(changes) => changes,
+        Err(e) => match old.as_ref() {
+            Some(old) if undoable && !run.committed => return Err(node.undo_upgrade(old, e)),
+            _ => return Err(e),
+        },
+    };
     let mut warnings = run.warnings;
-    let facts = node.facts(runs_after(state, o.running), run.seen, &mut warnings);
+    let mut facts = node.facts(runs_after(state, o.running), run.seen, &mut warnings);
+    facts.upgrade_stage = o.upgrade.as_ref().map(|u| u.stage.as_str().into());
     Ok(Report {
         changes,
         diff: diff(&actions),

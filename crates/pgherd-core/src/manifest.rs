@@ -32,6 +32,17 @@ pub enum RecoveryTarget {
     Time(String),
 }
 
+/// A major upgrade of the cluster this node belongs to, from the
+/// instance of an older major on this host (`pg_upgrade --link` on the
+/// leader, a new copy of it on the others).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MajorUpgrade {
+    /// The major the instance runs now.
+    pub from: PgVersion,
+    /// The member upgraded in place; the others copy it again.
+    pub leader: Name,
+}
+
 /// A username with its password.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Login {
@@ -87,6 +98,8 @@ pub struct InstanceManifest {
     pub pgbackrest_new_repository: bool,
     /// A restore this run does.
     pub restore: Option<RestoreSource>,
+    /// A major upgrade this run does (or resumes, or finds done).
+    pub upgrade: Option<MajorUpgrade>,
     /// Where the run keeps a copy of the task's inline settings.
     pub settings_copy: Option<SettingsCopy>,
     /// Patroni's tags of this member.
@@ -117,6 +130,17 @@ impl InstanceManifest {
     /// `<version>-<name>`: the Debian naming of configs and services.
     pub fn qualified_name(&self) -> String {
         format!("{}-{}", self.version, self.name)
+    }
+
+    /// The same instance of the major `upgrade.from`: what a major upgrade
+    /// finds on the host and replaces.
+    pub fn before_upgrade(&self) -> Option<InstanceManifest> {
+        let up = self.upgrade.as_ref()?;
+        Some(InstanceManifest {
+            version: up.from.clone(),
+            upgrade: None,
+            ..self.clone()
+        })
     }
 }
 
@@ -149,6 +173,7 @@ impl InstanceManifest {
             pgbackrest_stanza: None,
             pgbackrest_new_repository: false,
             restore: None,
+            upgrade: None,
             settings_copy: None,
             tags: Default::default(),
             member_addresses: Vec::new(),

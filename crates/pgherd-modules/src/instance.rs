@@ -197,6 +197,21 @@ pub fn spec() -> Spec {
             ]))
             .doc("Restore this node, with I(state=started). An operation: it restores at every run, so keep it out of the playbooks that deploy; \
                   C(playbooks/restore.yml) runs the whole sequence on a cluster."),
+        OptionSpec::new("upgrade", Kind::Dict)
+            .suboptions(Spec::new(vec![
+                OptionSpec::new("from", Kind::Str)
+                    .required()
+                    .doc("The major the instance runs now (older than I(version)): its instance of the same I(name) on this host is upgraded."),
+                OptionSpec::new("leader", Kind::Str)
+                    .required()
+                    .doc("The member upgraded in place with C(pg_upgrade --link) (the cluster's leader); the other members are copied again from it once it runs."),
+            ]))
+            .doc("A major upgrade to I(version), with I(state=started). On the leader: checks first (both majors' programs, the leader leads, no other member runs, \
+                  no pending restart, one filesystem with room, C(pg_upgrade --check) against the running instance), then the old instance stopped, \
+                  a new data directory made by the new major's initdb, C(pg_upgrade --link), the cluster's state in the DCS replaced (its dynamic \
+                  configuration kept), Patroni started on the new major, statistics rebuilt, the old instance removed. A failure before the new \
+                  cluster's first start brings the old instance back; after it, a new run resumes. On the others: the old instance removed and a new \
+                  copy of the upgraded leader made. Once done, a run changes nothing. C(playbooks/upgrade.yml) runs the whole sequence."),
     ])
 }
 

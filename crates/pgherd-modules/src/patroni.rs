@@ -291,6 +291,7 @@ fn operations(o: &PatroniOptions, maximum_lag: Option<u64>) -> Operations {
         reinit: o.reinit.clone().unwrap_or_default(),
         remove: o.state == "absent",
         system_identifier: o.system_identifier.clone(),
+        keep_config: false,
         backup: o.backup.as_deref().and_then(BackupKind::parse),
         promote: o.promote,
     }

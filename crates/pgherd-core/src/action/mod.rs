@@ -96,7 +96,11 @@ pub enum Action {
         keys: usize,
         prefix: String,
         initialize: Option<String>,
+        /// Its dynamic configuration stays (a major upgrade).
+        keep_config: bool,
     },
+    /// A step of a major upgrade on this host.
+    Upgrade(UpgradeStep),
     /// The pgBackRest stanza created on the leader (and archiving checked).
     CreateStanza {
         stanza: String,
@@ -187,6 +191,41 @@ pub enum Action {
     },
 }
 
+/// A step of a major upgrade (`lifecycle/upgrade.rs`).
+#[derive(Clone)]
+pub enum UpgradeStep {
+    /// The old major's Patroni and PostgreSQL stopped (a clean shutdown,
+    /// its checkpoint).
+    StopOld { node: String },
+    /// What an earlier, unfinished upgrade left undone: its new data
+    /// directory removed, the old one whole again.
+    Unwind {
+        data_dir: PathBuf,
+        old_data_dir: PathBuf,
+    },
+    /// The new major's data directory made by its initdb.
+    InitNew {
+        data_dir: PathBuf,
+        version: String,
+        checksums: bool,
+    },
+    /// `pg_upgrade --link` from the old data directory into the new.
+    Link {
+        from: String,
+        to: String,
+        old_data_dir: PathBuf,
+        data_dir: PathBuf,
+    },
+    /// The point of no return: the new cluster may start (after it, the
+    /// old data directory no longer can).
+    Commit { old_data_dir: PathBuf },
+    /// The optimizer statistics rebuilt (`vacuumdb --all
+    /// --analyze-in-stages`).
+    Analyze { node: String },
+    /// An action on the old major's instance (its removal).
+    Old(Box<Action>),
+}
+
 /// A file change as planned.
 #[derive(Clone)]
 pub struct FileStep {
@@ -243,6 +282,7 @@ impl Action {
             Action::DeleteClusterKeys { keys, .. } => {
                 keys.iter().map(|k| format!("delete {k}")).collect()
             }
+            Action::Upgrade(UpgradeStep::Old(inner)) => inner.lines(),
             one => one
                 .host_line()
                 .or_else(|| one.cluster_line())
@@ -292,10 +332,17 @@ impl Action {
                 scope,
                 keys,
                 prefix,
+                keep_config,
                 ..
-            } => {
-                format!("remove cluster {scope}'s state from the DCS ({keys} keys under {prefix})")
-            }
+            } => format!(
+                "remove cluster {scope}'s state from the DCS ({keys} keys under {prefix}{})",
+                if *keep_config {
+                    ", its dynamic configuration kept"
+                } else {
+                    ""
+                }
+            ),
+            Action::Upgrade(step) => step.line(),
             Action::CreateStanza {
                 stanza,
                 repository,
@@ -379,6 +426,7 @@ impl Action {
         match self {
             Action::File(f) => Some(f.diff.clone()),
             Action::RemovePath(p) | Action::RemoveEmptyDir(p) => Some(removal_diff(p)),
+            Action::Upgrade(UpgradeStep::Old(inner)) => inner.diff(),
             Action::PatchConfig { before, after, .. } => Some(json!({
                 "before_header": "dynamic configuration",
                 "after_header": "dynamic configuration",
@@ -437,6 +485,7 @@ impl Action {
             }
             Action::WipeData { .. } => "an empty data directory of mode 0700",
             Action::RemoveClusterState { .. } => "the keys are gone from etcd",
+            Action::Upgrade(step) => step.confirmation(),
             Action::CreateStanza { .. } | Action::EnsureStanza { .. } => {
                 "pgBackRest's check archives a WAL segment into the stanza"
             }
@@ -470,6 +519,64 @@ impl Action {
             }
             Action::DeleteClusterKeys { .. } => "etcd holds no key under the prefix",
             Action::Backup { .. } => "pgBackRest's backup ends successfully and its info lists it",
+        }
+    }
+}
+
+impl UpgradeStep {
+    fn line(&self) -> String {
+        match self {
+            UpgradeStep::StopOld { node } => format!("stop Patroni and PostgreSQL ({node})"),
+            UpgradeStep::Unwind {
+                data_dir,
+                old_data_dir,
+            } => format!(
+                "remove {}, left by an unfinished upgrade, and make {} whole again",
+                data_dir.display(),
+                old_data_dir.display()
+            ),
+            UpgradeStep::InitNew {
+                data_dir,
+                version,
+                checksums,
+            } => format!(
+                "initialise {} with PostgreSQL {version}'s initdb (data checksums {})",
+                data_dir.display(),
+                if *checksums { "on" } else { "off" }
+            ),
+            UpgradeStep::Link {
+                from,
+                to,
+                old_data_dir,
+                data_dir,
+            } => format!(
+                "upgrade {} (PostgreSQL {from}) into {} (PostgreSQL {to}) with pg_upgrade --link",
+                old_data_dir.display(),
+                data_dir.display()
+            ),
+            UpgradeStep::Commit { old_data_dir } => format!(
+                "pass the point of no return: the new cluster starts on the files it shares with \
+                 {}, which then no longer starts",
+                old_data_dir.display()
+            ),
+            UpgradeStep::Analyze { node } => format!(
+                "rebuild the optimizer statistics of {node} (vacuumdb --all --analyze-in-stages)"
+            ),
+            UpgradeStep::Old(inner) => inner.lines().join("; "),
+        }
+    }
+
+    fn confirmation(&self) -> &'static str {
+        match self {
+            UpgradeStep::StopOld { .. } => "no Patroni and no postmaster left",
+            UpgradeStep::Unwind { .. } => {
+                "the new data directory is gone and the old control file is back"
+            }
+            UpgradeStep::InitNew { .. } => "initdb ends successfully",
+            UpgradeStep::Link { .. } => "pg_upgrade ends successfully",
+            UpgradeStep::Commit { .. } => "the marker of a linked, never started upgrade is gone",
+            UpgradeStep::Analyze { .. } => "vacuumdb ends successfully",
+            UpgradeStep::Old(inner) => inner.confirmation(),
         }
     }
 }

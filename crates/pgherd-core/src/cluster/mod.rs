@@ -79,6 +79,9 @@ pub struct Operations {
     pub reinit: Vec<String>,
     pub remove: bool,
     pub system_identifier: Option<String>,
+    /// The removal keeps the cluster's dynamic configuration (a major
+    /// upgrade replaces the rest of its state).
+    pub keep_config: bool,
     /// A backup on the leader, when it runs on this host.
     pub backup: Option<BackupKind>,
     /// A standby cluster promoted: its standby leader leads a primary

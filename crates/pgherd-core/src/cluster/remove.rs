@@ -33,6 +33,7 @@ pub fn plan_removal(
     live: &[String],
     given: Option<(&str, bool)>,
     system_identifier: Option<&str>,
+    keep_config: bool,
 ) -> Result<Vec<Action>> {
     if keys.is_empty() {
         return Ok(Vec::new());
@@ -70,9 +71,19 @@ pub fn plan_removal(
         }
         _ => {}
     }
+    let config = format!("{}config", keys.prefix);
+    let deleted: Vec<String> = keys
+        .all_keys
+        .iter()
+        .filter(|k| !(keep_config && **k == config))
+        .cloned()
+        .collect();
+    if deleted.is_empty() {
+        return Ok(Vec::new());
+    }
     Ok(vec![Action::DeleteClusterKeys {
         prefix: keys.prefix.clone(),
-        keys: keys.all_keys.clone(),
+        keys: deleted,
     }])
 }
 
@@ -100,6 +111,7 @@ pub(super) fn remove(target: &Target, ops: &Operations, check_mode: bool) -> Res
         &live,
         given,
         ops.system_identifier.as_deref(),
+        ops.keep_config,
     )?;
     let mut run = ClusterRun {
         target,
@@ -191,7 +203,7 @@ mod tests {
             (&uninitialized, &[], None, None, Ok(1)),
         ];
         for (keys, live, given, sysid, want) in table {
-            let got = plan_removal("main", keys, live, given, sysid)
+            let got = plan_removal("main", keys, live, given, sysid, false)
                 .map(|a| crate::action::describe(&a).len())
                 .map_err(|e| e.to_string());
             match (&got, &want) {

@@ -2,7 +2,7 @@
 //! confirmed; [`crate::action::execute`] runs them in order.
 
 use super::*;
-use crate::action::{Action, Confirming, Executor, Failure, Outcome};
+use crate::action::{Action, Confirming, Executor, Failure, Outcome, UpgradeStep};
 use crate::pgbackrest::BackupKind;
 
 /// A real run of an instance's plan: the node, and what the actions leave
@@ -14,6 +14,11 @@ pub(super) struct NodeRun<'n, 'a> {
     /// lead or stream saw them, while no action acted since: the stanza
     /// check and the run's facts need not ask again.
     pub seen: Option<(NodeStatus, ClusterStatus)>,
+    /// The old major's instance, during a major upgrade.
+    pub old: Option<&'n Node<'a>>,
+    /// The upgrade passed its point of no return (the new cluster may
+    /// have started).
+    pub committed: bool,
 }
 
 impl<'n, 'a> NodeRun<'n, 'a> {
@@ -22,6 +27,8 @@ impl<'n, 'a> NodeRun<'n, 'a> {
             node,
             warnings: Vec::new(),
             seen: None,
+            old: None,
+            committed: false,
         }
     }
 
@@ -70,9 +77,12 @@ impl Executor for NodeRun<'_, '_> {
                 node.restore_backup(set.as_deref(), target)?
             }
             Action::WipeData { .. } => node.wipe_data()?,
-            Action::RemoveClusterState { initialize, .. } => {
-                node.remove_cluster_state(initialize.clone())?
-            }
+            Action::RemoveClusterState {
+                initialize,
+                keep_config,
+                ..
+            } => node.remove_cluster_state(initialize.clone(), *keep_config)?,
+            Action::Upgrade(step) => return self.upgrade_step(step),
             Action::CreateStanza { archiving, .. } => node.create_stanza(*archiving)?,
             Action::EnsureStanza { .. } => {
                 let case = StanzaCase::Running(self.seen.as_ref().map(|(s, _)| s));
@@ -106,6 +116,36 @@ impl Executor for NodeRun<'_, '_> {
 }
 
 impl NodeRun<'_, '_> {
+    /// One step of a major upgrade.
+    fn upgrade_step(&mut self, step: &UpgradeStep) -> Step {
+        let node = self.node;
+        let old = self.old.ok_or_else(|| {
+            Error::Other("internal error: an upgrade step without the old instance".into())
+        })?;
+        match step {
+            UpgradeStep::StopOld { .. } => self.warnings.extend(old.service.stop(node.timeout)?),
+            UpgradeStep::Unwind { .. } => self.warnings.extend(node.unwind_upgrade(old)?),
+            UpgradeStep::InitNew {
+                data_dir,
+                checksums,
+                ..
+            } => node.initdb(data_dir, *checksums)?,
+            UpgradeStep::Link { .. } => node.link(old)?,
+            UpgradeStep::Commit { old_data_dir } => {
+                self.committed = true;
+                remove_path(&upgrade::linked_marker(old_data_dir))?;
+            }
+            UpgradeStep::Analyze { .. } => node.analyze()?,
+            UpgradeStep::Old(inner) => {
+                let mut on_old = NodeRun::new(old);
+                let outcome = on_old.apply(inner);
+                self.warnings.append(&mut on_old.warnings);
+                return outcome;
+            }
+        }
+        Ok(Outcome::Done)
+    }
+
     /// Starts Patroni and waits for the node to lead or stream. A Patroni
     /// that can only wait (nobody to clone from) is stopped again, so that
     /// the cluster's stale state can be removed: then nothing was done.

@@ -35,6 +35,10 @@ pub struct InstanceFacts {
     pub pending_restart: bool,
     pub pending_restart_parameters: Vec<String>,
     pub members: Vec<MemberFacts>,
+    /// With a major upgrade: where it stood when the run began
+    /// (`before`, `unfinished`, `linked`, `upgraded`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub upgrade_stage: Option<String>,
 }
 
 pub(super) fn member_facts(c: &ClusterStatus) -> Vec<MemberFacts> {

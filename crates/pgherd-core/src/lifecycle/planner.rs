@@ -34,6 +34,8 @@ pub(super) struct Observed {
     pub fresh_backup: Option<Action>,
     /// The stanza's creation foreseen (check mode), if any.
     pub stanza: Option<Action>,
+    /// A major upgrade's steps, checked (state: started).
+    pub upgrade: Option<super::upgrade::UpgradeSteps>,
 }
 
 /// The actions that bring the instance from `o` to `state` (not absent,
@@ -57,6 +59,11 @@ pub(super) fn plan(o: &Observed, state: DesiredState) -> Vec<Action> {
         });
     }
     let runs_after = match (state, &o.restore) {
+        (DesiredState::Started, _) if o.upgrade.is_some() && !o.running => {
+            out.extend(o.upgrade.iter().flat_map(|u| u.before.iter().cloned()));
+            out.push(Action::StartPatroni { node: node() });
+            true
+        }
         (DesiredState::Started, Some(steps)) => {
             out.extend(steps.iter().cloned());
             out.push(Action::StartPatroni { node: node() });
@@ -99,6 +106,7 @@ pub(super) fn plan(o: &Observed, state: DesiredState) -> Vec<Action> {
         predicted: o.stanza.clone().map(Box::new),
     });
     out.extend(o.fresh_backup.clone());
+    out.extend(o.upgrade.iter().flat_map(|u| u.after.iter().cloned()));
     out
 }
 
@@ -136,6 +144,8 @@ mod tests {
                 Action::EnsureStanza { .. } => "stanza?",
                 Action::RestoreBackup { .. } => "restore",
                 Action::FreshBackup { .. } => "backup",
+                Action::Upgrade(_) => "upgrade",
+                Action::RemoveClusterState { .. } => "dcs",
                 _ => "other",
             })
             .collect()
@@ -283,6 +293,47 @@ mod tests {
                  backup, and promote it",
                 "start Patroni (15-main (pg1))"
             ]
+        );
+    }
+
+    #[test]
+    fn an_upgrade_runs_its_steps_then_starts_then_finishes() {
+        use crate::action::UpgradeStep;
+        let step = |node: &str| {
+            Action::Upgrade(UpgradeStep::Analyze {
+                node: node.to_string(),
+            })
+        };
+        let steps = super::super::upgrade::UpgradeSteps {
+            before: vec![
+                Action::Upgrade(UpgradeStep::StopOld { node: "15".into() }),
+                Action::RemoveClusterState {
+                    scope: "main".into(),
+                    keys: 4,
+                    prefix: "/service/main/".into(),
+                    initialize: Some("1".into()),
+                    keep_config: true,
+                },
+            ],
+            after: vec![step("17")],
+            ..Default::default()
+        };
+        let mut o = observed(Seen::Down);
+        o.files = vec![file()];
+        o.upgrade = Some(steps.clone());
+        assert_eq!(
+            words(&plan(&o, Started)),
+            ["file", "upgrade", "dcs", "start", "stanza?", "upgrade"]
+        );
+        // Running on the new major already: only what is left after.
+        let mut o = observed(Seen::Running);
+        o.upgrade = Some(super::super::upgrade::UpgradeSteps {
+            before: Vec::new(),
+            ..steps
+        });
+        assert_eq!(
+            words(&plan(&o, Started)),
+            ["healthy?", "stanza?", "upgrade"]
         );
     }
 

@@ -99,7 +99,7 @@ fn left_empty(own: &[PathBuf], removed: &[PathBuf]) -> Vec<PathBuf> {
 
 /// The actions of `absent`: stop what runs, remove the service's own
 /// files, the instance's paths, and its directories left empty.
-fn plan(
+pub(super) fn plan(
     node: &Node<'_>,
     running: bool,
     forget: Option<Action>,

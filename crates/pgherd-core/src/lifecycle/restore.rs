@@ -154,6 +154,7 @@ fn from_backup(
             keys: keys.all_keys.len(),
             prefix: keys.prefix.clone(),
             initialize: keys.initialize.clone(),
+            keep_config: false,
         });
     }
     // Recovery that stops before the newest backup's end branches
@@ -238,12 +239,17 @@ impl Node<'_> {
     /// Removes the cluster's state from the DCS, with the same guard as the
     /// patroni module's removal, which reads it again: no live member, and
     /// still the initialize key the plan checked against the backup.
-    pub(super) fn remove_cluster_state(&self, initialize: Option<String>) -> Result<()> {
+    pub(super) fn remove_cluster_state(
+        &self,
+        initialize: Option<String>,
+        keep_config: bool,
+    ) -> Result<()> {
         cluster::run(
             &self.cluster_target(),
             &Operations {
                 remove: true,
                 system_identifier: initialize,
+                keep_config,
                 ..Operations::default()
             },
             false,

@@ -31,6 +31,8 @@ pub struct NodeStatus {
     pub xlog: Option<Value>,
     /// The member's tags as Patroni publishes them (false ones left out).
     pub tags: BTreeMap<String, Value>,
+    /// PostgreSQL's version number (`170010` for 17.10).
+    pub server_version: Option<u64>,
 }
 
 /// Whether a Patroni version tells a streaming replica apart ("streaming",
