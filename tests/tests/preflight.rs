@@ -84,11 +84,11 @@ fn missing_programs_are_named_with_their_setting_before_writing() {
             ),
         ],
     );
-    // Version 17 is not installed here: every program of its bin dir is
-    // missing, and Patroni too.
+    // Version 16 is not installed here (15 is, and 17 for the upgrade's
+    // tests): every program of its bin dir is missing, and Patroni too.
     let args = with_options(
         local_instance_args(2, "programs", &settings),
-        json!({"version": "17", "state": "present"}),
+        json!({"version": "16", "state": "present"}),
     );
     let before = snapshot(&dir.path);
     for check_mode in [true, false] {
@@ -104,8 +104,8 @@ fn missing_programs_are_named_with_their_setting_before_writing() {
             "{msg}"
         );
         assert!(
-            msg.contains("postgresql.bindir: /usr/lib/postgresql/17/bin/initdb does not exist")
-                && msg.contains("postgresql-17"),
+            msg.contains("postgresql.bindir: /usr/lib/postgresql/16/bin/initdb does not exist")
+                && msg.contains("postgresql-16"),
             "{msg}"
         );
         assert_eq!(run.result["changed"], false, "{run:?}");

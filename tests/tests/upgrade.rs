@@ -13,10 +13,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use pgherd_e2e::{
-    ansible_playbook, http_get, local_inventory_with, local_nodes_test, psql, repo_root, wait_for,
-    Etcd, PlaybookRun,
+    ansible_playbook, cluster_view_from, local_inventory_with, local_nodes_test, member_roles,
+    psql, repo_root, wait_for, Etcd, PlaybookRun,
 };
-use serde_json::Value;
 
 const NODES: [(&str, &str); 3] = [
     ("up1", "127.0.0.11"),
@@ -35,28 +34,8 @@ fn ok(run: &PlaybookRun, what: &str) {
 
 /// `name: role/state` of each member, as the first that answers lists them.
 fn roles() -> Vec<String> {
-    let view = NODES.iter().find_map(|(_, a)| {
-        http_get(&format!("{a}:8008"), "/cluster")
-            .and_then(|(_, b)| serde_json::from_str::<Value>(&b).ok())
-    });
-    let mut out: Vec<String> = view
-        .and_then(|v| {
-            v["members"].as_array().map(|m| {
-                m.iter()
-                    .map(|m| {
-                        format!(
-                            "{}: {}/{}",
-                            m["name"].as_str().unwrap_or("?"),
-                            m["role"].as_str().unwrap_or("?"),
-                            m["state"].as_str().unwrap_or("?")
-                        )
-                    })
-                    .collect()
-            })
-        })
-        .unwrap_or_default();
-    out.sort();
-    out
+    let view = cluster_view_from(NODES.iter().map(|(_, a)| format!("{a}:8008")));
+    member_roles(view.as_ref(), true)
 }
 
 const WHOLE: [&str; 3] = [
@@ -108,10 +87,15 @@ fn identifier(root: &Path, node: &str) -> String {
     .unwrap_or_else(|e| e)
 }
 
-/// Kills the first `pg_upgrade` that is not a `--check` run, once it has
-/// run for a moment: a pg_upgrade killed midway (an operator's ^C, the
-/// OOM killer).
-fn kill_pg_upgrade_midway(done: Arc<AtomicBool>) -> std::thread::JoinHandle<bool> {
+/// Kills the first `pg_upgrade` that is not a `--check` run and works
+/// under `root` (not another test's, nor a lab host's: their processes
+/// show here too), once it has run for a moment: a pg_upgrade killed
+/// midway (an operator's ^C, the OOM killer).
+fn kill_pg_upgrade_midway(
+    root: std::path::PathBuf,
+    done: Arc<AtomicBool>,
+) -> std::thread::JoinHandle<bool> {
+    let root = root.display().to_string();
     std::thread::spawn(move || {
         let deadline = Instant::now() + Duration::from_secs(300);
         while !done.load(Ordering::SeqCst) && Instant::now() < deadline {
@@ -126,7 +110,8 @@ fn kill_pg_upgrade_midway(done: Arc<AtomicBool>) -> std::thread::JoinHandle<bool
                     .collect();
                 let is_upgrade = args.first().is_some_and(|a| a.ends_with("/pg_upgrade"))
                     && args.iter().any(|a| a == "--link")
-                    && !args.iter().any(|a| a == "--check");
+                    && !args.iter().any(|a| a == "--check")
+                    && args.iter().any(|a| a.starts_with(&root));
                 if is_upgrade {
                     std::thread::sleep(Duration::from_millis(400));
                     // SAFETY: kill(2) of the pg_upgrade found above.
@@ -204,6 +189,22 @@ fn a_cluster_is_upgraded_from_15_to_17_refused_undone_then_done() {
     assert_eq!(roles(), WHOLE, "the refusal stopped nothing");
     sql(&root, "up1", "drop extension \"uuid-ossp\"").unwrap();
 
+    // Backups to a pgBackRest that does not know the new major (Debian
+    // bookworm's 2.45 stops at 16): refused at the checks too.
+    let mut with_stanza = asked.clone();
+    with_stanza.extend(["-e", "pgbackrest_stanza=ledger"]);
+    let refused = ansible_playbook(&dir.path, &upgrade, &inv, &with_stanza);
+    assert!(!refused.succeeded(), "{}", refused.transcript());
+    assert!(
+        refused
+            .transcript()
+            .contains("cannot back up the new major's data directory")
+            && refused.transcript().contains("nothing was changed"),
+        "{}",
+        refused.transcript()
+    );
+    assert_eq!(roles(), WHOLE, "the refusal stopped nothing");
+
     // Check mode: every member says what it would do; nothing changes.
     let mut check = asked.clone();
     check.push("--check");
@@ -230,7 +231,7 @@ fn a_cluster_is_upgraded_from_15_to_17_refused_undone_then_done() {
     // pg_upgrade killed midway: the leader's upgrade is undone, the
     // replicas are started again, the cluster is as it was.
     let done = Arc::new(AtomicBool::new(false));
-    let killer = kill_pg_upgrade_midway(done.clone());
+    let killer = kill_pg_upgrade_midway(root.clone(), done.clone());
     let undone = ansible_playbook(&dir.path, &upgrade, &inv, &asked);
     done.store(true, Ordering::SeqCst);
     assert!(killer.join().unwrap(), "no pg_upgrade ran");

@@ -216,9 +216,15 @@ pub enum UpgradeStep {
         old_data_dir: PathBuf,
         data_dir: PathBuf,
     },
+    /// The pgBackRest stanza upgraded to the new major's data directory
+    /// (before the new cluster starts, as pgBackRest wants it).
+    StanzaUpgrade { stanza: String },
     /// The point of no return: the new cluster may start (after it, the
     /// old data directory no longer can).
     Commit { old_data_dir: PathBuf },
+    /// A full backup of the upgraded cluster: replicas are built from the
+    /// newest backup, which must be of the new major.
+    Backup { node: String, stanza: String },
     /// The optimizer statistics rebuilt (`vacuumdb --all
     /// --analyze-in-stages`).
     Analyze { node: String },
@@ -562,6 +568,13 @@ impl UpgradeStep {
             UpgradeStep::Analyze { node } => format!(
                 "rebuild the optimizer statistics of {node} (vacuumdb --all --analyze-in-stages)"
             ),
+            UpgradeStep::StanzaUpgrade { stanza } => {
+                format!("upgrade pgBackRest stanza {stanza} to the new major (stanza-upgrade)")
+            }
+            UpgradeStep::Backup { node, stanza } => format!(
+                "take a full backup of stanza {stanza} once {node} leads on the new major (the \
+                 other members are built from the newest backup)"
+            ),
             UpgradeStep::Old(inner) => inner.lines().join("; "),
         }
     }
@@ -576,6 +589,8 @@ impl UpgradeStep {
             UpgradeStep::Link { .. } => "pg_upgrade ends successfully",
             UpgradeStep::Commit { .. } => "the marker of a linked, never started upgrade is gone",
             UpgradeStep::Analyze { .. } => "vacuumdb ends successfully",
+            UpgradeStep::StanzaUpgrade { .. } => "pgBackRest's stanza-upgrade ends successfully",
+            UpgradeStep::Backup { .. } => "pgBackRest's backup ends successfully",
             UpgradeStep::Old(inner) => inner.confirmation(),
         }
     }

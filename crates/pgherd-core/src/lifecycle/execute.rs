@@ -136,6 +136,16 @@ impl NodeRun<'_, '_> {
                 remove_path(&upgrade::linked_marker(old_data_dir))?;
             }
             UpgradeStep::Analyze { .. } => node.analyze()?,
+            UpgradeStep::StanzaUpgrade { .. } => {
+                if let Some(b) = node.pgbackrest() {
+                    b.stanza_upgrade(node.timeout)?;
+                }
+            }
+            UpgradeStep::Backup { .. } => {
+                if let Some(b) = node.pgbackrest() {
+                    b.backup(BackupKind::Full, node.timeout)?;
+                }
+            }
             UpgradeStep::Old(inner) => {
                 let mut on_old = NodeRun::new(old);
                 let outcome = on_old.apply(inner);

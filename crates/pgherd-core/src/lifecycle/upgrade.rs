@@ -23,6 +23,10 @@ const UPGRADE_PORT: u16 = 50432;
 /// WAL; the relations themselves are linked, not copied).
 const ROOM_FLOOR: u64 = 256 << 20;
 
+/// How far behind the leader a replica may be when the upgrade is
+/// checked: one WAL segment.
+const MAXIMUM_LAG: u64 = 16 << 20;
+
 /// The major of the data directory `dir` (its `PG_VERSION`), if any.
 pub(super) fn data_version(dir: &Path) -> Option<String> {
     std::fs::read_to_string(dir.join("PG_VERSION"))
@@ -197,56 +201,71 @@ pub(super) fn plan(
         }
         return Ok(steps);
     }
-    // The leader, upgraded in place.
+    // The leader, upgraded in place: up to pg_upgrade's end unless a run
+    // got that far already.
     let keys = node.read_cluster()?;
-    if stage == Stage::Linked {
-        steps.undoable = true;
-        steps.before.extend(state_replaced(node, &keys));
-        steps.before.push(Action::Upgrade(UpgradeStep::Commit {
-            old_data_dir: old_data.clone(),
-        }));
-        steps
-            .after
-            .push(Action::Upgrade(UpgradeStep::Analyze { node: node.name() }));
-        remove_old(&mut steps, warnings);
-        return Ok(steps);
-    }
-    check_cluster(node, old, &keys, old_running, foresee, warnings)?;
-    check_room(old_data, new_data)?;
-    let checksums = data_checksums(old)?;
-    check_with_pg_upgrade(node, old, old_running, checksums)?;
-    steps.undoable = true;
-    if old_running {
-        steps
-            .before
-            .push(Action::Upgrade(UpgradeStep::StopOld { node: old.name() }));
-    }
-    if stage == Stage::Unfinished {
-        steps.before.push(Action::Upgrade(UpgradeStep::Unwind {
+    if stage != Stage::Linked {
+        check_cluster(node, old, &keys, old_running, foresee, warnings)?;
+        check_room(old_data, new_data)?;
+        let checksums = data_checksums(old)?;
+        check_with_pg_upgrade(node, old, old_running, checksums)?;
+        if old_running {
+            steps
+                .before
+                .push(Action::Upgrade(UpgradeStep::StopOld { node: old.name() }));
+        }
+        if stage == Stage::Unfinished {
+            steps.before.push(Action::Upgrade(UpgradeStep::Unwind {
+                data_dir: new_data.clone(),
+                old_data_dir: old_data.clone(),
+            }));
+        }
+        steps.before.push(Action::Upgrade(UpgradeStep::InitNew {
             data_dir: new_data.clone(),
+            version: to.to_string(),
+            checksums,
+        }));
+        steps.before.push(Action::Upgrade(UpgradeStep::Link {
+            from: from.to_string(),
+            to: to.to_string(),
             old_data_dir: old_data.clone(),
+            data_dir: new_data.clone(),
         }));
     }
-    steps.before.push(Action::Upgrade(UpgradeStep::InitNew {
-        data_dir: new_data.clone(),
-        version: to.to_string(),
-        checksums,
-    }));
-    steps.before.push(Action::Upgrade(UpgradeStep::Link {
-        from: from.to_string(),
-        to: to.to_string(),
-        old_data_dir: old_data.clone(),
-        data_dir: new_data.clone(),
-    }));
+    steps.undoable = true;
     steps.before.extend(state_replaced(node, &keys));
+    // Last before the point of no return: the old instance archives into
+    // the stanza no longer once it is upgraded.
+    steps.before.extend(stanza_upgraded(node));
     steps.before.push(Action::Upgrade(UpgradeStep::Commit {
         old_data_dir: old_data.clone(),
     }));
+    finish(node, &mut steps);
+    remove_old(&mut steps, warnings);
+    Ok(steps)
+}
+
+/// With backups: the stanza upgraded to the new data directory.
+fn stanza_upgraded(node: &Node<'_>) -> Option<Action> {
+    node.m.pgbackrest_stanza.as_ref().map(|s| {
+        Action::Upgrade(UpgradeStep::StanzaUpgrade {
+            stanza: s.to_string(),
+        })
+    })
+}
+
+/// Once the upgraded leader runs: statistics, and with backups a full
+/// backup of the new major for the other members to be built from.
+fn finish(node: &Node<'_>, steps: &mut UpgradeSteps) {
     steps
         .after
         .push(Action::Upgrade(UpgradeStep::Analyze { node: node.name() }));
-    remove_old(&mut steps, warnings);
-    Ok(steps)
+    if let Some(stanza) = &node.m.pgbackrest_stanza {
+        steps.after.push(Action::Upgrade(UpgradeStep::Backup {
+            node: node.name(),
+            stanza: stanza.to_string(),
+        }));
+    }
 }
 
 /// The cluster's keys removed but its dynamic configuration: the
@@ -337,7 +356,35 @@ fn check_cluster(
                     .map_or("it has no leader".to_string(), |l| format!("{l} leads it"))
             )));
         }
-        let status = old.rest(POLL_REQUEST_TIMEOUT)?.patroni()?;
+        let client = old.rest(POLL_REQUEST_TIMEOUT)?;
+        let status = client.patroni()?;
+        // Before the replicas stop (the checks of the whole cluster, in
+        // check mode): each streams, caught up. Stopped before the leader,
+        // they keep the old major's data as it was, a way back.
+        if foresee {
+            let view = client.cluster()?;
+            let behind: Vec<String> = view
+                .members
+                .iter()
+                .filter(|m| m.name != me)
+                .filter_map(|m| {
+                    let healthy = matches!(m.state.as_str(), "streaming" | "running");
+                    match (healthy, m.lag.as_ref().and_then(serde_json::Value::as_u64)) {
+                        (true, Some(lag)) if lag <= MAXIMUM_LAG => None,
+                        (true, Some(lag)) => Some(format!("{} lags {lag} bytes", m.name)),
+                        _ => Some(format!("{} is {}", m.name, m.state)),
+                    }
+                })
+                .collect();
+            if !behind.is_empty() {
+                return Err(Error::Other(format!(
+                    "every replica of cluster {scope} must stream, caught up, before the \
+                     upgrade: {}; wait, or reinitialise it (the patroni module's reinit); \
+                     nothing was changed",
+                    behind.join(", ")
+                )));
+            }
+        }
         if status.pending_restart {
             return Err(Error::Other(format!(
                 "{} has a pending restart: restart it first (the patroni module's restart: \
@@ -427,19 +474,31 @@ fn data_checksums(old: &Node<'_>) -> Result<bool> {
     let program = old.paths.bin_dir.join("pg_controldata");
     let mut cmd = crate::process::command(&program, old.run_as.as_ref());
     cmd.arg("-D").arg(&old.paths.data_dir);
-    let out = crate::process::run(&mut cmd, "pg_controldata", old.timeout, String::new)?;
-    if !out.status.success() {
-        return Err(Error::Other(format!(
-            "pg_controldata -D {} failed: {}",
-            old.paths.data_dir.display(),
-            out.stderr.trim()
-        )));
-    }
+    let what = format!("pg_controldata -D {}", old.paths.data_dir.display());
+    let out = succeeded(&mut cmd, &what, old.timeout)?;
     Ok(out
         .stdout
         .lines()
         .find_map(|l| l.strip_prefix("Data page checksum version:"))
         .is_some_and(|v| v.trim() != "0"))
+}
+
+/// Runs `cmd` (`what`, for messages) to its end; its output, or what it
+/// said when it failed.
+fn succeeded(
+    cmd: &mut std::process::Command,
+    what: &str,
+    timeout: std::time::Duration,
+) -> Result<crate::process::Finished> {
+    let out = crate::process::run(cmd, what, timeout, String::new)?;
+    if out.status.success() {
+        return Ok(out);
+    }
+    Err(Error::Other(format!(
+        "{what} failed ({}): {}",
+        out.status,
+        out.stderr.trim()
+    )))
 }
 
 /// The directory `pg_upgrade --check` makes its trial cluster in: beside
@@ -466,7 +525,18 @@ fn check_with_pg_upgrade(
     remove_path(&trial)?;
     let result = (|| {
         node.initdb(&trial, checksums)?;
-        node.pg_upgrade(old, &trial, true, old_running)
+        node.pg_upgrade(old, &trial, true, old_running)?;
+        // Backups: pgBackRest must know the new major (its stanza is
+        // upgraded just before the point of no return).
+        match node.pgbackrest() {
+            Some(b) => {
+                let scratch = node.upgrade_work_dir()?;
+                let supported = b.supports(&trial, &scratch, node.timeout);
+                let _ = remove_path(&scratch);
+                supported.map_err(|e| Error::Other(format!("{e}; nothing was changed")))
+            }
+            None => Ok(()),
+        }
     })();
     let _ = remove_path(&trial);
     result
@@ -506,15 +576,12 @@ impl Node<'_> {
         if checksums {
             cmd.arg("--data-checksums");
         }
-        let out = crate::process::run(&mut cmd, "initdb", self.timeout, String::new)?;
-        if !out.status.success() {
-            return Err(Error::Other(format!(
-                "initdb -D {} failed: {}",
-                dir.display(),
-                out.stderr.trim()
-            )));
-        }
-        Ok(())
+        succeeded(
+            &mut cmd,
+            &format!("initdb -D {}", dir.display()),
+            self.timeout,
+        )
+        .map(|_| ())
     }
 
     /// `pg_upgrade --link` from `old`'s data directory into `new_data`;
@@ -602,15 +669,8 @@ impl Node<'_> {
         if self.paths.passfile.exists() {
             cmd.env("PGPASSFILE", &self.paths.passfile);
         }
-        let out = crate::process::run(&mut cmd, "vacuumdb", self.timeout, String::new)?;
-        if !out.status.success() {
-            return Err(Error::Other(format!(
-                "vacuumdb --all --analyze-in-stages on {} failed: {}",
-                self.name(),
-                out.stderr.trim()
-            )));
-        }
-        Ok(())
+        let what = format!("vacuumdb --all --analyze-in-stages on {}", self.name());
+        succeeded(&mut cmd, &what, self.timeout).map(|_| ())
     }
 
     /// Undoes an upgrade not started yet: what a killed pg_upgrade left
@@ -672,6 +732,24 @@ fn failure_report(f: &crate::process::Finished, new_data: &Path, work: &Path) ->
             let p = e.path();
             if p.is_dir() {
                 stack.push(p);
+            } else if p.extension().is_some_and(|x| x == "log") {
+                // The logs of the programs pg_upgrade ran: their errors.
+                if let Ok(text) = std::fs::read_to_string(&p) {
+                    let errors: Vec<&str> = text
+                        .lines()
+                        .filter(|l| {
+                            let l = l.to_ascii_lowercase();
+                            l.contains("error") || l.contains("fatal") || l.contains("failed")
+                        })
+                        .collect();
+                    if !errors.is_empty() {
+                        details.push(format!(
+                            "{}: {}",
+                            p.file_name().unwrap_or_default().to_string_lossy(),
+                            errors[errors.len().saturating_sub(3)..].join(" / ")
+                        ));
+                    }
+                }
             } else if p.extension().is_some_and(|x| x == "txt") {
                 if let Ok(text) = std::fs::read_to_string(&p) {
                     let text: Vec<&str> = text.lines().take(20).collect();
@@ -723,6 +801,38 @@ mod tests {
         assert_eq!(at(), Stage::Upgraded, "past the point of no return");
         std::fs::remove_dir_all(&old).unwrap();
         assert_eq!(at(), Stage::Upgraded);
+        std::fs::remove_dir_all(&d).unwrap();
+    }
+
+    #[test]
+    fn a_refusal_quotes_what_pg_upgrade_found_and_where() {
+        use std::os::unix::process::ExitStatusExt;
+        let d = dir("report");
+        let out = d.join("new/pg_upgrade_output.d/20261204T172650.123");
+        std::fs::create_dir_all(&out).unwrap();
+        std::fs::write(
+            out.join("loadable_libraries.txt"),
+            "could not load library \"$libdir/uuid-ossp\": ERROR:  could not access file\n\
+             In database: books\n",
+        )
+        .unwrap();
+        let f = crate::process::Finished {
+            status: std::process::ExitStatus::from_raw(256),
+            stdout: "Performing Consistency Checks\n-----------------------------\n\
+                     Checking cluster versions                                     ok\n\
+                     Checking for presence of required libraries                   fatal\n\n\
+                     Your installation references loadable libraries that are missing from the\n"
+                .into(),
+            stderr: String::new(),
+        };
+        let report = failure_report(&f, &d.join("new"), &d.join("work"));
+        assert!(!report.contains("Checking cluster versions"), "{report}");
+        assert!(report.contains("Your installation references"), "{report}");
+        assert!(
+            report.contains("loadable_libraries.txt: could not load library \"$libdir/uuid-ossp\"")
+                && report.contains("In database: books"),
+            "{report}"
+        );
         std::fs::remove_dir_all(&d).unwrap();
     }
 

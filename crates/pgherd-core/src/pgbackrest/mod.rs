@@ -3,7 +3,7 @@
 //! backup), and what pgherd runs itself: stanza creation, backups and
 //! restores, each as the instance's OS user and with a deadline.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde_json::Value;
@@ -270,6 +270,51 @@ impl PgBackRest {
             self.run(&["check".into()], "check", timeout)?;
         }
         Ok(())
+    }
+
+    /// Whether this pgBackRest can back up the data directory `data_dir`
+    /// (a new major's, stopped): a stanza made for it alone in a
+    /// repository of its own under `scratch`, which the caller removes.
+    /// Refused with what pgBackRest said (a major it does not know).
+    pub fn supports(&self, data_dir: &Path, scratch: &Path, timeout: Duration) -> Result<()> {
+        let repo = scratch.join("repository");
+        crate::fs::create_dir(&repo, 0o700, self.run_as.as_ref().map(|a| a.owner))?;
+        let mut cmd = crate::process::command(&self.execpath, self.run_as.as_ref());
+        cmd.arg("--config=/dev/null")
+            .arg("--stanza=pgherd-check")
+            .arg(format!("--pg1-path={}", data_dir.display()))
+            .arg(format!("--repo1-path={}", repo.display()))
+            .arg(format!("--lock-path={}", scratch.display()))
+            .arg(format!("--log-path={}", scratch.display()))
+            .args([
+                "--log-level-file=off",
+                "--log-level-console=error",
+                "--no-online",
+            ])
+            .arg("stanza-create");
+        let out = crate::process::run(&mut cmd, "pgbackrest stanza-create", timeout, String::new)?;
+        if out.status.success() {
+            return Ok(());
+        }
+        Err(Error::Other(format!(
+            "pgBackRest ({}) cannot back up the new major's data directory: {}",
+            self.execpath.display(),
+            last_lines(
+                format!("{}\n{}", out.stdout.trim(), out.stderr.trim()).trim(),
+                4
+            )
+        )))
+    }
+
+    /// Upgrades the stanza to the data directory of the configuration (a
+    /// new major, PostgreSQL stopped, after pg_upgrade).
+    pub fn stanza_upgrade(&self, timeout: Duration) -> Result<()> {
+        self.run(
+            &["--no-online".into(), "stanza-upgrade".into()],
+            "stanza-upgrade",
+            timeout,
+        )
+        .map(|_| ())
     }
 
     /// Takes a backup of the primary.
