@@ -235,10 +235,10 @@ pub fn lab_rest(host: &str, path: &str) -> Option<serde_json::Value> {
 }
 
 /// Inserts rows `1, 2, …` one by one into `table` (`id bigint`) through
-/// `target` until finished; the ids acknowledged.
+/// `target` until finished; the ids acknowledged, and when.
 pub struct Writer {
     stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
-    acked: std::sync::Arc<std::sync::Mutex<Vec<u64>>>,
+    acked: std::sync::Arc<std::sync::Mutex<Vec<(u64, std::time::Instant)>>>,
     thread: Option<std::thread::JoinHandle<()>>,
     story: fn() -> String,
 }
@@ -257,7 +257,7 @@ impl Writer {
                 id += 1;
                 let insert = format!("INSERT INTO {table} VALUES ({id})");
                 if lab_sql(&target, true, &insert).is_some() {
-                    a.lock().unwrap().push(id);
+                    a.lock().unwrap().push((id, std::time::Instant::now()));
                 }
             }
         });
@@ -285,7 +285,12 @@ impl Writer {
     }
 
     /// Stops writing; the ids acknowledged, in order.
-    pub fn finish(mut self) -> Vec<u64> {
+    pub fn finish(self) -> Vec<u64> {
+        self.finish_timed().into_iter().map(|(id, _)| id).collect()
+    }
+
+    /// Stops writing; the ids acknowledged with when, in order.
+    pub fn finish_timed(mut self) -> Vec<(u64, std::time::Instant)> {
         self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
         if let Some(t) = self.thread.take() {
             t.join().unwrap();
