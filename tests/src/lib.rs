@@ -1045,3 +1045,36 @@ pub fn wait_kept_rows(root: &Path, node: &str, expected: &str) {
         || format!("{:?}", kept_rows(root, node)),
     );
 }
+
+/// `/cluster` as the first of these REST APIs (`host:port`) that answers
+/// lists it.
+pub fn cluster_view_from(apis: impl IntoIterator<Item = String>) -> Option<Value> {
+    apis.into_iter().find_map(|api| {
+        http_get(&api, "/cluster")
+            .filter(|(status, _)| *status == 200)
+            .and_then(|(_, body)| serde_json::from_str(&body).ok())
+    })
+}
+
+/// `name: role/state` (`with_state`) or `name: role` of each member a
+/// `/cluster` view lists, sorted; empty without a view.
+pub fn member_roles(view: Option<&Value>, with_state: bool) -> Vec<String> {
+    let mut out: Vec<String> = view
+        .and_then(|v| v["members"].as_array())
+        .map(|members| {
+            members
+                .iter()
+                .map(|m| {
+                    let field = |k: &str| m[k].as_str().unwrap_or("?").to_string();
+                    if with_state {
+                        format!("{}: {}/{}", field("name"), field("role"), field("state"))
+                    } else {
+                        format!("{}: {}", field("name"), field("role"))
+                    }
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    out.sort();
+    out
+}

@@ -12,8 +12,8 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use pgherd_e2e::{
-    ansible_playbook, lab_ids, lab_rest, lab_sh, lab_sql, lab_ssh, one_task_playbook, repo_root,
-    wait_for, Lab, PlaybookRun, TestDir, Writer,
+    ansible_playbook, cluster_view_from, lab_ids, lab_rest, lab_sh, lab_sql, lab_ssh, member_roles,
+    one_task_playbook, repo_root, wait_for, Lab, PlaybookRun, TestDir, Writer,
 };
 use serde_json::json;
 use serde_yaml::Value as Yaml;
@@ -101,24 +101,8 @@ fn inventory(dir: &Path, way_back: bool) -> PathBuf {
 /// `name: role` of each member of a site's cluster, as the first of its
 /// hosts that answers lists it.
 fn roles(site: &[&str]) -> Vec<String> {
-    let view = site.iter().find_map(|h| lab_rest(h, "/cluster"));
-    let mut out: Vec<String> = view
-        .and_then(|v| {
-            v["members"].as_array().map(|m| {
-                m.iter()
-                    .map(|m| {
-                        format!(
-                            "{}: {}",
-                            m["name"].as_str().unwrap_or("?"),
-                            m["role"].as_str().unwrap_or("?")
-                        )
-                    })
-                    .collect()
-            })
-        })
-        .unwrap_or_default();
-    out.sort();
-    out
+    let view = cluster_view_from(site.iter().map(|h| format!("{}:8008", Lab::addr(h))));
+    member_roles(view.as_ref(), false)
 }
 
 /// The members that stream from `host`, as its Patroni reports its
