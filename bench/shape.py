@@ -22,24 +22,16 @@ nothing here asserts a time.
 import argparse
 import os
 import shutil
-import signal
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-PLAYBOOK = os.path.join(REPO, ".venv/bin/ansible-playbook")
+import local
+from local import REPO
+
 ROOT = os.path.join(REPO, ".work/bench-shape")
-PSQL = "/usr/lib/postgresql/15/bin/psql"
 NODES = [("db1", "127.0.0.11"), ("db2", "127.0.0.12"), ("db3", "127.0.0.13"), ("db4", "127.0.0.14")]
-
-
-def env():
-    e = dict(os.environ)
-    e["ANSIBLE_COLLECTIONS_PATH"] = os.path.join(REPO, "ansible_collection")
-    return e
 
 
 def inventory(where, cluster, with_db4=None):
@@ -64,75 +56,30 @@ def inventory(where, cluster, with_db4=None):
 
 
 def playbook(inv, name, *extra):
-    """Runs a playbook of the repository; returns its seconds."""
-    start = time.monotonic()
-    proc = subprocess.run(
-        [PLAYBOOK, "-i", inv, os.path.join(REPO, "playbooks", name),
-         "-e", f"pgherd_repo={REPO}", "-e", f"pgherd_local_root={ROOT}", *extra],
-        env=env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    seconds = time.monotonic() - start
-    if proc.returncode != 0:
-        sys.exit(f"{name} {' '.join(extra)} failed:\n{proc.stdout[-3000:]}")
-    return seconds
-
-
-def pids_under(path):
-    out = []
-    for pid in filter(str.isdigit, os.listdir("/proc")):
-        try:
-            with open(f"/proc/{pid}/cmdline", "rb") as f:
-                if path.encode() in f.read():
-                    out.append(int(pid))
-        except OSError:
-            pass
-    return out
-
-
-def kill_under(path):
-    """SIGKILL to every process whose command line names `path`, until
-    none is left."""
-    deadline = time.monotonic() + 20
-    while pids := pids_under(path):
-        for pid in pids:
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-        if time.monotonic() > deadline:
-            sys.exit(f"processes under {path} do not die: {pids}")
-        time.sleep(0.05)
+    return local.playbook(ROOT, inv, name, *extra)
 
 
 def write_accepted(node):
     """Whether an insert into a table commits on `node`."""
-    return subprocess.run(
-        ["runuser", "-u", "postgres", "--", PSQL, "-XAtq", "-h", os.path.join(ROOT, node, "run"),
-         "-c", "insert into bench_written values (now())"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL).returncode == 0
+    return local.psql(ROOT, node, "insert into bench_written values (now())")
 
 
 def sql(node, query):
-    subprocess.run(["runuser", "-u", "postgres", "--", PSQL, "-XAtq", "-h",
-                    os.path.join(ROOT, node, "run"), "-c", query], check=True,
-                   stdout=subprocess.DEVNULL)
+    if not local.psql(ROOT, node, query):
+        sys.exit(f"{query} failed on {node}")
 
 
 def clean(cluster):
-    kill_under(ROOT + "/")
+    local.kill_under(ROOT + "/")
     shutil.rmtree(ROOT, ignore_errors=True)
-    for prefix in (f"/service/{cluster}/", f"/service/{cluster}-dr/"):
-        subprocess.run(["etcdctl", "--endpoints=http://127.0.0.1:2379", "del", "--prefix", prefix],
-                       stdout=subprocess.DEVNULL, check=True)
+    local.forget(f"/service/{cluster}/", f"/service/{cluster}-dr/")
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=3)
     a = parser.parse_args()
-    subprocess.run([os.path.join(REPO, "scripts/build-collection.sh")], check=True,
-                   stdout=subprocess.DEVNULL)
-    subprocess.run([os.path.join(REPO, "scripts/demo.sh"), "etcd"], check=True,
-                   stdout=subprocess.DEVNULL)
+    local.start_etcd()
     adds, removes, promotions = [], [], []
     with tempfile.TemporaryDirectory() as tmp:
         for run in range(a.runs):
@@ -147,7 +94,7 @@ def main():
             removes.append(playbook(four, "site.yml", "-l", "db4", "-e", "pg_state=absent"))
             playbook(dr, "site.yml", "-l", "db4")
             for node, _ in NODES[:3]:
-                kill_under(os.path.join(ROOT, node) + "/")
+                local.kill_under(os.path.join(ROOT, node) + "/")
             ordered = time.monotonic()
             playbook(dr, "promote.yml", "-e", f"promote_cluster={cluster}-dr")
             while not write_accepted("db4"):

@@ -1,0 +1,83 @@
+"""What the local benchmarks share: playbooks of the repository run on a
+local inventory whose nodes live under a root of the benchmark's own, SQL
+on a node through its socket, and the processes under a root killed."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+PLAYBOOK = os.path.join(REPO, ".venv/bin/ansible-playbook")
+PSQL = "/usr/lib/postgresql/15/bin/psql"
+
+
+def env():
+    e = dict(os.environ)
+    e["ANSIBLE_COLLECTIONS_PATH"] = os.path.join(REPO, "ansible_collection")
+    return e
+
+
+def playbook(root, inv, name, *extra):
+    """Runs a playbook of the repository with the nodes under `root`;
+    returns its seconds, or exits with its output when it fails."""
+    start = time.monotonic()
+    proc = subprocess.run(
+        [PLAYBOOK, "-i", inv, os.path.join(REPO, "playbooks", name),
+         "-e", f"pgherd_repo={REPO}", "-e", f"pgherd_local_root={root}", *extra],
+        env=env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    seconds = time.monotonic() - start
+    if proc.returncode != 0:
+        sys.exit(f"{name} {' '.join(extra)} failed:\n{proc.stdout[-3000:]}")
+    return seconds
+
+
+def psql(root, node, query, port=5432):
+    """`query` on `node` (its socket under `root`) as postgres: whether it
+    succeeded."""
+    return subprocess.run(
+        ["runuser", "-u", "postgres", "--", PSQL, "-XAtq", "-h", os.path.join(root, node, "run"),
+         "-p", str(port), "-c", query],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL).returncode == 0
+
+
+def pids_under(path):
+    out = []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                if path.encode() in f.read():
+                    out.append(int(pid))
+        except OSError:
+            pass
+    return out
+
+
+def kill_under(path):
+    """SIGKILL to every process whose command line names `path`, until
+    none is left."""
+    deadline = time.monotonic() + 20
+    while pids := pids_under(path):
+        for pid in pids:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        if time.monotonic() > deadline:
+            sys.exit(f"processes under {path} do not die: {pids}")
+        time.sleep(0.05)
+
+
+def start_etcd():
+    """The local etcd of scripts/demo.sh, and the collection built."""
+    subprocess.run([os.path.join(REPO, "scripts/build-collection.sh")], check=True,
+                   stdout=subprocess.DEVNULL)
+    subprocess.run([os.path.join(REPO, "scripts/demo.sh"), "etcd"], check=True,
+                   stdout=subprocess.DEVNULL)
+
+
+def forget(*prefixes):
+    for prefix in prefixes:
+        subprocess.run(["etcdctl", "--endpoints=http://127.0.0.1:2379", "del", "--prefix", prefix],
+                       stdout=subprocess.DEVNULL, check=True)
