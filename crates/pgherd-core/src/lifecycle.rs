@@ -285,7 +285,10 @@ impl<'a> Node<'a> {
     fn undo_upgrade(&self, old: &Node<'_>, failed: Error) -> Error {
         let undone = self
             .unwind_upgrade(old)
-            .and_then(|_| old.service.start())
+            .and_then(|_| match old.service.is_running()? {
+                true => Ok(()),
+                false => old.service.start(),
+            })
             .and_then(|()| old.wait_healthy().map(|_| ()));
         match undone {
             Ok(()) => Error::Other(format!(

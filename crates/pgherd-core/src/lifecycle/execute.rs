@@ -123,7 +123,12 @@ impl NodeRun<'_, '_> {
             Error::Other("internal error: an upgrade step without the old instance".into())
         })?;
         match step {
-            UpgradeStep::StopOld { .. } => self.warnings.extend(old.service.stop(node.timeout)?),
+            UpgradeStep::StopOld { .. } => {
+                // A checkpoint first, while writes still run: the shutdown's
+                // own checkpoint, inside the downtime, then has little to do.
+                let _ = old.psql().query("CHECKPOINT");
+                self.warnings.extend(old.service.stop(node.timeout)?)
+            }
             UpgradeStep::Unwind { .. } => self.warnings.extend(node.unwind_upgrade(old)?),
             UpgradeStep::InitNew {
                 data_dir,

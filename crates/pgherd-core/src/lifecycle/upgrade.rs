@@ -209,22 +209,24 @@ pub(super) fn plan(
         check_room(old_data, new_data)?;
         let checksums = data_checksums(old)?;
         check_with_pg_upgrade(node, old, old_running, checksums)?;
-        if old_running {
-            steps
-                .before
-                .push(Action::Upgrade(UpgradeStep::StopOld { node: old.name() }));
-        }
         if stage == Stage::Unfinished {
             steps.before.push(Action::Upgrade(UpgradeStep::Unwind {
                 data_dir: new_data.clone(),
                 old_data_dir: old_data.clone(),
             }));
         }
+        // The new data directory is made while the old instance still
+        // runs: the writes stop for the stop, pg_upgrade and the start only.
         steps.before.push(Action::Upgrade(UpgradeStep::InitNew {
             data_dir: new_data.clone(),
             version: to.to_string(),
             checksums,
         }));
+        if old_running {
+            steps
+                .before
+                .push(Action::Upgrade(UpgradeStep::StopOld { node: old.name() }));
+        }
         steps.before.push(Action::Upgrade(UpgradeStep::Link {
             from: from.to_string(),
             to: to.to_string(),
@@ -678,7 +680,11 @@ impl Node<'_> {
     /// control file back where pg_upgrade took it from.
     pub(super) fn unwind_upgrade(&self, old: &Node<'_>) -> Result<Vec<String>> {
         let mut warnings = self.service.stop(self.timeout)?;
-        warnings.extend(old.service.stop(self.timeout)?);
+        // The old instance's Patroni may still run (a failure before its
+        // stop): only what runs without it is stopped.
+        if !old.service.is_running()? {
+            warnings.extend(old.service.stop(self.timeout)?);
+        }
         let old_data = &old.paths.data_dir;
         let moved = control_moved(old_data);
         if moved.exists() {
