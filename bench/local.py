@@ -70,11 +70,24 @@ def kill_under(path):
 
 
 def start_etcd():
-    """The local etcd of scripts/demo.sh, and the collection built."""
+    """The local etcd of scripts/demo.sh, and the collection built; whether
+    this started the etcd (then stop_etcd stops it at the end)."""
+    import socket
     subprocess.run([os.path.join(REPO, "scripts/build-collection.sh")], check=True,
                    stdout=subprocess.DEVNULL)
+    with socket.socket() as s:
+        s.settimeout(1)
+        running = s.connect_ex(("127.0.0.1", 2379)) == 0
     subprocess.run([os.path.join(REPO, "scripts/demo.sh"), "etcd"], check=True,
                    stdout=subprocess.DEVNULL)
+    return not running
+
+
+def stop_etcd(started):
+    """Stops the etcd start_etcd started, leaving the machine as found."""
+    if started:
+        subprocess.run([os.path.join(REPO, "scripts/demo.sh"), "down"], check=True,
+                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
 def forget(*prefixes):

@@ -79,7 +79,7 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=3)
     a = parser.parse_args()
-    local.start_etcd()
+    own_etcd = local.start_etcd()
     adds, removes, promotions = [], [], []
     with tempfile.TemporaryDirectory() as tmp:
         for run in range(a.runs):
@@ -103,6 +103,7 @@ def main():
                 time.sleep(0.05)
             promotions.append(time.monotonic() - ordered)
             clean(cluster)
+    local.stop_etcd(own_etcd)
     median = lambda v: f"{statistics.median(v):.2f} s"
     runs = lambda v: ", ".join(f"{x:.2f}" for x in v)
     print("| what (local, site.yml) | median | target | runs |")

@@ -73,7 +73,7 @@ def main():
     a = parser.parse_args()
     if not os.path.exists("/usr/lib/postgresql/17/bin/pg_upgrade"):
         sys.exit("no PostgreSQL 17 in /usr/lib/postgresql/17: run scripts/setup.sh")
-    local.start_etcd()
+    own_etcd = local.start_etcd()
     totals, gaps = [], []
     with tempfile.TemporaryDirectory() as tmp:
         for run in range(a.runs):
@@ -98,6 +98,7 @@ def main():
             writer.join()
             gaps.append(writer.gap(started, ended))
             clean(cluster)
+    local.stop_etcd(own_etcd)
     median = lambda v: f"{statistics.median(v):.2f} s"
     runs = lambda v: ", ".join(f"{x:.2f}" for x in v)
     print("| what (local, 3 nodes, 15 to 17) | median | target | runs |")
