@@ -181,6 +181,17 @@ impl Drop for Lab {
     }
 }
 
+/// What `command` prints on each of `hosts` (or why it could not run),
+/// each under its host's name: what a test prints when the hosts do not
+/// do what it waits for.
+pub fn lab_story(hosts: &[&str], command: &str) -> String {
+    hosts
+        .iter()
+        .map(|h| format!("--- {h}:\n{}", lab_ssh(h, command).unwrap_or_else(|e| e)))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
 /// The lab inventory's superuser password (group_vars/all.yml).
 pub const LAB_SUPERUSER_PW: &str = "lab-superuser-pw";
 

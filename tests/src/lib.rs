@@ -653,10 +653,15 @@ pub fn uid_of(user: &str) -> u32 {
 /// Runs SQL on a local node through its socket directory, as postgres,
 /// with the same psql runner pgherd uses.
 pub fn psql(socket_dir: &Path, sql: &str) -> Result<String, String> {
+    psql_at(socket_dir, 5432, sql)
+}
+
+/// As [`psql`], for a node on another port.
+pub fn psql_at(socket_dir: &Path, port: u16, sql: &str) -> Result<String, String> {
     let runner = pgherd_core::sql::Psql {
         psql: PathBuf::from("/usr/lib/postgresql/15/bin/psql"),
         socket_dir: socket_dir.to_path_buf(),
-        port: 5432,
+        port,
         user: "postgres".into(),
         passfile: None,
         run_as: Some(
@@ -1024,6 +1029,14 @@ impl PlaybookRun {
     /// Fails the test unless the run succeeded, naming the step.
     pub fn assert_ok(&self, step: &str) {
         assert!(self.succeeded(), "{step} failed:\n{}", self.transcript());
+    }
+
+    /// Fails the test unless the run succeeded and changed nothing (a
+    /// second run), naming the step.
+    pub fn assert_unchanged(&self, step: &str) {
+        self.assert_ok(step);
+        let changed = self.changed_tasks();
+        assert!(changed.is_empty(), "{step} changed: {changed:?}");
     }
 }
 

@@ -13,7 +13,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use pgherd_e2e::{
-    http_get, lab_ids, lab_rest, lab_sh, lab_sql, lab_ssh, one_task_playbook, pgherd_bin,
+    http_get, lab_ids, lab_rest, lab_sh, lab_sql, lab_story, one_task_playbook, pgherd_bin,
     repo_root, wait_for, Lab, PlaybookRun, TestDir, Writer,
 };
 use serde_json::{json, Value};
@@ -24,28 +24,20 @@ const ALL: &str = "host=10.231.0.11,10.231.0.12,10.231.0.13";
 /// cluster's leader and sync keys: printed with a timeout or an anomaly,
 /// so that a failure in CI says why.
 fn hosts_story() -> String {
-    ["lab1", "lab2", "lab3"]
-        .iter()
-        .map(|h| {
-            let text = lab_ssh(
-                h,
-                "sudo grep -v 'no action' /var/log/patroni/15-main/patroni.log | tail -n 12; \
+    lab_story(
+        &["lab1", "lab2", "lab3"],
+        "sudo grep -v 'no action' /var/log/patroni/15-main/patroni.log | tail -n 12; \
                  sudo tail -n 2 /var/log/patroni/15-main/patroni.log; \
                  echo '- postgresql:'; sudo tail -n 8 /var/log/postgresql/postgresql-15-main.log; \
                  sudo -u postgres psql -XAtc 'SELECT status, sender_host, received_tli, \
                  latest_end_lsn FROM pg_stat_wal_receiver' 2>&1; \
                  for k in leader sync; do ETCDCTL_API=3 timeout 3 etcdctl \
                  --endpoints=http://127.0.0.1:2379 get /service/lab/$k; done",
-            )
-            .unwrap_or_else(|e| e);
-            format!("--- {h}:\n{text}")
-        })
-        .collect::<Vec<_>>()
-        .join("\n")
+    )
 }
 
 /// Each host's view of the cluster and of itself, then `hosts_story`.
-fn lab_story() -> String {
+fn writer_story() -> String {
     let views: Vec<String> = ["lab1", "lab2", "lab3"]
         .iter()
         .map(|h| {
@@ -397,7 +389,7 @@ fn a_cluster_of_real_hosts_over_ssh_survives_partitions_crashes_and_reboots() {
         .map(|ms| ms.iter().filter(|m| m["role"] == "sync_standby").count());
     assert_eq!(syncs, Some(2), "{view}");
     lab_sql(ALL, true, "CREATE TABLE acked (id bigint PRIMARY KEY)").expect("create the table");
-    let writer = Writer::start(ALL, "acked", lab_story);
+    let writer = Writer::start(ALL, "acked", writer_story);
     writer.wait_progress(20, "before the faults");
 
     // --- The leader's host cut off from its peers.

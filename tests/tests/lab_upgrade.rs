@@ -9,29 +9,17 @@
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use pgherd_e2e::{lab_ids, lab_sql, repo_root, wait_for, Lab, PlaybookRun, TestDir, Writer};
+use pgherd_e2e::{lab_ids, lab_sql, lab_story, repo_root, wait_for, Lab, TestDir, Writer};
 
 const ALL: &str = "host=10.231.0.11,10.231.0.12,10.231.0.13";
 
-fn ok(run: &PlaybookRun, what: &str) {
-    assert!(run.succeeded(), "{what} failed:\n{}", run.transcript());
-}
-
 /// Each host's Patroni log's last lines and its units.
 fn hosts_story() -> String {
-    ["lab1", "lab2", "lab3"]
-        .iter()
-        .map(|h| {
-            let text = pgherd_e2e::lab_ssh(
-                h,
-                "sudo tail -n 8 /var/log/patroni/*-main/patroni.log; \
-                 systemctl is-active patroni@15-main patroni@17-main",
-            )
-            .unwrap_or_else(|e| e);
-            format!("--- {h}:\n{text}")
-        })
-        .collect::<Vec<_>>()
-        .join("\n")
+    lab_story(
+        &["lab1", "lab2", "lab3"],
+        "sudo tail -n 8 /var/log/patroni/*-main/patroni.log; \
+         systemctl is-active patroni@15-main patroni@17-main",
+    )
 }
 
 /// The machine's PostgreSQL 17 (scripts/setup.sh) copied to a host, where
@@ -60,7 +48,7 @@ fn a_cluster_of_real_hosts_is_upgraded_from_15_to_17_under_writes() {
     let dir = TestDir::new("lab-upgrade");
     let site = repo_root().join("playbooks/site.yml");
     let upgrade = repo_root().join("playbooks/upgrade.yml");
-    ok(&lab.playbook(&dir.path, &site, &[]), "site.yml");
+    lab.playbook(&dir.path, &site, &[]).assert_ok("site.yml");
     for host in ["lab1", "lab2", "lab3"] {
         install_17(host);
     }
@@ -77,7 +65,7 @@ fn a_cluster_of_real_hosts_is_upgraded_from_15_to_17_under_writes() {
     let started = Instant::now();
     let upgraded = lab.playbook(&dir.path, &upgrade, &asked);
     let took = started.elapsed();
-    ok(&upgraded, "the upgrade");
+    upgraded.assert_ok("the upgrade");
     writer.wait_progress(20, "after the upgrade");
     let acked = writer.finish_timed();
     let gap = acked
@@ -154,18 +142,8 @@ fn a_cluster_of_real_hosts_is_upgraded_from_15_to_17_under_writes() {
         );
     }
 
-    let again = lab.playbook(&dir.path, &upgrade, &asked);
-    ok(&again, "the upgrade again");
-    assert!(
-        again.changed_tasks().is_empty(),
-        "{:?}",
-        again.changed_tasks()
-    );
-    let on_17 = lab.playbook(&dir.path, &site, &["-e", "pg_version=17"]);
-    ok(&on_17, "site.yml on 17");
-    assert!(
-        on_17.changed_tasks().is_empty(),
-        "{:?}",
-        on_17.changed_tasks()
-    );
+    lab.playbook(&dir.path, &upgrade, &asked)
+        .assert_unchanged("the upgrade again");
+    lab.playbook(&dir.path, &site, &["-e", "pg_version=17"])
+        .assert_unchanged("site.yml on 17");
 }

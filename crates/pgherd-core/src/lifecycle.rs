@@ -264,46 +264,6 @@ impl<'a> Node<'a> {
         Ok(())
     }
 
-    /// Checks and plans the major upgrade the task asks for (state:
-    /// started); `old`, the instance it upgrades from.
-    fn plan_upgrade(
-        &self,
-        old: Option<&Node<'_>>,
-        o: &mut Observed,
-        foresee: bool,
-        warnings: &mut Vec<String>,
-    ) -> Result<()> {
-        if let (Some(up), Some(old)) = (&self.m.upgrade, old) {
-            o.upgrade = Some(upgrade::plan(self, old, up, o.running, foresee, warnings)?);
-        }
-        Ok(())
-    }
-
-    /// Brings the old instance back after an upgrade failed before its
-    /// point of no return: the new data directory removed, the old one
-    /// whole, its Patroni started and confirmed. The error says both.
-    fn undo_upgrade(&self, old: &Node<'_>, failed: Error) -> Error {
-        let undone = self
-            .unwind_upgrade(old)
-            .and_then(|_| match old.service.is_running()? {
-                true => Ok(()),
-                false => old.service.start(),
-            })
-            .and_then(|()| old.wait_healthy().map(|_| ()));
-        match undone {
-            Ok(()) => Error::Other(format!(
-                "{failed}; the upgrade was undone: {} runs again, its data directory as it was \
-                 (the other members: start them again, instance state: started)",
-                old.name()
-            )),
-            Err(e) => Error::Other(format!(
-                "{failed}; undoing the upgrade failed too: {e}. {} still holds the old data \
-                 directory (its global/pg_control.old renamed back to pg_control makes it whole)",
-                old.paths.data_dir.display()
-            )),
-        }
-    }
-
     /// The stanza's creation that check mode foresees: for a running
     /// leader, or for a node that bootstraps the cluster when it starts
     /// (no cluster in the DCS).
@@ -413,6 +373,25 @@ impl<'a> Node<'a> {
             }
         }
         Ok(keys)
+    }
+}
+
+/// A condition of a restore or an upgrade that other hosts' tasks may
+/// meet first: a refusal in a real run, a warning when foreseeing (check
+/// mode, where those tasks have not run yet).
+pub(super) struct Refusals<'w> {
+    pub foresee: bool,
+    pub warnings: &'w mut Vec<String>,
+}
+
+impl Refusals<'_> {
+    pub fn refuse(&mut self, e: String) -> Result<()> {
+        if self.foresee {
+            self.warnings.push(format!("in a real run: {e}"));
+            Ok(())
+        } else {
+            Err(Error::Other(e))
+        }
     }
 }
 

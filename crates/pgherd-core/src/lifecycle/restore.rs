@@ -34,25 +34,6 @@ impl Node<'_> {
     }
 }
 
-/// A condition of a restore that other hosts' tasks may meet first: a
-/// refusal in a real run, a warning when foreseeing (check mode, where
-/// those tasks have not run yet).
-struct Refusals<'w> {
-    foresee: bool,
-    warnings: &'w mut Vec<String>,
-}
-
-impl Refusals<'_> {
-    fn refuse(&mut self, e: String) -> Result<()> {
-        if self.foresee {
-            self.warnings.push(format!("in a real run: {e}"));
-            Ok(())
-        } else {
-            Err(Error::Other(e))
-        }
-    }
-}
-
 /// Checks a restore and plans its steps; changes nothing. `foresee`
 /// (check mode): what other hosts' tasks change first (members stopped,
 /// the leader restored) is not there yet, so those conditions are warned

@@ -19,11 +19,14 @@ use serde_json::Value;
 
 mod backup;
 mod standby;
+mod upgrade;
 
 use backup::backup_and_restore;
 pub use backup::{restore_source, PgBackRestOptions, RestoreOptions};
 use standby::standby_cluster;
 pub use standby::StandbyClusterOptions;
+use upgrade::major_upgrade;
+pub use upgrade::UpgradeOptions;
 
 /// The options of an `instance` task as the module receives them (after
 /// argument validation): every option of the spec, none other.
@@ -52,67 +55,6 @@ pub struct InstanceOptions {
     pub restore: Option<RestoreOptions>,
     pub upgrade: Option<UpgradeOptions>,
     pub settings_file: Option<String>,
-}
-
-#[derive(Debug, Clone, Deserialize, Default)]
-#[cfg_attr(test, derive(serde::Serialize))]
-#[serde(default, deny_unknown_fields)]
-pub struct UpgradeOptions {
-    pub from: Option<String>,
-    pub leader: Option<String>,
-}
-
-/// The major upgrade asked for, checked against the instance's version.
-fn major_upgrade(
-    opts: &InstanceOptions,
-    version: Option<&PgVersion>,
-    problems: &mut Vec<String>,
-) -> Option<pgherd_core::manifest::MajorUpgrade> {
-    let u = opts.upgrade.as_ref()?;
-    let from = match u.from.as_deref().map(PgVersion::parse) {
-        Some(Ok(v)) => Some(v),
-        Some(Err(e)) => {
-            problems.push(format!("upgrade.from: {e}"));
-            None
-        }
-        None => {
-            problems.push("upgrade.from is required: the major the instance runs now".into());
-            None
-        }
-    };
-    let leader = match u
-        .leader
-        .as_deref()
-        .map(|l| Name::parse("upgrade.leader", l))
-    {
-        Some(Ok(n)) => Some(n),
-        Some(Err(e)) => {
-            problems.push(e);
-            None
-        }
-        None => {
-            problems.push("upgrade.leader is required: the member upgraded in place".into());
-            None
-        }
-    };
-    if let (Some(from), Some(to)) = (&from, version) {
-        let (f, t): (u32, u32) = (
-            from.as_str().parse().unwrap_or(0),
-            to.as_str().parse().unwrap_or(0),
-        );
-        if f >= t {
-            problems.push(format!(
-                "upgrade.from ({from}) must be an older major than version ({to})"
-            ));
-        }
-    }
-    if opts.restore.is_some() {
-        problems.push("upgrade and restore are two operations: give one of them".into());
-    }
-    Some(pgherd_core::manifest::MajorUpgrade {
-        from: from?,
-        leader: leader?,
-    })
 }
 
 #[derive(Debug, Clone, Deserialize, Default)]
@@ -518,55 +460,6 @@ pub(super) mod tests {
         assert_eq!(m.restapi_listen, "127.0.0.11:8008");
         assert_eq!(m.cluster.as_str(), "pg");
         assert_eq!(m.qualified_name(), "15-main");
-    }
-
-    #[test]
-    fn an_upgrade_goes_to_a_newer_major_alone() {
-        let table: &[(Value, &[&str])] = &[
-            (
-                json!({"name": "m", "version": "17", "upgrade": {"from": "15", "leader": "pg1"}}),
-                &[],
-            ),
-            (
-                json!({"name": "m", "version": "15", "upgrade": {"from": "15", "leader": "pg1"}}),
-                &["upgrade.from (15) must be an older major than version (15)"],
-            ),
-            (
-                json!({"name": "m", "version": "17", "upgrade": {"from": "sixteen", "leader": "pg1"}}),
-                &["upgrade.from: PostgreSQL version must be a major version"],
-            ),
-            (
-                json!({"name": "m", "version": "17", "upgrade": {"leader": "pg 1"}}),
-                &["upgrade.from is required", "upgrade.leader"],
-            ),
-            (
-                json!({"name": "m", "version": "17", "upgrade": {"from": "15", "leader": "pg1"},
-                       "restore": {"from": "leader"}}),
-                &["upgrade and restore are two operations"],
-            ),
-        ];
-        for (options, want) in table {
-            let got = problems(options.clone());
-            assert_eq!(got.len(), want.len(), "{options}: {got:?}");
-            for w in *want {
-                assert!(
-                    got.iter().any(|p| p.contains(w)),
-                    "{options}: {got:?} lacks {w}"
-                );
-            }
-        }
-        let m = manifest(
-            &opts(
-                json!({"name": "m", "version": "17", "upgrade": {"from": "15", "leader": "pg1"}}),
-            ),
-            &Settings::default(),
-        )
-        .unwrap();
-        let old = m.before_upgrade().unwrap();
-        assert_eq!(
-            (old.qualified_name(), old.upgrade),
-            ("15-m".to_string(), None)
-        );
     }
 
     #[test]
