@@ -6,6 +6,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -94,3 +95,38 @@ def forget(*prefixes):
     for prefix in prefixes:
         subprocess.run(["etcdctl", "--endpoints=http://127.0.0.1:2379", "del", "--prefix", prefix],
                        stdout=subprocess.DEVNULL, check=True)
+
+
+class Writer(threading.Thread):
+    """Inserts one row at a time into any node that takes writes; the
+    times of the acknowledged ones."""
+
+    def __init__(self, root, nodes, port=5432):
+        super().__init__(daemon=True)
+        self.acked = []
+        self.stop = threading.Event()
+        hosts = ",".join(os.path.join(root, n, "run") for n in nodes)
+        self.target = (f"host={hosts} port={port} dbname=postgres target_session_attrs=read-write "
+                       "connect_timeout=2")
+
+    def run(self):
+        while not self.stop.is_set():
+            ok = subprocess.run(
+                ["runuser", "-u", "postgres", "--", PSQL, "-XAtq", self.target,
+                 "-c", "insert into bench_written values (now())"],
+                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL).returncode == 0
+            if ok:
+                self.acked.append(time.monotonic())
+            else:
+                time.sleep(0.02)
+
+    def stalls(self, since, until, over=0.5):
+        """The times without an acknowledged write longer than `over`
+        seconds in [since, until], in order."""
+        times = [since] + [t for t in self.acked if since <= t <= until] + [until]
+        return [round(b - a, 2) for a, b in zip(times, times[1:]) if b - a > over]
+
+    def gap(self, since, until):
+        """The longest time without an acknowledged write in [since, until]."""
+        times = [since] + [t for t in self.acked if since <= t <= until] + [until]
+        return max(b - a for a, b in zip(times, times[1:]))

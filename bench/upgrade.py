@@ -21,7 +21,6 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 
 import local
@@ -30,34 +29,6 @@ from shape import inventory
 
 ROOT = os.path.join(REPO, ".work/bench-upgrade")
 NODES = ["db1", "db2", "db3"]
-
-
-class Writer(threading.Thread):
-    """Inserts one row at a time into any node that takes writes; the
-    times of the acknowledged ones."""
-
-    def __init__(self):
-        super().__init__(daemon=True)
-        self.acked = []
-        self.stop = threading.Event()
-        hosts = ",".join(os.path.join(ROOT, n, "run") for n in NODES)
-        self.target = f"host={hosts} dbname=postgres target_session_attrs=read-write connect_timeout=2"
-
-    def run(self):
-        while not self.stop.is_set():
-            ok = subprocess.run(
-                ["runuser", "-u", "postgres", "--", local.PSQL, "-XAtq", self.target,
-                 "-c", "insert into bench_written values (now())"],
-                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL).returncode == 0
-            if ok:
-                self.acked.append(time.monotonic())
-            else:
-                time.sleep(0.02)
-
-    def gap(self, since, until):
-        """The longest time without an acknowledged write in [since, until]."""
-        times = [since] + [t for t in self.acked if since <= t <= until] + [until]
-        return max(b - a for a, b in zip(times, times[1:]))
 
 
 def clean(cluster):
@@ -86,7 +57,7 @@ def main():
                       f"insert into filler select g, md5(g::text) from generate_series(1, {a.rows}) g"):
                 if not local.psql(ROOT, "db1", q):
                     sys.exit(f"{q} failed")
-            writer = Writer()
+            writer = local.Writer(ROOT, NODES)
             writer.start()
             time.sleep(1)
             started = time.monotonic()

@@ -143,6 +143,38 @@ PY
   "$pg17/bin/pg_upgrade" --version >/dev/null
 fi
 
+# --- Two releases of PostgreSQL 15 and of Patroni, for the minor upgrade's tests
+# The local test runs a cluster on the older of each, then points the
+# programs' paths at the newer ones, as new packages would. PostgreSQL:
+# the two newest versions apt knows of postgresql-15 and its client
+# (bookworm's and bookworm-security's), unpacked as they are (PostgreSQL
+# finds its files relative to its programs). Patroni: a virtualenv each.
+minors="$repo/.work/minors"
+mkdir -p "$minors"
+mapfile -t pg_minors < <(apt-cache madison postgresql-15 | awk -F'|' '{gsub(/ /, "", $2); print $2}' \
+  | sort -u | sort -V | tail -2)
+for deb_version in "${pg_minors[@]}"; do
+  upstream=${deb_version%%-*}
+  tree="$minors/postgresql-$upstream"
+  [ -x "$tree/usr/lib/postgresql/15/bin/pg_basebackup" ] && continue
+  log "unpacking PostgreSQL $deb_version into $tree"
+  debs=$(mktemp -d)
+  chmod 755 "$debs"
+  (cd "$debs" && apt-get download -q "postgresql-15=$deb_version" "postgresql-client-15=$deb_version" >/dev/null 2>&1 \
+    || as_root apt-get download -q "postgresql-15=$deb_version" "postgresql-client-15=$deb_version" >/dev/null)
+  rm -rf "$tree.tmp" && mkdir -p "$tree.tmp"
+  for deb in "$debs"/*.deb; do dpkg-deb -x "$deb" "$tree.tmp"; done
+  rm -rf "$debs" "$tree" && mv "$tree.tmp" "$tree"
+done
+for patroni_version in 4.0.11 4.1.5; do
+  pv="$minors/patroni-$patroni_version"
+  [ -x "$pv/bin/patroni" ] && continue
+  log "making $pv"
+  /usr/bin/python3 -m venv "$pv"
+  "$pv/bin/pip" install -q --disable-pip-version-check "patroni[etcd3]==$patroni_version" psycopg2-binary
+done
+chmod -R o+rX "$minors"
+
 # The postgres user runs the venv's Patroni: every directory above it must
 # let others through. Grant only traverse (x), and only where missing.
 can_run() { su postgres -s /bin/sh -c "'$venv/bin/patroni' --version" >/dev/null 2>&1; }

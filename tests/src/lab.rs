@@ -257,17 +257,30 @@ pub struct Writer {
 impl Writer {
     /// `story` says what the hosts show when progress does not come.
     pub fn start(target: &str, table: &str, story: fn() -> String) -> Writer {
+        let (target, table) = (target.to_string(), table.to_string());
+        Writer::start_with(
+            move |id| {
+                lab_sql(&target, true, &format!("INSERT INTO {table} VALUES ({id})")).is_some()
+            },
+            story,
+        )
+    }
+
+    /// Writes with `insert(id)`, which says whether the write was
+    /// acknowledged.
+    pub fn start_with(
+        insert: impl Fn(u64) -> bool + Send + 'static,
+        story: fn() -> String,
+    ) -> Writer {
         use std::sync::atomic::Ordering;
         let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
         let acked = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
         let (s, a) = (stop.clone(), acked.clone());
-        let (target, table) = (target.to_string(), table.to_string());
         let thread = std::thread::spawn(move || {
             let mut id = 0u64;
             while !s.load(Ordering::SeqCst) {
                 id += 1;
-                let insert = format!("INSERT INTO {table} VALUES ({id})");
-                if lab_sql(&target, true, &insert).is_some() {
+                if insert(id) {
                     a.lock().unwrap().push((id, std::time::Instant::now()));
                 }
             }

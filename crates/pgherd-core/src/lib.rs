@@ -33,6 +33,7 @@ pub mod sql;
 pub mod standby;
 pub mod tags;
 pub mod tls_files;
+pub mod versions;
 pub mod wait;
 pub mod yaml;
 

@@ -31,6 +31,7 @@ mod api;
 mod etcd;
 mod execute;
 mod facts;
+mod outdated;
 mod planner;
 mod reload;
 mod remove;
@@ -436,6 +437,7 @@ pub fn apply_state(
     if state == DesiredState::Started {
         node.plan_upgrade(old.as_ref(), &mut first, check_mode, &mut warnings)?;
     }
+    node.plan_minor_restarts(&mut first, state, check_mode, &mut warnings)?;
     if check_mode {
         first.stanza = node.foresee_stanza(&first, state, keys.as_ref(), &mut warnings)?;
         let actions = planner::plan(&first, state);
@@ -466,6 +468,7 @@ pub fn apply_state(
             }
             planned => planned.clone(),
         };
+        node.plan_minor_restarts(&mut o, state, false, &mut Vec::new())?;
         let actions = planner::plan(&o, state);
         (o, actions)
     } else {

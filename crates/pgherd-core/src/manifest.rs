@@ -111,6 +111,9 @@ pub struct InstanceManifest {
     /// `absent` removes the member even when it leads the others or is
     /// the synchronous standby none can replace.
     pub force: bool,
+    /// The programs restarted when they run another version than the one
+    /// installed (a minor upgrade).
+    pub restart_outdated: Vec<crate::versions::Program>,
 }
 
 /// The host name of this machine, the default node name and connect host.
@@ -178,6 +181,7 @@ impl InstanceManifest {
             tags: Default::default(),
             member_addresses: Vec::new(),
             force: false,
+            restart_outdated: Vec::new(),
         }
     }
 }

@@ -396,6 +396,38 @@ impl Service {
         Ok(warnings)
     }
 
+    /// Stops Patroni alone, for a restart: in maintenance mode it leaves
+    /// PostgreSQL running (the units' `KillMode=process` signals Patroni
+    /// only), and the Patroni started next takes it over. Nothing is killed:
+    /// a Patroni that does not exit within `timeout` is an error.
+    pub fn stop_patroni_alone(&self, timeout: Duration) -> Result<()> {
+        let Some(pid) = self.patroni_pid()? else {
+            return Ok(());
+        };
+        match self.backend {
+            Backend::Systemd => {
+                systemctl(&["stop", "--no-block", &self.unit])?;
+            }
+            Backend::Process => signal(pid, libc::SIGTERM),
+        }
+        wait_until(
+            "Patroni to stop",
+            timeout,
+            || {
+                if process_alive(pid) {
+                    Probe::Waiting(format!("Patroni running (pid {pid})"))
+                } else {
+                    Probe::Ready(())
+                }
+            },
+            || instance_log_tails(&self.paths),
+        )?;
+        match self.backend {
+            Backend::Process => remove_path(&self.paths.pid_file),
+            Backend::Systemd => self.wait_unit_inactive(timeout),
+        }
+    }
+
     /// The stop was not waited for by systemctl: the unit is inactive (or
     /// failed, after a kill) before the run says so.
     fn wait_unit_inactive(&self, timeout: Duration) -> Result<()> {

@@ -197,6 +197,16 @@ pub fn spec() -> Spec {
             ]))
             .doc("Restore this node, with I(state=started). An operation: it restores at every run, so keep it out of the playbooks that deploy; \
                   C(playbooks/restore.yml) runs the whole sequence on a cluster."),
+        OptionSpec::new("restart_outdated", Kind::List)
+            .elements(Kind::Str)
+            .choices(["patroni", "postgresql"])
+            .default(json!([]))
+            .doc("A minor upgrade on a running node: restart the programs named here that run another version than the one installed \
+                  (new packages). C(patroni): Patroni alone, PostgreSQL kept running; refused unless the cluster is paused (the C(patroni) \
+                  module's I(paused)), since an unpaused Patroni stops PostgreSQL with it. C(postgresql): PostgreSQL restarted through Patroni; \
+                  on the leader that is a short outage, so switch over first. Each restart is confirmed: Patroni answers with the installed \
+                  version, the node leads or streams, and Patroni reports the installed PostgreSQL running. A node that runs what is installed \
+                  changes nothing; the facts' C(versions) and C(outdated) show what runs. C(playbooks/rolling-upgrade.yml) runs the whole sequence."),
         OptionSpec::new("upgrade", Kind::Dict)
             .suboptions(Spec::new(vec![
                 OptionSpec::new("from", Kind::Str)
@@ -299,6 +309,10 @@ pub fn docs() -> pgherd_ansible::docs::ModuleDoc {
                 ReturnDoc::new("timeline", "int", "Current timeline, when running.").sample(json!(3)),
                 ReturnDoc::new("pending_restart", "bool", "Whether parameters wait for a restart, as Patroni and the DCS report it (the task waits until they agree with PostgreSQL).").sample(json!(true)),
                 ReturnDoc::new("pending_restart_parameters", "list", "Those parameters.").elements("str").sample(json!(["shared_buffers"])),
+                ReturnDoc::new("versions", "dict", "PostgreSQL's and Patroni's versions, C(running) (as Patroni reports them) and C(installed) (the programs on the host), when Patroni answers.")
+                    .sample(json!({"postgresql": {"running": "15.18", "installed": "15.20"}, "patroni": {"running": "4.0.11", "installed": "4.1.5"}})),
+                ReturnDoc::new("outdated", "list", "The programs (C(patroni), C(postgresql)) that run another version than the one installed.").elements("str")
+                    .sample(json!(["patroni", "postgresql"])),
                 ReturnDoc::new("members", "list", "Cluster members: name, role, state, host, timeline, lag.").elements("dict")
                     .sample(json!([{"name": "pg1", "role": "leader", "state": "running", "host": "10.0.0.11", "timeline": 3, "lag": null}])),
             ]),
@@ -340,6 +354,21 @@ const EXAMPLES: &str = "\
       postgresql:
         connect_host: \"{{ ansible_host }}\"
   register: node
+
+- name: After new packages, restart what runs an older version (Patroni alone needs the cluster paused)
+  pgherd.cluster.instance:
+    name: main
+    restart_outdated: [patroni, postgresql]
+    surole_password: \"{{ vault_surole_password }}\"
+    replrole_password: \"{{ vault_replrole_password }}\"
+    rewind_password: \"{{ vault_rewind_password }}\"
+    patroni:
+      cluster: main
+      node: \"{{ inventory_hostname }}\"
+      restapi:
+        connect_address: \"{{ ansible_host }}:8008\"
+      postgresql:
+        connect_host: \"{{ ansible_host }}\"
 
 - name: Stop the node (Patroni and PostgreSQL)
   pgherd.cluster.instance:

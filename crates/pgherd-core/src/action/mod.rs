@@ -70,7 +70,19 @@ pub enum Action {
     /// A PostgreSQL that runs without its Patroni, stopped.
     StopPostmaster { node: String },
     /// PostgreSQL restarted through Patroni; the node then leads or streams.
-    RestartPostgres { node: String },
+    RestartPostgres {
+        node: String,
+        /// A minor upgrade: the version that runs and the one installed,
+        /// which runs after.
+        minor: Option<(String, String)>,
+    },
+    /// Patroni alone restarted for the version installed (the cluster
+    /// paused: PostgreSQL keeps running); the node then leads or streams.
+    RestartPatroni {
+        node: String,
+        running: String,
+        installed: String,
+    },
     /// Not a change: the running node leads or streams.
     ConfirmHealthy { node: String },
     /// Not a change: PostgreSQL accepts every line of its pg_hba.conf.
@@ -272,9 +284,24 @@ impl Action {
             Action::StopPostmaster { node } => {
                 format!("stop the postmaster left without Patroni ({node})")
             }
-            Action::RestartPostgres { node } => {
+            Action::RestartPostgres { node, minor: None } => {
                 format!("restart PostgreSQL through Patroni ({node})")
             }
+            Action::RestartPostgres {
+                node,
+                minor: Some((running, installed)),
+            } => format!(
+                "restart PostgreSQL through Patroni for the version installed ({node}: {running} \
+                 runs, {installed} is installed)"
+            ),
+            Action::RestartPatroni {
+                node,
+                running,
+                installed,
+            } => format!(
+                "restart Patroni alone for the version installed, PostgreSQL kept running \
+                 ({node}: {running} runs, {installed} is installed)"
+            ),
             Action::RestoreBackup {
                 data_dir,
                 set,
@@ -439,9 +466,18 @@ impl Action {
                  restart PostgreSQL reports"
             }
             Action::StartPatroni { .. }
-            | Action::RestartPostgres { .. }
+            | Action::RestartPostgres { minor: None, .. }
             | Action::ConfirmHealthy { .. } => {
                 "the node leads or streams, in its REST API and in the DCS"
+            }
+            Action::RestartPostgres { minor: Some(_), .. } => {
+                "the node leads or streams, in its REST API and in the DCS, and Patroni reports \
+                 the installed version running"
+            }
+            Action::RestartPatroni { .. } => {
+                "Patroni answers with the installed version, the node leads or streams in its \
+                 REST API and in the DCS, and PostgreSQL's start time is the one before (else a \
+                 warning)"
             }
             Action::StopPatroni { .. } | Action::StopPostmaster { .. } => {
                 "no Patroni and no postmaster left"
@@ -470,9 +506,9 @@ impl Action {
             }
             Action::ReloadMember { .. } => "Patroni accepts the reload",
             Action::Switchover { .. } | Action::Failover { .. } => {
-                "/cluster shows the new leader running and the former one streaming from it, \
-                 and the new leader's /primary answers 200 (a scheduled switchover: Patroni \
-                 accepted it)"
+                "/cluster shows the new leader running and the former one streaming from it \
+                 (in synchronous mode, the new leader's synchronous standbys chosen), and the new \
+                 leader's /primary answers 200 (a scheduled switchover: Patroni accepted it)"
             }
             Action::RestartMember { .. } | Action::ReinitMember { .. } => {
                 "the member's postmaster started anew, it leads or streams, and /cluster shows \

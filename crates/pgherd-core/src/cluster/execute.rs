@@ -120,7 +120,9 @@ impl ClusterRun<'_, '_> {
         let Action::Switchover { from: leader, .. } = action else {
             return Ok(Outcome::Nothing);
         };
-        let (status, answer) = conn.operation_client(leader)?.switchover(leader, to, at)?;
+        let client = conn.operation_client(leader)?;
+        let sync = sync_wanted(&client);
+        let (status, answer) = client.switchover(leader, to, at)?;
         match status {
             200 => {}
             202 => return Ok(Outcome::DoneAs(action.lines())),
@@ -145,10 +147,14 @@ impl ClusterRun<'_, '_> {
         }
         let confirmed = conn
             .wait_cluster(
-                &format!("{to} to lead and {leader} to stream from it"),
+                &format!(
+                    "{to} to lead and {leader} to stream from it{}",
+                    sync_awaited(sync)
+                ),
                 |s| {
                     member_runs_as(s, to, &["leader"], &["running"])
                         && member_runs_as(s, leader, &REPLICA_ROLES, &["streaming"])
+                        && sync_ready(s, sync)
                 },
             )
             .and_then(|_| confirm_writable(conn, to));
@@ -161,7 +167,9 @@ impl ClusterRun<'_, '_> {
 
     fn failover(&mut self, to: &str, former: Option<&str>) -> std::result::Result<(), Failure> {
         let conn = self.conn()?;
-        let (status, answer) = conn.operation_client(to)?.failover(to)?;
+        let client = conn.operation_client(to)?;
+        let sync = sync_wanted(&client);
+        let (status, answer) = client.failover(to)?;
         match status {
             200 => {}
             503 => self.warnings.push(format!(
@@ -178,9 +186,10 @@ impl ClusterRun<'_, '_> {
         }
         // A forced failover from a healthy leader: it must come back as a
         // replica, as after a switchover.
-        conn.wait_cluster(&format!("{to} to lead"), |s| {
+        conn.wait_cluster(&format!("{to} to lead{}", sync_awaited(sync)), |s| {
             member_runs_as(s, to, &["leader"], &["running"])
                 && former.is_none_or(|f| member_runs_as(s, f, &REPLICA_ROLES, &["streaming"]))
+                && sync_ready(s, sync)
         })
         .and_then(|_| confirm_writable(conn, to))
         .confirming()
@@ -351,6 +360,41 @@ fn standbys_awaited(role: &str, count: Option<u64>) -> String {
     }
 }
 
+/// In synchronous mode, the role and count of the synchronous standbys a
+/// new leader chooses (what the next switchover needs), as the dynamic
+/// configuration says; `None` otherwise, or when it cannot be read.
+fn sync_wanted(client: &crate::rest::RestClient) -> Option<(&'static str, Option<u64>)> {
+    let config = client.config().ok()?;
+    let role = sync_role(config.get("synchronous_mode").unwrap_or(&Value::Null))?;
+    Some((
+        role,
+        config.get("synchronous_node_count").and_then(Value::as_u64),
+    ))
+}
+
+fn sync_awaited(sync: Option<(&'static str, Option<u64>)>) -> String {
+    sync.map(|(role, count)| format!(", and {}", standbys_awaited(role, count)))
+        .unwrap_or_default()
+}
+
+/// After a change of leader in synchronous mode: the new leader chose its
+/// synchronous standbys, unless no replica may be one.
+fn sync_ready(s: &ClusterStatus, sync: Option<(&'static str, Option<u64>)>) -> bool {
+    match sync {
+        None => true,
+        Some((role, count)) => sync_eligible(s) == 0 || sync_standbys_chosen(s, role, count),
+    }
+}
+
+/// The streaming replicas that may be synchronous standbys (no `nosync`).
+fn sync_eligible(s: &ClusterStatus) -> usize {
+    s.members
+        .iter()
+        .filter(|m| is_replica_role(&m.role) && m.state == "streaming")
+        .filter(|m| m.tags.get("nosync") != Some(&Value::Bool(true)))
+        .count()
+}
+
 /// Whether the leader chose its synchronous standbys: with
 /// `synchronous_mode: on`, `synchronous_node_count` of them, or every
 /// streaming replica without `nosync` when fewer stream (Patroni picks
@@ -360,12 +404,7 @@ fn sync_standbys_chosen(s: &ClusterStatus, role: &str, count: Option<u64>) -> bo
     if role != "sync_standby" {
         return chosen >= 1;
     }
-    let eligible = s
-        .members
-        .iter()
-        .filter(|m| is_replica_role(&m.role) && m.state == "streaming")
-        .filter(|m| m.tags.get("nosync") != Some(&Value::Bool(true)))
-        .count();
+    let eligible = sync_eligible(s);
     let wanted = usize::try_from(count.unwrap_or(1)).unwrap_or(usize::MAX);
     chosen >= wanted.min(eligible).max(1)
 }
@@ -488,6 +527,15 @@ mod tests {
                 ready,
                 "{what}"
             );
+            // After a change of leader: the same, except that with no
+            // replica streaming there is nothing to wait for.
+            let after_switchover = ready || sync_eligible(&s) == 0;
+            assert_eq!(
+                sync_ready(&s, Some(("sync_standby", count))),
+                after_switchover,
+                "{what}"
+            );
+            assert!(sync_ready(&s, None), "{what}: not in synchronous mode");
         }
         let quorum = ClusterStatus {
             members: vec![leader, member("b", "quorum_standby", "streaming", false)],

@@ -67,9 +67,16 @@ impl Executor for NodeRun<'_, '_> {
             Action::StopPatroni { .. } | Action::StopPostmaster { .. } => {
                 self.warnings.extend(node.service.stop(node.timeout)?);
             }
-            Action::RestartPostgres { .. } => {
+            Action::RestartPostgres { minor, .. } => {
                 node.rest(node.timeout)?.restart()?;
                 self.healthy().confirming()?;
+                if let (Some((_, installed)), Some((status, _))) = (minor, &self.seen) {
+                    outdated::confirm_postgres_version(&node.name(), status, installed)
+                        .confirming()?;
+                }
+            }
+            Action::RestartPatroni { installed, .. } => {
+                self.seen = Some(node.restart_patroni(installed, &mut self.warnings)?);
             }
             Action::ConfirmHealthy { .. } => self.healthy()?,
             Action::ConfirmHba { .. } => node.check_hba_accepted(&mut self.warnings)?,

@@ -39,6 +39,12 @@ pub struct InstanceFacts {
     /// (`before`, `unfinished`, `linked`, `upgraded`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub upgrade_stage: Option<String>,
+    /// PostgreSQL's and Patroni's versions, running and installed (when
+    /// Patroni answers).
+    pub versions: Option<crate::versions::Versions>,
+    /// The programs that run another version than the one installed
+    /// (restarted by `restart_outdated`).
+    pub outdated: Vec<crate::versions::Program>,
 }
 
 pub(super) fn member_facts(c: &ClusterStatus) -> Vec<MemberFacts> {
@@ -92,6 +98,9 @@ impl Node<'_> {
         };
         match status {
             Ok(s) => {
+                let versions = self.versions(Some(&s));
+                f.outdated = versions.outdated();
+                f.versions = Some(versions);
                 f.role = Some(s.role.clone());
                 f.state = Some(s.state.clone());
                 f.replication_state = s.replication_state.clone();

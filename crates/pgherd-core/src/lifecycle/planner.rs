@@ -36,6 +36,8 @@ pub(super) struct Observed {
     pub stanza: Option<Action>,
     /// A major upgrade's steps, checked (state: started).
     pub upgrade: Option<super::upgrade::UpgradeSteps>,
+    /// The restarts of a minor upgrade (`restart_outdated`), checked.
+    pub minor: super::outdated::MinorRestarts,
 }
 
 /// The actions that bring the instance from `o` to `state` (not absent,
@@ -58,6 +60,19 @@ pub(super) fn plan(o: &Observed, state: DesiredState) -> Vec<Action> {
             postgres_affected: o.config_change == Some(true),
         });
     }
+    if let Some((running, installed)) = &o.minor.patroni {
+        out.push(Action::RestartPatroni {
+            node: node(),
+            running: running.clone(),
+            installed: installed.clone(),
+        });
+    }
+    if state != DesiredState::Restarted && o.minor.postgres.is_some() {
+        out.push(Action::RestartPostgres {
+            node: node(),
+            minor: o.minor.postgres.clone(),
+        });
+    }
     let runs_after = match (state, &o.restore) {
         (DesiredState::Started, _) if o.upgrade.is_some() && !o.running => {
             out.extend(o.upgrade.iter().flat_map(|u| u.before.iter().cloned()));
@@ -75,7 +90,10 @@ pub(super) fn plan(o: &Observed, state: DesiredState) -> Vec<Action> {
             true
         }
         (DesiredState::Restarted, _) if o.running => {
-            out.push(Action::RestartPostgres { node: node() });
+            out.push(Action::RestartPostgres {
+                node: node(),
+                minor: o.minor.postgres.clone(),
+            });
             true
         }
         (DesiredState::Started | DesiredState::Restarted, _) => {
@@ -139,6 +157,7 @@ mod tests {
                 Action::StopPatroni { .. } => "stop",
                 Action::StopPostmaster { .. } => "stop-orphan",
                 Action::RestartPostgres { .. } => "restart",
+                Action::RestartPatroni { .. } => "restart-patroni",
                 Action::ConfirmHealthy { .. } => "healthy?",
                 Action::ConfirmHba { .. } => "hba?",
                 Action::EnsureStanza { .. } => "stanza?",
@@ -334,6 +353,49 @@ mod tests {
         assert_eq!(
             words(&plan(&o, Started)),
             ["healthy?", "stanza?", "upgrade"]
+        );
+    }
+
+    #[test]
+    fn a_minor_upgrade_restarts_patroni_then_postgres_once_after_the_reload() {
+        let mut o = observed(Seen::RunningNewPgConfig);
+        o.minor = super::super::outdated::MinorRestarts {
+            patroni: Some(("4.0.11".into(), "4.1.5".into())),
+            postgres: Some(("15.18".into(), "15.20".into())),
+        };
+        let table: &[(DesiredState, &[&str])] = &[
+            (
+                Started,
+                &[
+                    "file",
+                    "reload+pg",
+                    "restart-patroni",
+                    "restart",
+                    "healthy?",
+                    "stanza?",
+                ],
+            ),
+            (
+                Present,
+                &["file", "reload+pg", "restart-patroni", "restart", "stanza?"],
+            ),
+            // The restart asked for is the minor upgrade's: one restart.
+            (
+                Restarted,
+                &["file", "reload+pg", "restart-patroni", "restart", "stanza?"],
+            ),
+        ];
+        for (state, want) in table {
+            assert_eq!(words(&plan(&o, *state)), *want, "{state:?}");
+        }
+        assert_eq!(
+            describe(&plan(&o, Restarted))[2..],
+            [
+                "restart Patroni alone for the version installed, PostgreSQL kept running \
+                 (15-main (pg1): 4.0.11 runs, 4.1.5 is installed)",
+                "restart PostgreSQL through Patroni for the version installed (15-main (pg1): \
+                 15.18 runs, 15.20 is installed)"
+            ]
         );
     }
 

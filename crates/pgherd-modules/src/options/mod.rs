@@ -14,6 +14,7 @@ use pgherd_core::names::{check_host, check_port, parse_host_port, Name, PgVersio
 use pgherd_core::plan::Content;
 use pgherd_core::settings::Settings;
 use pgherd_core::tags::NodeTags;
+use pgherd_core::versions::Program;
 use serde::Deserialize;
 use serde_json::Value;
 
@@ -54,6 +55,7 @@ pub struct InstanceOptions {
     pub pgbackrest: Option<PgBackRestOptions>,
     pub restore: Option<RestoreOptions>,
     pub upgrade: Option<UpgradeOptions>,
+    pub restart_outdated: Option<Vec<String>>,
     pub settings_file: Option<String>,
 }
 
@@ -206,6 +208,7 @@ pub fn manifest(opts: &InstanceOptions, settings: &Settings) -> Result<InstanceM
     let settings_copy = settings_copy(opts, &mut problems);
     let standby_cluster = standby_cluster(opts, &[&pg_connect_host, &pg_listen], &mut problems);
     let upgrade = major_upgrade(opts, version.as_ref(), &mut problems);
+    let restart_outdated = restart_outdated(opts, &mut problems);
 
     match (name, cluster, node, version) {
         (Some(name), Some(cluster), Some(node), Some(version)) if problems.is_empty() => {
@@ -241,10 +244,28 @@ pub fn manifest(opts: &InstanceOptions, settings: &Settings) -> Result<InstanceM
                 tags,
                 member_addresses,
                 force: opts.force.unwrap_or(false),
+                restart_outdated,
             })
         }
         _ => Err(Error::InvalidManifest(problems)),
     }
+}
+
+/// The programs `restart_outdated` names (the spec allows only known
+/// ones), each once, Patroni first.
+fn restart_outdated(opts: &InstanceOptions, problems: &mut Vec<String>) -> Vec<Program> {
+    let mut out: Vec<Program> = Vec::new();
+    for name in opts.restart_outdated.iter().flatten() {
+        match Program::parse(name) {
+            Some(p) => out.push(p),
+            None => problems.push(format!(
+                "restart_outdated: {name:?} is neither patroni nor postgresql"
+            )),
+        }
+    }
+    out.sort();
+    out.dedup();
+    out
 }
 
 /// The PostgreSQL version (the settings' default when not given) and port.

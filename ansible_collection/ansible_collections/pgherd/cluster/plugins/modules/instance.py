@@ -185,6 +185,15 @@ options:
     - "Password of the replication role."
     no_log: true
     type: str
+  restart_outdated:
+    choices:
+    - patroni
+    - postgresql
+    default: []
+    description:
+    - "A minor upgrade on a running node: restart the programs named here that run another version than the one installed (new packages). C(patroni): Patroni alone, PostgreSQL kept running; refused unless the cluster is paused (the C(patroni) module's I(paused)), since an unpaused Patroni stops PostgreSQL with it. C(postgresql): PostgreSQL restarted through Patroni; on the leader that is a short outage, so switch over first. Each restart is confirmed: Patroni answers with the installed version, the node leads or streams, and Patroni reports the installed PostgreSQL running. A node that runs what is installed changes nothing; the facts' C(versions) and C(outdated) show what runs. C(playbooks/rolling-upgrade.yml) runs the whole sequence."
+    elements: str
+    type: list
   restore:
     description:
     - "Restore this node, with I(state=started). An operation: it restores at every run, so keep it out of the playbooks that deploy; C(playbooks/restore.yml) runs the whole sequence on a cluster."
@@ -335,6 +344,21 @@ EXAMPLES = r"""
         connect_host: "{{ ansible_host }}"
   register: node
 
+- name: After new packages, restart what runs an older version (Patroni alone needs the cluster paused)
+  pgherd.cluster.instance:
+    name: main
+    restart_outdated: [patroni, postgresql]
+    surole_password: "{{ vault_surole_password }}"
+    replrole_password: "{{ vault_replrole_password }}"
+    rewind_password: "{{ vault_rewind_password }}"
+    patroni:
+      cluster: main
+      node: "{{ inventory_hostname }}"
+      restapi:
+        connect_address: "{{ ansible_host }}:8008"
+      postgresql:
+        connect_host: "{{ ansible_host }}"
+
 - name: Stop the node (Patroni and PostgreSQL)
   pgherd.cluster.instance:
     name: main
@@ -409,6 +433,14 @@ instance:
       returned: success
       sample: pg1
       type: str
+    outdated:
+      description: "The programs (C(patroni), C(postgresql)) that run another version than the one installed."
+      elements: str
+      returned: success
+      sample:
+      - patroni
+      - postgresql
+      type: list
     passfile:
       description: "Path of the client password file, when passwords are given."
       returned: success
@@ -466,6 +498,17 @@ instance:
       returned: success
       sample: "15"
       type: str
+    versions:
+      description: "PostgreSQL's and Patroni's versions, C(running) (as Patroni reports them) and C(installed) (the programs on the host), when Patroni answers."
+      returned: success
+      sample:
+        patroni:
+          installed: "4.1.5"
+          running: "4.0.11"
+        postgresql:
+          installed: "15.20"
+          running: "15.18"
+      type: dict
   description: "The node: where it lives and what Patroni says of it."
   returned: success
   sample:
@@ -476,4 +519,4 @@ instance:
   type: dict
 """
 
-ARGUMENT_SPEC = {"argument_spec": {"conf_settings": {"type": "dict"}, "dynamic_conf_settings": {"type": "dict"}, "force": {"default": False, "type": "bool"}, "member_addresses": {"elements": "str", "type": "list"}, "name": {"required": True, "type": "str"}, "parameters": {"type": "dict"}, "patroni": {"options": {"cluster": {"type": "str"}, "etcd": {"options": {"password": {"no_log": True, "type": "str"}, "username": {"type": "str"}}, "required_together": [["username", "password"]], "type": "dict"}, "node": {"type": "str"}, "postgresql": {"options": {"connect_host": {"type": "str"}, "listen": {"type": "str"}}, "type": "dict"}, "restapi": {"options": {"authentication": {"options": {"password": {"no_log": True, "type": "str"}, "username": {"type": "str"}}, "required_together": [["username", "password"]], "type": "dict"}, "connect_address": {"type": "str"}, "listen": {"type": "str"}}, "type": "dict"}, "tags": {"options": {"clonefrom": {"type": "bool"}, "failover_priority": {"type": "int"}, "nofailover": {"type": "bool"}, "noloadbalance": {"type": "bool"}, "nostream": {"type": "bool"}, "nosync": {"type": "bool"}, "replicatefrom": {"type": "str"}}, "type": "dict"}}, "type": "dict"}, "pg_hba": {"elements": "str", "type": "list"}, "pgbackrest": {"options": {"new_repository": {"default": False, "type": "bool"}, "stanza": {"required": True, "type": "str"}}, "type": "dict"}, "port": {"default": 5432, "type": "int"}, "replrole_password": {"no_log": True, "type": "str"}, "restore": {"options": {"from": {"choices": ["backup", "leader"], "required": True, "type": "str"}, "set": {"type": "str"}, "target": {"type": "str"}}, "type": "dict"}, "rewind_password": {"no_log": True, "type": "str"}, "settings": {"type": "raw"}, "settings_file": {"type": "path"}, "standby_cluster": {"options": {"create_replica_methods": {"elements": "str", "type": "list"}, "host": {"type": "str"}, "port": {"type": "int"}, "primary_slot_name": {"type": "str"}, "restore_command": {"type": "str"}}, "type": "dict"}, "state": {"choices": ["started", "stopped", "restarted", "absent", "present"], "default": "started", "type": "str"}, "surole_password": {"no_log": True, "type": "str"}, "upgrade": {"options": {"from": {"required": True, "type": "str"}, "leader": {"required": True, "type": "str"}}, "type": "dict"}, "version": {"type": "str"}, "wait_timeout": {"default": 300, "type": "int"}}}
+ARGUMENT_SPEC = {"argument_spec": {"conf_settings": {"type": "dict"}, "dynamic_conf_settings": {"type": "dict"}, "force": {"default": False, "type": "bool"}, "member_addresses": {"elements": "str", "type": "list"}, "name": {"required": True, "type": "str"}, "parameters": {"type": "dict"}, "patroni": {"options": {"cluster": {"type": "str"}, "etcd": {"options": {"password": {"no_log": True, "type": "str"}, "username": {"type": "str"}}, "required_together": [["username", "password"]], "type": "dict"}, "node": {"type": "str"}, "postgresql": {"options": {"connect_host": {"type": "str"}, "listen": {"type": "str"}}, "type": "dict"}, "restapi": {"options": {"authentication": {"options": {"password": {"no_log": True, "type": "str"}, "username": {"type": "str"}}, "required_together": [["username", "password"]], "type": "dict"}, "connect_address": {"type": "str"}, "listen": {"type": "str"}}, "type": "dict"}, "tags": {"options": {"clonefrom": {"type": "bool"}, "failover_priority": {"type": "int"}, "nofailover": {"type": "bool"}, "noloadbalance": {"type": "bool"}, "nostream": {"type": "bool"}, "nosync": {"type": "bool"}, "replicatefrom": {"type": "str"}}, "type": "dict"}}, "type": "dict"}, "pg_hba": {"elements": "str", "type": "list"}, "pgbackrest": {"options": {"new_repository": {"default": False, "type": "bool"}, "stanza": {"required": True, "type": "str"}}, "type": "dict"}, "port": {"default": 5432, "type": "int"}, "replrole_password": {"no_log": True, "type": "str"}, "restart_outdated": {"choices": ["patroni", "postgresql"], "default": [], "elements": "str", "type": "list"}, "restore": {"options": {"from": {"choices": ["backup", "leader"], "required": True, "type": "str"}, "set": {"type": "str"}, "target": {"type": "str"}}, "type": "dict"}, "rewind_password": {"no_log": True, "type": "str"}, "settings": {"type": "raw"}, "settings_file": {"type": "path"}, "standby_cluster": {"options": {"create_replica_methods": {"elements": "str", "type": "list"}, "host": {"type": "str"}, "port": {"type": "int"}, "primary_slot_name": {"type": "str"}, "restore_command": {"type": "str"}}, "type": "dict"}, "state": {"choices": ["started", "stopped", "restarted", "absent", "present"], "default": "started", "type": "str"}, "surole_password": {"no_log": True, "type": "str"}, "upgrade": {"options": {"from": {"required": True, "type": "str"}, "leader": {"required": True, "type": "str"}}, "type": "dict"}, "version": {"type": "str"}, "wait_timeout": {"default": 300, "type": "int"}}}

@@ -1,0 +1,224 @@
+//! A rolling minor upgrade on real hosts, with real packages: three bare
+//! Debian hosts get PostgreSQL 15 at the older of the two releases their
+//! archive holds (bookworm's and bookworm-security's) and Patroni 4.0.11 in
+//! a virtualenv from the packages role, run a cluster, then
+//! playbooks/rolling-upgrade.yml installs the newer PostgreSQL and Patroni
+//! 4.1.5 and restarts what runs older, under a client writing through
+//! libpq's host list: every acknowledged write on every member, each member
+//! on the new versions, the leadership handed over once, and a second run
+//! changing nothing.
+
+use std::time::Duration;
+
+use pgherd_e2e::{lab_ids, lab_rest, lab_story, repo_root, wait_for, Lab, TestDir, Writer};
+
+const HOSTS: [&str; 3] = ["lab1", "lab2", "lab3"];
+const VENV: &str = "/opt/patroni";
+const OLD_PATRONI: &str = "4.0.11";
+const NEW_PATRONI: &str = "4.1.5";
+
+fn story() -> String {
+    lab_story(
+        &HOSTS,
+        "curl -s http://$(hostname -I | cut -d' ' -f1):8008/patroni; echo",
+    )
+}
+
+/// `name: role/state` of each member, as the first that answers lists them.
+fn roles() -> Vec<String> {
+    let view = HOSTS.iter().find_map(|h| lab_rest(h, "/cluster"));
+    pgherd_e2e::member_roles(view.as_ref(), true)
+}
+
+/// Each host's (Patroni's version, PostgreSQL's version number).
+fn running() -> Vec<(String, u64)> {
+    HOSTS
+        .iter()
+        .map(|h| {
+            let s = lab_rest(h, "/patroni").unwrap_or_default();
+            (
+                s["patroni"]["version"].as_str().unwrap_or_default().into(),
+                s["server_version"].as_u64().unwrap_or_default(),
+            )
+        })
+        .collect()
+}
+
+fn version_num(debian_version: &str) -> u64 {
+    let upstream = debian_version.split('-').next().unwrap();
+    let (major, minor) = upstream.split_once('.').unwrap();
+    major.parse::<u64>().unwrap() * 10_000 + minor.parse::<u64>().unwrap()
+}
+
+#[test]
+fn a_rolling_minor_upgrade_installs_and_restarts_with_one_switchover() {
+    let dir = TestDir::new("lab-minor");
+    let lab = Lab::up_bare(3);
+    // The security archive beside the release's, as on any Debian host:
+    // two releases of PostgreSQL 15 to choose from.
+    let mut versions = Vec::new();
+    for host in HOSTS {
+        let madison = lab
+            .ssh(
+                host,
+                "echo 'deb http://deb.debian.org/debian-security bookworm-security main' \
+                 | sudo tee /etc/apt/sources.list.d/security.list >/dev/null && \
+                 sudo apt-get update -qq && apt-cache madison postgresql-15",
+            )
+            .unwrap();
+        versions = madison
+            .lines()
+            .filter_map(|l| l.split('|').nth(1).map(|v| v.trim().to_string()))
+            .collect::<Vec<_>>();
+    }
+    versions.sort_by_key(|v| version_num(v));
+    versions.dedup();
+    assert!(
+        versions.len() >= 2,
+        "two releases of postgresql-15: {versions:?}"
+    );
+    let (older, newer) = (
+        versions[versions.len() - 2].clone(),
+        versions[versions.len() - 1].clone(),
+    );
+
+    let inventory = dir.join("inventory");
+    std::fs::create_dir_all(inventory.join("group_vars")).unwrap();
+    std::fs::copy(
+        Lab::inventory().join("hosts.yml"),
+        inventory.join("hosts.yml"),
+    )
+    .unwrap();
+    let vars = std::fs::read_to_string(Lab::inventory().join("group_vars/all.yml"))
+        .unwrap()
+        .replace(
+            "execpath: /usr/bin/patroni",
+            &format!("execpath: {VENV}/bin/patroni"),
+        );
+    assert!(vars.contains(VENV), "{vars}");
+    std::fs::write(
+        inventory.join("group_vars/all.yml"),
+        format!(
+            "{vars}\npackages_patroni_from: pip\n\
+             packages_pip_options: [--no-index, --find-links, \"{}\", --trusted-host, \"10.231.0.1\"]\n",
+            Lab::wheelhouse()
+        ),
+    )
+    .unwrap();
+    let deploy = dir.join("deploy.yml");
+    std::fs::write(
+        &deploy,
+        format!(
+            "- hosts: primary:replica:etcd\n  gather_facts: false\n  roles:\n\
+             \x20   - role: pgherd.cluster.packages\n\
+             - hosts: etcd\n  gather_facts: false\n  roles:\n\
+             \x20   - role: pgherd.cluster.etcd_member\n\
+             - name: The cluster\n  ansible.builtin.import_playbook: {}\n",
+            repo_root().join("playbooks/site.yml").display()
+        ),
+    )
+    .unwrap();
+    let old = [
+        "-e".to_string(),
+        format!(
+            "packages_postgresql_package_version={older} packages_patroni_version={OLD_PATRONI}"
+        ),
+    ];
+    let old: Vec<&str> = old.iter().map(String::as_str).collect();
+    pgherd_e2e::ansible_playbook(&dir.path, &deploy, &inventory, &old)
+        .assert_ok("the cluster on the older releases");
+    wait_for(
+        "the cluster whole on the older releases",
+        Duration::from_secs(60),
+        || {
+            (roles()
+                == [
+                    "lab1: leader/running",
+                    "lab2: replica/streaming",
+                    "lab3: replica/streaming",
+                ])
+            .then_some(())
+        },
+        || format!("{:?}\n{}", roles(), story()),
+    );
+    assert_eq!(
+        running(),
+        vec![(OLD_PATRONI.to_string(), version_num(&older)); 3]
+    );
+
+    let all = format!(
+        "host={}",
+        HOSTS
+            .iter()
+            .map(|h| Lab::addr(h))
+            .collect::<Vec<_>>()
+            .join(",")
+    );
+    pgherd_e2e::lab_sql(&all, true, "CREATE TABLE written (id bigint PRIMARY KEY)")
+        .expect("the table");
+    let writer = Writer::start(&all, "written", story);
+    writer.wait_progress(20, "before the upgrade");
+
+    let rolling = repo_root().join("playbooks/rolling-upgrade.yml");
+    let new = [
+        "-e".to_string(),
+        format!(
+            "packages_postgresql_package_version={newer} packages_patroni_version={NEW_PATRONI}"
+        ),
+    ];
+    let new: Vec<&str> = new.iter().map(String::as_str).collect();
+    let started = std::time::Instant::now();
+    let run = pgherd_e2e::ansible_playbook(&dir.path, &rolling, &inventory, &new);
+    let took = started.elapsed();
+    run.assert_ok("rolling-upgrade.yml");
+    writer.wait_progress(20, "after the upgrade");
+    let acked = writer.finish_timed();
+    let gap = acked
+        .windows(2)
+        .map(|w| w[1].1 - w[0].1)
+        .max()
+        .unwrap_or_default();
+    eprintln!(
+        "rolling-upgrade.yml: {:.1} s; {} writes acknowledged, the longest time between two {:.2} s",
+        took.as_secs_f64(),
+        acked.len(),
+        gap.as_secs_f64()
+    );
+
+    let r = roles();
+    assert_eq!(r.len(), 3, "{r:?}");
+    assert!(
+        !r.contains(&"lab1: leader/running".to_string())
+            && r.iter()
+                .filter(|m| m.ends_with("replica/streaming"))
+                .count()
+                == 2,
+        "the leadership handed over, the others streaming: {r:?}"
+    );
+    assert_eq!(
+        running(),
+        vec![(NEW_PATRONI.to_string(), version_num(&newer)); 3]
+    );
+    for host in HOSTS {
+        let installed = lab
+            .ssh(host, "dpkg-query -W -f '${Version}' postgresql-15")
+            .unwrap();
+        assert_eq!(installed.trim(), newer, "{host}");
+    }
+    let last = acked.last().unwrap().0;
+    for host in HOSTS {
+        let target = format!("host={}", Lab::addr(host));
+        wait_for(
+            &format!("{host} to hold write {last}"),
+            Duration::from_secs(30),
+            || lab_ids(&target, "written").contains(&last).then_some(()),
+            story,
+        );
+        let ids = lab_ids(&target, "written");
+        let lost: Vec<_> = acked.iter().filter(|(id, _)| !ids.contains(id)).collect();
+        assert!(lost.is_empty(), "{host} lacks acknowledged writes {lost:?}");
+    }
+
+    let again = pgherd_e2e::ansible_playbook(&dir.path, &rolling, &inventory, &new);
+    again.assert_unchanged("rolling-upgrade.yml again");
+}
