@@ -77,6 +77,25 @@ impl Lab {
     /// An inventory in `dir` of these `hosts` only, with the lab
     /// inventory's variables (user, become, key); the hosts are also the
     /// `etcd` group.
+    /// An inventory in `dir`: the lab's hosts (hosts.yml) and `vars` as
+    /// its group_vars/all.yml.
+    pub fn inventory_with_vars(dir: &Path, vars: &str) -> PathBuf {
+        let inventory = dir.join("inventory");
+        std::fs::create_dir_all(inventory.join("group_vars")).unwrap();
+        std::fs::copy(
+            Lab::inventory().join("hosts.yml"),
+            inventory.join("hosts.yml"),
+        )
+        .unwrap();
+        std::fs::write(inventory.join("group_vars/all.yml"), vars).unwrap();
+        inventory
+    }
+
+    /// The lab inventory's variables (group_vars/all.yml), as text.
+    pub fn inventory_vars() -> String {
+        std::fs::read_to_string(Lab::inventory().join("group_vars/all.yml")).unwrap()
+    }
+
     pub fn inventory_of(dir: &Path, hosts: &[&str]) -> PathBuf {
         let inventory = dir.join("inventory");
         std::fs::create_dir_all(inventory.join("group_vars")).expect("inventory directory");
@@ -291,6 +310,15 @@ impl Writer {
             thread: Some(thread),
             story,
         }
+    }
+
+    /// The longest time between two of the acknowledged writes `acked`.
+    pub fn longest_gap(acked: &[(u64, std::time::Instant)]) -> Duration {
+        acked
+            .windows(2)
+            .map(|w| w[1].1.duration_since(w[0].1))
+            .max()
+            .unwrap_or_default()
     }
 
     pub fn count(&self) -> usize {

@@ -214,17 +214,7 @@ fn served(host: &str) -> [String; 3] {
 /// (replication verified against the CA), etcd authentication, the PKI
 /// made in `dir`.
 fn secured_inventory(dir: &TestDir) -> PathBuf {
-    let inventory = dir.join("inventory");
-    std::fs::create_dir_all(inventory.join("group_vars")).unwrap();
-    std::fs::copy(
-        Lab::inventory().join("hosts.yml"),
-        inventory.join("hosts.yml"),
-    )
-    .unwrap();
-    let lab_vars: serde_yaml::Value = serde_yaml::from_str(
-        &std::fs::read_to_string(Lab::inventory().join("group_vars/all.yml")).unwrap(),
-    )
-    .unwrap();
+    let lab_vars: serde_yaml::Value = serde_yaml::from_str(&Lab::inventory_vars()).unwrap();
     let mut vars: Value = serde_json::to_value(&lab_vars).unwrap();
     let tls = "/etc/pgherd/tls";
     let settings = &mut vars["pgherd_settings"];
@@ -253,12 +243,7 @@ fn secured_inventory(dir: &TestDir) -> PathBuf {
     vars["patroni_etcd_auth"] = json!({"username": "patroni", "password": ETCD_PATRONI_PW});
     vars["pgherd_etcd_root_password"] = json!(ETCD_ROOT_PW);
     vars["pgherd_pki_dir"] = json!(dir.join("pki"));
-    std::fs::write(
-        inventory.join("group_vars/all.yml"),
-        serde_yaml::to_string(&vars).unwrap(),
-    )
-    .unwrap();
-    inventory
+    Lab::inventory_with_vars(&dir.path, &serde_yaml::to_string(&vars).unwrap())
 }
 
 /// The CA rotated, one step per run of the bootstrap (`run`), while

@@ -82,29 +82,19 @@ fn a_rolling_minor_upgrade_installs_and_restarts_with_one_switchover() {
         versions[versions.len() - 1].clone(),
     );
 
-    let inventory = dir.join("inventory");
-    std::fs::create_dir_all(inventory.join("group_vars")).unwrap();
-    std::fs::copy(
-        Lab::inventory().join("hosts.yml"),
-        inventory.join("hosts.yml"),
-    )
-    .unwrap();
-    let vars = std::fs::read_to_string(Lab::inventory().join("group_vars/all.yml"))
-        .unwrap()
-        .replace(
-            "execpath: /usr/bin/patroni",
-            &format!("execpath: {VENV}/bin/patroni"),
-        );
+    let vars = Lab::inventory_vars().replace(
+        "execpath: /usr/bin/patroni",
+        &format!("execpath: {VENV}/bin/patroni"),
+    );
     assert!(vars.contains(VENV), "{vars}");
-    std::fs::write(
-        inventory.join("group_vars/all.yml"),
-        format!(
+    let inventory = Lab::inventory_with_vars(
+        &dir.path,
+        &format!(
             "{vars}\npackages_patroni_from: pip\n\
              packages_pip_options: [--no-index, --find-links, \"{}\", --trusted-host, \"10.231.0.1\"]\n",
             Lab::wheelhouse()
         ),
-    )
-    .unwrap();
+    );
     let deploy = dir.join("deploy.yml");
     std::fs::write(
         &deploy,
@@ -173,11 +163,7 @@ fn a_rolling_minor_upgrade_installs_and_restarts_with_one_switchover() {
     run.assert_ok("rolling-upgrade.yml");
     writer.wait_progress(20, "after the upgrade");
     let acked = writer.finish_timed();
-    let gap = acked
-        .windows(2)
-        .map(|w| w[1].1 - w[0].1)
-        .max()
-        .unwrap_or_default();
+    let gap = Writer::longest_gap(&acked);
     eprintln!(
         "rolling-upgrade.yml: {:.1} s; {} writes acknowledged, the longest time between two {:.2} s",
         took.as_secs_f64(),

@@ -68,11 +68,7 @@ fn a_cluster_of_real_hosts_is_upgraded_from_15_to_17_under_writes() {
     upgraded.assert_ok("the upgrade");
     writer.wait_progress(20, "after the upgrade");
     let acked = writer.finish_timed();
-    let gap = acked
-        .windows(2)
-        .map(|w| w[1].1.duration_since(w[0].1))
-        .max()
-        .unwrap_or_default();
+    let gap = Writer::longest_gap(&acked);
     eprintln!(
         "lab-upgrade: 15 to 17 of 3 hosts in {:.1} s; the longest write gap {:.1} s ({} writes \
          acknowledged)",

@@ -293,11 +293,7 @@ fn a_rolling_minor_upgrade_restarts_patroni_paused_then_each_postgres_with_one_s
     // Every acknowledged write on every member.
     writer.wait_progress(20, "after the upgrade");
     let acked = writer.finish_timed();
-    let gap = acked
-        .windows(2)
-        .map(|w| w[1].1 - w[0].1)
-        .max()
-        .unwrap_or_default();
+    let gap = Writer::longest_gap(&acked);
     eprintln!(
         "{} writes acknowledged; the longest time between two: {:.2} s",
         acked.len(),

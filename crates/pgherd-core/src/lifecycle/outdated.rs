@@ -123,16 +123,8 @@ impl Node<'_> {
             &format!("Patroni {installed} of instance {} to answer", self.name()),
             self.timeout,
             || {
-                match self.service.patroni_pid() {
-                    Ok(Some(_)) => {}
-                    Ok(None) => {
-                        return Probe::Failed(Error::Other(format!(
-                            "Patroni of instance {} exited after its restart; {}",
-                            self.name(),
-                            instance_log_tails(&self.paths)
-                        )))
-                    }
-                    Err(e) => return Probe::Failed(e),
+                if let Err(e) = self.patroni_still_runs() {
+                    return Probe::Failed(e);
                 }
                 match rest.patroni() {
                     Ok(s) if s.patroni.version == installed => Probe::Ready(()),

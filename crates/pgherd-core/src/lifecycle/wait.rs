@@ -43,6 +43,19 @@ pub(super) fn listed_as_healthy(c: &ClusterStatus, name: &str, primary: bool) ->
 }
 
 impl Node<'_> {
+    /// Patroni still runs, while a wait for it goes on: when it exited, the
+    /// error says so with the logs' tails.
+    pub(super) fn patroni_still_runs(&self) -> Result<()> {
+        match self.service.patroni_pid()? {
+            Some(_) => Ok(()),
+            None => Err(Error::Other(format!(
+                "Patroni of instance {} exited; {}",
+                self.name(),
+                instance_log_tails(&self.paths)
+            ))),
+        }
+    }
+
     /// Waits until the node is a running leader or a streaming replica:
     /// what it says of itself, and the cluster as the DCS shows it then.
     pub(super) fn wait_healthy(&self) -> Result<(NodeStatus, ClusterStatus)> {
@@ -56,16 +69,8 @@ impl Node<'_> {
             ),
             self.timeout,
             || {
-                match self.service.patroni_pid() {
-                    Ok(Some(_)) => {}
-                    Ok(None) => {
-                        return Probe::Failed(Error::Other(format!(
-                            "Patroni of instance {} exited; {}",
-                            self.name(),
-                            instance_log_tails(&self.paths)
-                        )))
-                    }
-                    Err(e) => return Probe::Failed(e),
+                if let Err(e) = self.patroni_still_runs() {
+                    return Probe::Failed(e);
                 }
                 match rest.patroni() {
                     // What the node says must also be what the DCS shows
