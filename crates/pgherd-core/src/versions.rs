@@ -128,8 +128,57 @@ pub fn parse_postgres_version(line: &str) -> Option<String> {
 
 /// The version of the PostgreSQL server program in `bin_dir`.
 pub fn installed_postgres(bin_dir: &Path) -> Option<String> {
-    let out = run_version(&bin_dir.join("postgres"))?;
-    parse_postgres_version(out.lines().next()?)
+    PendingVersion::start(bin_dir).finish()
+}
+
+/// `postgres --version` started, read later: it runs while the caller
+/// asks Patroni for the rest, so that a run's facts wait for neither.
+pub struct PendingVersion(Option<std::process::Child>);
+
+impl PendingVersion {
+    pub fn start(bin_dir: &Path) -> PendingVersion {
+        PendingVersion(
+            Command::new(bin_dir.join("postgres"))
+                .arg("--version")
+                .stdin(std::process::Stdio::null())
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::null())
+                .spawn()
+                .ok(),
+        )
+    }
+
+    /// The version it printed; `None` when it failed or took more than a
+    /// few seconds (then it is killed).
+    pub fn finish(mut self) -> Option<String> {
+        let mut child = self.0.take()?;
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            match child.try_wait() {
+                Ok(Some(status)) if status.success() => break,
+                Ok(None) if std::time::Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(1))
+                }
+                _ => {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    return None;
+                }
+            }
+        }
+        let mut out = String::new();
+        std::io::Read::read_to_string(&mut child.stdout.take()?, &mut out).ok()?;
+        parse_postgres_version(out.lines().next()?)
+    }
+}
+
+impl Drop for PendingVersion {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.0.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
 }
 
 /// `__version__ = '4.1.5'` in Patroni's `version.py`.

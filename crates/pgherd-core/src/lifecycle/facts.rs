@@ -86,6 +86,8 @@ impl Node<'_> {
         if !running {
             return f;
         }
+        // The installed PostgreSQL's version is asked while Patroni is.
+        let installed = crate::versions::PendingVersion::start(&self.paths.bin_dir);
         let (status, cluster) = match seen {
             Some((s, c)) => (Ok(s), Ok(c)),
             None => match self.rest(POLL_REQUEST_TIMEOUT) {
@@ -98,7 +100,7 @@ impl Node<'_> {
         };
         match status {
             Ok(s) => {
-                let versions = self.versions(Some(&s));
+                let versions = self.versions_with(Some(&s), installed.finish());
                 f.outdated = versions.outdated();
                 f.versions = Some(versions);
                 f.role = Some(s.role.clone());

@@ -23,12 +23,21 @@ impl Node<'_> {
     /// The node's programs' versions: running as `status` reports them,
     /// installed as the programs' files say.
     pub(super) fn versions(&self, status: Option<&NodeStatus>) -> Versions {
+        self.versions_with(status, versions::installed_postgres(&self.paths.bin_dir))
+    }
+
+    /// The same, with PostgreSQL's installed version already read.
+    pub(super) fn versions_with(
+        &self,
+        status: Option<&NodeStatus>,
+        postgres_installed: Option<String>,
+    ) -> Versions {
         Versions {
             postgresql: ProgramVersion {
                 running: status
                     .and_then(|s| s.server_version)
                     .map(versions::from_version_num),
-                installed: versions::installed_postgres(&self.paths.bin_dir),
+                installed: postgres_installed,
             },
             patroni: ProgramVersion {
                 running: status
