@@ -24,6 +24,28 @@ fn pgherd(args: &[&str]) -> Output {
         .expect("run pgherd (scripts/build-collection.sh builds it)")
 }
 
+/// `pgherd ARGS` running, its output's lines as they come.
+fn watch(args: &[&str]) -> (std::process::Child, std::sync::mpsc::Receiver<String>) {
+    use std::io::BufRead;
+    let mut child = Command::new(pgherd_bin())
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("run pgherd");
+    let (tx, rx) = std::sync::mpsc::channel();
+    let out = child.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(out).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    (child, rx)
+}
+
 fn text(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
 }
@@ -167,14 +189,67 @@ fn the_cli_operates_the_cluster_and_the_proxy_follows_the_leader() {
         );
     }
 
+    // status --watch follows what comes next: one JSON object a line for
+    // scripts, a time line and the table for people.
+    let (json_watch, json_lines) = watch(&["-s", s, "-c", "cli", "status", "--watch", "--json"]);
+    let (table_watch, table_lines) = watch(&["-s", s, "-c", "cli", "status", "--watch"]);
+    let watchers = (Killed(json_watch), Killed(table_watch));
+    let first: Value = serde_json::from_str(
+        &json_lines
+            .recv_timeout(Duration::from_secs(10))
+            .expect("status --watch prints the cluster at once"),
+    )
+    .unwrap();
+    assert_eq!(first["events"], json!(["watching (started)"]), "{first}");
+    assert_eq!(first["cluster"]["leader"], "pg1", "{first}");
+    // What the watchers told, in words, until `want` (and, with `leader`,
+    // the leader key's move to it: from pg1, or from none, as it may go).
+    let told = |want: &[&str], leader: Option<&str>| {
+        for (lines, json) in [(&json_lines, true), (&table_lines, false)] {
+            let mut seen: Vec<String> = Vec::new();
+            let deadline = std::time::Instant::now() + Duration::from_secs(30);
+            let told_all = |seen: &[String]| {
+                want.iter().all(|w| seen.iter().any(|s| s == w))
+                    && leader.is_none_or(|l| {
+                        seen.iter()
+                            .any(|s| s.starts_with("leader: ") && s.ends_with(&format!(" -> {l}")))
+                    })
+            };
+            while !told_all(&seen) {
+                let left = deadline.saturating_duration_since(std::time::Instant::now());
+                let Ok(line) = lines.recv_timeout(left) else {
+                    panic!("status --watch did not tell {want:?}; it told {seen:?}");
+                };
+                if json {
+                    let v: Value = serde_json::from_str(&line).expect("one JSON object a line");
+                    assert!(v["cluster"]["members"].is_array(), "{v}");
+                    seen.extend(
+                        v["events"]
+                            .as_array()
+                            .unwrap()
+                            .iter()
+                            .map(|e| e.as_str().unwrap().to_string()),
+                    );
+                } else if let Some((_, said)) = line.split_once(' ').filter(|(t, _)| t.len() == 8) {
+                    seen.extend(said.split("; ").map(str::to_string));
+                }
+            }
+        }
+    };
+
     // Operations, through the patroni module's own functions.
     let out = pgherd(&["-s", s, "-c", "cli", "switchover", "--to", "pg2"]);
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert!(text(&out.stdout).starts_with("done: switchover from pg1 to pg2\n"));
     // Not a terminal: no progress line on stderr.
     assert!(out.stderr.is_empty(), "{}", text(&out.stderr));
+    told(
+        &["pg1: Leader -> Replica", "pg2: Replica -> Leader"],
+        Some("pg2"),
+    );
     let out = pgherd(&["-s", s, "-c", "cli", "pause"]);
     assert!(out.status.success() && text(&out.stdout).contains("maintenance mode: paused"));
+    told(&["paused"], None);
     let out = pgherd(&["-s", s, "-c", "cli", "pause"]);
     assert!(
         text(&out.stdout).starts_with("Nothing to do"),
@@ -183,6 +258,8 @@ fn the_cli_operates_the_cluster_and_the_proxy_follows_the_leader() {
     );
     let out = pgherd(&["-s", s, "-c", "cli", "resume"]);
     assert!(out.status.success() && !text(&out.stdout).contains("paused"));
+    told(&["resumed"], None);
+    drop(watchers);
     let out = pgherd(&["-s", s, "-c", "cli", "restart", "--pending"]);
     assert!(out.status.success() && text(&out.stdout).starts_with("Nothing to do"));
 

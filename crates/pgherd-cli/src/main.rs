@@ -2,9 +2,11 @@
 //! `pgherd.cluster.patroni` module, with a table and a progress display
 //! instead of JSON for Ansible.
 
+mod follow;
 mod progress;
 mod proxy;
 mod status;
+mod watch;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -54,9 +56,14 @@ struct TargetArgs {
 enum Command {
     /// The members: role, state, host, timeline, lag, pending restart.
     Status {
-        /// JSON, for scripts.
+        /// JSON, for scripts (with --watch, one object a line: the time,
+        /// what changed, the cluster).
         #[arg(long)]
         json: bool,
+        /// Show the cluster again on every change of its keys in etcd
+        /// (an etcd watch), with what changed, until stopped.
+        #[arg(long)]
+        watch: bool,
     },
     /// Hand the leader role to another member and wait until it leads and
     /// the old leader streams from it.
@@ -155,7 +162,8 @@ fn run(cli: Cli) -> Result<()> {
     }
     let target = target(&cli.target)?;
     let ops = match cli.command {
-        Command::Status { json } => return print_status(&target, json),
+        Command::Status { json, watch: true } => watch::watch(&target, json),
+        Command::Status { json, .. } => return print_status(&target, json),
         Command::Switchover {
             to,
             at,

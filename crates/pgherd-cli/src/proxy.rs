@@ -8,7 +8,6 @@ use std::collections::BTreeMap;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::time::{Duration, Instant};
 
 use pgherd_core::dcs::{cluster_prefix, parse_cluster_keys, ClusterKeys, Dcs};
 use pgherd_core::error::{Error, Result};
@@ -17,11 +16,6 @@ use pgherd_core::manifest::Login;
 use pgherd_core::settings::{Settings, SettingsSource};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
-
-/// How long etcd has to answer one request.
-const ETCD_TIMEOUT: Duration = Duration::from_secs(5);
-/// Longest pause between two attempts to reach etcd again.
-const MAX_BACKOFF: Duration = Duration::from_secs(2);
 
 /// The proxy's configuration file.
 #[derive(Debug, Clone, Deserialize)]
@@ -324,14 +318,6 @@ impl Proxy {
         })
     }
 
-    fn connect(&self) -> Result<Dcs> {
-        Dcs::connect_watching(
-            &self.settings.patroni.etcd,
-            self.login.as_ref(),
-            ETCD_TIMEOUT,
-        )
-    }
-
     /// Renders from the cluster's keys and writes the target when its
     /// bytes change.
     fn apply(&self, keys: &ClusterKeys, kvs: &[(String, String)]) -> Result<Outcome> {
@@ -415,7 +401,11 @@ impl Proxy {
 
     /// One render from the current keys, then return.
     pub fn once(&self) -> Result<Outcome> {
-        let mut dcs = self.connect()?;
+        let mut dcs = Dcs::connect_watching(
+            &self.settings.patroni.etcd,
+            self.login.as_ref(),
+            crate::follow::ETCD_TIMEOUT,
+        )?;
         let (kvs, _) = dcs.get_prefix_at(&self.prefix)?;
         let keys = parse_cluster_keys(&self.prefix, &kvs);
         let outcome = self.apply(&keys, &kvs)?;
@@ -428,50 +418,18 @@ impl Proxy {
         Ok(outcome)
     }
 
-    /// Watches until the process is stopped. A broken connection or watch
-    /// is re-armed after reading the keys again (changes missed meanwhile
-    /// are rendered then); a template that fails to render is reported
-    /// and the file left as it is.
+    /// Watches until the process is stopped (see [`crate::follow`]); a
+    /// template that fails to render is reported and the file left as it
+    /// is.
     pub fn run(&self) -> ! {
-        let mut backoff = pgherd_core::wait::POLL_INTERVAL;
-        let mut reason = "started".to_string();
-        loop {
-            let started = Instant::now();
-            if let Err(e) = self.session(&reason) {
-                log(&format!("{e}; trying again"));
-                if started.elapsed() > MAX_BACKOFF {
-                    backoff = pgherd_core::wait::POLL_INTERVAL;
-                }
-                std::thread::sleep(backoff);
-                backoff = (backoff * 2).min(MAX_BACKOFF);
-                reason = "etcd reached again".into();
-            }
-        }
-    }
-
-    /// Connects, renders, then keeps the keys up to date from the watch's
-    /// events and renders again on each relevant change.
-    fn session(&self, reason: &str) -> Result<()> {
-        let mut dcs = self.connect()?;
-        let (kvs, revision) = dcs.get_prefix_at(&self.prefix)?;
-        let mut kvs: BTreeMap<String, String> = kvs.into_iter().collect();
-        self.pass(reason, &kvs, true);
-        let mut watch = dcs.watch_prefix(&self.prefix, revision + 1)?;
-        loop {
-            let mut relevant = Vec::new();
-            for (key, value) in dcs.next_changes(&mut watch)? {
-                if is_relevant(&self.prefix, &key) {
-                    relevant.push(key.trim_start_matches(self.prefix.as_str()).to_string());
-                }
-                match value {
-                    Some(v) => kvs.insert(key, v),
-                    None => kvs.remove(&key),
-                };
-            }
-            if !relevant.is_empty() {
-                self.pass(&format!("{} changed", relevant.join(", ")), &kvs, false);
-            }
-        }
+        crate::follow::follow(
+            &self.settings.patroni.etcd,
+            self.login.as_ref(),
+            &self.prefix,
+            is_relevant,
+            log,
+            &mut |why, kvs, first| self.pass(why, kvs, first),
+        )
     }
 
     fn pass(&self, why: &str, kvs: &BTreeMap<String, String>, always: bool) {

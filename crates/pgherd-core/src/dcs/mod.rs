@@ -98,6 +98,12 @@ mod tonic_code {
 /// to whichever member the balancer picks, and a member that is down fails
 /// the connection; it is made afterwards as a call, retried like every
 /// call until a live member answers.
+/// How often a watching connection pings etcd. etcd answers pings more
+/// frequent than its `--grpc-keepalive-min-time` (5 s by default) with a
+/// GOAWAY ("too many pings") after a few: the watch then broke every few
+/// seconds.
+const KEEP_ALIVE_INTERVAL: Duration = Duration::from_secs(6);
+
 fn connect_options(
     etcd: &EtcdSettings,
     timeout: Duration,
@@ -107,7 +113,7 @@ fn connect_options(
         .with_connect_timeout(timeout.min(Duration::from_secs(3)));
     options = if keep_alive {
         options
-            .with_keep_alive(Duration::from_secs(1), timeout)
+            .with_keep_alive(KEEP_ALIVE_INTERVAL, timeout)
             .with_keep_alive_while_idle(true)
     } else {
         options.with_timeout(timeout)
