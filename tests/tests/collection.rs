@@ -332,7 +332,7 @@ fn module_examples_run_on_a_real_cluster() {
     let etcd_tasks = examples("pgherd.cluster.etcd");
     assert_eq!(
         (instance.len(), patroni.len(), etcd_tasks.len()),
-        (4, 8, 3),
+        (5, 8, 3),
         "the lifecycle below expects these examples"
     );
 
@@ -357,11 +357,13 @@ fn module_examples_run_on_a_real_cluster() {
         play("Start the primary", "primary", vec![instance[0].clone()]),
         play("Start the replicas", "replica", vec![instance[0].clone()]),
         play("Change parameters", "all", vec![instance[1].clone()]),
+        // Nothing runs another release than the one installed here.
+        play("Minor upgrade", "all", vec![instance[2].clone()]),
         play("Operate the cluster", "pg1", patroni[..6].to_vec()),
         play(
             "Stop and remove the nodes",
             "all",
-            vec![instance[2].clone(), instance[3].clone()]
+            vec![instance[3].clone(), instance[4].clone()]
         ),
         // patroni[6], the backup, needs pgBackRest: tests/pgbackrest.rs.
         play(
@@ -403,6 +405,19 @@ fn module_examples_run_on_a_real_cluster() {
         changed("Switch over to pg2, checked before and confirmed after"),
         [true]
     );
+    // (Its options drop the parameters the example before set: a
+    // reload, no restart.)
+    let minor: Vec<&Value> = run
+        .events
+        .iter()
+        .filter(|e| e.task.starts_with("After new packages, restart what runs"))
+        .map(|e| &e.result)
+        .collect();
+    assert_eq!(minor.len(), 3);
+    for r in minor {
+        assert_eq!(r["instance"]["outdated"], json!([]), "{r}");
+        assert!(!r["changes"].to_string().contains("restart"), "{r}");
+    }
     assert_eq!(
         changed("Remove a stopped cluster from etcd, guarded by its system identifier"),
         [true]
