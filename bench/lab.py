@@ -13,6 +13,14 @@ For each run: the lab booted fresh from the cached image (not timed), then
 - partition to writes: the leader's host cut off from its peers, until a
   new leader accepts a write through libpq's multi-host connection string.
 
+With --haproxy, the cluster deployed, HAProxy on lab1 (the haproxy role,
+its defaults), and two clients each inserting a row at a time, one
+through HAProxy's read-write port, one through libpq's host list:
+
+- the longest time without an acknowledged write through each during a
+  switchover (the patroni module, lab1 to lab2), then after the leader's
+  host is cut off from its peers (until writes are acknowledged again).
+
 With --bootstrap, the hosts boot with only the OS (`lab.sh up --bare`,
 apt through the lab's proxy) and an inventory like the example's (TLS
 everywhere, etcd authentication) is made from the lab's, then
@@ -72,8 +80,8 @@ def one_task(host, args):
         os.remove(path)
 
 
-def write(target=ALL):
-    conninfo = (f"{target} port=5432 user=postgres dbname=postgres connect_timeout=1 "
+def write(target=ALL, port=5432):
+    conninfo = (f"{target} port={port} user=postgres dbname=postgres connect_timeout=1 "
                 "target_session_attrs=read-write")
     r = subprocess.run(["timeout", "3", PSQL, "-X", "-q", conninfo, "-c",
                         "INSERT INTO bench_writes VALUES (now())"],
@@ -124,6 +132,72 @@ def one_run():
     to_writes = time.monotonic() - cut
     lab("heal", leader)
     return {"deploy": deploy, "re-run": rerun, "switchover": switch, "partition to writes": to_writes}
+
+
+class Writer:
+    """Inserts one row at a time through `target`; the times of the
+    acknowledged ones."""
+
+    def __init__(self, target, port):
+        import threading
+        self.acked, self.stop = [], threading.Event()
+        self.thread = threading.Thread(target=self.run, args=(target, port), daemon=True)
+        self.thread.start()
+
+    def run(self, target, port):
+        while not self.stop.is_set():
+            if write(target, port):
+                self.acked.append(time.monotonic())
+            else:
+                time.sleep(0.02)
+
+    def gap(self, since, until):
+        times = [since] + [t for t in self.acked if since <= t <= until] + [until]
+        return max(b - a for a, b in zip(times, times[1:]))
+
+
+def haproxy_run():
+    import tempfile
+    lab("down")
+    lab("up")
+    playbook(os.path.join(REPO, "playbooks/site.yml"))
+    with tempfile.NamedTemporaryFile("w", suffix=".yml", delete=False) as f:
+        f.write("- hosts: lab1\n  gather_facts: false\n  roles: [pgherd.cluster.haproxy]\n")
+    try:
+        playbook(f.name)
+    finally:
+        os.remove(f.name)
+    subprocess.run([PSQL, "-X", "-q", f"{ALL} port=5432 user=postgres dbname=postgres "
+                    "target_session_attrs=read-write", "-c", "CREATE TABLE bench_writes (t timestamptz)"],
+                   env=dict(os.environ, PGPASSWORD="lab-superuser-pw"), check=True, capture_output=True)
+    through = {"HAProxy": Writer("host=10.231.0.11", 5000), "libpq host list": Writer(ALL, 5432)}
+    time.sleep(2)
+    out = {}
+    started = time.monotonic()
+    one_task("lab1", {"cluster": "lab", "settings": "/etc/pgherd/settings.yaml", "leader": "lab2"})
+    time.sleep(2)
+    for name, w in through.items():
+        out[f"switchover, through {name}"] = w.gap(started, time.monotonic())
+    # The cut-off leader takes writes from this machine until Patroni
+    # demotes it (it lost etcd); the gap runs until the new leader's.
+    cut = time.monotonic()
+    lab("partition", "lab2")
+    while leader_of(cluster_from("10.231.0.11")) in (None, "lab2"):
+        if time.monotonic() - cut > 120:
+            sys.exit("bench: no new leader within 120 s of the partition")
+        time.sleep(0.05)
+    elected = time.monotonic()
+    while not all(any(t > elected for t in w.acked) for w in through.values()):
+        if time.monotonic() - elected > 60:
+            sys.exit("bench: writes did not reach the new leader within 60 s")
+        time.sleep(0.05)
+    time.sleep(1)
+    for name, w in through.items():
+        out[f"leader partitioned, through {name}"] = w.gap(cut, time.monotonic())
+    for w in through.values():
+        w.stop.set()
+    lab("heal", "lab2")
+    return out
 
 
 def secured_inventory(where):
@@ -191,8 +265,10 @@ def main():
     p = argparse.ArgumentParser()
     p.add_argument("--runs", type=int, default=3)
     p.add_argument("--bootstrap", action="store_true")
+    p.add_argument("--haproxy", action="store_true")
     args = p.parse_args()
-    runs = [bootstrap_run() if args.bootstrap else one_run() for _ in range(args.runs)]
+    run = bootstrap_run if args.bootstrap else haproxy_run if args.haproxy else one_run
+    runs = [run() for _ in range(args.runs)]
     lab("down")
     print("| lab, over SSH (3 hosts) | median | min-max |")
     print("|---|---|---|")

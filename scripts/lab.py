@@ -572,17 +572,18 @@ def cmd_up(args):
         first += size
     site_of = {m: (i, g) for i, g in enumerate(groups) for m in g}
     bridge_up()
+    # Every host's apt goes through the proxy: bare hosts get all their
+    # packages so, the others what a role adds (HAProxy, vip-manager).
+    start_apt_proxy()
     if bare:
-        start_apt_proxy()
         start_wheel_server()
     for name in names:
         if nspawn_pid(name) is None:
             i, members = site_of.get(name, (0, []))
             prepare_host(name, names, members, images[name],
                          "pgherd-lab" if i == 0 else f"pgherd-lab-site{i + 1}")
-            if bare:
-                write(os.path.join(host_dir(name), "root/etc/apt/apt.conf.d/01pgherd-lab-proxy"),
-                      f'Acquire::http::Proxy "http://{MACHINE_ADDR}:{APT_PROXY_PORT}";\n')
+            write(os.path.join(host_dir(name), "root/etc/apt/apt.conf.d/01pgherd-lab-proxy"),
+                  f'Acquire::http::Proxy "http://{MACHINE_ADDR}:{APT_PROXY_PORT}";\n')
             start_host(name)
     for name in names:
         wait_booted(name)

@@ -220,8 +220,13 @@ pub const LAB_SUPERUSER_PW: &str = "lab-superuser-pw";
 /// writes (a statement then may or may not have happened on `None`: never
 /// count it as acknowledged).
 pub fn lab_sql(target: &str, read_write: bool, statement: &str) -> Option<String> {
+    lab_sql_port(target, 5432, read_write, statement)
+}
+
+/// The same on another port (a proxy's).
+pub fn lab_sql_port(target: &str, port: u16, read_write: bool, statement: &str) -> Option<String> {
     let conninfo = format!(
-        "{target} port=5432 user=postgres dbname=postgres connect_timeout=2{}",
+        "{target} port={port} user=postgres dbname=postgres connect_timeout=2{}",
         if read_write {
             " target_session_attrs=read-write"
         } else {
@@ -256,6 +261,40 @@ pub fn lab_ids(target: &str, table: &str) -> std::collections::BTreeSet<u64> {
         .lines()
         .filter_map(|l| l.trim().parse().ok())
         .collect()
+}
+
+/// `name: role/state` of each member, as the first of `hosts` that
+/// answers `/cluster` lists them.
+pub fn lab_roles(hosts: &[&str]) -> Vec<String> {
+    let view = hosts.iter().find_map(|h| lab_rest(h, "/cluster"));
+    member_roles(view.as_ref(), true)
+}
+
+/// Waits until `leader` leads and every other host streams (or, under
+/// Debian's Patroni 3.0.2, which does not tell streaming apart, runs as a
+/// replica).
+pub fn lab_wait_whole(hosts: &[&str], leader: &str, what: &str, story: fn() -> String) {
+    let whole = |state: &str| -> Vec<String> {
+        hosts
+            .iter()
+            .map(|h| {
+                if *h == leader {
+                    format!("{h}: leader/running")
+                } else {
+                    format!("{h}: replica/{state}")
+                }
+            })
+            .collect()
+    };
+    wait_for(
+        what,
+        Duration::from_secs(60),
+        || {
+            let r = lab_roles(hosts);
+            (r == whole("streaming") || r == whole("running")).then_some(())
+        },
+        || format!("{:?}\n{}", lab_roles(hosts), story()),
+    );
 }
 
 /// A lab host's REST API, `GET path`, as JSON when it answers 200.

@@ -10,7 +10,10 @@
 
 use std::time::Duration;
 
-use pgherd_e2e::{lab_ids, lab_rest, lab_story, repo_root, wait_for, Lab, TestDir, Writer};
+use pgherd_e2e::{
+    lab_ids, lab_rest, lab_roles, lab_story, lab_wait_whole, repo_root, wait_for, Lab, TestDir,
+    Writer,
+};
 
 const HOSTS: [&str; 3] = ["lab1", "lab2", "lab3"];
 const VENV: &str = "/opt/patroni";
@@ -22,12 +25,6 @@ fn story() -> String {
         &HOSTS,
         "curl -s http://$(hostname -I | cut -d' ' -f1):8008/patroni; echo",
     )
-}
-
-/// `name: role/state` of each member, as the first that answers lists them.
-fn roles() -> Vec<String> {
-    let view = HOSTS.iter().find_map(|h| lab_rest(h, "/cluster"));
-    pgherd_e2e::member_roles(view.as_ref(), true)
 }
 
 /// Each host's (Patroni's version, PostgreSQL's version number).
@@ -117,19 +114,11 @@ fn a_rolling_minor_upgrade_installs_and_restarts_with_one_switchover() {
     let old: Vec<&str> = old.iter().map(String::as_str).collect();
     pgherd_e2e::ansible_playbook(&dir.path, &deploy, &inventory, &old)
         .assert_ok("the cluster on the older releases");
-    wait_for(
+    lab_wait_whole(
+        &HOSTS,
+        "lab1",
         "the cluster whole on the older releases",
-        Duration::from_secs(60),
-        || {
-            (roles()
-                == [
-                    "lab1: leader/running",
-                    "lab2: replica/streaming",
-                    "lab3: replica/streaming",
-                ])
-            .then_some(())
-        },
-        || format!("{:?}\n{}", roles(), story()),
+        story,
     );
     assert_eq!(
         running(),
@@ -171,7 +160,7 @@ fn a_rolling_minor_upgrade_installs_and_restarts_with_one_switchover() {
         gap.as_secs_f64()
     );
 
-    let r = roles();
+    let r = lab_roles(&HOSTS);
     assert_eq!(r.len(), 3, "{r:?}");
     assert!(
         !r.contains(&"lab1: leader/running".to_string())
