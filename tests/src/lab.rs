@@ -142,6 +142,129 @@ impl Lab {
     pub fn playbook(&self, dir: &Path, playbook: &Path, extra: &[&str]) -> PlaybookRun {
         ansible_playbook(dir, playbook, &Lab::inventory(), extra)
     }
+
+    /// A playbook in `dir` (file `name`) applying `role` to `host` with
+    /// `vars` (`key: value` lines).
+    pub fn role_playbook(
+        dir: &Path,
+        name: &str,
+        host: &str,
+        role: &str,
+        vars: &[String],
+    ) -> PathBuf {
+        let path = dir.join(name);
+        let vars: String = vars.iter().map(|v| format!("      {v}\n")).collect();
+        std::fs::write(
+            &path,
+            format!("- hosts: {host}\n  gather_facts: false\n  roles:\n    - role: {role}\n{vars}"),
+        )
+        .unwrap();
+        path
+    }
+
+    /// playbooks/switchover.yml to `to`, which must succeed.
+    pub fn switchover(&self, dir: &Path, to: &str) {
+        self.playbook(
+            dir,
+            &repo_root().join("playbooks/switchover.yml"),
+            &["-e", &format!("new_leader={to}")],
+        )
+        .assert_ok("the switchover");
+    }
+
+    /// A switchover to `to` while a client writes through a proxy (`via`,
+    /// at `host`:`port`) into a new table: every acknowledged write is on
+    /// `to` after; the longest time between two acknowledged writes is
+    /// printed and returned.
+    pub fn switchover_through(
+        &self,
+        dir: &Path,
+        via: &str,
+        (host, port): (&str, u16),
+        to: &str,
+        story: fn() -> String,
+    ) -> Duration {
+        let all = "host=10.231.0.11,10.231.0.12,10.231.0.13";
+        lab_sql(all, true, "CREATE TABLE written (id bigint PRIMARY KEY)").expect("the table");
+        let writer = Writer::through(host, port, "written", story);
+        writer.wait_progress(20, &format!("through {via} before the switchover"));
+        self.switchover(dir, to);
+        writer.wait_progress(20, &format!("through {via} after the switchover"));
+        let acked = writer.finish_timed();
+        let gap = Writer::longest_gap(&acked);
+        eprintln!(
+            "{via}: {} writes acknowledged, the longest time between two {:.2} s",
+            acked.len(),
+            gap.as_secs_f64()
+        );
+        let on_leader = lab_ids(&format!("host={}", Lab::addr(to)), "written");
+        let lost: Vec<_> = acked
+            .iter()
+            .filter(|(id, _)| !on_leader.contains(id))
+            .collect();
+        assert!(
+            lost.is_empty(),
+            "acknowledged writes missing on {to}: {lost:?}"
+        );
+        gap
+    }
+
+    /// Three hosts running the lab's cluster (site.yml), lab1 leading.
+    pub fn deployed(dir: &Path, story: fn() -> String) -> Lab {
+        let lab = Lab::up(3);
+        lab.playbook(dir, &repo_root().join("playbooks/site.yml"), &[])
+            .assert_ok("site.yml");
+        lab_wait_whole(
+            &["lab1", "lab2", "lab3"],
+            "lab1",
+            "the cluster whole",
+            story,
+        );
+        lab
+    }
+
+    /// Whether dpkg has `package` installed on `host`.
+    pub fn installed(&self, host: &str, package: &str) -> bool {
+        self.ssh(
+            host,
+            &format!("dpkg-query -W -f '${{db:Status-Status}}' {package}"),
+        )
+        .is_ok_and(|s| s.trim() == "installed")
+    }
+
+    /// Another program (a Python HTTP server) listening on `port` of
+    /// `host`, until [`Lab::release_ports`].
+    pub fn hold_port(&self, host: &str, port: u16) {
+        self.ssh(
+            host,
+            &format!(
+                "nohup python3 -m http.server {port} --bind 0.0.0.0 >/dev/null 2>&1 & \
+                 for i in $(seq 50); do ss -Hltn 'sport = :{port}' | grep -q . && break; sleep 0.1; done"
+            ),
+        )
+        .unwrap();
+    }
+
+    pub fn release_ports(&self, host: &str) {
+        self.ssh(host, "pkill -f '[h]ttp.server' || true").unwrap();
+    }
+
+    /// A role's playbook on `host` that installs `package`: check mode
+    /// changes something and installs nothing, the run succeeds, the run
+    /// again changes nothing.
+    pub fn role_three_ways(&self, dir: &Path, playbook: &Path, host: &str, package: &str) {
+        let check = self.playbook(dir, playbook, &["--check"]);
+        check.assert_ok("the role in check mode");
+        assert!(!check.changed_tasks().is_empty(), "{}", check.transcript());
+        assert!(
+            !self.installed(host, package),
+            "check mode installs nothing"
+        );
+        self.playbook(dir, playbook, &[]).assert_ok("the role");
+        assert!(self.installed(host, package));
+        self.playbook(dir, playbook, &[])
+            .assert_unchanged("the role again");
+    }
 }
 
 /// `curl -X method url` with `options` (TLS files, credentials): the HTTP
@@ -319,6 +442,23 @@ impl Writer {
         Writer::start_with(
             move |id| {
                 lab_sql(&target, true, &format!("INSERT INTO {table} VALUES ({id})")).is_some()
+            },
+            story,
+        )
+    }
+
+    /// Inserts into `table` through a proxy at `host`:`port`.
+    pub fn through(host: &str, port: u16, table: &str, story: fn() -> String) -> Writer {
+        let (target, table) = (format!("host={host}"), table.to_string());
+        Writer::start_with(
+            move |id| {
+                lab_sql_port(
+                    &target,
+                    port,
+                    false,
+                    &format!("INSERT INTO {table} VALUES ({id})"),
+                )
+                .is_some()
             },
             story,
         )

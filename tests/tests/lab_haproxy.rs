@@ -8,10 +8,7 @@
 
 use std::time::Duration;
 
-use pgherd_e2e::{
-    lab_ids, lab_sql, lab_sql_port, lab_story, lab_wait_whole, repo_root, wait_for, Lab, TestDir,
-    Writer,
-};
+use pgherd_e2e::{lab_sql, lab_sql_port, lab_story, wait_for, Lab, TestDir};
 
 const HOSTS: [&str; 3] = ["lab1", "lab2", "lab3"];
 /// Not the role's defaults.
@@ -40,42 +37,24 @@ fn through(port: u16) -> Option<String> {
     )
 }
 
-fn role_playbook(dir: &TestDir, name: &str, host: &str, vars: &str) -> std::path::PathBuf {
-    let path = dir.join(name);
-    std::fs::write(
-        &path,
-        format!(
-            "- hosts: {host}\n  gather_facts: false\n  roles:\n\
-             \x20   - role: pgherd.cluster.haproxy\n\
-             \x20     haproxy_primary_port: {RW_PORT}\n\
-             \x20     haproxy_replica_port: {RO_PORT}\n\
-             \x20     haproxy_stats_port: {STATS_PORT}\n{vars}"
-        ),
-    )
-    .unwrap();
-    path
+fn role_playbook(dir: &TestDir, name: &str, host: &str, more: &[&str]) -> std::path::PathBuf {
+    let mut vars = vec![
+        format!("haproxy_primary_port: {RW_PORT}"),
+        format!("haproxy_replica_port: {RO_PORT}"),
+        format!("haproxy_stats_port: {STATS_PORT}"),
+    ];
+    vars.extend(more.iter().map(|v| v.to_string()));
+    Lab::role_playbook(&dir.path, name, host, "pgherd.cluster.haproxy", &vars)
 }
 
 #[test]
 fn haproxy_sends_writes_to_the_leader_and_reads_to_replicas_within_the_lag() {
     let dir = TestDir::new("lab-haproxy");
-    let lab = Lab::up(3);
-    lab.playbook(&dir.path, &repo_root().join("playbooks/site.yml"), &[])
-        .assert_ok("site.yml");
-    lab_wait_whole(&HOSTS, "lab1", "the cluster whole", story);
-    let installed = |host: &str| {
-        lab.ssh(host, "dpkg-query -W -f '${db:Status-Status}' haproxy")
-            .is_ok_and(|s| s.trim() == "installed")
-    };
+    let lab = Lab::deployed(&dir.path, story);
 
     // Refused before anything changes: a lag that is not a size; a port
     // another program listens on.
-    let bad = role_playbook(
-        &dir,
-        "bad.yml",
-        "lab2",
-        "      haproxy_replica_max_lag: lots\n",
-    );
+    let bad = role_playbook(&dir, "bad.yml", "lab2", &["haproxy_replica_max_lag: lots"]);
     let refused = lab.playbook(&dir.path, &bad, &[]);
     assert!(!refused.succeeded(), "{}", refused.transcript());
     let msg = refused.failed_tasks()[0].result["msg"].to_string();
@@ -83,15 +62,8 @@ fn haproxy_sends_writes_to_the_leader_and_reads_to_replicas_within_the_lag() {
         msg.contains("(given: lots)") && msg.contains("nothing was changed"),
         "{msg}"
     );
-    lab.ssh(
-        "lab2",
-        &format!(
-            "nohup python3 -m http.server {RO_PORT} --bind 0.0.0.0 >/dev/null 2>&1 & \
-             for i in $(seq 50); do ss -Hltn 'sport = :{RO_PORT}' | grep -q . && break; sleep 0.1; done"
-        ),
-    )
-    .unwrap();
-    let taken = role_playbook(&dir, "taken.yml", "lab2", "");
+    lab.hold_port("lab2", RO_PORT);
+    let taken = role_playbook(&dir, "taken.yml", "lab2", &[]);
     let refused = lab.playbook(&dir.path, &taken, &[]);
     assert!(!refused.succeeded(), "{}", refused.transcript());
     let msg = refused.failed_tasks()[0].result["msg"].to_string();
@@ -101,24 +73,20 @@ fn haproxy_sends_writes_to_the_leader_and_reads_to_replicas_within_the_lag() {
             && msg.contains("nothing was changed"),
         "{msg}"
     );
-    assert!(!installed("lab2"), "the refusals installed nothing");
-    lab.ssh("lab2", "pkill -f '[h]ttp.server' || true").unwrap();
+    assert!(
+        !lab.installed("lab2", "haproxy"),
+        "the refusals installed nothing"
+    );
+    lab.release_ports("lab2");
 
     // Check mode, the run, the run again.
     let proxy = role_playbook(
         &dir,
         "haproxy.yml",
         "lab1",
-        "      haproxy_replica_max_lag: 1MB\n",
+        &["haproxy_replica_max_lag: 1MB"],
     );
-    let check = lab.playbook(&dir.path, &proxy, &["--check"]);
-    check.assert_ok("the role in check mode");
-    assert!(!check.changed_tasks().is_empty(), "{}", check.transcript());
-    assert!(!installed("lab1"), "check mode installs nothing");
-    lab.playbook(&dir.path, &proxy, &[]).assert_ok("the role");
-    assert!(installed("lab1"));
-    lab.playbook(&dir.path, &proxy, &[])
-        .assert_unchanged("the role again");
+    lab.role_three_ways(&dir.path, &proxy, "lab1", "haproxy");
 
     // Writes reach the leader, reads the replicas.
     assert_eq!(through(RW_PORT).as_deref(), Some("10.231.0.11|false"));
@@ -179,43 +147,6 @@ fn haproxy_sends_writes_to_the_leader_and_reads_to_replicas_within_the_lag() {
 
     // A switchover under writes through the read-write port: every write
     // on the leader of its time, the unavailability measured.
-    lab_sql(
-        "host=10.231.0.11",
-        true,
-        "CREATE TABLE written (id bigint PRIMARY KEY)",
-    )
-    .unwrap();
-    let writer = Writer::start_with(
-        |id| {
-            lab_sql_port(
-                &format!("host={PROXY}"),
-                RW_PORT,
-                false,
-                &format!("INSERT INTO written VALUES ({id})"),
-            )
-            .is_some()
-        },
-        story,
-    );
-    writer.wait_progress(20, "through HAProxy before the switchover");
-    lab.playbook(
-        &dir.path,
-        &repo_root().join("playbooks/switchover.yml"),
-        &["-e", "new_leader=lab2"],
-    )
-    .assert_ok("the switchover");
-    writer.wait_progress(20, "through HAProxy after the switchover");
-    let acked = writer.finish_timed();
-    eprintln!(
-        "HAProxy: {} writes acknowledged, the longest time between two {:.2} s",
-        acked.len(),
-        Writer::longest_gap(&acked).as_secs_f64()
-    );
+    lab.switchover_through(&dir.path, "HAProxy", (PROXY, RW_PORT), "lab2", story);
     assert_eq!(through(RW_PORT).as_deref(), Some("10.231.0.12|false"));
-    let on_leader = lab_ids("host=10.231.0.12", "written");
-    let lost: Vec<_> = acked
-        .iter()
-        .filter(|(id, _)| !on_leader.contains(id))
-        .collect();
-    assert!(lost.is_empty(), "acknowledged writes missing: {lost:?}");
 }
