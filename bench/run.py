@@ -104,6 +104,9 @@ def node_args(n):
         "surole_password": "local-superuser-pw",
         "replrole_password": "local-replication-pw",
         "rewind_password": "local-rewind-pw",
+        # As site.yml gives it: the members, and 127.0.0.1 (local ones
+        # connect from there; the filter pgherd_member_addresses).
+        "member_addresses": ["127.0.0.11", "127.0.0.1", "127.0.0.12", "127.0.0.13"],
         "patroni": {
             "cluster": "pgherd-local", "node": f"pg{n}",
             "restapi": {"connect_address": f"{host}:8008", "listen": f"{host}:8008"},
