@@ -41,6 +41,8 @@ import subprocess
 import sys
 import time
 
+from local import Writer
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 INVENTORY = os.path.join(REPO, "playbooks/inventories/lab")
 PLAYBOOK = os.path.join(REPO, ".venv/bin/ansible-playbook")
@@ -134,28 +136,6 @@ def one_run():
     return {"deploy": deploy, "re-run": rerun, "switchover": switch, "partition to writes": to_writes}
 
 
-class Writer:
-    """Inserts one row at a time through `target`; the times of the
-    acknowledged ones."""
-
-    def __init__(self, target, port):
-        import threading
-        self.acked, self.stop = [], threading.Event()
-        self.thread = threading.Thread(target=self.run, args=(target, port), daemon=True)
-        self.thread.start()
-
-    def run(self, target, port):
-        while not self.stop.is_set():
-            if write(target, port):
-                self.acked.append(time.monotonic())
-            else:
-                time.sleep(0.02)
-
-    def gap(self, since, until):
-        times = [since] + [t for t in self.acked if since <= t <= until] + [until]
-        return max(b - a for a, b in zip(times, times[1:]))
-
-
 def haproxy_run():
     import tempfile
     lab("down")
@@ -170,7 +150,8 @@ def haproxy_run():
     subprocess.run([PSQL, "-X", "-q", f"{ALL} port=5432 user=postgres dbname=postgres "
                     "target_session_attrs=read-write", "-c", "CREATE TABLE bench_writes (t timestamptz)"],
                    env=dict(os.environ, PGPASSWORD="lab-superuser-pw"), check=True, capture_output=True)
-    through = {"HAProxy": Writer("host=10.231.0.11", 5000), "libpq host list": Writer(ALL, 5432)}
+    through = {"HAProxy": Writer(lambda: write("host=10.231.0.11", 5000)),
+               "libpq host list": Writer(lambda: write(ALL, 5432))}
     time.sleep(2)
     out = {}
     started = time.monotonic()

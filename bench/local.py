@@ -98,24 +98,19 @@ def forget(*prefixes):
 
 
 class Writer(threading.Thread):
-    """Inserts one row at a time into any node that takes writes; the
-    times of the acknowledged ones."""
+    """Calls `write` (one acknowledged row, or False) again and again; the
+    times of the acknowledged writes."""
 
-    def __init__(self, root, nodes, port=5432):
+    def __init__(self, write):
         super().__init__(daemon=True)
         self.acked = []
         self.stop = threading.Event()
-        hosts = ",".join(os.path.join(root, n, "run") for n in nodes)
-        self.target = (f"host={hosts} port={port} dbname=postgres target_session_attrs=read-write "
-                       "connect_timeout=2")
+        self.write = write
+        self.start()
 
     def run(self):
         while not self.stop.is_set():
-            ok = subprocess.run(
-                ["runuser", "-u", "postgres", "--", PSQL, "-XAtq", self.target,
-                 "-c", "insert into bench_written values (now())"],
-                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL).returncode == 0
-            if ok:
+            if self.write():
                 self.acked.append(time.monotonic())
             else:
                 time.sleep(0.02)
@@ -130,3 +125,15 @@ class Writer(threading.Thread):
         """The longest time without an acknowledged write in [since, until]."""
         times = [since] + [t for t in self.acked if since <= t <= until] + [until]
         return max(b - a for a, b in zip(times, times[1:]))
+
+
+def local_writer(root, nodes, port=5432):
+    """A Writer inserting into bench_written on any of the local `nodes`
+    (their sockets under `root`) that takes writes."""
+    hosts = ",".join(os.path.join(root, n, "run") for n in nodes)
+    target = (f"host={hosts} port={port} dbname=postgres target_session_attrs=read-write "
+              "connect_timeout=2")
+    return Writer(lambda: subprocess.run(
+        ["runuser", "-u", "postgres", "--", PSQL, "-XAtq", target,
+         "-c", "insert into bench_written values (now())"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL).returncode == 0)

@@ -102,8 +102,7 @@ def main():
             local.playbook(ROOT, inv, "site.yml", *extra)
             if not local.psql(ROOT, "db1", "create table bench_written (at timestamptz)"):
                 sys.exit("the table could not be made")
-            writer = local.Writer(ROOT, NODES)
-            writer.start()
+            writer = local.local_writer(ROOT, NODES)
             time.sleep(1)
             point(pg, newer)
             point(patroni, os.path.join(MINORS, "patroni-4.1.5"))

@@ -57,8 +57,7 @@ def main():
                       f"insert into filler select g, md5(g::text) from generate_series(1, {a.rows}) g"):
                 if not local.psql(ROOT, "db1", q):
                     sys.exit(f"{q} failed")
-            writer = local.Writer(ROOT, NODES)
-            writer.start()
+            writer = local.local_writer(ROOT, NODES)
             time.sleep(1)
             started = time.monotonic()
             totals.append(local.playbook(ROOT, inv, "upgrade.yml", "-e", f"upgrade_cluster={cluster}",

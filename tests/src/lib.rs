@@ -656,6 +656,14 @@ pub fn psql(socket_dir: &Path, sql: &str) -> Result<String, String> {
     psql_at(socket_dir, 5432, sql)
 }
 
+/// PostgreSQL's version number (`server_version_num`) of a release as
+/// packages name it: `15.20` and `15.20-0+deb12u1` are 150020.
+pub fn pg_version_num(release: &str) -> u64 {
+    let upstream = release.split('-').next().unwrap_or(release);
+    let (major, minor) = upstream.split_once('.').unwrap_or((upstream, "0"));
+    major.parse::<u64>().unwrap_or(0) * 10_000 + minor.parse::<u64>().unwrap_or(0)
+}
+
 /// As [`psql`], for a node on another port.
 pub fn psql_at(socket_dir: &Path, port: u16, sql: &str) -> Result<String, String> {
     let runner = pgherd_core::sql::Psql {

@@ -16,7 +16,8 @@ use pgherd_e2e::{
 };
 
 const HOSTS: [&str; 3] = ["lab1", "lab2", "lab3"];
-const VENV: &str = "/opt/patroni";
+/// Not the packages role's default (/opt/patroni).
+const VENV: &str = "/srv/pgherd/patroni-venv";
 const OLD_PATRONI: &str = "4.0.11";
 const NEW_PATRONI: &str = "4.1.5";
 
@@ -41,12 +42,6 @@ fn running() -> Vec<(String, u64)> {
         .collect()
 }
 
-fn version_num(debian_version: &str) -> u64 {
-    let upstream = debian_version.split('-').next().unwrap();
-    let (major, minor) = upstream.split_once('.').unwrap();
-    major.parse::<u64>().unwrap() * 10_000 + minor.parse::<u64>().unwrap()
-}
-
 #[test]
 fn a_rolling_minor_upgrade_installs_and_restarts_with_one_switchover() {
     let dir = TestDir::new("lab-minor");
@@ -68,7 +63,7 @@ fn a_rolling_minor_upgrade_installs_and_restarts_with_one_switchover() {
             .filter_map(|l| l.split('|').nth(1).map(|v| v.trim().to_string()))
             .collect::<Vec<_>>();
     }
-    versions.sort_by_key(|v| version_num(v));
+    versions.sort_by_key(|v| pgherd_e2e::pg_version_num(v));
     versions.dedup();
     assert!(
         versions.len() >= 2,
@@ -79,15 +74,22 @@ fn a_rolling_minor_upgrade_installs_and_restarts_with_one_switchover() {
         versions[versions.len() - 1].clone(),
     );
 
-    let vars = Lab::inventory_vars().replace(
-        "execpath: /usr/bin/patroni",
-        &format!("execpath: {VENV}/bin/patroni"),
+    // Names and paths other than the lab inventory's.
+    let vars = Lab::inventory_vars()
+        .replace(
+            "execpath: /usr/bin/patroni",
+            &format!("execpath: {VENV}/bin/patroni"),
+        )
+        .replace("pg_cluster: lab\n", "pg_cluster: tills-east\n")
+        .replace("pg_instance: main\n", "pg_instance: books\n");
+    assert!(
+        vars.contains(VENV) && vars.contains("tills-east") && vars.contains("books"),
+        "{vars}"
     );
-    assert!(vars.contains(VENV), "{vars}");
     let inventory = Lab::inventory_with_vars(
         &dir.path,
         &format!(
-            "{vars}\npackages_patroni_from: pip\n\
+            "{vars}\npackages_patroni_from: pip\npackages_patroni_venv: {VENV}\n\
              packages_pip_options: [--no-index, --find-links, \"{}\", --trusted-host, \"10.231.0.1\"]\n",
             Lab::wheelhouse()
         ),
@@ -122,7 +124,7 @@ fn a_rolling_minor_upgrade_installs_and_restarts_with_one_switchover() {
     );
     assert_eq!(
         running(),
-        vec![(OLD_PATRONI.to_string(), version_num(&older)); 3]
+        vec![(OLD_PATRONI.to_string(), pgherd_e2e::pg_version_num(&older)); 3]
     );
 
     let all = format!(
@@ -172,7 +174,7 @@ fn a_rolling_minor_upgrade_installs_and_restarts_with_one_switchover() {
     );
     assert_eq!(
         running(),
-        vec![(NEW_PATRONI.to_string(), version_num(&newer)); 3]
+        vec![(NEW_PATRONI.to_string(), pgherd_e2e::pg_version_num(&newer)); 3]
     );
     for host in HOSTS {
         let installed = lab

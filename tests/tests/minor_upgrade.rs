@@ -8,7 +8,9 @@
 //! restarts and changes nothing; the playbook restarts Patroni alone (its
 //! PostgreSQL keeps running), the replicas' PostgreSQL one at a time, then
 //! switches over (to the synchronous standby: the cluster is in
-//! synchronous mode) and restarts the former leader, while a client writes:
+//! synchronous mode) and restarts the former leader, while a client writes
+//! (PostgreSQL's own logs count its starts: one a node, none for
+//! Patroni's restarts):
 //! every acknowledged write is on every member, and a second run changes
 //! nothing.
 
@@ -17,7 +19,7 @@ use std::time::Duration;
 
 use pgherd_e2e::{
     ansible_playbook, cluster_view_from, http_get, local_inventory_with, local_nodes_test,
-    member_roles, psql_at, repo_root, wait_for, Etcd, Writer,
+    member_roles, pg_version_num, psql_at, repo_root, wait_for, Etcd, Writer,
 };
 
 const NODES: [(&str, &str); 3] = [
@@ -92,45 +94,113 @@ fn point(link: &Path, target: &Path) {
     std::fs::rename(&tmp, link).unwrap();
 }
 
-fn version_num(v: &str) -> u64 {
-    let (major, minor) = v.split_once('.').unwrap();
-    major.parse::<u64>().unwrap() * 10_000 + minor.parse::<u64>().unwrap()
+/// The cluster of the test: its directory, the links the settings name,
+/// the inventory and the variables every playbook is given.
+struct Shape {
+    dir: pgherd_e2e::TestDir,
+    root: PathBuf,
+    pg_link: PathBuf,
+    patroni_link: PathBuf,
+    inv: PathBuf,
+    vars: Vec<String>,
+    _etcd: Etcd,
+    _reaper: pgherd_e2e::ProcessReaper,
 }
 
-#[test]
-fn a_rolling_minor_upgrade_restarts_patroni_paused_then_each_postgres_with_one_switchover() {
-    let [(old_pg, old_tree), (new_pg, new_tree)] = postgres_releases();
-    let minors = repo_root().join(".work/minors");
+impl Shape {
+    fn vars(&self) -> Vec<&str> {
+        self.vars.iter().map(String::as_str).collect()
+    }
+
+    fn sockets(&self, node: &str) -> PathBuf {
+        self.root.join(format!("{node}/run"))
+    }
+
+    fn playbook(&self, playbook: &Path, more: &[&str]) -> pgherd_e2e::PlaybookRun {
+        let mut vars = self.vars();
+        vars.extend(more);
+        ansible_playbook(&self.dir.path, playbook, &self.inv, &vars)
+    }
+
+    /// The new releases installed: the links pointed at them.
+    fn install(&self, tree: &Path, patroni: &str) {
+        point(&self.pg_link, tree);
+        point(
+            &self.patroni_link,
+            &repo_root().join(format!(".work/minors/patroni-{patroni}")),
+        );
+    }
+
+    /// The lines of the nodes' PostgreSQL logs matching `pattern` (for a
+    /// failure's message).
+    fn postgres_log_lines(&self, pattern: &str) -> String {
+        let out = std::process::Command::new("sh")
+            .arg("-c")
+            .arg(format!(
+                "grep -HE '{pattern}' {}/*/log/postgresql-15-{INSTANCE}/* | tail -40",
+                self.root.display()
+            ))
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// How often each node's PostgreSQL started, as its logs say.
+    fn postgres_starts(&self) -> Vec<usize> {
+        NODES
+            .iter()
+            .map(|(node, _)| {
+                let logs = self
+                    .root
+                    .join(format!("{node}/log/postgresql-15-{INSTANCE}"));
+                std::fs::read_dir(&logs)
+                    .into_iter()
+                    .flatten()
+                    .flatten()
+                    .map(|f| std::fs::read_to_string(f.path()).unwrap_or_default())
+                    .map(|text| text.matches("LOG:  starting PostgreSQL").count())
+                    .sum()
+            })
+            .collect()
+    }
+}
+
+/// The cluster deployed by site.yml on the older releases (names, ports,
+/// paths other than the local inventory's; synchronous mode).
+fn deploy_on(tree: &Path) -> Shape {
     let addresses: Vec<&str> = NODES.iter().map(|(_, a)| *a).collect();
-    let (dir, root, _reaper) = local_nodes_test("minor-upgrade", &addresses);
+    let (dir, root, reaper) = local_nodes_test("minor-upgrade", &addresses);
     std::fs::create_dir_all(&root).unwrap();
     let etcd = Etcd::start(&dir.path, 25_519, 25_520);
     // What the settings name: PostgreSQL's programs and Patroni's, through
-    // links that the "package upgrade" below points elsewhere.
-    let pg_link = root.join("postgresql-15");
-    let patroni_link = root.join("patroni");
-    point(&pg_link, &old_tree);
-    point(
-        &patroni_link,
-        &minors.join(format!("patroni-{OLD_PATRONI}")),
-    );
-
-    let hosts = format!(
-        "all:\n  children:\n    primary:\n      hosts:\n        {}: {{ansible_host: {}}}\n    \
-         replica:\n      hosts:\n        {}: {{ansible_host: {}}}\n        {}: {{ansible_host: {}}}\n",
-        NODES[0].0, NODES[0].1, NODES[1].0, NODES[1].1, NODES[2].0, NODES[2].1
-    );
-    let inv = local_inventory_with(&dir.path, &hosts);
-    // In synchronous mode: the switchover goes to the synchronous standby.
+    // links that the "package upgrade" points elsewhere.
+    let shape = Shape {
+        pg_link: root.join("postgresql-15"),
+        patroni_link: root.join("patroni"),
+        inv: local_inventory_with(
+            &dir.path,
+            &format!(
+                "all:\n  children:\n    primary:\n      hosts:\n        {}: {{ansible_host: {}}}\n    \
+                 replica:\n      hosts:\n        {}: {{ansible_host: {}}}\n        {}: {{ansible_host: {}}}\n",
+                NODES[0].0, NODES[0].1, NODES[1].0, NODES[1].1, NODES[2].0, NODES[2].1
+            ),
+        ),
+        vars: Vec::new(),
+        dir,
+        root,
+        _etcd: etcd,
+        _reaper: reaper,
+    };
+    shape.install(tree, OLD_PATRONI);
     let extra = serde_json::json!({
-        "pgherd_etcd_hosts": [etcd.client_addr],
+        "pgherd_etcd_hosts": [shape._etcd.client_addr],
         "patroni_bootstrap_dcs": {"synchronous_mode": true},
         "pgherd_settings_extra": {
-            "postgresql": {"bindir": format!("{}/bin", pg_link.display())},
-            "patroni": {"execpath": format!("{}/bin/patroni", patroni_link.display())},
+            "postgresql": {"bindir": format!("{}/bin", shape.pg_link.display())},
+            "patroni": {"execpath": format!("{}/bin/patroni", shape.patroni_link.display())},
         },
     });
-    let vars = [
+    let vars = vec![
         "-e".to_string(),
         format!("pgherd_repo={}", repo_root().display()),
         "-e".to_string(),
@@ -139,57 +209,47 @@ fn a_rolling_minor_upgrade_restarts_patroni_paused_then_each_postgres_with_one_s
              patroni_restapi_port={API_PORT} rolling_packages=false"
         ),
         "-e".to_string(),
-        format!("pgherd_local_root={}", root.display()),
+        format!("pgherd_local_root={}", shape.root.display()),
         "-e".to_string(),
         extra.to_string(),
     ];
-    let vars: Vec<&str> = vars.iter().map(String::as_str).collect();
-    let site = repo_root().join("playbooks/site.yml");
-    let rolling = repo_root().join("playbooks/rolling-upgrade.yml");
+    let shape = Shape { vars, ..shape };
+    shape
+        .playbook(&repo_root().join("playbooks/site.yml"), &[])
+        .assert_ok("site.yml");
+    shape
+}
 
-    ansible_playbook(&dir.path, &site, &inv, &vars).assert_ok("site.yml");
-    let whole = |what: &str| {
-        wait_for(
-            what,
-            Duration::from_secs(60),
-            || {
-                let r = roles();
-                // In synchronous mode, with its synchronous standby.
-                (r.iter().filter(|m| m.ends_with("leader/running")).count() == 1
-                    && r.iter().filter(|m| m.ends_with("/streaming")).count() == 2
-                    && r.iter().any(|m| m.contains("sync_standby/")))
-                .then_some(r)
-            },
-            || format!("{:?}", roles()),
-        )
-    };
-    whole("the cluster on the older releases");
-    for (node, _) in NODES {
-        let (patroni, server, _) = running(node);
-        assert_eq!(
-            (patroni.as_str(), server),
-            (OLD_PATRONI, version_num(&old_pg))
-        );
-    }
-    let sockets = |node: &str| root.join(format!("{node}/run"));
-    psql_at(
-        &sockets("mu1"),
-        PG_PORT,
-        "create table written (id bigint primary key)",
+/// Waits until one member leads and two stream, one of them the
+/// synchronous standby; the roles then.
+fn whole(what: &str) -> Vec<String> {
+    wait_for(
+        what,
+        Duration::from_secs(60),
+        || {
+            let r = roles();
+            (r.iter().filter(|m| m.ends_with("leader/running")).count() == 1
+                && r.iter().filter(|m| m.ends_with("/streaming")).count() == 2
+                && r.iter().any(|m| m.contains("sync_standby/")))
+            .then_some(r)
+        },
+        || format!("{:?}", roles()),
     )
-    .unwrap();
+}
 
-    // A client writing one row at a time to whichever member takes writes.
+/// A client writing one row at a time into `written` on whichever member
+/// takes writes (libpq's list of the nodes' sockets).
+fn writer(shape: &Shape) -> Writer {
     let hosts_list = NODES
         .iter()
-        .map(|(n, _)| sockets(n).display().to_string())
+        .map(|(n, _)| shape.sockets(n).display().to_string())
         .collect::<Vec<_>>()
         .join(",");
     let target = format!(
         "host={hosts_list} port={PG_PORT} dbname=postgres connect_timeout=2 \
          target_session_attrs=read-write"
     );
-    let writer = Writer::start_with(
+    Writer::start_with(
         move |id| {
             std::process::Command::new("runuser")
                 .args(["-u", "postgres", "--", "timeout", "5"])
@@ -203,19 +263,41 @@ fn a_rolling_minor_upgrade_restarts_patroni_paused_then_each_postgres_with_one_s
                 .is_ok_and(|s| s.success())
         },
         || format!("{:?}", roles()),
-    );
-    writer.wait_progress(20, "before the upgrade");
+    )
+}
 
-    // The new releases installed: the running programs are now outdated.
-    point(&pg_link, &new_tree);
-    point(
-        &patroni_link,
-        &minors.join(format!("patroni-{NEW_PATRONI}")),
-    );
-    let before: Vec<_> = NODES.iter().map(|(n, _)| running(n)).collect();
+/// Every acknowledged write is on every member.
+fn every_write_everywhere(shape: &Shape, acked: &[(u64, std::time::Instant)]) {
+    let last = acked.last().unwrap().0;
+    for (node, _) in NODES {
+        wait_for(
+            &format!("{node} to hold write {last}"),
+            Duration::from_secs(30),
+            || {
+                psql_at(
+                    &shape.sockets(node),
+                    PG_PORT,
+                    &format!("select 1 from written where id = {last}"),
+                )
+                .ok()
+                .filter(|r| r == "1")
+            },
+            String::new,
+        );
+        let ids: std::collections::BTreeSet<u64> =
+            psql_at(&shape.sockets(node), PG_PORT, "select id from written")
+                .unwrap()
+                .lines()
+                .filter_map(|l| l.parse().ok())
+                .collect();
+        let lost: Vec<_> = acked.iter().filter(|(id, _)| !ids.contains(id)).collect();
+        assert!(lost.is_empty(), "{node} lacks acknowledged writes {lost:?}");
+    }
+}
 
-    // Patroni alone, unpaused: refused before anything is done.
-    let one = dir.join("one.yml");
+/// Patroni alone, unpaused, on mu2: refused before anything is done.
+fn patroni_alone_is_refused_unpaused(shape: &Shape) {
+    let one = shape.dir.join("one.yml");
     std::fs::write(
         &one,
         format!(
@@ -225,7 +307,7 @@ fn a_rolling_minor_upgrade_restarts_patroni_paused_then_each_postgres_with_one_s
         ),
     )
     .unwrap();
-    let refused = ansible_playbook(&dir.path, &one, &inv, &vars);
+    let refused = shape.playbook(&one, &[]);
     assert!(!refused.succeeded(), "{}", refused.transcript());
     let msg = refused.failed_tasks()[0].result["msg"].to_string();
     assert!(
@@ -235,9 +317,38 @@ fn a_rolling_minor_upgrade_restarts_patroni_paused_then_each_postgres_with_one_s
             && msg.contains("nothing was changed"),
         "{msg}"
     );
+}
+
+#[test]
+fn a_rolling_minor_upgrade_restarts_patroni_paused_then_each_postgres_with_one_switchover() {
+    let [(old_pg, old_tree), (new_pg, new_tree)] = postgres_releases();
+    let shape = deploy_on(&old_tree);
+    let rolling = repo_root().join("playbooks/rolling-upgrade.yml");
+    whole("the cluster on the older releases");
+    for (node, _) in NODES {
+        let (patroni, server, _) = running(node);
+        assert_eq!(
+            (patroni.as_str(), server),
+            (OLD_PATRONI, pg_version_num(&old_pg))
+        );
+    }
+    psql_at(
+        &shape.sockets("mu1"),
+        PG_PORT,
+        "create table written (id bigint primary key)",
+    )
+    .unwrap();
+    let writer = writer(&shape);
+    writer.wait_progress(20, "before the upgrade");
+
+    // The new releases installed: the running programs are now outdated.
+    shape.install(&new_tree, NEW_PATRONI);
+    let before: Vec<_> = NODES.iter().map(|(n, _)| running(n)).collect();
+    let starts_before = shape.postgres_starts();
+    patroni_alone_is_refused_unpaused(&shape);
 
     // Check mode: the restarts foreseen, nothing done.
-    let check = ansible_playbook(&dir.path, &rolling, &inv, &with(&vars, &["--check"]));
+    let check = shape.playbook(&rolling, &["--check"]);
     check.assert_ok("rolling-upgrade.yml in check mode");
     let foreseen: Vec<String> = check
         .events
@@ -256,7 +367,7 @@ fn a_rolling_minor_upgrade_restarts_patroni_paused_then_each_postgres_with_one_s
     assert_eq!(roles()[0], "mu1: leader/running");
 
     // The rolling upgrade.
-    let run = ansible_playbook(&dir.path, &rolling, &inv, &vars);
+    let run = shape.playbook(&rolling, &[]);
     run.assert_ok("rolling-upgrade.yml");
     let r = whole("the cluster after the rolling upgrade");
     assert!(
@@ -267,12 +378,28 @@ fn a_rolling_minor_upgrade_restarts_patroni_paused_then_each_postgres_with_one_s
         let (patroni, server, started) = running(node);
         assert_eq!(
             (patroni.as_str(), server),
-            (NEW_PATRONI, version_num(&new_pg)),
+            (NEW_PATRONI, pg_version_num(&new_pg)),
             "{node}"
         );
         assert_ne!(started, before[i].2, "{node}'s PostgreSQL restarted");
     }
-    // Patroni restarted alone: its PostgreSQL kept running (no warning).
+    // Patroni restarted alone: its PostgreSQL kept running. Each node's
+    // PostgreSQL started once: the replicas' minor restarts, and the former
+    // leader's demotion in the switchover (which already starts the
+    // installed release: nothing left to restart there); none for
+    // Patroni's restarts.
+    let starts: Vec<usize> = shape
+        .postgres_starts()
+        .iter()
+        .zip(&starts_before)
+        .map(|(after, before)| after - before)
+        .collect();
+    assert_eq!(
+        starts,
+        [1, 1, 1],
+        "PostgreSQL starts of mu1, mu2, mu3 (now {r:?}); their logs:\n{}",
+        shape.postgres_log_lines("starting PostgreSQL|shutting down|received .* shutdown|promot")
+    );
     let restarts: Vec<_> = run
         .events
         .iter()
@@ -290,43 +417,17 @@ fn a_rolling_minor_upgrade_restarts_patroni_paused_then_each_postgres_with_one_s
     let view = cluster_view_from(NODES.iter().map(|(n, _)| api(n))).unwrap();
     assert!(view["pause"].is_null() || view["pause"] == false, "{view}");
 
-    // Every acknowledged write on every member.
     writer.wait_progress(20, "after the upgrade");
     let acked = writer.finish_timed();
-    let gap = Writer::longest_gap(&acked);
     eprintln!(
         "{} writes acknowledged; the longest time between two: {:.2} s",
         acked.len(),
-        gap.as_secs_f64()
+        Writer::longest_gap(&acked).as_secs_f64()
     );
-    let last = acked.last().unwrap().0;
-    for (node, _) in NODES {
-        wait_for(
-            &format!("{node} to hold write {last}"),
-            Duration::from_secs(30),
-            || {
-                psql_at(
-                    &sockets(node),
-                    PG_PORT,
-                    &format!("select 1 from written where id = {last}"),
-                )
-                .ok()
-                .filter(|r| r == "1")
-            },
-            String::new,
-        );
-        let ids: std::collections::BTreeSet<u64> =
-            psql_at(&sockets(node), PG_PORT, "select id from written")
-                .unwrap()
-                .lines()
-                .filter_map(|l| l.parse().ok())
-                .collect();
-        let lost: Vec<_> = acked.iter().filter(|(id, _)| !ids.contains(id)).collect();
-        assert!(lost.is_empty(), "{node} lacks acknowledged writes {lost:?}");
-    }
+    every_write_everywhere(&shape, &acked);
 
     // Nothing left to do: no pause, no restart, no change.
-    let again = ansible_playbook(&dir.path, &rolling, &inv, &vars);
+    let again = shape.playbook(&rolling, &[]);
     again.assert_unchanged("rolling-upgrade.yml again");
     let facts = again
         .events
@@ -341,10 +442,4 @@ fn a_rolling_minor_upgrade_restarts_patroni_paused_then_each_postgres_with_one_s
         })
     );
     assert_eq!(facts.result["instance"]["outdated"], serde_json::json!([]));
-}
-
-fn with<'a>(vars: &[&'a str], more: &[&'a str]) -> Vec<&'a str> {
-    let mut out = vars.to_vec();
-    out.extend(more);
-    out
 }

@@ -15,14 +15,15 @@ pub const ETCD_TIMEOUT: Duration = Duration::from_secs(5);
 /// The longest wait before trying etcd again.
 const MAX_BACKOFF: Duration = Duration::from_secs(2);
 
-/// What a pass is given: why it runs, the keys under the prefix, and
-/// whether it is the first of a session (after a connection).
-pub type Pass<'p> = dyn FnMut(&str, &BTreeMap<String, String>, bool) + 'p;
+/// What a pass is given: why it runs, the keys under the prefix with
+/// their values (in key order), and whether it is the first of a session
+/// (after a connection).
+pub type Pass<'p> = dyn FnMut(&str, &[(String, String)], bool) + 'p;
 
 /// One pass's input, as the watching thread sends it.
 struct Seen {
     why: String,
-    kvs: BTreeMap<String, String>,
+    kvs: Vec<(String, String)>,
     first: bool,
 }
 
@@ -86,7 +87,7 @@ fn session(
     let send = |why: String, kvs: &BTreeMap<String, String>, first: bool| {
         let _ = tx.send(Seen {
             why,
-            kvs: kvs.clone(),
+            kvs: kvs.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
             first,
         });
     };

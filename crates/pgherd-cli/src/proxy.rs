@@ -432,10 +432,9 @@ impl Proxy {
         )
     }
 
-    fn pass(&self, why: &str, kvs: &BTreeMap<String, String>, always: bool) {
-        let kvs: Vec<(String, String)> = kvs.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
-        let keys = parse_cluster_keys(&self.prefix, &kvs);
-        match self.apply(&keys, &kvs) {
+    fn pass(&self, why: &str, kvs: &[(String, String)], always: bool) {
+        let keys = parse_cluster_keys(&self.prefix, kvs);
+        match self.apply(&keys, kvs) {
             Ok(outcome) => {
                 if outcome == Outcome::Written {
                     self.reload();

@@ -9,7 +9,7 @@ use std::io::Write;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use pgherd_core::cluster::{self, ClusterInfo, MemberInfo, Target};
-use pgherd_core::dcs::cluster_prefix;
+use pgherd_core::dcs::{cluster_prefix, parse_cluster_keys, ClusterKeys};
 use serde_json::json;
 
 use crate::status::{render_table, role_label, tags_label};
@@ -111,10 +111,12 @@ struct Screen {
 }
 
 impl Screen {
-    /// `paused`: as the cluster's configuration key says it (the members'
-    /// REST APIs follow it a moment later).
-    fn refresh(&mut self, target: &Target, why: &str, paused: Option<bool>) {
-        let info = match cluster::info(target) {
+    /// `keys`: the cluster's keys as the watch holds them. The pause is as
+    /// its configuration key says it (the members' REST APIs follow it a
+    /// moment later).
+    fn refresh(&mut self, target: &Target, why: &str, keys: ClusterKeys) {
+        let paused = keys.config.as_ref().map(|c| c["pause"] == true);
+        let info = match cluster::info_with_keys(target, keys) {
             Ok(mut info) => {
                 info.paused = paused.unwrap_or(info.paused);
                 info
@@ -173,13 +175,7 @@ pub fn watch(target: &Target, json: bool) -> ! {
         // leader's position (lag) in status.
         |_, _| true,
         |msg| eprintln!("pgherd status: {}: {msg}", clock()),
-        &mut |why, kvs, _| {
-            let paused = kvs
-                .get(&format!("{prefix}config"))
-                .and_then(|c| serde_json::from_str::<serde_json::Value>(c).ok())
-                .map(|c| c["pause"] == true);
-            screen.refresh(target, why, paused)
-        },
+        &mut |why, kvs, _| screen.refresh(target, why, parse_cluster_keys(&prefix, kvs)),
     )
 }
 

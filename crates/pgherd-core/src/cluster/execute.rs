@@ -2,6 +2,7 @@
 //! (or etcd) and confirmed on the cluster; [`crate::action::execute`] runs
 //! them in order.
 
+use super::sync::{self, sync_ready, SyncWanted};
 use super::*;
 use crate::action::{execute_onto, Action, Confirming, Executor, Failure, Outcome};
 
@@ -121,7 +122,7 @@ impl ClusterRun<'_, '_> {
             return Ok(Outcome::Nothing);
         };
         let client = conn.operation_client(leader)?;
-        let sync = sync_wanted(&client);
+        let sync = SyncWanted::of(&client);
         let (status, answer) = client.switchover(leader, to, at)?;
         match status {
             200 => {}
@@ -149,7 +150,7 @@ impl ClusterRun<'_, '_> {
             .wait_cluster(
                 &format!(
                     "{to} to lead and {leader} to stream from it{}",
-                    sync_awaited(sync)
+                    sync::awaited(sync)
                 ),
                 |s| {
                     member_runs_as(s, to, &["leader"], &["running"])
@@ -168,7 +169,7 @@ impl ClusterRun<'_, '_> {
     fn failover(&mut self, to: &str, former: Option<&str>) -> std::result::Result<(), Failure> {
         let conn = self.conn()?;
         let client = conn.operation_client(to)?;
-        let sync = sync_wanted(&client);
+        let sync = SyncWanted::of(&client);
         let (status, answer) = client.failover(to)?;
         match status {
             200 => {}
@@ -186,7 +187,7 @@ impl ClusterRun<'_, '_> {
         }
         // A forced failover from a healthy leader: it must come back as a
         // replica, as after a switchover.
-        conn.wait_cluster(&format!("{to} to lead{}", sync_awaited(sync)), |s| {
+        conn.wait_cluster(&format!("{to} to lead{}", sync::awaited(sync)), |s| {
             member_runs_as(s, to, &["leader"], &["running"])
                 && former.is_none_or(|f| member_runs_as(s, f, &REPLICA_ROLES, &["streaming"]))
                 && sync_ready(s, sync)
@@ -327,15 +328,9 @@ fn patch_config(
     if patch.get("synchronous_mode").is_none() && patch.get("synchronous_node_count").is_none() {
         return Ok(());
     }
-    let mode = applied.get("synchronous_mode").unwrap_or(&Value::Null);
-    let count = applied
-        .get("synchronous_node_count")
-        .and_then(Value::as_u64);
-    match sync_role(mode) {
-        Some(role) if streaming => conn
-            .wait_cluster(&standbys_awaited(role, count), |s| {
-                sync_standbys_chosen(s, role, count)
-            })
+    match SyncWanted::from_config(&applied) {
+        Some(wanted) if streaming => conn
+            .wait_cluster(&wanted.awaited(), |s| wanted.chosen(s))
             .map(|_| ())
             .confirming(),
         Some(_) => Ok(()),
@@ -350,65 +345,6 @@ fn patch_config(
     }
 }
 
-/// What a change of synchronous replication waits for, in words.
-fn standbys_awaited(role: &str, count: Option<u64>) -> String {
-    match count {
-        Some(n) if n > 1 && role == "sync_standby" => {
-            format!("{n} members (or every replica that may be one) to become a {role}")
-        }
-        _ => format!("a member to become a {role}"),
-    }
-}
-
-/// In synchronous mode, the role and count of the synchronous standbys a
-/// new leader chooses (what the next switchover needs), as the dynamic
-/// configuration says; `None` otherwise, or when it cannot be read.
-fn sync_wanted(client: &crate::rest::RestClient) -> Option<(&'static str, Option<u64>)> {
-    let config = client.config().ok()?;
-    let role = sync_role(config.get("synchronous_mode").unwrap_or(&Value::Null))?;
-    Some((
-        role,
-        config.get("synchronous_node_count").and_then(Value::as_u64),
-    ))
-}
-
-fn sync_awaited(sync: Option<(&'static str, Option<u64>)>) -> String {
-    sync.map(|(role, count)| format!(", and {}", standbys_awaited(role, count)))
-        .unwrap_or_default()
-}
-
-/// After a change of leader in synchronous mode: the new leader chose its
-/// synchronous standbys, unless no replica may be one.
-fn sync_ready(s: &ClusterStatus, sync: Option<(&'static str, Option<u64>)>) -> bool {
-    match sync {
-        None => true,
-        Some((role, count)) => sync_eligible(s) == 0 || sync_standbys_chosen(s, role, count),
-    }
-}
-
-/// The streaming replicas that may be synchronous standbys (no `nosync`).
-fn sync_eligible(s: &ClusterStatus) -> usize {
-    s.members
-        .iter()
-        .filter(|m| is_replica_role(&m.role) && m.state == "streaming")
-        .filter(|m| m.tags.get("nosync") != Some(&Value::Bool(true)))
-        .count()
-}
-
-/// Whether the leader chose its synchronous standbys: with
-/// `synchronous_mode: on`, `synchronous_node_count` of them, or every
-/// streaming replica without `nosync` when fewer stream (Patroni picks
-/// no more); in quorum mode, one.
-fn sync_standbys_chosen(s: &ClusterStatus, role: &str, count: Option<u64>) -> bool {
-    let chosen = s.members.iter().filter(|m| m.role == role).count();
-    if role != "sync_standby" {
-        return chosen >= 1;
-    }
-    let eligible = sync_eligible(s);
-    let wanted = usize::try_from(count.unwrap_or(1)).unwrap_or(usize::MAX);
-    chosen >= wanted.min(eligible).max(1)
-}
-
 /// Deletes the keys under `prefix` and checks that none is left.
 fn delete_keys(target: &Target, prefix: &str) -> Result<()> {
     let mut dcs = connect_dcs(target)?;
@@ -421,131 +357,4 @@ fn delete_keys(target: &Target, prefix: &str) -> Result<()> {
         )));
     }
     Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::rest::Member;
-
-    fn member(name: &str, role: &str, state: &str, nosync: bool) -> Member {
-        let mut m = Member {
-            name: name.into(),
-            role: role.into(),
-            state: state.into(),
-            ..Member::default()
-        };
-        if nosync {
-            m.tags.insert("nosync".into(), Value::Bool(true));
-        }
-        m
-    }
-
-    #[test]
-    fn synchronous_standbys_are_awaited_up_to_what_patroni_can_choose() {
-        let leader = member("a", "leader", "running", false);
-        let cases: [(&str, Vec<Member>, Option<u64>, bool); 8] = [
-            (
-                "one wanted, one chosen",
-                vec![
-                    member("b", "sync_standby", "streaming", false),
-                    member("c", "replica", "streaming", false),
-                ],
-                None,
-                true,
-            ),
-            (
-                "one wanted, none yet",
-                vec![
-                    member("b", "replica", "streaming", false),
-                    member("c", "replica", "streaming", false),
-                ],
-                Some(1),
-                false,
-            ),
-            (
-                "two wanted, one chosen",
-                vec![
-                    member("b", "sync_standby", "streaming", false),
-                    member("c", "replica", "streaming", false),
-                ],
-                Some(2),
-                false,
-            ),
-            (
-                "two wanted, two chosen",
-                vec![
-                    member("b", "sync_standby", "streaming", false),
-                    member("c", "sync_standby", "streaming", false),
-                ],
-                Some(2),
-                true,
-            ),
-            (
-                "two wanted, the other replica stopped",
-                vec![
-                    member("b", "sync_standby", "streaming", false),
-                    member("c", "replica", "stopped", false),
-                ],
-                Some(2),
-                true,
-            ),
-            (
-                "two wanted, the other replica nosync",
-                vec![
-                    member("b", "sync_standby", "streaming", false),
-                    member("c", "replica", "streaming", true),
-                ],
-                Some(2),
-                true,
-            ),
-            (
-                "three wanted of two replicas",
-                vec![
-                    member("b", "sync_standby", "streaming", false),
-                    member("c", "sync_standby", "streaming", false),
-                ],
-                Some(3),
-                true,
-            ),
-            (
-                "none streams yet",
-                vec![member("b", "replica", "stopped", false)],
-                Some(2),
-                false,
-            ),
-        ];
-        for (what, replicas, count, ready) in cases {
-            let mut members = vec![leader.clone()];
-            members.extend(replicas);
-            let s = ClusterStatus {
-                members,
-                ..ClusterStatus::default()
-            };
-            assert_eq!(
-                sync_standbys_chosen(&s, "sync_standby", count),
-                ready,
-                "{what}"
-            );
-            // After a change of leader: the same, except that with no
-            // replica streaming there is nothing to wait for.
-            let after_switchover = ready || sync_eligible(&s) == 0;
-            assert_eq!(
-                sync_ready(&s, Some(("sync_standby", count))),
-                after_switchover,
-                "{what}"
-            );
-            assert!(sync_ready(&s, None), "{what}: not in synchronous mode");
-        }
-        let quorum = ClusterStatus {
-            members: vec![leader, member("b", "quorum_standby", "streaming", false)],
-            ..ClusterStatus::default()
-        };
-        assert!(sync_standbys_chosen(&quorum, "quorum_standby", Some(2)));
-        assert_eq!(
-            standbys_awaited("sync_standby", None),
-            "a member to become a sync_standby"
-        );
-        assert!(standbys_awaited("sync_standby", Some(2)).starts_with("2 members"));
-    }
 }

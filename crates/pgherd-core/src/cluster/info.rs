@@ -25,7 +25,13 @@ pub fn info(target: &Target) -> Result<ClusterInfo> {
     if target.restapi.is_some() {
         return connect(target, None)?.observe();
     }
-    let keys = dcs_keys(target)?;
+    info_with_keys(target, dcs_keys(target)?)
+}
+
+/// The same from the cluster's keys as the caller read them from the DCS
+/// (a watch holds them already): its members' REST APIs are asked, the
+/// DCS is not read again.
+pub fn info_with_keys(target: &Target, keys: ClusterKeys) -> Result<ClusterInfo> {
     if keys.member_api_addresses().is_empty() {
         return Ok(info_from_keys(target, &keys));
     }

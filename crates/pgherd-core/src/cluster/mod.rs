@@ -28,6 +28,7 @@ mod promote;
 mod remove;
 mod roles;
 mod run;
+mod sync;
 mod target;
 
 use conn::*;

@@ -7,27 +7,26 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use pgherd_core::error::{Error, Result};
-use pgherd_core::manifest::{
-    local_hostname, InstanceManifest, Login, SettingsCopy, DEFAULT_RESTAPI_PORT,
-};
-use pgherd_core::names::{check_host, check_port, parse_host_port, Name, PgVersion};
+use pgherd_core::manifest::{local_hostname, InstanceManifest, SettingsCopy, DEFAULT_RESTAPI_PORT};
+use pgherd_core::names::{check_port, Name, PgVersion};
 use pgherd_core::plan::Content;
 use pgherd_core::settings::Settings;
-use pgherd_core::tags::NodeTags;
-use pgherd_core::versions::Program;
 use serde::Deserialize;
 use serde_json::Value;
 
 mod backup;
+mod node;
 mod standby;
 mod upgrade;
 
 use backup::backup_and_restore;
 pub use backup::{restore_source, PgBackRestOptions, RestoreOptions};
+use node::{addresses, login, tags, Addresses};
+pub use node::{Credentials, NodePatroniOptions, PostgresqlOptions, RestApiOptions, TagsOptions};
 use standby::standby_cluster;
 pub use standby::StandbyClusterOptions;
-use upgrade::major_upgrade;
 pub use upgrade::UpgradeOptions;
+use upgrade::{major_upgrade, restart_outdated};
 
 /// The options of an `instance` task as the module receives them (after
 /// argument validation): every option of the spec, none other.
@@ -57,100 +56,6 @@ pub struct InstanceOptions {
     pub upgrade: Option<UpgradeOptions>,
     pub restart_outdated: Option<Vec<String>>,
     pub settings_file: Option<String>,
-}
-
-#[derive(Debug, Clone, Deserialize, Default)]
-#[cfg_attr(test, derive(serde::Serialize))]
-#[serde(default, deny_unknown_fields)]
-pub struct NodePatroniOptions {
-    pub cluster: Option<String>,
-    pub node: Option<String>,
-    pub restapi: Option<RestApiOptions>,
-    pub postgresql: Option<PostgresqlOptions>,
-    pub etcd: Option<Credentials>,
-    pub tags: Option<TagsOptions>,
-}
-
-#[derive(Debug, Clone, Deserialize, Default)]
-#[cfg_attr(test, derive(serde::Serialize))]
-#[serde(default, deny_unknown_fields)]
-pub struct TagsOptions {
-    pub nofailover: Option<bool>,
-    pub failover_priority: Option<i64>,
-    pub noloadbalance: Option<bool>,
-    pub nosync: Option<bool>,
-    pub clonefrom: Option<bool>,
-    pub replicatefrom: Option<String>,
-    pub nostream: Option<bool>,
-}
-
-/// The node's tags, checked alone (against the members once the DCS is read).
-fn tags(t: Option<&TagsOptions>, node: Option<&Name>, problems: &mut Vec<String>) -> NodeTags {
-    let Some(t) = t else {
-        return NodeTags::default();
-    };
-    let replicatefrom = t.replicatefrom.as_deref().and_then(|s| {
-        Name::parse("patroni.tags.replicatefrom", s)
-            .map_err(|e| problems.push(e))
-            .ok()
-    });
-    let out = NodeTags {
-        nofailover: t.nofailover,
-        failover_priority: t.failover_priority,
-        noloadbalance: t.noloadbalance,
-        nosync: t.nosync,
-        clonefrom: t.clonefrom,
-        replicatefrom,
-        nostream: t.nostream,
-    };
-    if let Some(node) = node {
-        problems.extend(out.problems(node));
-    }
-    out
-}
-
-#[derive(Debug, Clone, Deserialize, Default)]
-#[cfg_attr(test, derive(serde::Serialize))]
-#[serde(default, deny_unknown_fields)]
-pub struct RestApiOptions {
-    pub listen: Option<String>,
-    pub connect_address: Option<String>,
-    pub authentication: Option<Credentials>,
-}
-
-#[derive(Debug, Clone, Deserialize, Default)]
-#[cfg_attr(test, derive(serde::Serialize))]
-#[serde(default, deny_unknown_fields)]
-pub struct PostgresqlOptions {
-    pub connect_host: Option<String>,
-    pub listen: Option<String>,
-}
-
-#[derive(Debug, Clone, Deserialize, Default, PartialEq, Eq)]
-#[cfg_attr(test, derive(serde::Serialize))]
-#[serde(default, deny_unknown_fields)]
-pub struct Credentials {
-    pub username: Option<String>,
-    pub password: Option<String>,
-}
-
-fn login(what: &str, c: Option<&Credentials>, problems: &mut Vec<String>) -> Option<Login> {
-    let c = c?;
-    match (&c.username, &c.password) {
-        (Some(u), Some(p)) => Some(Login {
-            username: u.clone(),
-            password: p.clone(),
-        }),
-        (None, None) => None,
-        (Some(_), None) => {
-            problems.push(format!("{what}.username is set without {what}.password"));
-            None
-        }
-        (None, Some(_)) => {
-            problems.push(format!("{what}.password is set without {what}.username"));
-            None
-        }
-    }
 }
 
 /// Types and checks the options; every problem is reported at once.
@@ -251,23 +156,6 @@ pub fn manifest(opts: &InstanceOptions, settings: &Settings) -> Result<InstanceM
     }
 }
 
-/// The programs `restart_outdated` names (the spec allows only known
-/// ones), each once, Patroni first.
-fn restart_outdated(opts: &InstanceOptions, problems: &mut Vec<String>) -> Vec<Program> {
-    let mut out: Vec<Program> = Vec::new();
-    for name in opts.restart_outdated.iter().flatten() {
-        match Program::parse(name) {
-            Some(p) => out.push(p),
-            None => problems.push(format!(
-                "restart_outdated: {name:?} is neither patroni nor postgresql"
-            )),
-        }
-    }
-    out.sort();
-    out.dedup();
-    out
-}
-
 /// The PostgreSQL version (the settings' default when not given) and port.
 fn version_and_port(
     opts: &InstanceOptions,
@@ -293,59 +181,6 @@ fn version_and_port(
         }
     };
     (version, port)
-}
-
-/// Where PostgreSQL and the REST API listen and are reached.
-struct Addresses {
-    pg_connect_host: String,
-    pg_listen: String,
-    restapi_connect_address: String,
-    restapi_listen: String,
-}
-
-/// The addresses, each defaulting to the one before it (the connect host
-/// to this host's name), checked.
-fn addresses(
-    patroni: &NodePatroniOptions,
-    hostname: &str,
-    problems: &mut Vec<String>,
-) -> Addresses {
-    let pg = patroni.postgresql.clone().unwrap_or_default();
-    let pg_connect_host = pg
-        .connect_host
-        .clone()
-        .unwrap_or_else(|| hostname.to_string());
-    if let Err(e) = check_host("patroni.postgresql.connect_host", &pg_connect_host) {
-        problems.push(e);
-    }
-    let pg_listen = pg.listen.clone().unwrap_or_else(|| pg_connect_host.clone());
-    for host in pg_listen.split(',') {
-        if let Err(e) = check_host("patroni.postgresql.listen", host.trim()) {
-            problems.push(e);
-        }
-    }
-
-    let api = patroni.restapi.clone().unwrap_or_default();
-    let restapi_connect_address = api
-        .connect_address
-        .clone()
-        .unwrap_or_else(|| format!("{pg_connect_host}:{DEFAULT_RESTAPI_PORT}"));
-    if let Err(e) = parse_host_port(&restapi_connect_address) {
-        problems.push(format!("patroni.restapi.connect_address: {e}"));
-    }
-    let restapi_listen = api
-        .listen
-        .clone()
-        .unwrap_or_else(|| restapi_connect_address.clone());
-    if let Err(e) = parse_host_port(&restapi_listen) {
-        problems.push(format!("patroni.restapi.listen: {e}"));
-    }
-    Addresses {
-        pg_connect_host,
-        pg_listen,
-        restapi_connect_address,
-        restapi_listen,
-    }
 }
 
 /// The task's pg_hba lines, each one line PostgreSQL would accept.

@@ -1,8 +1,10 @@
-//! The `upgrade` option: a major upgrade from the instance of an older
-//! major on the host, checked against the instance's version.
+//! The upgrade options: `upgrade`, a major upgrade from the instance of
+//! an older major on the host, checked against the instance's version;
+//! `restart_outdated`, the programs a minor upgrade restarts.
 
 use pgherd_core::manifest::MajorUpgrade;
 use pgherd_core::names::{Name, PgVersion};
+use pgherd_core::versions::Program;
 use serde::Deserialize;
 
 use super::InstanceOptions;
@@ -66,6 +68,23 @@ pub(super) fn major_upgrade(
         from: from?,
         leader: leader?,
     })
+}
+
+/// The programs `restart_outdated` names (the spec allows only known
+/// ones), each once, Patroni first.
+pub(super) fn restart_outdated(opts: &InstanceOptions, problems: &mut Vec<String>) -> Vec<Program> {
+    let mut out: Vec<Program> = Vec::new();
+    for name in opts.restart_outdated.iter().flatten() {
+        match Program::parse(name) {
+            Some(p) => out.push(p),
+            None => problems.push(format!(
+                "restart_outdated: {name:?} is neither patroni nor postgresql"
+            )),
+        }
+    }
+    out.sort();
+    out.dedup();
+    out
 }
 
 #[cfg(test)]

@@ -11,42 +11,15 @@ use crate::fs::{remove_path, write_atomic, Account};
 use crate::logs::instance_log_tails;
 use crate::manifest::InstanceManifest;
 use crate::paths::InstancePaths;
-use crate::plan::{Content, DesiredFile, FileKind};
+use crate::plan::DesiredFile;
 use crate::settings::{ServiceManager, Settings};
 use crate::wait::{wait_until, Probe};
 
+mod units;
+pub use units::{render_dropin, render_template_unit};
+
 /// Where systemd units written by pgherd go.
 pub const SYSTEMD_UNIT_DIR: &str = "/etc/systemd/system";
-
-/// Where distributions install units: Debian's `patroni@.service` is used
-/// as it is when there is one.
-const DISTRIBUTION_UNIT_DIRS: [&str; 2] = ["/lib/systemd/system", "/usr/lib/systemd/system"];
-
-/// The distribution's `patroni@.service`, if there is one.
-fn distribution_template() -> Option<String> {
-    DISTRIBUTION_UNIT_DIRS
-        .iter()
-        .find_map(|d| std::fs::read_to_string(Path::new(d).join("patroni@.service")).ok())
-}
-
-/// The last value of `key=` in a unit's text, `%i` expanded to `instance`.
-fn unit_value(text: &str, key: &str, instance: &str) -> Option<String> {
-    text.lines()
-        .rev()
-        .find_map(|l| l.trim().strip_prefix(key)?.strip_prefix('='))
-        .map(|v| v.trim().replace("%i", instance))
-}
-
-/// Whether a template unit runs `execpath config` as `user` (and has no
-/// condition on another configuration file): then it needs no drop-in.
-fn template_runs(text: &str, instance: &str, user: &str, execpath: &Path, config: &Path) -> bool {
-    let exec = format!("{} {}", execpath.display(), config.display());
-    let condition_ok = unit_value(text, "ConditionPathExists", instance)
-        .is_none_or(|c| c == config.display().to_string());
-    unit_value(text, "ExecStart", instance).as_deref() == Some(exec.as_str())
-        && unit_value(text, "User", instance).as_deref() == Some(user)
-        && condition_ok
-}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Backend {
@@ -228,49 +201,17 @@ impl Service {
         }
     }
 
-    /// The systemd units pgherd manages for this instance. The
-    /// distribution's `patroni@.service` (Debian's) is used when there is
-    /// one, as it is when it already runs this configuration as this user;
-    /// otherwise pgherd's template. A drop-in names the user and the
-    /// configuration when the template does not.
+    /// The systemd units pgherd manages for this instance ([`units`]).
     pub fn unit_files(&self) -> Vec<DesiredFile> {
         if self.backend != Backend::Systemd {
             return Vec::new();
         }
-        let unit_dir = Path::new(SYSTEMD_UNIT_DIR);
-        let instance = self
-            .unit
-            .trim_start_matches("patroni@")
-            .trim_end_matches(".service");
-        let plain = |path: std::path::PathBuf, text: String| DesiredFile {
-            path,
-            content: Content(text.into_bytes()),
-            mode: 0o644,
-            kind: FileKind::Plain,
-            owner: None,
-        };
-        let dropin = plain(
-            unit_dir.join(format!("{}.d/pgherd.conf", self.unit)),
-            render_dropin(&self.sysuser, &self.execpath, &self.paths.config),
-        );
-        match distribution_template() {
-            Some(text)
-                if template_runs(
-                    &text,
-                    instance,
-                    &self.sysuser,
-                    &self.execpath,
-                    &self.paths.config,
-                ) =>
-            {
-                Vec::new()
-            }
-            Some(_) => vec![dropin],
-            None => vec![
-                plain(unit_dir.join("patroni@.service"), render_template_unit()),
-                dropin,
-            ],
-        }
+        units::unit_files(
+            &self.unit,
+            &self.sysuser,
+            &self.execpath,
+            &self.paths.config,
+        )
     }
 
     /// Starts Patroni; returns once it is launched (callers wait for the
@@ -332,32 +273,11 @@ impl Service {
     pub fn stop(&self, timeout: Duration) -> Result<Vec<String>> {
         let mut warnings = Vec::new();
         if let Some(pid) = self.patroni_pid()? {
-            match self.backend {
-                Backend::Systemd => {
-                    systemctl(&["stop", "--no-block", &self.unit])?;
-                }
-                Backend::Process => signal(pid, libc::SIGTERM),
-            }
+            self.ask_patroni_to_stop(pid)?;
             // Patroni stops PostgreSQL before it exits, except in
             // maintenance mode, where it leaves it running: that case is
             // handled below like any postmaster without Patroni.
-            let gone = wait_until(
-                "Patroni to stop",
-                timeout,
-                || {
-                    if process_alive(pid) {
-                        Probe::Waiting(format!(
-                            "Patroni running (pid {pid}), postmaster {}",
-                            self.postmaster_pid()
-                                .map_or("gone".to_string(), |p| format!("running (pid {p})"))
-                        ))
-                    } else {
-                        Probe::Ready(())
-                    }
-                },
-                || instance_log_tails(&self.paths),
-            );
-            if let Err(e) = gone {
+            if let Err(e) = self.wait_patroni_gone(pid, timeout) {
                 warnings.push(format!("{e}; killed Patroni"));
                 signal(pid, libc::SIGKILL);
             }
@@ -389,10 +309,7 @@ impl Service {
                 )?;
             }
         }
-        match self.backend {
-            Backend::Process => remove_path(&self.paths.pid_file)?,
-            Backend::Systemd => self.wait_unit_inactive(timeout)?,
-        }
+        self.forget_stopped(timeout)?;
         Ok(warnings)
     }
 
@@ -404,24 +321,46 @@ impl Service {
         let Some(pid) = self.patroni_pid()? else {
             return Ok(());
         };
+        self.ask_patroni_to_stop(pid)?;
+        self.wait_patroni_gone(pid, timeout)?;
+        self.forget_stopped(timeout)
+    }
+
+    /// Patroni `pid` asked to stop: its unit stopped (not waited for by
+    /// systemctl), or SIGTERM.
+    fn ask_patroni_to_stop(&self, pid: i32) -> Result<()> {
         match self.backend {
-            Backend::Systemd => {
-                systemctl(&["stop", "--no-block", &self.unit])?;
+            Backend::Systemd => systemctl(&["stop", "--no-block", &self.unit]).map(|_| ()),
+            Backend::Process => {
+                signal(pid, libc::SIGTERM);
+                Ok(())
             }
-            Backend::Process => signal(pid, libc::SIGTERM),
         }
+    }
+
+    /// Waits until Patroni `pid` exited, telling what the postmaster does
+    /// meanwhile.
+    fn wait_patroni_gone(&self, pid: i32, timeout: Duration) -> Result<()> {
         wait_until(
             "Patroni to stop",
             timeout,
             || {
                 if process_alive(pid) {
-                    Probe::Waiting(format!("Patroni running (pid {pid})"))
+                    Probe::Waiting(format!(
+                        "Patroni running (pid {pid}), postmaster {}",
+                        self.postmaster_pid()
+                            .map_or("gone".to_string(), |p| format!("running (pid {p})"))
+                    ))
                 } else {
                     Probe::Ready(())
                 }
             },
             || instance_log_tails(&self.paths),
-        )?;
+        )
+    }
+
+    /// Once Patroni is gone: its pid file removed, or its unit inactive.
+    fn forget_stopped(&self, timeout: Duration) -> Result<()> {
         match self.backend {
             Backend::Process => remove_path(&self.paths.pid_file),
             Backend::Systemd => self.wait_unit_inactive(timeout),
@@ -473,44 +412,6 @@ fn systemctl(args: &[&str]) -> Result<String> {
     Ok(out.stdout)
 }
 
-/// The template unit: generic; each instance's drop-in says who and what.
-pub fn render_template_unit() -> String {
-    "\
-# Patroni for a PostgreSQL instance <version>-<name>, written by pgherd.
-# Each instance's drop-in (patroni@<version>-<name>.service.d/pgherd.conf)
-# sets the user and the configuration file.
-[Unit]
-Description=Patroni for PostgreSQL instance %i
-After=network-online.target
-Wants=network-online.target
-
-[Service]
-Type=simple
-ExecReload=/bin/kill -s HUP $MAINPID
-# Patroni stops PostgreSQL itself: never let systemd kill the postmaster.
-KillMode=process
-TimeoutStopSec=120
-Restart=on-failure
-RestartSec=5
-
-[Install]
-WantedBy=multi-user.target
-"
-    .to_string()
-}
-
-/// A drop-in over a template unit: who runs Patroni and on which
-/// configuration. The empty assignments reset what a distribution's
-/// template sets (its own ExecStart, a condition on its own path).
-pub fn render_dropin(user: &str, execpath: &Path, config: &Path) -> String {
-    format!(
-        "# Written by pgherd.\n[Unit]\nConditionPathExists=\nConditionPathExists={config}\n\n\
-         [Service]\nUser={user}\nGroup=\nExecStart=\nExecStart={} {config}\n",
-        execpath.display(),
-        config = config.display()
-    )
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -528,46 +429,5 @@ mod tests {
         let pid = child.id() as i32;
         child.wait().unwrap();
         assert!(!process_alive(pid));
-    }
-
-    #[test]
-    fn the_dropin_names_user_and_config() {
-        let d = render_dropin(
-            "postgres",
-            Path::new("/usr/bin/patroni"),
-            Path::new("/etc/patroni/15-main.yaml"),
-        );
-        assert_eq!(
-            d,
-            "# Written by pgherd.\n[Unit]\nConditionPathExists=\n\
-             ConditionPathExists=/etc/patroni/15-main.yaml\n\n[Service]\nUser=postgres\nGroup=\n\
-             ExecStart=\nExecStart=/usr/bin/patroni /etc/patroni/15-main.yaml\n"
-        );
-        assert!(render_template_unit().contains("KillMode=process"));
-    }
-
-    #[test]
-    fn debians_template_is_used_as_it_is_when_it_runs_the_configuration() {
-        let debian = "[Unit]\nConditionPathExists=/etc/patroni/%i.yml\n[Service]\nUser=postgres\n\
-                      Group=postgres\nExecStart=/usr/bin/patroni /etc/patroni/%i.yml\n";
-        let runs = |user: &str, exec: &str, config: &str| {
-            template_runs(debian, "15-main", user, Path::new(exec), Path::new(config))
-        };
-        assert!(runs(
-            "postgres",
-            "/usr/bin/patroni",
-            "/etc/patroni/15-main.yml"
-        ));
-        assert!(!runs(
-            "postgres",
-            "/usr/bin/patroni",
-            "/etc/patroni/15-main.yaml"
-        ));
-        assert!(!runs("pg", "/usr/bin/patroni", "/etc/patroni/15-main.yml"));
-        assert!(!runs(
-            "postgres",
-            "/opt/venv/bin/patroni",
-            "/etc/patroni/15-main.yml"
-        ));
     }
 }
