@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Benchmarks on the lab's hosts (scripts/lab.sh), over SSH with become.
 
-    bench/lab.py [--runs N] [--bootstrap]
+    bench/lab.py [--runs N] [--bootstrap | --clients]
 
 For each run: the lab booted fresh from the cached image (not timed), then
 
@@ -13,13 +13,18 @@ For each run: the lab booted fresh from the cached image (not timed), then
 - partition to writes: the leader's host cut off from its peers, until a
   new leader accepts a write through libpq's multi-host connection string.
 
-With --haproxy, the cluster deployed, HAProxy on lab1 (the haproxy role,
-its defaults), and two clients each inserting a row at a time, one
-through HAProxy's read-write port, one through libpq's host list:
+With --clients, the cluster deployed (PostgreSQL on every address),
+HAProxy on lab1 and PgBouncer on lab3 (the haproxy and pgbouncer roles),
+the VIP 10.231.0.100 on every member (the vip role), and four clients
+each inserting a row at a time: through HAProxy's read-write port,
+PgBouncer, the VIP, and libpq's host list:
 
 - the longest time without an acknowledged write through each during a
   switchover (the patroni module, lab1 to lab2), then after the leader's
-  host is cut off from its peers (until writes are acknowledged again).
+  host is cut off from its peers (until writes are acknowledged again);
+- VIP moved: from the leader key's new value (an etcd watch from this
+  machine) to the first ARP reply for the VIP from the new leader's host
+  (arping from this machine every 100 ms: the figure is within 100 ms).
 
 With --bootstrap, the hosts boot with only the OS (`lab.sh up --bare`,
 apt through the lab's proxy) and an inventory like the example's (TLS
@@ -39,6 +44,7 @@ import os
 import statistics
 import subprocess
 import sys
+import threading
 import time
 
 from local import Writer
@@ -136,21 +142,96 @@ def one_run():
     return {"deploy": deploy, "re-run": rerun, "switchover": switch, "partition to writes": to_writes}
 
 
-def haproxy_run():
+VIP = "10.231.0.100"
+ROLES = """
+- hosts: lab1
+  gather_facts: false
+  roles: [pgherd.cluster.haproxy]
+- hosts: lab3
+  gather_facts: false
+  roles:
+    - role: pgherd.cluster.pgbouncer
+      pgbouncer_users: [{name: postgres, password: lab-superuser-pw}]
+- hosts: primary:replica
+  gather_facts: false
+  roles:
+    - role: pgherd.cluster.vip
+      vip_address: %s/24
+""" % VIP
+
+
+class Lines(threading.Thread):
+    """A command's output lines, each with the time it came."""
+
+    def __init__(self, argv):
+        super().__init__(daemon=True)
+        self.proc = subprocess.Popen(["stdbuf", "-oL", *argv], stdout=subprocess.PIPE,
+                                     stderr=subprocess.DEVNULL, text=True)
+        self.lines = []
+        self.start()
+
+    def run(self):
+        for line in self.proc.stdout:
+            self.lines.append((time.monotonic(), line.strip()))
+
+    def stop(self):
+        self.proc.kill()
+
+
+def leader_values(watch):
+    """(time, value) of each PUT of the leader key in `etcdctl watch`'s lines."""
+    out, lines = [], watch.lines[:]
+    for i, (_, line) in enumerate(lines):
+        if line == "PUT" and i + 2 < len(lines):
+            out.append((lines[i + 2][0], lines[i + 2][1]))
+    return out
+
+
+def arp_replies(arpings):
+    """(time, hardware address) of each reply in the arpings' lines, in order."""
+    return sorted((t, line.split("[", 1)[1].split("]", 1)[0].lower())
+                  for a in arpings for t, line in a.lines if "reply from" in line and "[" in line)
+
+
+def vip_moved(watch, arpings, since, leader, mac):
+    """From `leader`'s PUT of the leader key after `since` to the first ARP
+    reply from its host's `mac` after that."""
+    put = next((t for t, v in leader_values(watch) if t >= since and v == leader), None)
+    if put is None:
+        sys.exit(f"bench: no PUT of the leader key for {leader} seen")
+    reply = next((t for t, m in arp_replies(arpings) if t >= put and m == mac), None)
+    if reply is None:
+        sys.exit(f"bench: no ARP reply for the VIP from {leader}'s host after its election")
+    return reply - put
+
+
+def clients_run():
     import tempfile
     lab("down")
     lab("up")
-    playbook(os.path.join(REPO, "playbooks/site.yml"))
+    playbook(os.path.join(REPO, "playbooks/site.yml"), "-e", "pg_listen=*")
     with tempfile.NamedTemporaryFile("w", suffix=".yml", delete=False) as f:
-        f.write("- hosts: lab1\n  gather_facts: false\n  roles: [pgherd.cluster.haproxy]\n")
+        f.write(ROLES)
     try:
         playbook(f.name)
     finally:
         os.remove(f.name)
+    macs = {h: subprocess.run(["bash", LAB, "ssh", h, "cat /sys/class/net/host0/address"],
+                              capture_output=True, text=True, check=True).stdout.strip().lower()
+            for h in ("lab1", "lab2", "lab3")}
+    watch = Lines(["etcdctl", "--endpoints", "10.231.0.11:2379,10.231.0.12:2379,10.231.0.13:2379",
+                   "watch", "/service/lab/leader"])
+    # arping's interval is whole seconds: ten of them, 100 ms apart.
+    arpings = []
+    for _ in range(10):
+        arpings.append(Lines(["arping", "-b", "-I", "pgherdlab0", VIP]))
+        time.sleep(0.1)
     subprocess.run([PSQL, "-X", "-q", f"{ALL} port=5432 user=postgres dbname=postgres "
                     "target_session_attrs=read-write", "-c", "CREATE TABLE bench_writes (t timestamptz)"],
                    env=dict(os.environ, PGPASSWORD="lab-superuser-pw"), check=True, capture_output=True)
     through = {"HAProxy": Writer(lambda: write("host=10.231.0.11", 5000)),
+               "PgBouncer": Writer(lambda: write("host=10.231.0.13", 6432)),
+               "the VIP": Writer(lambda: write(f"host={VIP}", 5432)),
                "libpq host list": Writer(lambda: write(ALL, 5432))}
     time.sleep(2)
     out = {}
@@ -159,6 +240,8 @@ def haproxy_run():
     time.sleep(2)
     for name, w in through.items():
         out[f"switchover, through {name}"] = w.gap(started, time.monotonic())
+    out["switchover, VIP moved after the leader key"] = vip_moved(watch, arpings, started, "lab2",
+                                                                  macs["lab2"])
     # The cut-off leader takes writes from this machine until Patroni
     # demotes it (it lost etcd); the gap runs until the new leader's.
     cut = time.monotonic()
@@ -175,8 +258,14 @@ def haproxy_run():
     time.sleep(1)
     for name, w in through.items():
         out[f"leader partitioned, through {name}"] = w.gap(cut, time.monotonic())
+    new = leader_of(cluster_from("10.231.0.11"))
+    out["leader partitioned, VIP moved after the leader key"] = vip_moved(watch, arpings, cut, new,
+                                                                          macs[new])
     for w in through.values():
         w.stop.set()
+    watch.stop()
+    for a in arpings:
+        a.stop()
     lab("heal", "lab2")
     return out
 
@@ -246,9 +335,9 @@ def main():
     p = argparse.ArgumentParser()
     p.add_argument("--runs", type=int, default=3)
     p.add_argument("--bootstrap", action="store_true")
-    p.add_argument("--haproxy", action="store_true")
+    p.add_argument("--clients", action="store_true")
     args = p.parse_args()
-    run = bootstrap_run if args.bootstrap else haproxy_run if args.haproxy else one_run
+    run = bootstrap_run if args.bootstrap else clients_run if args.clients else one_run
     runs = [run() for _ in range(args.runs)]
     lab("down")
     print("| lab, over SSH (3 hosts) | median | min-max |")

@@ -38,6 +38,8 @@ command -v systemd-nspawn >/dev/null 2>&1 || need+=(systemd-container)
 command -v debootstrap >/dev/null 2>&1 || need+=(debootstrap)
 command -v nft >/dev/null 2>&1 || need+=(nftables)
 command -v zstd >/dev/null 2>&1 || need+=(zstd)
+# Who answers for the lab's virtual IP, seen from the bridge.
+command -v arping >/dev/null 2>&1 || need+=(iputils-arping)
 command -v ssh >/dev/null 2>&1 || need+=(openssh-client)
 # apt for the lab's bare hosts goes through a proxy on the machine.
 command -v apt-cacher-ng >/dev/null 2>&1 || [ -x /usr/sbin/apt-cacher-ng ] || need+=(apt-cacher-ng)

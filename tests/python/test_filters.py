@@ -23,6 +23,37 @@ apt = plugin("filter", "apt")
 etcd_filters = plugin("filter", "etcd")
 etcd_tests = plugin("test", "etcd")
 members = plugin("filter", "members")
+network = plugin("filter", "network")
+
+
+class VipInterface(unittest.TestCase):
+    """The same choice as `pgherd vip` (crates/pgherd-cli/src/vip.rs)."""
+    IP_JSON = (
+        '[{"ifname":"lo","addr_info":[{"family":"inet","local":"127.0.0.1","prefixlen":8}]},'
+        '{"ifname":"host0","addr_info":[{"family":"inet","local":"10.231.0.11","prefixlen":24},'
+        '{"family":"inet","local":"10.231.0.100","prefixlen":24}]},'
+        '{"ifname":"eth1","addr_info":[{"family":"inet","local":"192.168.7.2","prefixlen":30}]},'
+        '{"ifname":"down0"}]'
+    )
+
+    def test_table(self):
+        rows = [
+            ("10.231.0.100/24", {"interface": "host0", "prefix": 24}),
+            ("10.231.0.100", {"interface": "host0", "prefix": 24}),
+            ("10.231.0.200/32", {"interface": "host0", "prefix": 32}),
+            ("192.168.7.1", {"interface": "eth1", "prefix": 30}),
+            ("192.168.7.5", {}),
+            ("172.16.0.1/16", {}),
+            ("10.231.0/24", {}),
+            ("10.231.0.100/33", {}),
+        ]
+        for address, want in rows:
+            self.assertEqual(network.pgherd_vip_interface(self.IP_JSON, address), want, address)
+
+    def test_valid(self):
+        for address, want in [("10.0.0.5", True), ("10.0.0.5/24", True), ("10.0.0.5/0", False),
+                              ("fd00::5", False), ("", False), ("10.0.0.5/x", False)]:
+            self.assertEqual(network.pgherd_vip_valid(address), want, address)
 
 
 class MemberAddresses(unittest.TestCase):

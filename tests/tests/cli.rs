@@ -516,3 +516,53 @@ fn the_cli_operates_the_cluster_and_the_proxy_follows_the_leader() {
         "{tls}"
     );
 }
+
+/// `pgherd vip` refuses a configuration it cannot follow, naming the
+/// field, before it touches an address; an unreachable etcd is named.
+#[test]
+fn pgherd_vip_refuses_bad_configurations_and_names_an_unreachable_etcd() {
+    let dir = pgherd_e2e::TestDir::new("cli-vip");
+    let settings = dir.path.join("settings.yaml");
+    std::fs::write(&settings, "patroni:\n  etcd:\n    hosts: [127.0.0.1:9]\n").unwrap();
+    // A documentation network this machine is not on.
+    let addrs = text(
+        &Command::new("ip")
+            .args(["-4", "-o", "addr"])
+            .output()
+            .unwrap()
+            .stdout,
+    );
+    let elsewhere = ["198.51.100", "203.0.113", "192.0.2"]
+        .into_iter()
+        .find(|net| !addrs.contains(&format!(" {net}.")))
+        .expect("a documentation network this machine is not on");
+    let no_network = format!("address: {elsewhere}.77/24\n");
+    let not_held = format!("no interface of this host is on a network that holds {elsewhere}.77");
+    let table = [
+        ("address: 10.1.2\n", "address"),
+        ("address: 10.1.2.3/40\n", "prefix length"),
+        (no_network.as_str(), not_held.as_str()),
+        ("address: 127.0.0.250/8\ninterval_ms: 20\n", "interval_ms"),
+        (
+            "address: 127.0.0.250/8\nrelease_after_ms: 1000\n",
+            "release_after_ms",
+        ),
+        ("address: 127.0.0.250/8\ncolour: red\n", "colour"),
+        ("address: 127.0.0.250/8\n", "127.0.0.1:9"),
+    ];
+    for (i, (extra, named)) in table.iter().enumerate() {
+        let config = dir.path.join(format!("vip-{i}.yaml"));
+        std::fs::write(
+            &config,
+            format!(
+                "cluster: cli\nnode: pg1\nsettings: {}\n{extra}",
+                settings.display()
+            ),
+        )
+        .unwrap();
+        let r = pgherd(&["vip", "--config", config.to_str().unwrap(), "--verify"]);
+        assert!(!r.status.success(), "{extra}");
+        let err = text(&r.stderr);
+        assert!(err.contains(named), "{extra}: {err}");
+    }
+}

@@ -6,6 +6,7 @@ mod follow;
 mod progress;
 mod proxy;
 mod status;
+mod vip;
 mod watch;
 
 use std::path::PathBuf;
@@ -114,6 +115,22 @@ enum Command {
         #[arg(short, long)]
         verbose: bool,
     },
+    /// Keep a virtual IP address on the leader's host: run on every
+    /// member, each following the leader key in etcd.
+    Vip {
+        /// The VIP configuration (cluster, node, address, interface,
+        /// settings).
+        #[arg(long, value_name = "FILE")]
+        config: PathBuf,
+        /// Take the address off this host if it holds it, and exit (for
+        /// the unit's stop).
+        #[arg(long, conflicts_with = "verify")]
+        release: bool,
+        /// Check once that this host holds the address exactly when its
+        /// member leads; exit 1 when not.
+        #[arg(long)]
+        verify: bool,
+    },
 }
 
 fn env_login(user: &str, password: &str) -> Option<Login> {
@@ -160,6 +177,14 @@ fn run(cli: Cli) -> Result<()> {
     {
         return run_proxy(config, *once, *verbose);
     }
+    if let Command::Vip {
+        config,
+        release,
+        verify,
+    } = &cli.command
+    {
+        return run_vip(config, *release, *verify);
+    }
     let target = target(&cli.target)?;
     let ops = match cli.command {
         Command::Status { json, watch: true } => watch::watch(&target, json),
@@ -197,7 +222,7 @@ fn run(cli: Cli) -> Result<()> {
             ..Operations::default()
         },
         Command::Backup { kind } => return backup(&target, &kind),
-        Command::Proxy { .. } => unreachable!("handled above"),
+        Command::Proxy { .. } | Command::Vip { .. } => unreachable!("handled above"),
     };
     // Its line is cleared when it goes, before anything else is printed.
     let display = progress::Display::start();
@@ -227,6 +252,22 @@ fn run_proxy(config: &std::path::Path, once: bool, verbose: bool) -> Result<()> 
         return Ok(());
     }
     p.run();
+}
+
+/// `pgherd vip`: follows the leader until killed, or releases the address.
+fn run_vip(config: &std::path::Path, release: bool, verify: bool) -> Result<()> {
+    let config = vip::VipConfig::load(config)?;
+    let login = env_login("PGHERD_ETCD_USERNAME", "PGHERD_ETCD_PASSWORD");
+    let v = vip::Vip::new(config, login)?;
+    if release {
+        v.release("the service stops");
+        return Ok(());
+    }
+    if verify {
+        println!("{}", v.verify()?);
+        return Ok(());
+    }
+    v.run();
 }
 
 /// `pgherd status`: the table, or the cluster as JSON.

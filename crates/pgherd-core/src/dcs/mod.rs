@@ -150,6 +150,9 @@ pub fn effective_login(own: Option<&Login>, etcd: &EtcdSettings) -> Option<Login
         })
 }
 
+/// Keys a watch saw change, each with its new value (`None`: deleted).
+pub type Changes = Vec<(String, Option<String>)>;
+
 /// A watch opened by [`Dcs::watch_prefix`].
 pub struct Watch {
     stream: etcd_client::WatchStream,
@@ -331,13 +334,37 @@ impl Dcs {
     /// key with its new value, `None` when it was deleted. An error means
     /// the watch or the connection broke: connect again, read again, watch
     /// again.
-    pub fn next_changes(&self, watch: &mut Watch) -> Result<Vec<(String, Option<String>)>> {
-        let what = format!("watching {}", watch.prefix);
+    pub fn next_changes(&self, watch: &mut Watch) -> Result<Changes> {
         loop {
-            let resp = match self.runtime.block_on(watch.stream.message()) {
-                Ok(Some(resp)) => resp,
-                Ok(None) => return Err(self.error_text(&what, "the watch ended")),
-                Err(e) => return Err(self.error(&what, &e)),
+            if let Some(changes) = self.next_changes_within(watch, Duration::MAX)? {
+                return Ok(changes);
+            }
+        }
+    }
+
+    /// As [`Dcs::next_changes`], but `None` when nothing changed within
+    /// `quiet` (the watch stays usable).
+    pub fn next_changes_within(
+        &self,
+        watch: &mut Watch,
+        quiet: Duration,
+    ) -> Result<Option<Changes>> {
+        let what = format!("watching {}", watch.prefix);
+        let until = tokio::time::Instant::now().checked_add(quiet);
+        loop {
+            let message = self.runtime.block_on(async {
+                match until {
+                    Some(until) => tokio::time::timeout_at(until, watch.stream.message())
+                        .await
+                        .ok(),
+                    None => Some(watch.stream.message().await),
+                }
+            });
+            let resp = match message {
+                None => return Ok(None),
+                Some(Ok(Some(resp))) => resp,
+                Some(Ok(None)) => return Err(self.error_text(&what, "the watch ended")),
+                Some(Err(e)) => return Err(self.error(&what, &e)),
             };
             if resp.canceled() {
                 let reason = match resp.compact_revision() {
@@ -346,7 +373,7 @@ impl Dcs {
                 };
                 return Err(self.error_text(&what, &format!("cancelled: {reason}")));
             }
-            let changes: Vec<(String, Option<String>)> = resp
+            let changes: Changes = resp
                 .events()
                 .iter()
                 .filter_map(|e| {
@@ -359,7 +386,7 @@ impl Dcs {
                 .collect();
             // The first answer only confirms the watch.
             if !changes.is_empty() {
-                return Ok(changes);
+                return Ok(Some(changes));
             }
         }
     }

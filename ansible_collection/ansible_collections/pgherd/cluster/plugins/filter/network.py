@@ -1,0 +1,57 @@
+# Filters of the vip role: which interface of a host is on the network that
+# holds a virtual address, from `ip -j -4 addr show` on that host.
+import ipaddress
+import json
+
+
+def _parse(address):
+    """(ip, prefix or None) of `address` ("10.0.0.50" or "10.0.0.50/24"),
+    None when it is not an IPv4 address with a prefix of 1 to 32."""
+    text = str(address).strip()
+    ip, _, prefix = text.partition("/")
+    try:
+        ip = ipaddress.IPv4Address(ip)
+    except ValueError:
+        return None
+    if prefix:
+        if not prefix.isdigit() or not 1 <= int(prefix) <= 32:
+            return None
+        return ip, int(prefix)
+    return ip, None
+
+
+def pgherd_vip_valid(address):
+    """Whether `address` is an IPv4 address, with or without a prefix."""
+    return _parse(address) is not None
+
+
+def pgherd_vip_interface(ip_json, address):
+    """{interface, prefix} of the interface whose network holds `address`
+    (its own prefix when given), not counting the address itself, or {}
+    when none does: the same choice as `pgherd vip` makes."""
+    parsed = _parse(address)
+    if parsed is None:
+        return {}
+    vip, given = parsed
+    best = None
+    for link in json.loads(ip_json or "[]"):
+        for info in link.get("addr_info") or []:
+            if info.get("family") != "inet":
+                continue
+            local, prefix = ipaddress.IPv4Address(info["local"]), int(info["prefixlen"])
+            if local == vip or prefix >= 32:
+                continue
+            if vip in ipaddress.IPv4Network("%s/%d" % (local, prefix), strict=False):
+                if best is None or prefix > best[1]:
+                    best = (link["ifname"], prefix)
+    if best is None:
+        return {}
+    return {"interface": best[0], "prefix": given or best[1]}
+
+
+class FilterModule:
+    def filters(self):
+        return {
+            "pgherd_vip_valid": pgherd_vip_valid,
+            "pgherd_vip_interface": pgherd_vip_interface,
+        }
