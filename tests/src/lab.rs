@@ -91,6 +91,45 @@ impl Lab {
         inventory
     }
 
+    /// The lab's inventory in `dir` with what inventories/example secures:
+    /// TLS for etcd, the REST API (client certificates required) and
+    /// PostgreSQL (replication verified against the CA), etcd
+    /// authentication (Patroni's and root's passwords), the PKI made in
+    /// `dir`/pki. Certificates and keys on the hosts in /etc/pgherd/tls.
+    pub fn secured_inventory(dir: &Path, etcd_patroni_pw: &str, etcd_root_pw: &str) -> PathBuf {
+        use serde_json::{json, Value};
+        let lab_vars: serde_yaml::Value = serde_yaml::from_str(&Lab::inventory_vars()).unwrap();
+        let mut vars: Value = serde_json::to_value(&lab_vars).unwrap();
+        let tls = "/etc/pgherd/tls";
+        let settings = &mut vars["pgherd_settings"];
+        settings["postgresql"]["client_ssl"] =
+            json!({"sslmode": "verify-ca", "sslrootcert": format!("{tls}/ca.pem")});
+        for (k, v) in [
+            ("protocol", json!("https")),
+            ("cacert", json!(format!("{tls}/ca.pem"))),
+            ("cert", json!(format!("{tls}/client.pem"))),
+            ("key", json!(format!("{tls}/client.key"))),
+        ] {
+            settings["patroni"]["etcd"][k] = v;
+        }
+        settings["patroni"]["restapi"] = json!({
+            "cafile": format!("{tls}/ca.pem"), "certfile": format!("{tls}/server.pem"),
+            "keyfile": format!("{tls}/server.key"), "verify_client": "required",
+        });
+        settings["patroni"]["ctl"] = json!({
+            "certfile": format!("{tls}/client.pem"), "keyfile": format!("{tls}/client.key"),
+            "cacert": format!("{tls}/ca.pem"),
+        });
+        vars["pg_parameters"] = json!({
+            "ssl": "on", "ssl_cert_file": format!("{tls}/server.pem"),
+            "ssl_key_file": format!("{tls}/server.key"), "ssl_ca_file": format!("{tls}/ca.pem"),
+        });
+        vars["patroni_etcd_auth"] = json!({"username": "patroni", "password": etcd_patroni_pw});
+        vars["pgherd_etcd_root_password"] = json!(etcd_root_pw);
+        vars["pgherd_pki_dir"] = json!(dir.join("pki"));
+        Lab::inventory_with_vars(dir, &serde_yaml::to_string(&vars).unwrap())
+    }
+
     /// The lab inventory's variables (group_vars/all.yml), as text.
     pub fn inventory_vars() -> String {
         std::fs::read_to_string(Lab::inventory().join("group_vars/all.yml")).unwrap()
