@@ -486,7 +486,10 @@ impl Writer {
         )
     }
 
-    /// Inserts into `table` through a proxy at `host`:`port`.
+    /// Inserts into `table` through a proxy at `host`:`port`, asking for
+    /// a read-write session as a client of the leader does (a proxy that
+    /// hands out a server still recovering, or one that says so, is
+    /// refused).
     pub fn through(host: &str, port: u16, table: &str, story: fn() -> String) -> Writer {
         let (target, table) = (format!("host={host}"), table.to_string());
         Writer::start_with(
@@ -494,7 +497,7 @@ impl Writer {
                 lab_sql_port(
                     &target,
                     port,
-                    false,
+                    true,
                     &format!("INSERT INTO {table} VALUES ({id})"),
                 )
                 .is_some()

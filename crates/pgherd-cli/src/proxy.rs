@@ -160,6 +160,16 @@ fn leader_position(keys: &ClusterKeys, kvs: &[(String, String)]) -> Option<u64> 
         .and_then(|(_, v)| v.trim().parse().ok())
 }
 
+/// Whether a member's key says it runs as the leader: Patroni's role
+/// `primary` (`master` before Patroni 4), or `standby_leader` in a
+/// standby cluster.
+fn runs_as_leader(member: &Value) -> bool {
+    matches!(
+        member["role"].as_str(),
+        Some("primary" | "master" | "standby_leader")
+    )
+}
+
 /// The view of the cluster's keys that templates see.
 pub fn view(
     keys: &ClusterKeys,
@@ -173,7 +183,15 @@ pub fn view(
         .and_then(|s| s["sync_standby"].as_str())
         .map(|s| s.split(',').map(|n| n.trim().to_string()).collect())
         .unwrap_or_default();
-    let leader_name = keys.leader.clone();
+    // The leader once it runs as one: between taking the leader key and
+    // the end of its promotion (a second or so) the member still recovers,
+    // and a pooler connecting then keeps what it saw (PgBouncer caches
+    // in_hot_standby=on for the pool, and clients asking for a read-write
+    // session are refused until the next change of server).
+    let leader_name = keys
+        .leader
+        .clone()
+        .filter(|l| keys.members.get(l).is_some_and(runs_as_leader));
     let leader_pos = leader_position(keys, kvs).or_else(|| {
         let l = keys.members.get(leader_name.as_deref()?)?;
         l["xlog_location"].as_u64()
@@ -391,6 +409,9 @@ impl Proxy {
                 Some(_) => format!("{target} written, reload started"),
                 None => format!("{target} written"),
             },
+            Outcome::NoLeader if keys.leader.is_some() => {
+                format!("{leader} not yet running as the leader: {target} left as it is")
+            }
             Outcome::NoLeader => format!("no leader: {target} left as it is"),
         };
         log(&format!(
@@ -457,13 +478,21 @@ mod tests {
     const PREFIX: &str = "/service/main/";
 
     fn kvs(leader: Option<&str>) -> Vec<(String, String)> {
+        kvs_with(leader, "primary")
+    }
+
+    /// The leader key naming `leader`, whose member key has `role`.
+    fn kvs_with(leader: Option<&str>, role: &str) -> Vec<(String, String)> {
         let member = |n: u8, state: &str, pos: u64| {
+            let name = format!("pg{n}");
             (
-                format!("{PREFIX}members/pg{n}"),
+                format!("{PREFIX}members/{name}"),
                 json!({
                     "conn_url": format!("postgres://127.0.0.1{n}:5432/postgres"),
                     "api_url": format!("http://127.0.0.1{n}:8008/patroni"),
-                    "state": state, "role": "replica", "timeline": 2,
+                    "state": state,
+                    "role": if leader == Some(name.as_str()) { role } else { "replica" },
+                    "timeline": 2,
                     "xlog_location": pos, "tags": {"nofailover": n == 3},
                 })
                 .to_string(),
@@ -517,6 +546,27 @@ mod tests {
         assert_eq!(replicas, ["pg2"]);
         assert_eq!(v.members[2].tags["nofailover"], json!(true));
         assert_eq!(v.vars["pool_mode"], json!("session"));
+    }
+
+    #[test]
+    fn the_leader_counts_once_it_runs_as_one() {
+        for (role, leads) in [
+            ("primary", true),
+            ("master", true),
+            ("standby_leader", true),
+            ("replica", false),
+            ("demoted", false),
+        ] {
+            let kvs = kvs_with(Some("pg1"), role);
+            let keys = parse_cluster_keys(PREFIX, &kvs);
+            let v = view(&keys, &kvs, "main", &BTreeMap::new());
+            assert_eq!(v.leader.is_some(), leads, "{role}");
+            assert_eq!(
+                v.members.iter().any(|m| m.role == "leader"),
+                leads,
+                "{role}"
+            );
+        }
     }
 
     #[test]
