@@ -50,6 +50,18 @@ class VipInterface(unittest.TestCase):
         for address, want in rows:
             self.assertEqual(network.pgherd_vip_interface(self.IP_JSON, address), want, address)
 
+    def test_other_listeners(self):
+        lines = [
+            'LISTEN 0 4096 0.0.0.0:5000 0.0.0.0:* users:(("haproxy",pid=71,fd=7))',
+            'LISTEN 0 5 0.0.0.0:5001 0.0.0.0:* users:(("python3",pid=90,fd=3))',
+            "installed: installed",
+            "arch: x86_64",
+            "missing: /etc/ca.pem",
+        ]
+        self.assertEqual(network.pgherd_other_listeners(lines, "haproxy"), [lines[1]])
+        self.assertEqual(network.pgherd_other_listeners(lines, "python3"), [lines[0]])
+        self.assertEqual(network.pgherd_other_listeners(lines[2:], "haproxy"), [])
+
     def test_valid(self):
         for address, want in [("10.0.0.5", True), ("10.0.0.5/24", True), ("10.0.0.5/0", False),
                               ("fd00::5", False), ("", False), ("10.0.0.5/x", False)]:

@@ -1047,6 +1047,17 @@ impl PlaybookRun {
         let changed = self.changed_tasks();
         assert!(changed.is_empty(), "{step} changed: {changed:?}");
     }
+
+    /// Fails the test unless the run failed and its first failed task's
+    /// message names each of `parts` and says that nothing was changed.
+    pub fn assert_refused(&self, parts: &[&str]) {
+        assert!(!self.succeeded(), "{}", self.transcript());
+        let msg = self.failed_tasks()[0].result["msg"].to_string();
+        assert!(
+            parts.iter().all(|p| msg.contains(p)) && msg.contains("nothing was changed"),
+            "{msg}"
+        );
+    }
 }
 
 /// The values of column `x` of table `kept` on a local node (its socket

@@ -107,30 +107,16 @@ fn prometheus_scrapes_every_member_with_a_client_certificate_and_sees_the_leader
 
     // Refused before anything changes: the port held, a file missing.
     lab.hold_port("lab3", PORT);
-    let refused = run(&role, &[]);
-    assert!(!refused.succeeded(), "{}", refused.transcript());
-    let msg = refused.failed_tasks()[0].result["msg"].to_string();
-    assert!(
-        msg.contains(&format!("port {PORT}"))
-            && msg.contains("python3")
-            && msg.contains("nothing was changed"),
-        "{msg}"
-    );
+    run(&role, &[]).assert_refused(&[&format!("port {PORT}"), "python3"]);
     lab.release_ports("lab3");
-    let refused = run(
+    run(
         &role,
         &[
             "-e",
             &format!("prometheus_restapi_cafile={TLS}/nowhere.pem"),
         ],
-    );
-    assert!(!refused.succeeded(), "{}", refused.transcript());
-    let msg = refused.failed_tasks()[0].result["msg"].to_string();
-    assert!(
-        msg.contains(&format!("no such file: {TLS}/nowhere.pem"))
-            && msg.contains("nothing was changed"),
-        "{msg}"
-    );
+    )
+    .assert_refused(&[&format!("no such file: {TLS}/nowhere.pem")]);
     assert!(!lab.installed("lab3", "prometheus"));
 
     // Check mode installs nothing; the run; the run again changes nothing.

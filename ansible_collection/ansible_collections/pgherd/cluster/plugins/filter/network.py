@@ -1,5 +1,7 @@
-# Filters of the vip role: which interface of a host is on the network that
-# holds a virtual address, from `ip -j -4 addr show` on that host.
+# Filters of the roles that listen or hold addresses on a host: which
+# interface is on the network that holds a virtual address (the vip role,
+# from `ip -j -4 addr show`), and which listening sockets belong to another
+# program (the haproxy, pgbouncer and prometheus roles, from `ss -Hltnp`).
 import ipaddress
 import json
 
@@ -49,9 +51,17 @@ def pgherd_vip_interface(ip_json, address):
     return {"interface": best[0], "prefix": given or best[1]}
 
 
+def pgherd_other_listeners(lines, program):
+    """The lines of `ss -Hltnp` among `lines` (the others are the role's
+    own `key: value` notes) for sockets a program other than `program`
+    listens on."""
+    return [line for line in lines if line.startswith("LISTEN") and ('"%s"' % program) not in line]
+
+
 class FilterModule:
     def filters(self):
         return {
+            "pgherd_other_listeners": pgherd_other_listeners,
             "pgherd_vip_valid": pgherd_vip_valid,
             "pgherd_vip_interface": pgherd_vip_interface,
         }
