@@ -363,4 +363,51 @@ fn a_cluster_is_backed_up_and_restored_with_pgbackrest() {
             && said.contains("run pgherd backup on its host"),
         "{elsewhere:?}"
     );
+
+    // The backups listed from a replica's host: the diff just taken is the
+    // newest, a restore can reach back to the oldest's end, and the newest
+    // WAL archived is named.
+    let diff_label = String::from_utf8_lossy(&on_leader.stdout)
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("backup ")?
+                .split(' ')
+                .next()
+                .map(str::to_string)
+        })
+        .expect("the diff backup's label");
+    let list = |json: bool| {
+        let mut c = Command::new(pgherd_bin());
+        c.arg("-s")
+            .arg(root.join("pg1").join("settings.yaml"))
+            .args(["-c", "pgherd-local", "backup", "--list"]);
+        if json {
+            c.arg("--json");
+        }
+        let out = c.output().unwrap();
+        assert!(out.status.success(), "{out:?}");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let listed: Value = serde_json::from_str(&list(true)).unwrap();
+    let backups = listed["backups"].as_array().unwrap();
+    let newest = backups.last().unwrap();
+    assert!(
+        backups.len() >= 4
+            && newest["label"] == diff_label.as_str()
+            && newest["type"] == "diff"
+            && listed["stanza"] == STANZA
+            && listed["newest_backup_age"]
+                .as_i64()
+                .is_some_and(|a| a < 600)
+            && listed["restorable_from"].as_str().is_some()
+            && listed["wal_newest"].as_str().is_some_and(|w| w.len() == 24),
+        "{listed}"
+    );
+    let text = list(false);
+    assert!(
+        text.contains(&diff_label)
+            && text.contains("restorable from")
+            && text.contains("the newest backup ended"),
+        "{text}"
+    );
 }

@@ -2,6 +2,7 @@
 //! `pgherd.cluster.patroni` module, with a table and a progress display
 //! instead of JSON for Ansible.
 
+mod backups;
 mod follow;
 mod progress;
 mod proxy;
@@ -95,11 +96,19 @@ enum Command {
     },
     /// Take a pgBackRest backup on the leader; run it on the leader's host
     /// (its instance is found through the settings' patroni.configpath).
+    /// With --list, show the backups instead, from any member's host.
     Backup {
         /// full, diff or incr.
         #[arg(long = "type", default_value = "full", value_name = "TYPE",
               value_parser = ["full", "diff", "incr"])]
         kind: String,
+        /// The backups in the repository, the oldest time a restore can
+        /// reach and how old the newest backup is; takes none.
+        #[arg(long)]
+        list: bool,
+        /// With --list: JSON, for scripts and monitoring.
+        #[arg(long, requires = "list")]
+        json: bool,
     },
     /// Keep a proxy's configuration (PgBouncer, HAProxy) pointed at the
     /// cluster, driven by an etcd watch.
@@ -221,7 +230,10 @@ fn run(cli: Cli) -> Result<()> {
             }),
             ..Operations::default()
         },
-        Command::Backup { kind } => return backup(&target, &kind),
+        Command::Backup {
+            list: true, json, ..
+        } => return list_backups(&target, json),
+        Command::Backup { kind, .. } => return backup(&target, &kind),
         Command::Proxy { .. } | Command::Vip { .. } => unreachable!("handled above"),
     };
     // Its line is cleared when it goes, before anything else is printed.
@@ -290,6 +302,32 @@ fn print_status(target: &Target, json: bool) -> Result<()> {
         println!("{text}");
     } else {
         print!("{}", status::render_table(&info));
+    }
+    Ok(())
+}
+
+/// `pgherd backup --list`: from this host's instance of the cluster.
+fn list_backups(target: &Target, json: bool) -> Result<()> {
+    let b = pgherd_core::pgbackrest::local_instance(&target.settings, &target.scope, None)?
+        .ok_or_else(|| {
+            Error::Other(format!(
+                "no instance of cluster {} runs on this host (among the Patroni \
+                 configurations the settings' patroni.configpath names): run pgherd backup \
+                 --list on a member's host",
+                target.scope
+            ))
+        })?;
+    let info = b.info(target.timeout)?;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64);
+    let list = backups::BackupList::new(&b.stanza, info, now);
+    if json {
+        let text = serde_json::to_string_pretty(&list)
+            .map_err(|e| Error::Other(format!("cannot print the backups: {e}")))?;
+        println!("{text}");
+    } else {
+        print!("{}", backups::render(&list));
     }
     Ok(())
 }

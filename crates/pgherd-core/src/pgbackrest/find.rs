@@ -83,6 +83,16 @@ pub(super) fn pgbackrest_config_of(doc: &PatroniFile) -> Option<PathBuf> {
 /// names (a pattern or a literal path), with the pgBackRest configuration
 /// its archiving uses.
 pub fn local_member(settings: &Settings, scope: &str, leader: &str) -> Result<Option<PgBackRest>> {
+    local_instance(settings, scope, Some(leader))
+}
+
+/// This host's instance of cluster `scope` (of the member `member` when
+/// given, else the first found), with its pgBackRest configuration.
+pub fn local_instance(
+    settings: &Settings,
+    scope: &str,
+    member: Option<&str>,
+) -> Result<Option<PgBackRest>> {
     for path in crate::paths::local_patroni_configs(settings) {
         let Ok(text) = std::fs::read_to_string(&path) else {
             continue;
@@ -90,13 +100,17 @@ pub fn local_member(settings: &Settings, scope: &str, leader: &str) -> Result<Op
         let Ok(doc) = PatroniFile::parse(&text) else {
             continue;
         };
-        if doc.scope.as_deref() != Some(scope) || doc.name.as_deref() != Some(leader) {
+        if doc.scope.as_deref() != Some(scope)
+            || member.is_some_and(|m| doc.name.as_deref() != Some(m))
+        {
             continue;
         }
+        let name = doc.name.clone().unwrap_or_default();
         let no_config = || {
             Error::Other(format!(
-                "the leader {leader} runs on this host ({}), but it archives through no \
-                 pgBackRest configuration of pgherd's: give the instance the pgbackrest option",
+                "the member {name} of cluster {scope} runs on this host ({}), but it archives \
+                 through no pgBackRest configuration of pgherd's: give the instance the \
+                 pgbackrest option",
                 path.display()
             ))
         };

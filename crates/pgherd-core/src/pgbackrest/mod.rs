@@ -18,7 +18,7 @@ use crate::settings::Settings;
 mod find;
 mod repo;
 
-pub use find::{global_option, local_member};
+pub use find::{global_option, local_instance, local_member};
 pub use repo::{choose_backup, iso_utc, parse_info, BackupSet, StanzaInfo};
 
 /// The kinds of backup pgBackRest takes.
@@ -398,6 +398,13 @@ mod tests {
         assert_eq!(b.kind, "full");
         assert_eq!(b.size, 23000748);
         assert_eq!(b.system_identifier.as_deref(), Some("7714455322992979790"));
+        assert_eq!(
+            info.wal,
+            Some((
+                "000000010000000000000001".to_string(),
+                "000000010000000000000003".to_string()
+            ))
+        );
     }
 
     #[test]

@@ -30,6 +30,9 @@ pub struct StanzaInfo {
     pub backups: Vec<BackupSet>,
     /// pgBackRest's status line (`ok`, `no valid backups`, ...).
     pub status: String,
+    /// The oldest and the newest WAL segment in the repository, of the
+    /// cluster the stanza holds now.
+    pub wal: Option<(String, String)>,
 }
 
 /// The system identifier as text: pgBackRest writes it as a JSON number
@@ -80,11 +83,21 @@ pub fn parse_info(json: &str, stanza: &str) -> Result<StanzaInfo> {
                 .and_then(|id| ids.get(&id).cloned()),
         })
         .collect();
+    let wal = entry["archive"]
+        .as_array()
+        .and_then(|a| a.last())
+        .and_then(|a| {
+            Some((
+                a["min"].as_str()?.to_string(),
+                a["max"].as_str()?.to_string(),
+            ))
+        });
     Ok(StanzaInfo {
         exists,
         system_identifiers: ids.into_values().collect(),
         backups,
         status,
+        wal,
     })
 }
 
