@@ -89,15 +89,16 @@ fn haproxy_sends_writes_to_the_leader_and_reads_to_replicas_within_the_lag() {
     // A reload (another connection limit) while clients connect to the
     // read-write port: the new process starts from the members' saved
     // states, and no connection reaches a replica.
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let connecting = {
-        let stop = stop.clone();
+        let (seen, stop) = (seen.clone(), stop.clone());
         std::thread::spawn(move || {
-            let mut seen = Vec::new();
             while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                seen.extend(through(RW_PORT));
+                if let Some(r) = through(RW_PORT) {
+                    seen.lock().unwrap().push(r);
+                }
             }
-            seen
         })
     };
     let reload = role_playbook(
@@ -113,9 +114,17 @@ fn haproxy_sends_writes_to_the_leader_and_reads_to_replicas_within_the_lag() {
         "{}",
         reloaded.transcript()
     );
-    std::thread::sleep(Duration::from_secs(2));
+    // Ten more connections through the new process, then stop.
+    let at_return = seen.lock().unwrap().len();
+    wait_for(
+        "ten connections through HAProxy after the reload",
+        Duration::from_secs(30),
+        || (seen.lock().unwrap().len() >= at_return + 10).then_some(()),
+        story,
+    );
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
-    let seen = connecting.join().unwrap();
+    connecting.join().unwrap();
+    let seen = seen.lock().unwrap().clone();
     let elsewhere: Vec<&String> = seen.iter().filter(|r| *r != "10.231.0.11|false").collect();
     assert!(
         seen.len() > 10 && elsewhere.is_empty(),

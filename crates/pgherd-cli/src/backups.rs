@@ -4,7 +4,7 @@
 use pgherd_core::pgbackrest::{iso_utc, BackupSet, StanzaInfo};
 use serde::Serialize;
 
-use crate::status::human_bytes;
+use crate::status::{columns, human_bytes};
 
 /// What `--json` prints.
 #[derive(Debug, Serialize, PartialEq)]
@@ -61,44 +61,19 @@ pub fn render(list: &BackupList) -> String {
         out.push_str("no backup yet: nothing can be restored\n");
         return out;
     }
-    let rows: Vec<[String; 6]> = list
-        .backups
-        .iter()
-        .map(|b| {
-            [
-                b.label.clone(),
-                b.kind.clone(),
-                iso_utc(b.start),
-                human_duration((b.stop - b.start).max(0)),
-                human_bytes(b.size),
-                human_bytes(b.repository_size),
-            ]
-        })
-        .collect();
     let head = ["LABEL", "TYPE", "STARTED", "TOOK", "SIZE", "IN REPOSITORY"];
-    let widths: Vec<usize> = (0..head.len())
-        .map(|i| {
-            rows.iter()
-                .map(|r| r[i].len())
-                .chain([head[i].len()])
-                .max()
-                .unwrap_or(0)
-        })
-        .collect();
-    let line = |cells: &[&str]| -> String {
-        let mut l = cells
-            .iter()
-            .zip(&widths)
-            .map(|(c, w)| format!("{c:<w$}"))
-            .collect::<Vec<_>>()
-            .join("  ");
-        l.truncate(l.trim_end().len());
-        l + "\n"
-    };
-    out.push_str(&line(&head));
-    for r in &rows {
-        out.push_str(&line(&r.iter().map(String::as_str).collect::<Vec<_>>()));
-    }
+    let mut rows = vec![head.map(String::from).to_vec()];
+    rows.extend(list.backups.iter().map(|b| {
+        vec![
+            b.label.clone(),
+            b.kind.clone(),
+            iso_utc(b.start),
+            human_duration((b.stop - b.start).max(0)),
+            human_bytes(b.size),
+            human_bytes(b.repository_size),
+        ]
+    }));
+    out.push_str(&columns(&rows));
     if let Some(from) = &list.restorable_from {
         out.push_str(&format!(
             "restorable from {from} (the oldest backup's end) on{}\n",

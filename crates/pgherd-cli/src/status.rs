@@ -106,6 +106,32 @@ pub fn tags_label(m: &MemberInfo) -> String {
 /// The table: a title line, then one row per member, in replication
 /// order; cascading members indented under their upstream, and a Tags
 /// column when a member has some.
+/// `rows` (the header first) as columns two spaces apart, each as wide
+/// as its widest cell.
+pub fn columns(rows: &[Vec<String>]) -> String {
+    let count = rows.iter().map(Vec::len).max().unwrap_or(0);
+    let widths: Vec<usize> = (0..count)
+        .map(|c| {
+            rows.iter()
+                .filter_map(|r| r.get(c))
+                .map(|cell| cell.chars().count())
+                .max()
+                .unwrap_or(0)
+        })
+        .collect();
+    let mut out = String::new();
+    for row in rows {
+        let line: Vec<String> = row
+            .iter()
+            .zip(&widths)
+            .map(|(cell, w)| format!("{cell:<w$}"))
+            .collect();
+        out.push_str(line.join("  ").trim_end());
+        out.push('\n');
+    }
+    out
+}
+
 pub fn render_table(info: &ClusterInfo) -> String {
     let mut out = format!("Cluster {}", info.name);
     if let Some(id) = &info.system_identifier {
@@ -167,18 +193,7 @@ pub fn render_table(info: &ClusterInfo) -> String {
         }
         rows.push(row);
     }
-    let widths: Vec<usize> = (0..header.len())
-        .map(|c| rows.iter().map(|r| r[c].chars().count()).max().unwrap_or(0))
-        .collect();
-    for row in &rows {
-        let line: Vec<String> = row
-            .iter()
-            .zip(&widths)
-            .map(|(cell, w)| format!("{cell:<w$}"))
-            .collect();
-        out.push_str(line.join("  ").trim_end());
-        out.push('\n');
-    }
+    out.push_str(&columns(&rows));
     if info.members.is_empty() {
         out.push_str("(no member registered in etcd)\n");
     }
