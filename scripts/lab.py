@@ -65,9 +65,17 @@ BASE_PACKAGES = [
 ]
 PG_PACKAGES = [
     "postgresql-15", "postgresql-client-15", "patroni", "python3-psycopg2",
-    "python3-etcd", "etcd-server", "etcd-client",
+    "python3-etcd", "etcd-server", "etcd-client", "python3-venv",
 ]
-RECIPE_VERSION = "1"
+# The Patroni the cluster's hosts run (the lab inventory's
+# patroni.execpath): bookworm's package is 3.0.2, which with etcd v3 can
+# take the leader key back from a new leader after a partition and lose
+# acknowledged writes (pgherd refuses it for new members). As the packages
+# role does with packages_patroni_from: pip, a virtualenv from the
+# wheelhouse; Debian's package stays for its patroni@ unit and layout.
+PATRONI_VENV = "/opt/patroni"
+PATRONI_PIP = ["patroni[etcd3]==4.0.11", "psycopg2-binary"]
+RECIPE_VERSION = "2"
 # The older Debian an "old" host boots (`up --old`): the OS alone, for the
 # module binaries' portability (its C library is older than the build's).
 OLD_SUITE = "bullseye"
@@ -113,7 +121,8 @@ def host_addr(name):
 
 def recipe_key(flavor="cluster"):
     suite, packages = FLAVORS[flavor]
-    text = json.dumps([RECIPE_VERSION, suite, BASE_PACKAGES, packages, USER])
+    venv = [PATRONI_VENV, PATRONI_PIP] if flavor == "cluster" else []
+    text = json.dumps([RECIPE_VERSION, suite, BASE_PACKAGES, packages, USER] + venv)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
@@ -185,6 +194,17 @@ def build_image(target, flavor):
             apt-get install -y -qq --no-install-recommends {' '.join(packages)} >/dev/null
             apt-get clean
             rm -rf /var/lib/apt/lists/*
+        """)
+    if flavor == "cluster":
+        wheels = os.path.join(work, "tmp/wheels")
+        shutil.copytree(ensure_wheelhouse(), wheels)
+        log(f"installing {' '.join(PATRONI_PIP)} into {PATRONI_VENV} in the image")
+        pip = " ".join(f"'{p}'" for p in PATRONI_PIP)
+        chroot(work, f"""
+            python3 -m venv {PATRONI_VENV}
+            {PATRONI_VENV}/bin/pip install -q --disable-pip-version-check --no-index \
+              --find-links /tmp/wheels {pip}
+            rm -rf /tmp/wheels
         """)
     chroot(work, f"""
         # Services the lab or pgherd start themselves.

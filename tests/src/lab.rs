@@ -6,6 +6,10 @@ use std::process::Command;
 
 use super::*;
 
+/// The Patroni the lab's cluster image holds in /opt/patroni (the lab
+/// inventory's execpath; scripts/lab.py's PATRONI_PIP).
+pub const LAB_PATRONI: &str = "4.0.11";
+
 /// The lab of Debian hosts (`scripts/lab.sh`), up for the life of a test
 /// and taken down after it (unless `PGHERD_KEEP_LAB` is set).
 pub struct Lab {
@@ -127,6 +131,18 @@ impl Lab {
         vars["patroni_etcd_auth"] = json!({"username": "patroni", "password": etcd_patroni_pw});
         vars["pgherd_etcd_root_password"] = json!(etcd_root_pw);
         vars["pgherd_pki_dir"] = json!(dir.join("pki"));
+        // The packages role (bootstrap.yml) on bare hosts: Patroni into the
+        // virtualenv the lab inventory's execpath names, from the
+        // wheelhouse (bookworm's package is refused for new members).
+        vars["packages_patroni_from"] = json!("pip");
+        vars["packages_patroni_version"] = json!(LAB_PATRONI);
+        vars["packages_pip_options"] = json!([
+            "--no-index",
+            "--find-links",
+            Lab::wheelhouse(),
+            "--trusted-host",
+            "10.231.0.1"
+        ]);
         Lab::inventory_with_vars(dir, &serde_yaml::to_string(&vars).unwrap())
     }
 

@@ -231,6 +231,46 @@ fn a_cluster_of_real_hosts_over_ssh_survives_partitions_crashes_and_reboots() {
     let lab = Lab::up(3);
     let site = repo_root().join("playbooks/site.yml");
 
+    // --- Debian bookworm's own Patroni (3.0.2, which can take the leader
+    // key back from a new leader) is refused for new members before
+    // anything is written; the lab's hosts run Patroni 4.0 from a
+    // virtualenv.
+    let debian = dir.join("debian-patroni");
+    std::fs::create_dir_all(&debian).unwrap();
+    let vars = Lab::inventory_vars().replace(
+        "execpath: /opt/patroni/bin/patroni",
+        "execpath: /usr/bin/patroni",
+    );
+    assert!(vars.contains("execpath: /usr/bin/patroni"), "{vars}");
+    let refused = pgherd_e2e::ansible_playbook(
+        &debian,
+        &site,
+        &Lab::inventory_with_vars(&debian, &vars),
+        &[],
+    );
+    assert!(!refused.succeeded(), "{}", refused.transcript());
+    let failed = refused.failed_tasks();
+    assert!(
+        !failed.is_empty()
+            && failed.iter().all(|t| {
+                let msg = t.result["msg"].to_string();
+                msg.contains("/usr/bin/patroni is Patroni 3.0.2") && msg.contains("nothing")
+            }),
+        "{}",
+        refused.transcript()
+    );
+    for host in &lab.hosts {
+        let left = lab
+            .ssh(
+                host,
+                "for p in /etc/patroni/15-main.yml /var/lib/postgresql/15/main \
+                 /etc/systemd/system/patroni@15-main.service.d /etc/pgherd/settings.yaml; \
+                 do test -e $p && echo $p; done; true",
+            )
+            .unwrap();
+        assert_eq!(left.trim(), "", "{host}: written before the refusal");
+    }
+
     // --- Deploy over SSH, as root through sudo, in Debian's layout.
     let started = Instant::now();
     let first = lab.playbook(&dir.path, &site, &[]);

@@ -216,7 +216,7 @@ fn node_inventory(dir: &TestDir, venv: &str) -> std::path::PathBuf {
     let vars = std::fs::read_to_string(Lab::inventory().join("group_vars/all.yml"))
         .unwrap()
         .replace(
-            "execpath: /usr/bin/patroni",
+            "execpath: /opt/patroni/bin/patroni",
             &format!("execpath: {venv}/bin/patroni"),
         );
     assert!(vars.contains(&format!("{venv}/bin/patroni")), "{vars}");

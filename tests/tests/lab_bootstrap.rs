@@ -346,7 +346,7 @@ fn check_mode_predicts_on_bare_hosts(
         let left = lab
             .ssh(
                 host,
-                "ls /usr/bin/patroni /usr/bin/etcd /etc/pgherd 2>/dev/null | wc -l",
+                "ls /opt/patroni /usr/bin/etcd /etc/pgherd 2>/dev/null | wc -l",
             )
             .unwrap();
         assert_eq!(left.trim(), "0", "{host}: check mode installed something");

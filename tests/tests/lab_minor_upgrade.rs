@@ -77,7 +77,7 @@ fn a_rolling_minor_upgrade_installs_and_restarts_with_one_switchover() {
     // Names and paths other than the lab inventory's.
     let vars = Lab::inventory_vars()
         .replace(
-            "execpath: /usr/bin/patroni",
+            "execpath: /opt/patroni/bin/patroni",
             &format!("execpath: {VENV}/bin/patroni"),
         )
         .replace("pg_cluster: lab\n", "pg_cluster: tills-east\n")

@@ -430,6 +430,11 @@ pub fn apply_state(
     if state != DesiredState::Stopped {
         let pg = crate::preflight::Who::of(node.run_as.as_ref());
         warnings.extend(crate::preflight::watchdog(settings, &pg).ok().flatten());
+        warnings.extend(
+            crate::preflight::patroni_version(settings, &node.paths.data_dir)
+                .ok()
+                .flatten(),
+        );
     }
     let mut first = node.observe(state, &[])?;
     let keys = node.refusals(state, &first, &mut warnings)?;

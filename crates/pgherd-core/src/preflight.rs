@@ -336,6 +336,9 @@ pub fn check_instance(
     if let Err(refusal) = watchdog(settings, &pg) {
         problems.push(refusal);
     }
+    if let Err(refusal) = patroni_version(settings, &paths.data_dir) {
+        problems.push(refusal);
+    }
     if let Some(copy) = &m.settings_copy {
         problems.extend(settings_copy(&copy.path, &me));
     }
@@ -380,6 +383,40 @@ pub fn watchdog(settings: &Settings, pg: &Who) -> Result<Option<String>, String>
         _ => Ok(Some(format!(
             "patroni.watchdog.mode: automatic, but {missing}: Patroni runs without a watchdog"
         ))),
+    }
+}
+
+/// The Patroni `patroni.execpath` starts, against the versions known to
+/// lose acknowledged writes with etcd v3 (see
+/// `versions::PATRONI_SAFE_LEADER_KEY`): a refusal for an instance not
+/// made yet (`data_dir` holds no `PG_VERSION`), so that no new member runs
+/// one; a warning for one that exists, which pgherd must go on operating
+/// (to upgrade it, among others). `Ok(None)` when the version cannot be
+/// read from its package (no Python is started for it).
+pub fn patroni_version(settings: &Settings, data_dir: &Path) -> Result<Option<String>, String> {
+    use crate::versions::{packaged_patroni, patroni_steals_leader_key, PATRONI_SAFE_LEADER_KEY};
+    let execpath = &settings.patroni.execpath;
+    let Some(version) = packaged_patroni(execpath).filter(|v| patroni_steals_leader_key(v)) else {
+        return Ok(None);
+    };
+    let defect = format!(
+        "patroni.execpath: {} is Patroni {version}, which with etcd v3 can take the leader key \
+         back from the member elected after its own lease expired (a partition or a stall \
+         longer than ttl): two primaries run, and the writes the new leader acknowledged are \
+         lost when the old one rewinds it (fixed in Patroni {PATRONI_SAFE_LEADER_KEY}, \
+         patroni/patroni#2693; Debian 12 ships 3.0.2)",
+        execpath.display()
+    );
+    if data_dir.join("PG_VERSION").exists() {
+        Ok(Some(format!(
+            "{defect}: upgrade Patroni on every member (playbooks/rolling-upgrade.yml)"
+        )))
+    } else {
+        Err(format!(
+            "{defect}: install Patroni {PATRONI_SAFE_LEADER_KEY} or later (the packages role: \
+             packages_patroni_from: pip and packages_patroni_version; or Debian 13's package) \
+             and set patroni.execpath to it"
+        ))
     }
 }
 
@@ -662,5 +699,54 @@ mod tests {
         let shown = device.display().to_string();
         assert_eq!(with(WatchdogMode::Required, &shown), Ok(None));
         std::fs::remove_file(&device).ok();
+    }
+
+    #[test]
+    fn patroni_before_3_0_3_is_refused_for_a_new_member_and_warned_of_for_one_that_exists() {
+        let d = tempdir("patroni-version");
+        // A virtualenv's layout: bin/patroni's interpreter names the prefix.
+        let with = |version: &str| {
+            let site = d.join(format!(
+                "venv-{version}/lib/python3.11/site-packages/patroni"
+            ));
+            std::fs::create_dir_all(&site).unwrap();
+            std::fs::write(
+                site.join("version.py"),
+                format!("__version__ = '{version}'\n"),
+            )
+            .unwrap();
+            let bin = d.join(format!("venv-{version}/bin"));
+            std::fs::create_dir_all(&bin).unwrap();
+            let exe = bin.join("patroni");
+            let python = bin.join("python3");
+            std::fs::write(&exe, format!("#!{}\nimport patroni\n", python.display())).unwrap();
+            let mut s = Settings::default();
+            s.patroni.execpath = exe;
+            s
+        };
+        let new = d.join("data-new");
+        let existing = d.join("data-existing");
+        std::fs::create_dir_all(&existing).unwrap();
+        std::fs::write(existing.join("PG_VERSION"), "15\n").unwrap();
+
+        let refused = patroni_version(&with("3.0.2"), &new).unwrap_err();
+        assert!(
+            refused.starts_with("patroni.execpath: ")
+                && refused.contains("is Patroni 3.0.2")
+                && refused.contains("packages_patroni_from: pip"),
+            "{refused}"
+        );
+        let warned = patroni_version(&with("3.0.2"), &existing).unwrap().unwrap();
+        assert!(
+            warned.contains("is Patroni 3.0.2") && warned.contains("rolling-upgrade.yml"),
+            "{warned}"
+        );
+        assert_eq!(patroni_version(&with("4.0.11"), &new), Ok(None));
+        assert_eq!(patroni_version(&with("3.0.3"), &existing), Ok(None));
+        // A Patroni whose package is not found is not started to ask.
+        let mut unknown = Settings::default();
+        unknown.patroni.execpath = d.join("nowhere/patroni");
+        assert_eq!(patroni_version(&unknown, &new), Ok(None));
+        std::fs::remove_dir_all(&d).ok();
     }
 }

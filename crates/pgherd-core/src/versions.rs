@@ -235,14 +235,34 @@ fn patroni_version_files(execpath: &Path) -> Vec<PathBuf> {
     out
 }
 
+/// The version of the Patroni `execpath` starts, as its package's
+/// `version.py` says (a file read, no Python started); `None` when the
+/// package is not where its interpreter's prefix puts it.
+pub fn packaged_patroni(execpath: &Path) -> Option<String> {
+    patroni_version_files(execpath)
+        .iter()
+        .find_map(|f| std::fs::read_to_string(f).ok())
+        .and_then(|t| parse_patroni_version_py(&t))
+}
+
+/// The first Patroni whose etcd v3 leader-key renewal is conditional.
+/// Before it (2.0 to 3.0.2), a leader whose lease expired (a partition or
+/// a stall longer than ttl) grants itself a new lease and, when the view
+/// of the cluster it acts on still names it, puts the leader key
+/// unconditionally: it takes the key back from the member elected
+/// meanwhile, both run as primaries, and writes the new leader
+/// acknowledged are lost when it is rewound (patroni/patroni#2693).
+pub const PATRONI_SAFE_LEADER_KEY: &str = "3.0.3";
+
+/// Whether Patroni `version` can overwrite another member's leader key.
+pub fn patroni_steals_leader_key(version: &str) -> bool {
+    compare(version, PATRONI_SAFE_LEADER_KEY) == Ordering::Less
+}
+
 /// The version of the Patroni `execpath` starts: read from its package
 /// when it can be found, else asked (`patroni --version`, a Python start).
 pub fn installed_patroni(execpath: &Path) -> Option<String> {
-    let from_file = patroni_version_files(execpath)
-        .iter()
-        .find_map(|f| std::fs::read_to_string(f).ok())
-        .and_then(|t| parse_patroni_version_py(&t));
-    from_file.or_else(|| {
+    packaged_patroni(execpath).or_else(|| {
         let out = run_version(execpath)?;
         // `patroni 4.1.5`
         out.split_whitespace().nth(1).map(str::to_string)
@@ -276,6 +296,22 @@ mod tests {
         ];
         for (a, b, want) in table {
             assert_eq!(compare(a, b), want, "{a} vs {b}");
+        }
+    }
+
+    #[test]
+    fn patroni_before_3_0_3_overwrites_the_leader_key() {
+        let table = [
+            ("3.0.2", true),
+            ("2.1.7", true),
+            ("3.0.0", true),
+            ("3.0.3", false),
+            ("3.3.0", false),
+            ("4.0.7", false),
+            ("4.1.5", false),
+        ];
+        for (v, steals) in table {
+            assert_eq!(patroni_steals_leader_key(v), steals, "{v}");
         }
     }
 
