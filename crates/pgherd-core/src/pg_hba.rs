@@ -8,9 +8,13 @@ use crate::error::{Error, Result};
 use crate::settings::Settings;
 
 /// The built-in template: local connections by `local_auth_method`, the
-/// task's own entries, then the replication and rewind roles (members
-/// clone and rewind over TCP) from the members' addresses when the task
-/// names them, else from anywhere, all with `auth_method`.
+/// task's own entries, then the replication role from this host (Patroni
+/// 4 reads its own timeline over a replication connection to `localhost`
+/// when PostgreSQL listens on every address; without it, a former leader
+/// back from a partition stays unstreamed, its timeline unknown), then the
+/// replication and rewind roles (members clone and rewind over TCP) from
+/// the members' addresses when the task names them, else from anywhere,
+/// all with `auth_method`.
 pub const DEFAULT_TEMPLATE: &str = "\
 # TYPE  DATABASE     USER  ADDRESS  METHOD
 local   all          all            {{ local_auth_method }}
@@ -19,6 +23,8 @@ local   replication  all            {{ local_auth_method }}
 {% endfor %}\
 host    all          all                   127.0.0.1/32  {{ auth_method }}
 host    all          all                   ::1/128       {{ auth_method }}
+host    replication  {{ replication_role }}  127.0.0.1/32  {{ auth_method }}
+host    replication  {{ replication_role }}  ::1/128       {{ auth_method }}
 {% if member_addresses %}\
 {% for a in member_addresses %}host    replication  {{ replication_role }}  {{ a }}  {{ auth_method }}
 {% endfor %}\
@@ -319,6 +325,29 @@ mod tests {
             .map(|l| l.split_whitespace().collect::<Vec<_>>())
             .filter(|w| w[0] == "host" && w[2] != "all")
             .collect();
+        // This host's own replication connections (Patroni's), then the
+        // members'.
+        let (own, remote) = remote.split_at(2);
+        assert_eq!(
+            own,
+            [
+                [
+                    "host",
+                    "replication",
+                    "replication",
+                    "127.0.0.1/32",
+                    "scram-sha-256"
+                ],
+                [
+                    "host",
+                    "replication",
+                    "replication",
+                    "::1/128",
+                    "scram-sha-256"
+                ],
+            ],
+            "{lines:?}"
+        );
         assert_eq!(remote.len(), 8, "{lines:?}");
         assert!(remote[..4]
             .iter()
