@@ -167,6 +167,25 @@ impl Pki {
         (dir.join("expired.pem"), dir.join("expired.key"))
     }
 
+    /// A certificate of the CA for both ends of a TLS connection: CommonName
+    /// `cn` (what pgBackRest's `tls-server-auth` authorizes) and the DNS
+    /// name `dns` (what a client checks); its .pem and .key, postgres's.
+    pub fn named(&self, cn: &str, dns: &str) -> (PathBuf, PathBuf) {
+        let dir = self.ca.parent().expect("the PKI directory");
+        make_cert(
+            dir,
+            "ca",
+            cn,
+            &format!("/CN={cn}"),
+            &format!(
+                "subjectAltName=DNS:{dns}\nextendedKeyUsage=serverAuth,clientAuth\n\
+                 basicConstraints=CA:FALSE\n"
+            ),
+        );
+        give_to_postgres(dir);
+        (dir.join(format!("{cn}.pem")), dir.join(format!("{cn}.key")))
+    }
+
     /// A new server certificate and key from the same CA, written over
     /// the current ones at the same paths (a rotation); the new
     /// certificate's serial number.

@@ -266,20 +266,29 @@ pub fn check_program(key: &str, path: &Path, who: &Who, hint: &str) -> Option<St
 /// configuration names: a decision the user must state, since a new
 /// repository starts a new stanza and leaves the old backups and WAL out
 /// of reach.
-fn repository_change(b: &crate::paths::PgBackRestPaths, accepted: bool) -> Option<String> {
+fn repository_change(
+    b: &crate::paths::PgBackRestPaths,
+    host: Option<&str>,
+    accepted: bool,
+) -> Option<String> {
     let text = std::fs::read_to_string(&b.config).ok()?;
     let current = crate::pgbackrest::global_option(&text, "repo1-path")?;
-    if accepted || std::path::Path::new(&current) == b.repository {
+    let current_host = crate::pgbackrest::global_option(&text, "repo1-host");
+    let at = |host: Option<&str>, path: &str| match host {
+        Some(h) => format!("{path} on the repository host {h}"),
+        None => path.to_string(),
+    };
+    let wanted = b.repository.display().to_string();
+    if accepted || (current == wanted && current_host.as_deref() == host) {
         return None;
     }
+    let (before, after) = (at(current_host.as_deref(), &current), at(host, &wanted));
     Some(format!(
-        "pgbackrest.repository.path: the instance archives to the repository {current} \
-         (pgBackRest configuration {}), and the settings now name {}: a new repository starts \
-         a new stanza and leaves the backups and WAL of {current} out of reach; set the path \
-         back, or give pgbackrest.new_repository: true to move to {}",
+        "pgbackrest.repository: the instance archives to the repository {before} \
+         (pgBackRest configuration {}), and the settings now name {after}: a new repository \
+         starts a new stanza and leaves the backups and WAL of {before} out of reach; set it \
+         back, or give pgbackrest.new_repository: true to move to {after}",
         b.config.display(),
-        b.repository.display(),
-        b.repository.display()
     ))
 }
 
@@ -311,18 +320,26 @@ pub fn check_instance(
     let me = Who::this_process();
     let mut problems = programs(settings, m, paths, &pg);
     if let Some(b) = &paths.pgbackrest {
-        problems.extend(repository_change(b, m.pgbackrest_new_repository));
+        let host = settings.pgbackrest.repository.host.as_ref();
+        problems.extend(repository_change(
+            b,
+            host.map(|h| h.name.as_str()),
+            m.pgbackrest_new_repository,
+        ));
         problems.extend(check_program(
             "pgbackrest.execpath",
             &settings.pgbackrest.execpath,
             &pg,
             ": install pgBackRest or set pgbackrest.execpath",
         ));
-        for (key, path) in [
-            ("pgbackrest.repository.path", &b.repository),
+        // A repository host's path is there, not here.
+        let repository = host
+            .is_none()
+            .then_some(("pgbackrest.repository.path", &b.repository));
+        for (key, path) in repository.into_iter().chain([
             ("pgbackrest.logpath", &b.log_dir),
             ("pgbackrest.lockpath", &b.lock_dir),
-        ] {
+        ]) {
             let dir = WritableDir {
                 key,
                 path,

@@ -10,6 +10,15 @@ use planner::{Here, Phase, PHASES};
 
 /// What a run reads on this host besides the cluster: where a backup runs.
 fn look_here(target: &Target, info: &ClusterInfo, ops: &Operations) -> Result<Here> {
+    if let (Some(_), Some(h)) = (ops.backup, &target.settings.pgbackrest.repository.host) {
+        return Err(Error::Other(format!(
+            "backup: the repository is on the repository host {}, and pgBackRest takes the \
+             backups of a remote repository there only (\"backup command must be run on the \
+             repository host\"): run it on {} (pgbackrest --stanza=STANZA backup, or the \
+             schedule there); nothing was done",
+            h.name, h.name
+        )));
+    }
     let leader_stanza = match (ops.backup, info.running_leader()) {
         (Some(_), Some(leader)) => {
             crate::pgbackrest::local_member(&target.settings, &target.scope, &leader.name)?

@@ -200,6 +200,21 @@ impl PgBackRest {
             self.log_dir.display(),
             self.lock_dir.display(),
         );
+        if let Some(h) = &b.repository.host {
+            out.push_str(&format!(
+                "repo1-host={}\n\
+                 repo1-host-type=tls\n\
+                 repo1-host-port={}\n\
+                 repo1-host-ca-file={}\n\
+                 repo1-host-cert-file={}\n\
+                 repo1-host-key-file={}\n",
+                h.name,
+                h.port,
+                h.cafile.display(),
+                h.certfile.display(),
+                h.keyfile.display()
+            ));
+        }
         for (key, value) in &b.global_options {
             out.push_str(&format!("{key}={value}\n"));
         }
@@ -414,6 +429,38 @@ mod tests {
         assert!(!info.exists);
         assert_eq!(info.status, "missing stanza path");
         assert!(parse_info(json, "other").is_err());
+    }
+
+    #[test]
+    fn a_repository_host_is_reached_over_tls_by_its_name() {
+        let mut settings = Settings::default();
+        let mut m = InstanceManifest::example();
+        m.pgbackrest_stanza = Some(crate::names::Name::parse("stanza", "c").unwrap());
+        let paths = InstancePaths::new(&settings, &m);
+        let b = PgBackRest::for_instance(&settings, &m, &paths, None).unwrap();
+        let local = b.render_config(&settings, &m, &paths);
+        assert!(!local.contains("repo1-host"), "{local}");
+        settings.pgbackrest.repository.host = Some(crate::settings::RepositoryHost {
+            name: "backup1".into(),
+            port: 8443,
+            cafile: "/tls/ca.pem".into(),
+            certfile: "/tls/pg1.pem".into(),
+            keyfile: "/tls/pg1.key".into(),
+        });
+        let remote = b.render_config(&settings, &m, &paths);
+        let global = remote.split("\n[c]").next().unwrap();
+        for line in [
+            "repo1-path=/var/lib/pgbackrest",
+            "repo1-host=backup1",
+            "repo1-host-type=tls",
+            "repo1-host-port=8443",
+            "repo1-host-ca-file=/tls/ca.pem",
+            "repo1-host-cert-file=/tls/pg1.pem",
+            "repo1-host-key-file=/tls/pg1.key",
+        ] {
+            assert!(global.lines().any(|l| l == line), "{line}: {remote}");
+        }
+        assert!(remote.contains("\n[c]\npg1-path="), "{remote}");
     }
 
     #[test]

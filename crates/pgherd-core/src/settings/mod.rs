@@ -231,13 +231,17 @@ impl Default for PgBackRestSettings {
     }
 }
 
-/// The repository: a path every member reaches (local, or a shared mount).
+/// The repository: a path every member reaches (local, or a shared mount),
+/// or that path on a repository host reached over TLS.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RepositorySettings {
     pub path: String,
     /// Full backups kept (`repo1-retention-full`).
     pub retention_full: u32,
+    /// A repository host running pgBackRest's TLS server: `path` is then
+    /// its path there, and members reach it through `repo1-host-*`.
+    pub host: Option<RepositoryHost>,
 }
 
 impl Default for RepositorySettings {
@@ -245,17 +249,43 @@ impl Default for RepositorySettings {
         RepositorySettings {
             path: "/var/lib/pgbackrest".into(),
             retention_full: 2,
+            host: None,
         }
     }
 }
 
+/// The repository host as a member reaches it: by the name its server
+/// certificate carries (pgBackRest checks the name, never an address),
+/// with this member's certificate, whose CN the repository host's
+/// `tls-server-auth` authorizes for the stanza.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RepositoryHost {
+    pub name: String,
+    #[serde(default = "default_repository_port")]
+    pub port: u16,
+    pub cafile: PathBuf,
+    pub certfile: PathBuf,
+    pub keyfile: PathBuf,
+}
+
+fn default_repository_port() -> u16 {
+    8432
+}
+
 /// Options pgherd writes itself into a pgBackRest configuration, besides
 /// the stanza's `pg1-*`.
-pub const PGBACKREST_OWN_OPTIONS: [&str; 4] = [
+pub const PGBACKREST_OWN_OPTIONS: [&str; 10] = [
     "repo1-path",
     "repo1-retention-full",
     "log-path",
     "lock-path",
+    "repo1-host",
+    "repo1-host-type",
+    "repo1-host-port",
+    "repo1-host-ca-file",
+    "repo1-host-cert-file",
+    "repo1-host-key-file",
 ];
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]

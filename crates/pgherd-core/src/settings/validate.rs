@@ -229,6 +229,37 @@ impl Settings {
         if b.repository.retention_full == 0 {
             problems.push("pgbackrest.repository.retention_full must be at least 1".into());
         }
+        if let Some(h) = &b.repository.host {
+            let name_ok = !h.name.is_empty()
+                && h.name.parse::<std::net::IpAddr>().is_err()
+                && h.name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.');
+            if !name_ok {
+                problems.push(format!(
+                    "pgbackrest.repository.host.name: {:?} is not a host name: pgBackRest \
+                     checks the repository host's certificate against the name it connects to, \
+                     never an address, so give the name its certificate carries (and that \
+                     resolves on every member)",
+                    h.name
+                ));
+            }
+            if h.port == 0 {
+                problems.push("pgbackrest.repository.host.port must be 1-65535".into());
+            }
+            for (key, path) in [
+                ("cafile", &h.cafile),
+                ("certfile", &h.certfile),
+                ("keyfile", &h.keyfile),
+            ] {
+                if !path.is_absolute() {
+                    problems.push(format!(
+                        "pgbackrest.repository.host.{key} must be an absolute path, got {:?}",
+                        path.display().to_string()
+                    ));
+                }
+            }
+        }
         for (key, value) in &b.global_options {
             if PGBACKREST_OWN_OPTIONS.contains(&key.as_str())
                 || key.starts_with("pg1-")
@@ -279,10 +310,27 @@ impl Settings {
                 &self.postgresql.pg_hba_template,
             ),
         ];
+        let repository = self.pgbackrest.repository.host.as_ref();
+        let repository: Vec<(&str, Option<&PathBuf>)> = vec![
+            (
+                "pgbackrest.repository.host.cafile",
+                repository.map(|h| &h.cafile),
+            ),
+            (
+                "pgbackrest.repository.host.certfile",
+                repository.map(|h| &h.certfile),
+            ),
+            (
+                "pgbackrest.repository.host.keyfile",
+                repository.map(|h| &h.keyfile),
+            ),
+        ];
         named
             .iter()
+            .map(|(key, path)| (*key, path.as_ref()))
+            .chain(repository)
             .filter_map(|(key, path)| {
-                let path = path.as_ref()?;
+                let path = path?;
                 (!path.exists()).then(|| format!("{key}: {} does not exist", path.display()))
             })
             .collect()
@@ -444,6 +492,38 @@ mod tests {
         let p = problems(yaml);
         assert_eq!(p.len(), 1, "{p:?}");
         assert!(p[0].contains(needle), "{p:?} lacks {needle:?}");
+    }
+
+    #[test]
+    fn a_repository_host_is_a_name_with_absolute_tls_files() {
+        let host = |name: &str, extra: &str| {
+            format!(
+                "pgbackrest:\n  repository:\n    host:\n      name: {name}\n      \
+                 cafile: /tls/ca.pem\n      certfile: /tls/m.pem\n      keyfile: /tls/m.key\n{extra}"
+            )
+        };
+        assert_eq!(
+            problems(&host("backup1.example.net", "")),
+            Vec::<String>::new()
+        );
+        let s = Settings::from_yaml(&host("backup1", ""), "t").unwrap();
+        assert_eq!(s.pgbackrest.repository.host.unwrap().port, 8432);
+        assert_one(&host("10.0.0.9", ""), "never an address");
+        assert_one(&host("backup_1", ""), "is not a host name");
+        assert_one(&host("b", "      port: 0\n"), "port must be 1-65535");
+        assert_one(
+            &host("b", "").replace("/tls/m.key", "m.key"),
+            "host.keyfile must be an absolute path",
+        );
+        // Every field but the port is needed.
+        assert!(!problems(
+            "pgbackrest:\n  repository:\n    host:\n      name: b\n      cafile: /c\n"
+        )
+        .is_empty());
+        assert_one(
+            "pgbackrest:\n  global_options:\n    repo1-host: b\n",
+            "written by pgherd itself",
+        );
     }
 
     #[test]

@@ -1,0 +1,309 @@
+//! A cluster whose pgBackRest repository is on a repository host reached
+//! over TLS (pgBackRest's own server, client certificates), deployed by the
+//! playbooks: the stanza made from the leader and its archiving checked
+//! through the repository host, a full backup taken there (where pgBackRest
+//! takes the backups of a remote repository, reaching the members' own
+//! servers), the replicas built from it through the repository host, and
+//! the `patroni` module refusing to back up on a member.
+//!
+//! The repository host is this machine's loopback under the name
+//! `localhost` (pgBackRest checks the name a certificate carries, never an
+//! address), its server and each member's on a port of their own.
+
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use pgherd_e2e::pki::Pki;
+use pgherd_e2e::{
+    ansible_playbook, local_nodes_test, psql, repo_root, uid_of, wait_for, wait_kept_rows, Etcd,
+    PlaybookRun,
+};
+use serde_json::json;
+
+const STANZA: &str = "tills";
+const REPO_PORT: u16 = 26_532;
+/// Each member's own pgBackRest server: pgN's on 26_532 + N.
+fn member_port(node: &str) -> u16 {
+    26_532 + node[2..].parse::<u16>().unwrap()
+}
+const NODES: [&str; 3] = ["pg1", "pg2", "pg3"];
+
+/// postgres's user and group.
+fn postgres() -> (u32, u32) {
+    let out = Command::new("id")
+        .args(["-g", "postgres"])
+        .output()
+        .unwrap();
+    let gid = String::from_utf8_lossy(&out.stdout).trim().parse().unwrap();
+    (uid_of("postgres"), gid)
+}
+
+/// Gives `path` to postgres.
+fn give(path: &Path) {
+    let (uid, gid) = postgres();
+    std::os::unix::fs::chown(path, Some(uid), Some(gid)).unwrap();
+}
+
+/// A directory postgres owns.
+fn postgres_dir(path: &Path) -> PathBuf {
+    std::fs::create_dir_all(path).unwrap();
+    give(path);
+    path.to_path_buf()
+}
+
+/// `pgbackrest --config=CONFIG ARGS` as postgres.
+fn pgbackrest(config: &Path) -> Command {
+    let (uid, gid) = postgres();
+    let mut cmd = Command::new("pgbackrest");
+    cmd.arg(format!("--config={}", config.display()))
+        .uid(uid)
+        .gid(gid)
+        .env("HOME", "/var/lib/postgresql")
+        .stdin(Stdio::null());
+    cmd
+}
+
+/// A pgBackRest server with `config`, listening once `port` accepts.
+fn serve(config: &Path, port: u16) -> Child {
+    let child = pgbackrest(config)
+        .arg("server")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start pgbackrest server");
+    wait_for(
+        &format!("pgBackRest's server on port {port}"),
+        Duration::from_secs(20),
+        || std::net::TcpStream::connect(("127.0.0.1", port)).ok(),
+        || std::fs::read_to_string(config).unwrap_or_default(),
+    );
+    child
+}
+
+struct Run<'a> {
+    dir: &'a Path,
+    vars: String,
+}
+
+impl Run<'_> {
+    fn playbook(&self, name: &str, extra: &[&str]) -> PlaybookRun {
+        let mut args = vec!["-e", self.vars.as_str()];
+        args.extend_from_slice(extra);
+        ansible_playbook(
+            self.dir,
+            &repo_root().join("playbooks").join(name),
+            &repo_root().join("playbooks/inventories/local"),
+            &args,
+        )
+    }
+}
+
+#[test]
+fn members_archive_to_and_are_built_from_a_repository_host_over_tls() {
+    let (dir, root, _reaper) =
+        local_nodes_test("pgbr-host", &["127.0.0.11", "127.0.0.12", "127.0.0.13"]);
+    let etcd = Etcd::start(&dir.path, 26_379, 26_380);
+    let pki = Pki::create(&dir.join("pki"));
+    let (repo_cert, repo_key) = pki.named("backup-host", "localhost");
+
+    // The repository host: its repository, its server authorizing each
+    // member's certificate for the stanza, and the members it backs up.
+    let host = postgres_dir(&root.join("backup-host"));
+    let repository = postgres_dir(&host.join("repository"));
+    postgres_dir(&host.join("log"));
+    postgres_dir(&host.join("lock"));
+    let repo_global = format!(
+        "[global]\nrepo1-path={}\nrepo1-retention-full=2\nlog-path={}\nlock-path={}\n\
+         tls-server-address=127.0.0.1\ntls-server-port={REPO_PORT}\n\
+         tls-server-ca-file={}\ntls-server-cert-file={}\ntls-server-key-file={}\n{}",
+        repository.display(),
+        host.join("log").display(),
+        host.join("lock").display(),
+        pki.ca.display(),
+        repo_cert.display(),
+        repo_key.display(),
+        NODES
+            .iter()
+            .map(|node| format!("tls-server-auth={node}={STANZA}\n"))
+            .collect::<String>(),
+    );
+    // The stanza's members: a backup fails while one it lists has no
+    // configuration yet (pgBackRest 2.45: its local process meets the
+    // member's server closing the connection), so the repository host
+    // lists the members deployed, as they join.
+    let repo_conf_path = host.join("pgbackrest.conf");
+    let list_members = |members: &[&str]| {
+        let mut text = format!("{repo_global}\n[{STANZA}]\n");
+        for (i, node) in members.iter().enumerate() {
+            let n = i + 1;
+            let port = member_port(node);
+            let node_root = root.join(node);
+            text.push_str(&format!(
+                "pg{n}-host=localhost\npg{n}-host-type=tls\npg{n}-host-port={port}\n\
+                 pg{n}-host-config={}\npg{n}-host-ca-file={}\npg{n}-host-cert-file={}\n\
+                 pg{n}-host-key-file={}\npg{n}-path={}\n",
+                node_root.join("etc/pgbackrest-15-main.conf").display(),
+                pki.ca.display(),
+                repo_cert.display(),
+                repo_key.display(),
+                node_root.join("data/15/main").display(),
+            ));
+        }
+        std::fs::write(&repo_conf_path, text).unwrap();
+        give(&repo_conf_path);
+    };
+    let mut servers = Vec::new();
+    for node in NODES {
+        let node_root = root.join(node);
+        let (cert, key) = pki.named(node, "localhost");
+        // The member's certificate where its settings name it.
+        let tls = postgres_dir(&node_root.join("tls"));
+        std::fs::copy(&cert, tls.join("member.pem")).unwrap();
+        std::fs::copy(&key, tls.join("member.key")).unwrap();
+        for f in ["member.pem", "member.key"] {
+            give(&tls.join(f));
+        }
+        // The member's own server, which the repository host reaches for
+        // backups: authorizing the repository host's certificate.
+        let server_dir = postgres_dir(&node_root.join("pgbackrest-server"));
+        let server_conf = server_dir.join("server.conf");
+        std::fs::write(
+            &server_conf,
+            format!(
+                "[global]\nlog-path={}\ntls-server-address=127.0.0.1\ntls-server-port={}\n\
+                 tls-server-ca-file={}\ntls-server-cert-file={}\ntls-server-key-file={}\n\
+                 tls-server-auth=backup-host={STANZA}\n",
+                server_dir.display(),
+                member_port(node),
+                pki.ca.display(),
+                tls.join("member.pem").display(),
+                tls.join("member.key").display(),
+            ),
+        )
+        .unwrap();
+        servers.push(serve(&server_conf, member_port(node)));
+    }
+    list_members(&["pg1"]);
+    servers.push(serve(&repo_conf_path, REPO_PORT));
+
+    let settings = json!({"pgbackrest": {"repository": {
+        "path": repository,
+        "host": {
+            "name": "localhost",
+            "port": REPO_PORT,
+            "cafile": pki.ca,
+            "certfile": "{{ pgherd_node_root }}/tls/member.pem",
+            "keyfile": "{{ pgherd_node_root }}/tls/member.key",
+        },
+    }}});
+    let run = Run {
+        dir: &dir.path,
+        vars: json!({
+            "pgherd_local_root": root,
+            "pgherd_etcd_hosts": [etcd.client_addr],
+            "pgbackrest_stanza": STANZA,
+            "pgherd_settings_extra": settings,
+        })
+        .to_string(),
+    };
+
+    // The leader: the stanza made and archiving checked through the
+    // repository host.
+    let leader = run.playbook("site.yml", &["--limit", "pg1"]);
+    leader.assert_ok("deploying pg1");
+    let changes =
+        leader.events_of("PostgreSQL instance managed by Patroni")[0].result["changes"].to_string();
+    assert!(
+        changes.contains(&format!("create pgBackRest stanza {STANZA}"))
+            && changes.contains("check WAL archiving"),
+        "{changes}"
+    );
+    assert!(repository
+        .join("archive")
+        .join(STANZA)
+        .join("archive.info")
+        .exists());
+    let member_conf =
+        std::fs::read_to_string(root.join("pg1/etc/pgbackrest-15-main.conf")).unwrap();
+    assert!(
+        member_conf.contains("repo1-host=localhost\nrepo1-host-type=tls\n"),
+        "{member_conf}"
+    );
+    psql(
+        &root.join("pg1/run"),
+        "CREATE TABLE kept(x int); INSERT INTO kept VALUES (1), (2), (3)",
+    )
+    .unwrap();
+
+    // A member does not back up a remote repository: the module says where.
+    let refused = run.playbook("backup.yml", &["--limit", "pg1"]);
+    assert!(!refused.succeeded(), "{}", refused.transcript());
+    let msg = refused.events_of("Back up on the leader")[0].result["msg"].to_string();
+    assert!(
+        msg.contains("on the repository host localhost") && msg.contains("nothing was done"),
+        "{msg}"
+    );
+
+    // The backup on the repository host, reaching pg1's server.
+    let back_up = |kind: &str| {
+        let out = pgbackrest(&repo_conf_path)
+            .args([
+                &format!("--stanza={STANZA}"),
+                &format!("--type={kind}"),
+                "backup",
+            ])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    back_up("full");
+
+    // The replicas are built from it, through the repository host.
+    let whole = run.playbook("site.yml", &[]);
+    whole.assert_ok("deploying the replicas");
+    for node in ["pg2", "pg3"] {
+        let log = std::fs::read_to_string(root.join(node).join("log/patroni-15-main/patroni.log"))
+            .unwrap_or_default();
+        assert!(
+            log.contains("replica has been created using pgbackrest"),
+            "{node}'s Patroni log:\n{log}"
+        );
+        wait_kept_rows(&root, node, "1,2,3");
+    }
+    // Every member listed: the next backup finds the leader among them.
+    list_members(&NODES);
+    back_up("incr");
+    let again = run.playbook("site.yml", &[]);
+    again.assert_ok("the second deployment");
+    assert!(
+        again.changed_tasks().is_empty(),
+        "a second run changed: {:?}",
+        again.changed_tasks()
+    );
+
+    // What a member's host reads of the repository host: the backup.
+    let listed = Command::new(pgherd_e2e::pgherd_bin())
+        .args(["-s"])
+        .arg(root.join("pg2/settings.yaml"))
+        .args(["-c", "pgherd-local", "backup", "--list", "--json"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&listed.stdout);
+    assert!(
+        listed.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&listed.stderr)
+    );
+    assert!(
+        text.contains("\"full\"") && text.contains("\"incr\""),
+        "{text}"
+    );
+    drop(servers);
+}
