@@ -809,6 +809,29 @@ impl Drop for ProcessReaper {
     }
 }
 
+/// A leader's first deployment with a stanza: it succeeded, its changes
+/// say the stanza was made and archiving checked, and `repository` holds
+/// the stanza's archive.
+pub fn assert_stanza_made(leader: &PlaybookRun, repository: &Path, stanza: &str) {
+    leader.assert_ok("deploying the leader with a stanza");
+    let changes =
+        leader.events_of("PostgreSQL instance managed by Patroni")[0].result["changes"].to_string();
+    assert!(
+        changes.contains(&format!("create pgBackRest stanza {stanza}"))
+            && changes.contains("check WAL archiving"),
+        "{changes}"
+    );
+    assert!(
+        repository
+            .join("archive")
+            .join(stanza)
+            .join("archive.info")
+            .exists(),
+        "no archive of stanza {stanza} in {}",
+        repository.display()
+    );
+}
+
 /// Writes a playbook of one task: `module` with `args` (JSON is YAML),
 /// on `host`; returns its path.
 pub fn one_task_playbook(

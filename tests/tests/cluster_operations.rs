@@ -213,14 +213,15 @@ fn patroni_module_operates_a_real_cluster() {
     };
     ok(&c.playbook("site.yml", &[]), "site.yml");
     // The replication role comes in from the members only (on one
-    // machine, 127.0.0.1 is where they connect from).
+    // machine, 127.0.0.1 is where they connect from), and from this host
+    // itself (Patroni's own replication connections: 127.0.0.1 and ::1).
     let from = psql(
         &c.socket("pg1"),
         "select string_agg(distinct address, ',' order by address) from pg_hba_file_rules \
          where 'replication' = any(database)",
     )
     .unwrap();
-    assert_eq!(from, "127.0.0.1,127.0.0.11,127.0.0.12,127.0.0.13");
+    assert_eq!(from, "127.0.0.1,127.0.0.11,127.0.0.12,127.0.0.13,::1");
 
     // info: reads, never changes.
     let info = ok(&c.patroni(json!({"state": "info"}), &[]), "info");

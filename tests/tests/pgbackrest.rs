@@ -96,19 +96,7 @@ fn a_cluster_is_backed_up_and_restored_with_pgbackrest() {
 
     // The leader alone: the stanza is made and archiving checked.
     let leader = run.repo_playbook("site.yml", &["--limit", "pg1"]);
-    leader.assert_ok("deploying pg1");
-    let changes =
-        leader.events_of("PostgreSQL instance managed by Patroni")[0].result["changes"].to_string();
-    assert!(
-        changes.contains(&format!("create pgBackRest stanza {STANZA}"))
-            && changes.contains("check WAL archiving"),
-        "{changes}"
-    );
-    assert!(repository
-        .join("archive")
-        .join(STANZA)
-        .join("archive.info")
-        .exists());
+    pgherd_e2e::assert_stanza_made(&leader, &repository, STANZA);
     psql(
         &root.join("pg1/run"),
         "CREATE TABLE kept(x int); INSERT INTO kept VALUES (1), (2), (3)",

@@ -212,19 +212,7 @@ fn members_archive_to_and_are_built_from_a_repository_host_over_tls() {
     // The leader: the stanza made and archiving checked through the
     // repository host.
     let leader = run.playbook("site.yml", &["--limit", "pg1"]);
-    leader.assert_ok("deploying pg1");
-    let changes =
-        leader.events_of("PostgreSQL instance managed by Patroni")[0].result["changes"].to_string();
-    assert!(
-        changes.contains(&format!("create pgBackRest stanza {STANZA}"))
-            && changes.contains("check WAL archiving"),
-        "{changes}"
-    );
-    assert!(repository
-        .join("archive")
-        .join(STANZA)
-        .join("archive.info")
-        .exists());
+    pgherd_e2e::assert_stanza_made(&leader, &repository, STANZA);
     let member_conf =
         std::fs::read_to_string(root.join("pg1/etc/pgbackrest-15-main.conf")).unwrap();
     assert!(

@@ -181,7 +181,7 @@ fn a_node_added_cloned_from_a_replica_and_one_removed_through_site_yml() {
     );
     assert_eq!(
         replication_from(&root),
-        "127.0.0.1,127.0.0.11,127.0.0.12,127.0.0.13,127.0.0.14"
+        "127.0.0.1,127.0.0.11,127.0.0.12,127.0.0.13,127.0.0.14,::1"
     );
     let log = std::fs::read_to_string(root.join("db4/log/patroni-15-core/patroni.log"))
         .unwrap_or_default();
@@ -224,7 +224,7 @@ fn a_node_added_cloned_from_a_replica_and_one_removed_through_site_yml() {
     ok(&shut, "the run without db3");
     assert_eq!(
         replication_from(&root),
-        "127.0.0.1,127.0.0.11,127.0.0.12,127.0.0.14"
+        "127.0.0.1,127.0.0.11,127.0.0.12,127.0.0.14,::1"
     );
     assert_eq!(members().len(), 3, "{:?}", members());
 }
@@ -270,7 +270,7 @@ fn a_lost_host_is_rebuilt_under_its_name_or_replaced_by_a_new_one() {
     streams_whole(&root, "db4", &cluster_id);
     assert_eq!(
         replication_from(&root),
-        "127.0.0.1,127.0.0.11,127.0.0.12,127.0.0.14"
+        "127.0.0.1,127.0.0.11,127.0.0.12,127.0.0.14,::1"
     );
     // The inventory's ttl (20 s) and a loop of Patroni's.
     let listed = |name: &str| {
