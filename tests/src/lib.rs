@@ -809,6 +809,31 @@ impl Drop for ProcessReaper {
     }
 }
 
+/// Playbooks of the repository run on the local inventory with `vars`
+/// (JSON extra vars) before any others a call adds.
+pub struct LocalRun<'a> {
+    pub dir: &'a Path,
+    pub vars: String,
+}
+
+impl LocalRun<'_> {
+    pub fn playbook(&self, path: &Path, extra: &[&str]) -> PlaybookRun {
+        let mut args = vec!["-e", self.vars.as_str()];
+        args.extend_from_slice(extra);
+        ansible_playbook(
+            self.dir,
+            path,
+            &repo_root().join("playbooks/inventories/local"),
+            &args,
+        )
+    }
+
+    /// `playbooks/NAME`.
+    pub fn repo_playbook(&self, name: &str, extra: &[&str]) -> PlaybookRun {
+        self.playbook(&repo_root().join("playbooks").join(name), extra)
+    }
+}
+
 /// A leader's first deployment with a stanza: it succeeded, its changes
 /// say the stanza was made and archiving checked, and `repository` holds
 /// the stanza's archive.

@@ -11,34 +11,12 @@ use std::time::Duration;
 use std::process::Command;
 
 use pgherd_e2e::{
-    ansible_playbook, local_nodes_test, pgherd_bin, psql, repo_root, wait_for, wait_kept_rows,
-    Etcd, PlaybookRun, TaskEvent,
+    local_nodes_test, pgherd_bin, psql, repo_root, wait_for, wait_kept_rows, Etcd, LocalRun,
+    TaskEvent,
 };
 use serde_json::{json, Value};
 
 const STANZA: &str = "pgherd-test";
-
-struct Run<'a> {
-    dir: &'a Path,
-    vars: String,
-}
-
-impl Run<'_> {
-    fn playbook(&self, path: &Path, extra: &[&str]) -> PlaybookRun {
-        let mut args = vec!["-e", self.vars.as_str()];
-        args.extend_from_slice(extra);
-        ansible_playbook(
-            self.dir,
-            path,
-            &repo_root().join("playbooks/inventories/local"),
-            &args,
-        )
-    }
-
-    fn repo_playbook(&self, name: &str, extra: &[&str]) -> PlaybookRun {
-        self.playbook(&repo_root().join("playbooks").join(name), extra)
-    }
-}
 
 fn patroni_log(root: &Path, node: &str) -> String {
     std::fs::read_to_string(root.join(node).join("log/patroni-15-main/patroni.log"))
@@ -63,7 +41,7 @@ fn a_cluster_is_backed_up_and_restored_with_pgbackrest() {
     let (dir, root, _reaper) =
         local_nodes_test("pgbackrest", &["127.0.0.11", "127.0.0.12", "127.0.0.13"]);
     let etcd = Etcd::start(&dir.path, 25_479, 25_480);
-    let run = Run {
+    let run = LocalRun {
         dir: &dir.path,
         vars: json!({
             "pgherd_local_root": root,

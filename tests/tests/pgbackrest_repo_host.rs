@@ -16,10 +16,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use pgherd_e2e::pki::Pki;
-use pgherd_e2e::{
-    ansible_playbook, local_nodes_test, psql, repo_root, uid_of, wait_for, wait_kept_rows, Etcd,
-    PlaybookRun,
-};
+use pgherd_e2e::{local_nodes_test, psql, uid_of, wait_for, wait_kept_rows, Etcd, LocalRun};
 use serde_json::json;
 
 const STANZA: &str = "tills";
@@ -80,24 +77,6 @@ fn serve(config: &Path, port: u16) -> Child {
         || std::fs::read_to_string(config).unwrap_or_default(),
     );
     child
-}
-
-struct Run<'a> {
-    dir: &'a Path,
-    vars: String,
-}
-
-impl Run<'_> {
-    fn playbook(&self, name: &str, extra: &[&str]) -> PlaybookRun {
-        let mut args = vec!["-e", self.vars.as_str()];
-        args.extend_from_slice(extra);
-        ansible_playbook(
-            self.dir,
-            &repo_root().join("playbooks").join(name),
-            &repo_root().join("playbooks/inventories/local"),
-            &args,
-        )
-    }
 }
 
 #[test]
@@ -198,7 +177,7 @@ fn members_archive_to_and_are_built_from_a_repository_host_over_tls() {
             "keyfile": "{{ pgherd_node_root }}/tls/member.key",
         },
     }}});
-    let run = Run {
+    let run = LocalRun {
         dir: &dir.path,
         vars: json!({
             "pgherd_local_root": root,
@@ -211,7 +190,7 @@ fn members_archive_to_and_are_built_from_a_repository_host_over_tls() {
 
     // The leader: the stanza made and archiving checked through the
     // repository host.
-    let leader = run.playbook("site.yml", &["--limit", "pg1"]);
+    let leader = run.repo_playbook("site.yml", &["--limit", "pg1"]);
     pgherd_e2e::assert_stanza_made(&leader, &repository, STANZA);
     let member_conf =
         std::fs::read_to_string(root.join("pg1/etc/pgbackrest-15-main.conf")).unwrap();
@@ -226,7 +205,7 @@ fn members_archive_to_and_are_built_from_a_repository_host_over_tls() {
     .unwrap();
 
     // A member does not back up a remote repository: the module says where.
-    let refused = run.playbook("backup.yml", &["--limit", "pg1"]);
+    let refused = run.repo_playbook("backup.yml", &["--limit", "pg1"]);
     assert!(!refused.succeeded(), "{}", refused.transcript());
     let msg = refused.events_of("Back up on the leader")[0].result["msg"].to_string();
     assert!(
@@ -254,7 +233,7 @@ fn members_archive_to_and_are_built_from_a_repository_host_over_tls() {
     back_up("full");
 
     // The replicas are built from it, through the repository host.
-    let whole = run.playbook("site.yml", &[]);
+    let whole = run.repo_playbook("site.yml", &[]);
     whole.assert_ok("deploying the replicas");
     for node in ["pg2", "pg3"] {
         let log = std::fs::read_to_string(root.join(node).join("log/patroni-15-main/patroni.log"))
@@ -268,7 +247,7 @@ fn members_archive_to_and_are_built_from_a_repository_host_over_tls() {
     // Every member listed: the next backup finds the leader among them.
     list_members(&NODES);
     back_up("incr");
-    let again = run.playbook("site.yml", &[]);
+    let again = run.repo_playbook("site.yml", &[]);
     again.assert_ok("the second deployment");
     assert!(
         again.changed_tasks().is_empty(),
