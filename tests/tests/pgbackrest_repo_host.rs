@@ -175,6 +175,9 @@ fn members_archive_to_and_are_built_from_a_repository_host_over_tls() {
             "cafile": pki.ca,
             "certfile": "{{ pgherd_node_root }}/tls/member.pem",
             "keyfile": "{{ pgherd_node_root }}/tls/member.key",
+            // Where the repository host's configuration is (read there):
+            // its node root, as the inventory below gives it.
+            "config_path": "{{ pgherd_node_root }}",
         },
     }}});
     let run = LocalRun {
@@ -183,7 +186,7 @@ fn members_archive_to_and_are_built_from_a_repository_host_over_tls() {
             "pgherd_local_root": root,
             "pgherd_etcd_hosts": [etcd.client_addr],
             "pgbackrest_stanza": STANZA,
-            "pgherd_settings_extra": settings,
+            "pgherd_settings_extra": settings.clone(),
         })
         .to_string(),
     };
@@ -209,28 +212,46 @@ fn members_archive_to_and_are_built_from_a_repository_host_over_tls() {
     assert!(!refused.succeeded(), "{}", refused.transcript());
     let msg = refused.events_of("Back up on the leader")[0].result["msg"].to_string();
     assert!(
-        msg.contains("on the repository host localhost") && msg.contains("nothing was done"),
+        msg.contains("the repository host localhost takes the backups"),
         "{msg}"
     );
-
-    // The backup on the repository host, reaching pg1's server.
-    let back_up = |kind: &str| {
-        let out = pgbackrest(&repo_conf_path)
-            .args([
-                &format!("--stanza={STANZA}"),
-                &format!("--type={kind}"),
-                "backup",
-            ])
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
+    let backups = || -> Vec<String> {
+        std::fs::read_dir(repository.join("backup").join(STANZA))
+            .unwrap()
+            .filter_map(|e| e.ok()?.file_name().into_string().ok())
+            .filter(|n| n.ends_with('F') || n.ends_with('I'))
+            .collect()
     };
-    back_up("full");
+    assert!(backups().is_empty(), "no backup taken: {:?}", backups());
+
+    // The repository host in the inventory (its own node root, where no
+    // member runs; its pgBackRest configuration in `config_path`): the
+    // backup is taken there, reaching pg1's server, every member skipped.
+    let repo_inventory = dir.join("repository-host.yml");
+    std::fs::write(
+        &repo_inventory,
+        format!(
+            "all:\n  children:\n    pgbackrest_repo:\n      hosts:\n        backup-host:\n\
+             \x20         ansible_host: 127.0.0.1\n          pgherd_node_root: {}\n",
+            host.display()
+        ),
+    )
+    .unwrap();
+    let repo_inventory = repo_inventory.display().to_string();
+    let full = run.repo_playbook("backup.yml", &["-i", &repo_inventory]);
+    full.assert_ok("backup.yml with the repository host");
+    let took: Vec<&str> = full
+        .changed_tasks()
+        .iter()
+        .map(|e| e.host.as_str())
+        .collect();
+    assert_eq!(took, ["backup-host"], "{}", full.transcript());
+    let taken = &full.events_of("Back up on the leader")
+        .into_iter()
+        .find(|e| e.host == "backup-host")
+        .unwrap()
+        .result;
+    assert_eq!(taken["backup"]["type"], "full", "{taken}");
 
     // The replicas are built from it, through the repository host.
     let whole = run.repo_playbook("site.yml", &[]);
@@ -244,9 +265,39 @@ fn members_archive_to_and_are_built_from_a_repository_host_over_tls() {
         );
         wait_kept_rows(&root, node, "1,2,3");
     }
-    // Every member listed: the next backup finds the leader among them.
+    // Every member listed: the next backup finds the leader among them,
+    // `pgherd backup` on the repository host (settings of its own).
     list_members(&NODES);
-    back_up("incr");
+    let host_settings = host.join("settings.yaml");
+    std::fs::write(
+        &host_settings,
+        json!({
+            "patroni": {
+                "configpath": host.join("etc/{version}-{name}.yaml"),
+                "etcd": {"hosts": [etcd.client_addr]},
+            },
+            "pgbackrest": {"repository": {
+                "path": repository,
+                "host": {"name": "localhost", "port": REPO_PORT, "cafile": pki.ca,
+                         "certfile": "/unused", "keyfile": "/unused", "config_path": host},
+            }},
+        })
+        .to_string(),
+    )
+    .unwrap();
+    let incr = Command::new(pgherd_e2e::pgherd_bin())
+        .arg("-s")
+        .arg(&host_settings)
+        .args(["-c", "pgherd-local", "backup", "--type", "incr"])
+        .output()
+        .unwrap();
+    assert!(
+        incr.status.success()
+            && String::from_utf8_lossy(&incr.stdout).contains("on the repository host localhost"),
+        "{}{}",
+        String::from_utf8_lossy(&incr.stdout),
+        String::from_utf8_lossy(&incr.stderr)
+    );
     let again = run.repo_playbook("site.yml", &[]);
     again.assert_ok("the second deployment");
     assert!(

@@ -306,17 +306,22 @@ fn print_status(target: &Target, json: bool) -> Result<()> {
     Ok(())
 }
 
-/// `pgherd backup --list`: from this host's instance of the cluster.
+/// `pgherd backup --list`: from this host's instance of the cluster, or on
+/// the repository host from its configuration.
 fn list_backups(target: &Target, json: bool) -> Result<()> {
-    let b = pgherd_core::pgbackrest::local_instance(&target.settings, &target.scope, None)?
-        .ok_or_else(|| {
-            Error::Other(format!(
-                "no instance of cluster {} runs on this host (among the Patroni \
-                 configurations the settings' patroni.configpath names): run pgherd backup \
-                 --list on a member's host",
-                target.scope
-            ))
-        })?;
+    let settings = &target.settings;
+    let mut found = pgherd_core::pgbackrest::local_instance(settings, &target.scope, None)?;
+    if let (None, Some(h)) = (&found, &settings.pgbackrest.repository.host) {
+        found = pgherd_core::pgbackrest::on_repository_host(settings, h, &[&target.scope])?;
+    }
+    let b = found.ok_or_else(|| {
+        Error::Other(format!(
+            "no instance of cluster {} runs on this host (among the Patroni configurations \
+             the settings' patroni.configpath names), and it is not the repository host: run \
+             pgherd backup --list on a member's host",
+            target.scope
+        ))
+    })?;
     let info = b.info(target.timeout)?;
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -342,13 +347,25 @@ fn backup(target: &Target, kind: &str) -> Result<()> {
     };
     let report = cluster::run(target, &ops, false)?;
     drop(display);
-    if let Some(leader) = report.backup_elsewhere {
-        return Err(Error::Other(format!(
-            "the leader {leader} of cluster {} does not run on this host (no instance of it \
-             among the Patroni configurations the settings' patroni.configpath names): run \
-             pgherd backup on its host",
-            target.scope
-        )));
+    match report.backup_elsewhere {
+        Some(cluster::Elsewhere::Leader(leader)) => {
+            return Err(Error::Other(format!(
+                "the leader {leader} of cluster {} does not run on this host (no instance of \
+                 it among the Patroni configurations the settings' patroni.configpath names): \
+                 run pgherd backup on its host",
+                target.scope
+            )))
+        }
+        Some(cluster::Elsewhere::RepositoryHost(host)) => {
+            return Err(Error::Other(format!(
+                "cluster {}'s repository is on the repository host {host}, where pgBackRest \
+                 takes its backups, and this host is not it (a member, or no pgBackRest \
+                 configuration in the settings' pgbackrest.repository.host.config_path): run \
+                 pgherd backup on {host}",
+                target.scope
+            )))
+        }
+        None => {}
     }
     for change in &report.changes {
         println!("done: {change}");

@@ -301,6 +301,7 @@ pub fn docs() -> pgherd_ansible::docs::ModuleDoc {
                 ReturnDoc::new("data_dir", "str", "Data directory.").sample(json!("/var/lib/postgresql/15/main")),
                 ReturnDoc::new("config", "str", "Path of the Patroni configuration.").sample(json!("/etc/patroni/15-main.yaml")),
                 ReturnDoc::new("passfile", "str", "Path of the client password file, when passwords are given.").sample(json!("/etc/patroni/15-main.pgpass")),
+                ReturnDoc::new("pgbackrest_config", "str", "Path of the instance's pgBackRest configuration, with a stanza (what a repository host's C(pgN-host-config) names).").sample(json!("/etc/pgbackrest/15-main.conf")),
                 ReturnDoc::new("restapi", "str", "host:port of the REST API.").sample(json!("10.0.0.11:8008")),
                 ReturnDoc::new("running", "bool", "Whether Patroni runs.").sample(json!(true)),
                 ReturnDoc::new("role", "str", "primary or replica, when running.").sample(json!("replica")),

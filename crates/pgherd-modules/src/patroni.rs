@@ -87,9 +87,12 @@ pub fn spec() -> Spec {
         OptionSpec::new("backup", Kind::Str)
             .choices(["full", "diff", "incr"])
             .doc(
-                "Take a pgBackRest backup of this type on the leader. Only the host where the leader runs takes it \
-                 (its instance has the I(pgbackrest) option); on the others the task is skipped. Run it on every host of \
-                 the cluster to back up wherever the leader is. I(wait_timeout) bounds the backup's duration.",
+                "Take a pgBackRest backup of this type of the leader. Only one host takes it: the leader's (its \
+                 instance has the I(pgbackrest) option) or, when the settings name a C(pgbackrest.repository.host), \
+                 the repository host (the host holding a pgBackRest configuration in its C(config_path) that lists \
+                 the cluster's members, and running none); on the others the task is skipped. Run it on every host \
+                 of the cluster (and the repository host) to back up wherever the leader is. I(wait_timeout) bounds \
+                 the backup's duration.",
             ),
         OptionSpec::new("system_identifier", Kind::Str).doc(
             "With C(state: absent): the cluster's system identifier, which must match the DCS's \
@@ -313,10 +316,8 @@ fn outcome(mut report: cluster::Report, scope: &str) -> Outcome {
     if let Some(b) = backup {
         outcome.values.insert("backup".into(), json!(b));
     }
-    if let Some(leader) = elsewhere {
-        let msg = format!(
-            "cluster {scope}: the leader {leader} does not run on this host, which takes no backup"
-        );
+    if let Some(host) = elsewhere {
+        let msg = format!("cluster {scope}: {host}, which takes no backup");
         if !outcome.changed {
             outcome.values.insert("skipped".into(), Value::Bool(true));
             outcome.msg = Some(msg);
@@ -346,7 +347,7 @@ pub fn docs() -> pgherd_ansible::docs::ModuleDoc {
         requirements: vec![
             "An etcd cluster (v3 API) holding the cluster's keys, reachable from the host the task runs on, unless I(restapi) is given.",
             "Patroni's REST API of the members, reachable from that host.",
-            "pgBackRest on the leader's host, for I(backup).",
+            "pgBackRest on the leader's host (or the repository host), for I(backup).",
         ],
         seealso: vec![
             json!({"module": "pgherd.cluster.instance"}),
@@ -380,7 +381,7 @@ pub fn docs() -> pgherd_ansible::docs::ModuleDoc {
                 ReturnDoc::new("scheduled_switchover", "dict", "A switchover waiting for its time: at, from, to.")
                     .sample(json!({"at": "2026-12-01T22:00:00+00:00", "from": "pg1", "to": "pg2"})),
             ]),
-            ReturnDoc::new("backup", "dict", "The backup taken, on the host of the leader (I(backup)).")
+            ReturnDoc::new("backup", "dict", "The backup taken, on the host that took it (I(backup)).")
                 .sample(json!({"label": "20261201-220000F", "type": "full"}))
                 .contains(vec![
                 ReturnDoc::new("label", "str", "pgBackRest's label of the backup.").sample(json!("20261201-220000F")),

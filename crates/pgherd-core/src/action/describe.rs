@@ -186,8 +186,20 @@ impl Action {
                 leader,
                 stanza,
                 kind,
+                repository_host: None,
             } => format!(
                 "take a {} backup of cluster {cluster} on its leader {leader} (stanza {stanza})",
+                kind.as_str()
+            ),
+            Action::Backup {
+                cluster,
+                leader,
+                stanza,
+                kind,
+                repository_host: Some(host),
+            } => format!(
+                "take a {} backup of cluster {cluster} on the repository host {host}, from \
+                 its leader {leader} (stanza {stanza})",
                 kind.as_str()
             ),
             _ => return None,

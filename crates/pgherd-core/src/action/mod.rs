@@ -198,12 +198,15 @@ pub enum Action {
     ReinitMember { name: String },
     /// A cluster's keys deleted from the DCS.
     DeleteClusterKeys { prefix: String, keys: Vec<String> },
-    /// A backup of the cluster taken on its leader, which runs on this host.
+    /// A backup of the cluster taken on this host: its leader's, or the
+    /// repository host (`repository_host`), which backs up the leader
+    /// through the member's pgBackRest server.
     Backup {
         cluster: String,
         leader: String,
         stanza: String,
         kind: BackupKind,
+        repository_host: Option<String>,
     },
 }
 

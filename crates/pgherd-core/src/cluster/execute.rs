@@ -66,7 +66,13 @@ impl ClusterRun<'_, '_> {
             } => return self.confirm_restarts(*by_switchover, *maximum_lag),
             Action::ReinitMember { name } => reinit_member(self.conn()?, name)?,
             Action::DeleteClusterKeys { prefix, .. } => delete_keys(self.target, prefix)?,
-            Action::Backup { leader, kind, .. } => self.backup(leader, *kind)?,
+            Action::Backup {
+                leader,
+                kind,
+                stanza,
+                repository_host,
+                ..
+            } => self.backup(leader, *kind, stanza, repository_host.is_some())?,
             for_a_host => {
                 return Err(Error::Other(format!(
                     "internal error: {:?} is not planned for a cluster",
@@ -78,10 +84,21 @@ impl ClusterRun<'_, '_> {
         Ok(Outcome::Done)
     }
 
-    /// Takes a backup with the leader's pgBackRest on this host.
-    fn backup(&mut self, leader: &str, kind: crate::pgbackrest::BackupKind) -> Result<()> {
+    /// Takes a backup with the leader's pgBackRest on this host, or the
+    /// repository host's.
+    fn backup(
+        &mut self,
+        leader: &str,
+        kind: crate::pgbackrest::BackupKind,
+        stanza: &str,
+        on_repository_host: bool,
+    ) -> Result<()> {
         let t = self.target;
-        let Some(b) = crate::pgbackrest::local_member(&t.settings, &t.scope, leader)? else {
+        let found = match (on_repository_host, &t.settings.pgbackrest.repository.host) {
+            (true, Some(h)) => crate::pgbackrest::on_repository_host(&t.settings, h, &[stanza])?,
+            _ => crate::pgbackrest::local_member(&t.settings, &t.scope, leader)?,
+        };
+        let Some(b) = found else {
             return Err(Error::Other(format!(
                 "the leader {leader} of cluster {} no longer runs on this host: nothing was \
                  backed up",

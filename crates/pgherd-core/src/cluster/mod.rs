@@ -172,7 +172,28 @@ pub struct Report {
     pub info: ClusterInfo,
     /// The backup taken, as the repository lists it.
     pub backup: Option<BackupSet>,
-    /// A backup was asked for, and the leader (named) runs on another
-    /// host, which takes it.
-    pub backup_elsewhere: Option<String>,
+    /// A backup was asked for, and another host takes it.
+    pub backup_elsewhere: Option<Elsewhere>,
+}
+
+/// The host that takes a backup this one does not.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Elsewhere {
+    /// The leader's (a member's name).
+    Leader(String),
+    /// The repository host (its name).
+    RepositoryHost(String),
+}
+
+impl std::fmt::Display for Elsewhere {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Elsewhere::Leader(name) => write!(f, "the leader {name} does not run on this host"),
+            Elsewhere::RepositoryHost(name) => write!(
+                f,
+                "the repository host {name} takes the backups (pgBackRest backs up a remote \
+                 repository there only), and this host is not it"
+            ),
+        }
+    }
 }

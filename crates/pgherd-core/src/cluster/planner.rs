@@ -22,12 +22,26 @@ pub enum Phase {
 
 pub const PHASES: [Phase; 4] = [Phase::Configure, Phase::Lead, Phase::Restart, Phase::Backup];
 
-/// What was read besides the cluster: the pgBackRest stanza of its leader
-/// when the leader runs on this host (only looked for when a backup is
-/// asked for).
+/// Where an asked-for backup is taken, as this host sees it.
+#[derive(Debug, Clone, PartialEq)]
+pub enum BackupHere {
+    /// Here: the leader's instance runs on this host (`repository_host`
+    /// None), or this is the repository host, whose configuration lists
+    /// the members.
+    Takes {
+        stanza: String,
+        repository_host: Option<String>,
+    },
+    /// On that host: the leader's, or the repository host.
+    Elsewhere(Elsewhere),
+}
+
+/// What was read besides the cluster (only what the asked-for operations
+/// need).
 #[derive(Debug, Clone, Default)]
 pub struct Here {
-    pub leader_stanza: Option<String>,
+    /// With a backup asked for: where it is taken.
+    pub backup: Option<BackupHere>,
     /// With a promotion asked for: the addresses of the primary the
     /// standby cluster follows that accepted a connection.
     pub standby_primary_answering: Vec<String>,
@@ -113,13 +127,18 @@ pub fn plan_phase(
                         info.name
                     ))
                 })?;
-                // Elsewhere, the leader's host takes it.
-                if let Some(stanza) = &here.leader_stanza {
+                // Elsewhere, the leader's host or the repository host takes it.
+                if let Some(BackupHere::Takes {
+                    stanza,
+                    repository_host,
+                }) = &here.backup
+                {
                     out.push(Action::Backup {
                         cluster: info.name.clone(),
                         leader: leader.name.clone(),
                         stanza: stanza.clone(),
                         kind,
+                        repository_host: repository_host.clone(),
                     });
                 }
             }
@@ -527,7 +546,23 @@ pub(super) mod tests {
             ..Operations::default()
         };
         let here = Here {
-            leader_stanza: Some("main".into()),
+            backup: Some(BackupHere::Takes {
+                stanza: "main".into(),
+                repository_host: None,
+            }),
+            ..Here::default()
+        };
+        let repository_host = Here {
+            backup: Some(BackupHere::Takes {
+                stanza: "main".into(),
+                repository_host: Some("backup1".into()),
+            }),
+            ..Here::default()
+        };
+        let elsewhere = Here {
+            backup: Some(BackupHere::Elsewhere(Elsewhere::RepositoryHost(
+                "backup1".into(),
+            ))),
             ..Here::default()
         };
         let lines = |info: &ClusterInfo, here: &Here| {
@@ -541,7 +576,16 @@ pub(super) mod tests {
                 "take a full backup of cluster main on its leader a (stanza main)".to_string()
             ])
         );
+        assert_eq!(
+            lines(&healthy(), &repository_host),
+            Ok(vec![
+                "take a full backup of cluster main on the repository host backup1, from its \
+                 leader a (stanza main)"
+                    .to_string()
+            ])
+        );
         assert_eq!(lines(&healthy(), &Here::default()), Ok(vec![]));
+        assert_eq!(lines(&healthy(), &elsewhere), Ok(vec![]));
         let mut down = healthy();
         down.members[0].state = "stopped".into();
         assert!(lines(&down, &here).is_err_and(|e| e.contains("no running leader to back up")));

@@ -6,25 +6,53 @@
 use super::*;
 use crate::action::{describe, diff, execute_onto, Lock};
 use execute::ClusterRun;
-use planner::{Here, Phase, PHASES};
+use planner::{BackupHere, Here, Phase, PHASES};
+
+/// Where an asked-for backup is taken. With a repository host, there:
+/// pgBackRest takes the backups of a remote repository on the repository
+/// host only, reaching the leader's pgBackRest server; a member's host
+/// leaves it to the repository host. Else on the leader's host.
+fn backup_here(target: &Target, info: &ClusterInfo) -> Result<Option<BackupHere>> {
+    let Some(leader) = info.running_leader() else {
+        return Ok(None);
+    };
+    let settings = &target.settings;
+    let Some(h) = &settings.pgbackrest.repository.host else {
+        return Ok(Some(
+            match crate::pgbackrest::local_member(settings, &target.scope, &leader.name)? {
+                Some(b) => BackupHere::Takes {
+                    stanza: b.stanza,
+                    repository_host: None,
+                },
+                None => BackupHere::Elsewhere(Elsewhere::Leader(leader.name.clone())),
+            },
+        ));
+    };
+    if crate::pgbackrest::local_instance(settings, &target.scope, None)?.is_some() {
+        return Ok(Some(BackupHere::Elsewhere(Elsewhere::RepositoryHost(
+            h.name.clone(),
+        ))));
+    }
+    // The stanza whose members are the cluster's (or its name).
+    let mut names = vec![target.scope.as_str()];
+    names.extend(info.members.iter().map(|m| m.name.as_str()));
+    names.extend(info.members.iter().map(|m| m.host.as_str()));
+    Ok(Some(
+        match crate::pgbackrest::on_repository_host(settings, h, &names)? {
+            Some(b) => BackupHere::Takes {
+                stanza: b.stanza,
+                repository_host: Some(h.name.clone()),
+            },
+            None => BackupHere::Elsewhere(Elsewhere::RepositoryHost(h.name.clone())),
+        },
+    ))
+}
 
 /// What a run reads on this host besides the cluster: where a backup runs.
 fn look_here(target: &Target, info: &ClusterInfo, ops: &Operations) -> Result<Here> {
-    if let (Some(_), Some(h)) = (ops.backup, &target.settings.pgbackrest.repository.host) {
-        return Err(Error::Other(format!(
-            "backup: the repository is on the repository host {}, and pgBackRest takes the \
-             backups of a remote repository there only (\"backup command must be run on the \
-             repository host\"): run it on {} (pgbackrest --stanza=STANZA backup, or the \
-             schedule there); nothing was done",
-            h.name, h.name
-        )));
-    }
-    let leader_stanza = match (ops.backup, info.running_leader()) {
-        (Some(_), Some(leader)) => {
-            crate::pgbackrest::local_member(&target.settings, &target.scope, &leader.name)?
-                .map(|b| b.stanza)
-        }
-        _ => None,
+    let backup = match ops.backup {
+        Some(_) => backup_here(target, info)?,
+        None => None,
     };
     // Whether the primary a standby cluster follows still answers: a
     // promotion while it does makes two primaries. Every address probed at
@@ -47,7 +75,7 @@ fn look_here(target: &Target, info: &ClusterInfo, ops: &Operations) -> Result<He
         _ => Vec::new(),
     };
     Ok(Here {
-        leader_stanza,
+        backup,
         standby_primary_answering,
     })
 }
@@ -61,10 +89,11 @@ fn answers(address: &str) -> bool {
     })
 }
 
-/// The leader that takes an asked-for backup on its own host.
-fn backup_elsewhere(info: &ClusterInfo, here: &Here, ops: &Operations) -> Option<String> {
-    match (ops.backup, info.running_leader(), &here.leader_stanza) {
-        (Some(_), Some(leader), None) => Some(leader.name.clone()),
+/// The host that takes an asked-for backup when this one does not: the
+/// leader's, or the repository host.
+fn backup_elsewhere(here: &Here) -> Option<Elsewhere> {
+    match &here.backup {
+        Some(BackupHere::Elsewhere(host)) => Some(host.clone()),
         _ => None,
     }
 }
@@ -92,7 +121,7 @@ pub fn run(target: &Target, ops: &Operations, check_mode: bool) -> Result<Report
         return Ok(Report {
             changes: describe(&whole),
             diff: diff(&whole),
-            backup_elsewhere: backup_elsewhere(&info, &here, ops),
+            backup_elsewhere: backup_elsewhere(&here),
             info,
             ..Report::default()
         });
@@ -129,7 +158,7 @@ pub fn run(target: &Target, ops: &Operations, check_mode: bool) -> Result<Report
         diffs.extend(diff(&actions));
         execute_onto(&actions, &mut run, &mut done)?;
     }
-    let backup_elsewhere = backup_elsewhere(&info, &here, ops);
+    let backup_elsewhere = backup_elsewhere(&here);
     let info = conn.observe().map_err(|e| e.after(done.clone()))?;
     Ok(Report {
         changes: done,

@@ -24,6 +24,10 @@ pub struct InstanceFacts {
     pub data_dir: String,
     pub config: String,
     pub passfile: Option<String>,
+    /// The instance's pgBackRest configuration, with a stanza (what a
+    /// repository host names in `pgN-host-config`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pgbackrest_config: Option<String>,
     pub restapi: String,
     /// Whether Patroni runs.
     pub running: bool,
@@ -79,6 +83,10 @@ impl Node<'_> {
             data_dir: self.paths.data_dir.display().to_string(),
             config: self.paths.config.display().to_string(),
             passfile: has_passfile(self.m).then(|| self.paths.passfile.display().to_string()),
+            pgbackrest_config: match (&self.m.pgbackrest_stanza, &self.paths.pgbackrest) {
+                (Some(_), Some(files)) => Some(files.config.display().to_string()),
+                _ => None,
+            },
             restapi: self.m.restapi_connect_address.clone(),
             running,
             ..InstanceFacts::default()

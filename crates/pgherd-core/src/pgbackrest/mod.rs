@@ -18,7 +18,7 @@ use crate::settings::Settings;
 mod find;
 mod repo;
 
-pub use find::{global_option, local_instance, local_member};
+pub use find::{global_option, local_instance, local_member, on_repository_host};
 pub use repo::{choose_backup, iso_utc, parse_info, BackupSet, StanzaInfo};
 
 /// The kinds of backup pgBackRest takes.
@@ -52,8 +52,10 @@ impl BackupKind {
 #[derive(Debug, Clone)]
 pub struct PgBackRest {
     pub execpath: PathBuf,
-    /// The instance's configuration file (`--config`).
+    /// The instance's configuration file (`--config`), or the repository
+    /// host's configuration directory (`--config-path`, `config_dir`).
     pub config: PathBuf,
+    pub config_dir: bool,
     pub stanza: String,
     pub data_dir: PathBuf,
     pub repository: PathBuf,
@@ -137,6 +139,7 @@ impl PgBackRest {
         PgBackRest {
             execpath: settings.pgbackrest.execpath.clone(),
             config: files.config.clone(),
+            config_dir: false,
             stanza,
             data_dir,
             repository: files.repository.clone(),
@@ -237,8 +240,13 @@ impl PgBackRest {
             None => None,
         };
         let config = copy.as_ref().map_or(&self.config, |c| &c.0);
+        let option = if self.config_dir {
+            "config-path"
+        } else {
+            "config"
+        };
         let mut cmd = crate::process::command(&self.execpath, self.run_as.as_ref());
-        cmd.arg(format!("--config={}", config.display()))
+        cmd.arg(format!("--{option}={}", config.display()))
             .arg(format!("--stanza={}", self.stanza))
             .args(args);
         let crate::process::Finished {
@@ -446,6 +454,7 @@ mod tests {
             cafile: "/tls/ca.pem".into(),
             certfile: "/tls/pg1.pem".into(),
             keyfile: "/tls/pg1.key".into(),
+            config_path: "/etc/pgbackrest".into(),
         });
         let remote = b.render_config(&settings, &m, &paths);
         let global = remote.split("\n[c]").next().unwrap();

@@ -267,10 +267,19 @@ pub struct RepositoryHost {
     pub cafile: PathBuf,
     pub certfile: PathBuf,
     pub keyfile: PathBuf,
+    /// The repository host's own pgBackRest configuration directory
+    /// (`--config-path`: `pgbackrest.conf` and `conf.d/`), which lists the
+    /// members: read where backups run, on the repository host.
+    #[serde(default = "default_repository_config_path")]
+    pub config_path: PathBuf,
 }
 
 fn default_repository_port() -> u16 {
     8432
+}
+
+fn default_repository_config_path() -> PathBuf {
+    "/etc/pgbackrest".into()
 }
 
 /// Options pgherd writes itself into a pgBackRest configuration, besides
