@@ -240,9 +240,11 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("pgherd-repohost-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(dir.join("conf.d")).unwrap();
-        let mut settings = Settings::default();
-        settings.sysuser = "root".into();
-        settings.sysgroup = None;
+        let settings = Settings {
+            sysuser: "root".into(),
+            sysgroup: None,
+            ..Settings::default()
+        };
         let host = crate::settings::RepositoryHost {
             name: "backup1".into(),
             port: 8432,
