@@ -82,6 +82,32 @@ class MemberAddresses(unittest.TestCase):
             self.assertEqual(members.pgherd_member_addresses(hosts, hostvars), want, hosts)
 
 
+class PgBackRestMembers(unittest.TestCase):
+    def test_table(self):
+        def node(config, data):
+            return {"pg_node": {"changed": False, "instance": {"pgbackrest_config": config, "data_dir": data}}}
+        hostvars = {
+            "db1": node("/etc/pgbackrest/15-main.conf", "/var/lib/postgresql/15/main"),
+            "db2": node("/etc/pgbackrest/15-main.conf", "/srv/pg"),
+            "nostanza": {"pg_node": {"instance": {"data_dir": "/d"}}},
+            "skipped": {},
+            "other": {"result": {"instance": {"pgbackrest_config": "/c", "data_dir": "/d"}}},
+        }
+        rows = [
+            (["db1", "db2"], "pg_node", [
+                {"host": "db1", "config": "/etc/pgbackrest/15-main.conf", "path": "/var/lib/postgresql/15/main"},
+                {"host": "db2", "config": "/etc/pgbackrest/15-main.conf", "path": "/srv/pg"},
+            ]),
+            # A member without them (no stanza, not in the run): none at all.
+            (["db1", "nostanza"], "pg_node", []),
+            (["db1", "skipped"], "pg_node", []),
+            (["other"], "result", [{"host": "other", "config": "/c", "path": "/d"}]),
+            ([], "pg_node", []),
+        ]
+        for hosts, result, want in rows:
+            self.assertEqual(members.pgherd_pgbackrest_members(hosts, hostvars, result), want, hosts)
+
+
 class FilesToWrite(unittest.TestCase):
     def test_table(self):
         with tempfile.TemporaryDirectory() as d:

@@ -246,7 +246,8 @@ fn members_archive_to_and_are_built_from_a_repository_host_over_tls() {
         .map(|e| e.host.as_str())
         .collect();
     assert_eq!(took, ["backup-host"], "{}", full.transcript());
-    let taken = &full.events_of("Back up on the leader")
+    let taken = &full
+        .events_of("Back up on the leader")
         .into_iter()
         .find(|e| e.host == "backup-host")
         .unwrap()

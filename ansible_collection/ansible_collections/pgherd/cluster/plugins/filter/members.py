@@ -58,9 +58,25 @@ def pgherd_patroni_clusters(hosts, hostvars):
     return out
 
 
+def pgherd_pgbackrest_members(hosts, hostvars, result="pg_node"):
+    """[{host, config, path}] for a repository host's stanza: each member's
+    inventory name (its certificate's name), and the pgBackRest
+    configuration and data directory its instance task returned (registered
+    as `result`: its `instance`). Empty unless every member returned them: a run limited to
+    some members leaves the stanza's section as it is."""
+    out = []
+    for host in hosts:
+        node = (hostvars[host].get(result) or {}).get("instance") or {}
+        if not node.get("pgbackrest_config") or not node.get("data_dir"):
+            return []
+        out.append({"host": host, "config": node["pgbackrest_config"], "path": node["data_dir"]})
+    return out
+
+
 class FilterModule:
     def filters(self):
         return {
             "pgherd_member_addresses": pgherd_member_addresses,
+            "pgherd_pgbackrest_members": pgherd_pgbackrest_members,
             "pgherd_patroni_clusters": pgherd_patroni_clusters,
         }
