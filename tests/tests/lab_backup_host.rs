@@ -132,6 +132,7 @@ fn backups_on_a_repository_host_restore_the_cluster_onto_new_hosts() {
     )
     .unwrap();
     vars["pgbackrest_repo_retention_full"] = 3.into();
+    vars["pgbackrest_repo_metrics"] = true.into();
     std::fs::write(&vars_path, serde_yaml::to_string(&vars).unwrap()).unwrap();
     let hosts = inventory.join("hosts.yml");
     std::fs::write(&hosts, hosts_yml("lab1", "lab2")).unwrap();
@@ -177,6 +178,31 @@ fn backups_on_a_repository_host_restore_the_cluster_onto_new_hosts() {
     )
     .unwrap();
     assert_eq!(backup_types(&lab), ["full"]);
+    // Its metrics, read again after it, from node exporter over the
+    // lab's network (as a Prometheus scrapes them).
+    let metrics = std::process::Command::new("curl")
+        .args(["-s", "--max-time", "5"])
+        .arg(format!("http://{}:9100/metrics", Lab::addr(REPO_HOST)))
+        .output()
+        .expect("curl");
+    let metrics = String::from_utf8_lossy(&metrics.stdout);
+    for want in [
+        format!(
+            "pgbackrest_backup_last_end_timestamp_seconds{{stanza=\"{STANZA}\",type=\"full\"}}"
+        ),
+        format!("pgbackrest_wal_archive_last_timestamp_seconds{{stanza=\"{STANZA}\"}}"),
+        format!("pgbackrest_stanza_status_code{{stanza=\"{STANZA}\"}} 0"),
+    ] {
+        assert!(
+            metrics.contains(&want),
+            "{want}: {}",
+            metrics
+                .lines()
+                .filter(|l| l.contains("pgbackrest"))
+                .collect::<Vec<_>>()
+                .join("\n")
+        );
+    }
 
     // Rows before the target time, rows after it.
     lab_sql(

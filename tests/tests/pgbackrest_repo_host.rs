@@ -306,6 +306,95 @@ fn members_archive_to_and_are_built_from_a_repository_host_over_tls() {
         "a second run changed: {:?}",
         again.changed_tasks()
     );
+    // The leader's task says how old the newest backup and the newest
+    // archived WAL are; the replicas' say nothing of it.
+    for event in again.events_of("PostgreSQL instance managed by Patroni") {
+        let backups = &event.result["instance"]["backups"];
+        if event.host != "pg1" {
+            assert!(backups.is_null(), "{}: {backups}", event.host);
+            continue;
+        }
+        assert_eq!(backups["stanza"], STANZA, "{backups}");
+        assert_eq!(backups["newest_backup"]["type"], "incr", "{backups}");
+        assert!(
+            backups["newest_backup_age"]
+                .as_i64()
+                .is_some_and(|a| (0..600).contains(&a)),
+            "{backups}"
+        );
+        assert!(
+            backups["last_archived_wal"]
+                .as_str()
+                // A segment, or a backup's history file after it.
+                .is_some_and(|w| w.len() >= 24 && w[..24].chars().all(|c| c.is_ascii_hexdigit())),
+            "{backups}"
+        );
+        assert!(
+            backups["last_archived_age"]
+                .as_i64()
+                .is_some_and(|a| (0..600).contains(&a)),
+            "{backups}"
+        );
+        assert_eq!(backups["archiving_fails"], false, "{backups}");
+    }
+
+    // `pgherd status --backups` there: the members, then the newest backup.
+    let status = Command::new(pgherd_e2e::pgherd_bin())
+        .arg("-s")
+        .arg(&host_settings)
+        .args(["-c", "pgherd-local", "status", "--backups"])
+        .output()
+        .unwrap();
+    let shown = String::from_utf8_lossy(&status.stdout);
+    assert!(
+        status.status.success()
+            && shown.contains("pg1")
+            && shown.contains(&format!("backups (stanza {STANZA}, ok): newest incr ")),
+        "{shown}{}",
+        String::from_utf8_lossy(&status.stderr)
+    );
+
+    // The repository host's metrics script (role pgbackrest_repo), on it.
+    let prom = dir.join("pgbackrest.prom");
+    let script = pgherd_e2e::repo_root().join(
+        "ansible_collection/ansible_collections/pgherd/cluster/roles/pgbackrest_repo/files/pgbackrest_metrics.py",
+    );
+    let wrote = Command::new("python3")
+        .arg(&script)
+        .args([STANZA])
+        .arg(&host)
+        .arg(&repository)
+        .arg("postgres")
+        .arg(&prom)
+        .output()
+        .unwrap();
+    assert!(
+        wrote.status.success(),
+        "{}",
+        String::from_utf8_lossy(&wrote.stderr)
+    );
+    let metrics = std::fs::read_to_string(&prom).unwrap();
+    let value = |name: &str| -> i64 {
+        metrics
+            .lines()
+            .find(|l| l.starts_with(name))
+            .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+            .unwrap_or_else(|| panic!("{name} in\n{metrics}"))
+    };
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    for name in [
+        "pgbackrest_backup_last_end_timestamp_seconds{stanza=\"tills\",type=\"full\"}",
+        "pgbackrest_backup_last_end_timestamp_seconds{stanza=\"tills\",type=\"incr\"}",
+        "pgbackrest_wal_archive_last_timestamp_seconds{stanza=\"tills\"}",
+    ] {
+        let at = value(name);
+        assert!(now - 600 < at && at <= now, "{name} {at} (now {now})");
+    }
+    assert_eq!(value("pgbackrest_stanza_status_code{stanza=\"tills\"}"), 0);
+    assert_eq!(value("pgbackrest_info_up{stanza=\"tills\"}"), 1);
 
     // What a member's host reads of the repository host: the backup.
     let listed = Command::new(pgherd_e2e::pgherd_bin())

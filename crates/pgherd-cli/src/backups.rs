@@ -92,6 +92,27 @@ pub fn render(list: &BackupList) -> String {
     out
 }
 
+/// One line under `pgherd status --backups`.
+pub fn summary(list: &BackupList) -> String {
+    let newest = match (list.backups.last(), list.newest_backup_age) {
+        (Some(b), Some(age)) => format!(
+            "newest {} {} ended {} ago",
+            b.kind,
+            b.label,
+            human_duration(age)
+        ),
+        _ => "no backup yet".to_string(),
+    };
+    let wal = match &list.wal_newest {
+        Some(w) => format!("; newest WAL in the repository {w}"),
+        None => String::new(),
+    };
+    format!(
+        "backups (stanza {}, {}): {newest}{wal}",
+        list.stanza, list.status
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -163,8 +184,18 @@ mod tests {
             text.contains("the newest backup ended 2 h 7 min ago"),
             "{text}"
         );
+        assert_eq!(
+            summary(&list),
+            "backups (stanza main, ok): newest incr 20261201-214644F_20261201-220000I ended \
+             2 h 7 min ago; newest WAL in the repository 0000000100000000000000B7"
+        );
         let empty = BackupList::new("main", StanzaInfo::default(), 0);
         assert!(render(&empty).contains("no backup yet"));
+        assert!(
+            summary(&empty).ends_with(": no backup yet"),
+            "{}",
+            summary(&empty)
+        );
         assert_eq!(empty.restorable_from, None);
     }
 }

@@ -66,6 +66,11 @@ enum Command {
         /// (an etcd watch), with what changed, until stopped.
         #[arg(long)]
         watch: bool,
+        /// Also the backups, as `backup --list` reads them on this host
+        /// (a member's, or the repository host): the newest and how old
+        /// it is, the newest WAL in the repository.
+        #[arg(long, conflicts_with = "watch")]
+        backups: bool,
     },
     /// Hand the leader role to another member and wait until it leads and
     /// the old leader streams from it.
@@ -196,8 +201,10 @@ fn run(cli: Cli) -> Result<()> {
     }
     let target = target(&cli.target)?;
     let ops = match cli.command {
-        Command::Status { json, watch: true } => watch::watch(&target, json),
-        Command::Status { json, .. } => return print_status(&target, json),
+        Command::Status {
+            json, watch: true, ..
+        } => watch::watch(&target, json),
+        Command::Status { json, backups, .. } => return print_status(&target, json, backups),
         Command::Switchover {
             to,
             at,
@@ -282,8 +289,9 @@ fn run_vip(config: &std::path::Path, release: bool, verify: bool) -> Result<()> 
     v.run();
 }
 
-/// `pgherd status`: the table, or the cluster as JSON.
-fn print_status(target: &Target, json: bool) -> Result<()> {
+/// `pgherd status`: the table, or the cluster as JSON; with `backups`,
+/// the repository's backups too.
+fn print_status(target: &Target, json: bool, backups: bool) -> Result<()> {
     let info = cluster::info(target)?;
     if info.members.is_empty() {
         return Err(Error::Other(format!(
@@ -296,19 +304,45 @@ fn print_status(target: &Target, json: bool) -> Result<()> {
             )
         )));
     }
+    let list = if backups {
+        Some(backup_list(target)?)
+    } else {
+        None
+    };
     if json {
-        let text = serde_json::to_string_pretty(&info)
+        let mut value = serde_json::to_value(&info)
+            .map_err(|e| Error::Other(format!("cannot print the cluster: {e}")))?;
+        if let (Some(list), Some(object)) = (&list, value.as_object_mut()) {
+            object.insert("backups".into(), serde_json::json!(list));
+        }
+        let text = serde_json::to_string_pretty(&value)
             .map_err(|e| Error::Other(format!("cannot print the cluster: {e}")))?;
         println!("{text}");
     } else {
         print!("{}", status::render_table(&info));
+        if let Some(list) = &list {
+            println!("{}", backups::summary(list));
+        }
     }
     Ok(())
 }
 
-/// `pgherd backup --list`: from this host's instance of the cluster, or on
-/// the repository host from its configuration.
+/// `pgherd backup --list`.
 fn list_backups(target: &Target, json: bool) -> Result<()> {
+    let list = backup_list(target)?;
+    if json {
+        let text = serde_json::to_string_pretty(&list)
+            .map_err(|e| Error::Other(format!("cannot print the backups: {e}")))?;
+        println!("{text}");
+    } else {
+        print!("{}", backups::render(&list));
+    }
+    Ok(())
+}
+
+/// The backups of the cluster's stanza: from this host's instance of the
+/// cluster, or on the repository host from its configuration.
+fn backup_list(target: &Target) -> Result<backups::BackupList> {
     let settings = &target.settings;
     let mut found = pgherd_core::pgbackrest::local_instance(settings, &target.scope, None)?;
     if let (None, Some(h)) = (&found, &settings.pgbackrest.repository.host) {
@@ -326,15 +360,7 @@ fn list_backups(target: &Target, json: bool) -> Result<()> {
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs() as i64);
-    let list = backups::BackupList::new(&b.stanza, info, now);
-    if json {
-        let text = serde_json::to_string_pretty(&list)
-            .map_err(|e| Error::Other(format!("cannot print the backups: {e}")))?;
-        println!("{text}");
-    } else {
-        print!("{}", backups::render(&list));
-    }
-    Ok(())
+    Ok(backups::BackupList::new(&b.stanza, info, now))
 }
 
 fn backup(target: &Target, kind: &str) -> Result<()> {

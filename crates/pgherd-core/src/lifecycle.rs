@@ -46,6 +46,7 @@ use execute::NodeRun;
 pub use facts::{InstanceFacts, MemberFacts};
 use planner::Observed;
 use reload::{postgres_sections_differ, Reload};
+pub use stanza::BackupFacts;
 use stanza::StanzaCase;
 
 /// Timeout of one REST call made while polling.
@@ -285,7 +286,9 @@ impl<'a> Node<'a> {
             _ => None,
         };
         match case {
-            Some(case) => self.stanza_to_create(case, warnings),
+            Some(case) => self
+                .stanza_to_create(case, warnings)
+                .map(|seen| seen.create),
             None => Ok(None),
         }
     }
@@ -492,6 +495,7 @@ pub fn apply_state(
     };
     let mut warnings = run.warnings;
     let mut facts = node.facts(runs_after(state, o.running), run.seen, &mut warnings);
+    facts.backups = run.backups;
     facts.upgrade_stage = o.upgrade.as_ref().map(|u| u.stage.as_str().into());
     Ok(Report {
         changes,

@@ -314,6 +314,16 @@ pub fn docs() -> pgherd_ansible::docs::ModuleDoc {
                     .sample(json!({"postgresql": {"running": "15.18", "installed": "15.20"}, "patroni": {"running": "4.0.11", "installed": "4.1.5"}})),
                 ReturnDoc::new("outdated", "list", "The programs (C(patroni), C(postgresql)) that run another version than the one installed.").elements("str")
                     .sample(json!(["patroni", "postgresql"])),
+                ReturnDoc::new("backups", "dict", "On the leader, with I(pgbackrest): what a monitoring check compares with the backup schedule.")
+                    .sample(json!({"stanza": "main", "newest_backup_age": 3600, "last_archived_wal": "000000010000000000000009", "last_archived_age": 12, "archiving_fails": false}))
+                    .contains(vec![
+                        ReturnDoc::new("stanza", "str", "The stanza.").sample(json!("main")),
+                        ReturnDoc::new("newest_backup", "dict", "The newest backup (C(label), C(type), C(start), C(stop), C(size), C(repository_size), C(system_identifier)), or null.").sample(json!({"label": "20261205-010000F", "type": "full"})),
+                        ReturnDoc::new("newest_backup_age", "int", "Seconds since the newest backup ended, or null.").sample(json!(3600)),
+                        ReturnDoc::new("last_archived_wal", "str", "The newest WAL segment archived (pg_stat_archiver), or null.").sample(json!("000000010000000000000009")),
+                        ReturnDoc::new("last_archived_age", "int", "Seconds since it was archived, or null.").sample(json!(12)),
+                        ReturnDoc::new("archiving_fails", "bool", "The last attempt to archive failed, and none succeeded since (a warning says more).").sample(json!(false)),
+                    ]),
                 ReturnDoc::new("members", "list", "Cluster members: name, role, state, host, timeline, lag.").elements("dict")
                     .sample(json!([{"name": "pg1", "role": "leader", "state": "running", "host": "10.0.0.11", "timeline": 3, "lag": null}])),
             ]),

@@ -19,6 +19,9 @@ pub(super) struct NodeRun<'n, 'a> {
     /// The upgrade passed its point of no return (the new cluster may
     /// have started).
     pub committed: bool,
+    /// On a running leader with a stanza: its backups and archiving, as
+    /// the stanza's check read them.
+    pub backups: Option<BackupFacts>,
 }
 
 impl<'n, 'a> NodeRun<'n, 'a> {
@@ -29,6 +32,7 @@ impl<'n, 'a> NodeRun<'n, 'a> {
             seen: None,
             old: None,
             committed: false,
+            backups: None,
         }
     }
 
@@ -93,7 +97,9 @@ impl Executor for NodeRun<'_, '_> {
             Action::CreateStanza { archiving, .. } => node.create_stanza(*archiving)?,
             Action::EnsureStanza { .. } => {
                 let case = StanzaCase::Running(self.seen.as_ref().map(|(s, _)| s));
-                return match node.stanza_to_create(case, &mut self.warnings)? {
+                let seen = node.stanza_to_create(case, &mut self.warnings)?;
+                self.backups = seen.backups;
+                return match seen.create {
                     Some(create) => {
                         self.apply(&create)?;
                         Ok(Outcome::DoneAs(create.lines()))

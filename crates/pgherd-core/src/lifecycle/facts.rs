@@ -26,7 +26,6 @@ pub struct InstanceFacts {
     pub passfile: Option<String>,
     /// The instance's pgBackRest configuration, with a stanza (what a
     /// repository host names in `pgN-host-config`).
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub pgbackrest_config: Option<String>,
     pub restapi: String,
     /// Whether Patroni runs.
@@ -49,6 +48,8 @@ pub struct InstanceFacts {
     /// The programs that run another version than the one installed
     /// (restarted by `restart_outdated`).
     pub outdated: Vec<crate::versions::Program>,
+    /// On the leader with a stanza: its backups and archiving.
+    pub backups: Option<BackupFacts>,
 }
 
 pub(super) fn member_facts(c: &ClusterStatus) -> Vec<MemberFacts> {

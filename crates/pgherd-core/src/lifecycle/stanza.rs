@@ -5,6 +5,14 @@ use super::*;
 use crate::action::Action;
 use crate::pgbackrest::PgBackRest;
 
+/// What the stanza's check found: the stanza to create, or the backups
+/// and archiving of an existing one.
+#[derive(Default)]
+pub(super) struct StanzaSeen {
+    pub create: Option<Action>,
+    pub backups: Option<BackupFacts>,
+}
+
 /// The node whose stanza is looked at.
 pub(super) enum StanzaCase<'a> {
     /// It runs; its status when this run has just waited for it.
@@ -23,9 +31,9 @@ impl Node<'_> {
         &self,
         case: StanzaCase<'_>,
         warnings: &mut Vec<String>,
-    ) -> Result<Option<Action>> {
+    ) -> Result<StanzaSeen> {
         let Some(b) = self.pgbackrest() else {
-            return Ok(None);
+            return Ok(StanzaSeen::default());
         };
         let running = matches!(case, StanzaCase::Running(_));
         let ours = match case {
@@ -38,11 +46,11 @@ impl Node<'_> {
                             fetched = s;
                             &fetched
                         }
-                        Err(_) => return Ok(None),
+                        Err(_) => return Ok(StanzaSeen::default()),
                     },
                 };
                 if !(status.is_primary() && status.state == "running") {
-                    return Ok(None);
+                    return Ok(StanzaSeen::default());
                 }
                 status.database_system_identifier.clone()
             }
@@ -62,10 +70,17 @@ impl Node<'_> {
                     )));
                 }
             }
+            let mut seen = StanzaSeen::default();
             if running {
-                warnings.extend(self.archiving_failure(&b));
+                let archiver = self.archiver();
+                warnings.extend(
+                    archiver
+                        .as_ref()
+                        .and_then(|a| archiving_failure(self, &b, a)),
+                );
+                seen.backups = Some(BackupFacts::new(&b.stanza, &info, archiver.as_ref()));
             }
-            return Ok(None);
+            return Ok(seen);
         }
         // archive_mode waits for a restart when pgBackRest was added to a
         // running node: archiving can be checked only after it.
@@ -74,11 +89,14 @@ impl Node<'_> {
                 .psql()
                 .value("SELECT setting FROM pg_settings WHERE name = 'archive_mode'")
                 .is_ok_and(|v| v == "on");
-        Ok(Some(Action::CreateStanza {
-            stanza: b.stanza.clone(),
-            repository: b.repository.clone(),
-            archiving,
-        }))
+        Ok(StanzaSeen {
+            backups: None,
+            create: Some(Action::CreateStanza {
+                stanza: b.stanza.clone(),
+                repository: b.repository.clone(),
+                archiving,
+            }),
+        })
     }
 
     /// Creates the instance's stanza (and checks archiving when it runs).
@@ -89,28 +107,91 @@ impl Node<'_> {
         }
     }
 
-    /// A warning when the leader's last attempt to archive WAL failed
-    /// (and none succeeded since), as pg_stat_archiver says: backups and
-    /// replicas built from them would miss that WAL.
-    fn archiving_failure(&self, b: &PgBackRest) -> Option<String> {
+    /// What pg_stat_archiver says of the leader's archiving.
+    fn archiver(&self) -> Option<Archiver> {
         let rows = self
             .psql()
             .query(
-                "SELECT last_failed_wal, last_failed_time, coalesce(last_archived_wal, 'none') \
-                 FROM pg_stat_archiver \
-                 WHERE last_failed_time > coalesce(last_archived_time, '-infinity')",
+                "SELECT coalesce(last_archived_wal, ''), \
+                 coalesce(extract(epoch FROM now() - last_archived_time)::bigint::text, ''), \
+                 coalesce(last_failed_wal, ''), coalesce(last_failed_time::text, ''), \
+                 (last_failed_time > coalesce(last_archived_time, '-infinity'))::text \
+                 FROM pg_stat_archiver",
             )
             .ok()?;
         let row = rows.first()?;
-        Some(format!(
+        let col = |i: usize| row.get(i).cloned().filter(|v| !v.is_empty());
+        Some(Archiver {
+            last_archived_wal: col(0),
+            last_archived_age: col(1).and_then(|v| v.parse().ok()),
+            last_failed_wal: col(2),
+            last_failed_time: col(3),
+            failing: col(4).as_deref() == Some("true"),
+        })
+    }
+}
+
+/// The leader's archiving, as pg_stat_archiver says.
+pub(super) struct Archiver {
+    last_archived_wal: Option<String>,
+    /// Seconds since.
+    last_archived_age: Option<i64>,
+    last_failed_wal: Option<String>,
+    last_failed_time: Option<String>,
+    /// The last attempt failed, and none succeeded since.
+    failing: bool,
+}
+
+/// A warning when the leader's last attempt to archive WAL failed (and
+/// none succeeded since): backups and replicas built from them would miss
+/// that WAL.
+fn archiving_failure(node: &Node<'_>, b: &PgBackRest, a: &Archiver) -> Option<String> {
+    a.failing.then(|| {
+        format!(
             "WAL archiving of {} to pgBackRest stanza {} fails: segment {} last failed at {} \
              (last archived: {}); PostgreSQL keeps the WAL and retries, see pgBackRest's log in {}",
-            self.name(),
+            node.name(),
             b.stanza,
-            row.first().map_or("?", String::as_str),
-            row.get(1).map_or("?", String::as_str),
-            row.get(2).map_or("?", String::as_str),
+            a.last_failed_wal.as_deref().unwrap_or("?"),
+            a.last_failed_time.as_deref().unwrap_or("?"),
+            a.last_archived_wal.as_deref().unwrap_or("none"),
             b.log_dir.display()
-        ))
+        )
+    })
+}
+
+/// A leader's backups and archiving, in the instance's facts: what a
+/// monitoring check compares with the schedule.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct BackupFacts {
+    pub stanza: String,
+    /// The newest backup, and seconds since it ended.
+    pub newest_backup: Option<crate::pgbackrest::BackupSet>,
+    pub newest_backup_age: Option<i64>,
+    /// The newest WAL segment archived, and seconds since.
+    pub last_archived_wal: Option<String>,
+    pub last_archived_age: Option<i64>,
+    /// The last attempt to archive failed, and none succeeded since.
+    pub archiving_fails: bool,
+}
+
+impl BackupFacts {
+    fn new(
+        stanza: &str,
+        info: &crate::pgbackrest::StanzaInfo,
+        archiver: Option<&Archiver>,
+    ) -> BackupFacts {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs() as i64);
+        let newest = info.backups.last().cloned();
+        BackupFacts {
+            stanza: stanza.to_string(),
+            newest_backup_age: newest.as_ref().map(|b| (now - b.stop).max(0)),
+            newest_backup: newest,
+            last_archived_wal: archiver.and_then(|a| a.last_archived_wal.clone()),
+            last_archived_age: archiver.and_then(|a| a.last_archived_age),
+            archiving_fails: archiver.is_some_and(|a| a.failing),
+        }
     }
 }

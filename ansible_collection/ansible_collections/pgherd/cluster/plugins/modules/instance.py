@@ -396,6 +396,49 @@ changes:
   type: list
 instance:
   contains:
+    backups:
+      contains:
+        archiving_fails:
+          description: "The last attempt to archive failed, and none succeeded since (a warning says more)."
+          returned: success
+          sample: false
+          type: bool
+        last_archived_age:
+          description: "Seconds since it was archived, or null."
+          returned: success
+          sample: 12
+          type: int
+        last_archived_wal:
+          description: "The newest WAL segment archived (pg_stat_archiver), or null."
+          returned: success
+          sample: "000000010000000000000009"
+          type: str
+        newest_backup:
+          description: "The newest backup (C(label), C(type), C(start), C(stop), C(size), C(repository_size), C(system_identifier)), or null."
+          returned: success
+          sample:
+            label: "20261205-010000F"
+            type: full
+          type: dict
+        newest_backup_age:
+          description: "Seconds since the newest backup ended, or null."
+          returned: success
+          sample: 3600
+          type: int
+        stanza:
+          description: "The stanza."
+          returned: success
+          sample: main
+          type: str
+      description: "On the leader, with I(pgbackrest): what a monitoring check compares with the backup schedule."
+      returned: success
+      sample:
+        archiving_fails: false
+        last_archived_age: 12
+        last_archived_wal: "000000010000000000000009"
+        newest_backup_age: 3600
+        stanza: main
+      type: dict
     cluster:
       description: "Patroni scope."
       returned: success
@@ -458,6 +501,11 @@ instance:
       sample:
       - shared_buffers
       type: list
+    pgbackrest_config:
+      description: "Path of the instance's pgBackRest configuration, with a stanza (what a repository host's C(pgN-host-config) names)."
+      returned: success
+      sample: /etc/pgbackrest/15-main.conf
+      type: str
     port:
       description: "PostgreSQL port."
       returned: success

@@ -32,7 +32,7 @@ options:
     - diff
     - incr
     description:
-    - "Take a pgBackRest backup of this type on the leader. Only the host where the leader runs takes it (its instance has the I(pgbackrest) option); on the others the task is skipped. Run it on every host of the cluster to back up wherever the leader is. I(wait_timeout) bounds the backup's duration."
+    - "Take a pgBackRest backup of this type of the leader. Only one host takes it: the leader's (its instance has the I(pgbackrest) option) or, when the settings name a C(pgbackrest.repository.host), the repository host (the host holding a pgBackRest configuration in its C(config_path) that lists the cluster's members, and running none); on the others the task is skipped. Run it on every host of the cluster (and the repository host) to back up wherever the leader is. I(wait_timeout) bounds the backup's duration."
     type: str
   cluster:
     aliases:
@@ -145,7 +145,7 @@ options:
 requirements:
 - "An etcd cluster (v3 API) holding the cluster's keys, reachable from the host the task runs on, unless I(restapi) is given."
 - "Patroni's REST API of the members, reachable from that host."
-- "pgBackRest on the leader's host, for I(backup)."
+- "pgBackRest on the leader's host (or the repository host), for I(backup)."
 seealso:
 - module: pgherd.cluster.instance
 - description: "The endpoints the module calls."
@@ -244,7 +244,7 @@ backup:
       returned: success
       sample: full
       type: str
-  description: "The backup taken, on the host of the leader (I(backup))."
+  description: "The backup taken, on the host that took it (I(backup))."
   returned: success
   sample:
     label: "20261201-220000F"
