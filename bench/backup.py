@@ -14,7 +14,8 @@ db1, every member rebuilt). The repository host is a `backup-host` in the
 inventory's pgbackrest_repo group on this machine, pgBackRest's TLS server
 on 127.0.0.1 under the name localhost, each member's own server beside it,
 certificates made with openssl, as tests/tests/pgbackrest_repo_host.rs
-has them. Prints a Markdown table of medians. Removes what it made. Not a
+has them. Both with start-fast (an immediate checkpoint). Prints a
+Markdown table of medians. Removes what it made. Not a
 test: nothing here asserts a time.
 """
 
@@ -101,7 +102,8 @@ def write(path, text):
 
 def repository_host(stanza):
     """The repository host's and the members' servers; the settings that
-    reach it, and the inventory that holds the host."""
+    reach it, and the inventory that holds the host (the cluster is named
+    after the stanza)."""
     ca = make_pki(os.path.join(ROOT, "pki"))
     pki = lambda name, x: os.path.join(ROOT, "pki", f"{name}.{x}")
     host = postgres_dir(os.path.join(ROOT, "backup-host"))
@@ -110,7 +112,7 @@ def repository_host(stanza):
         postgres_dir(os.path.join(host, sub))
     tls = lambda prefix, name: (f"{prefix}-ca-file={ca}\n{prefix}-cert-file={pki(name, 'pem')}\n"
                                 f"{prefix}-key-file={pki(name, 'key')}\n")
-    conf = (f"[global]\nrepo1-path={repository}\nrepo1-retention-full=2\n"
+    conf = (f"[global]\nrepo1-path={repository}\nrepo1-retention-full=2\nstart-fast=y\n"
             f"log-path={host}/log\nlock-path={host}/lock\n"
             f"tls-server-address=127.0.0.1\ntls-server-port={REPO_PORT}\n"
             + tls("tls-server", "backup-host")
@@ -139,7 +141,8 @@ def repository_host(stanza):
     inv = os.path.join(ROOT, "repository-host.yml")
     with open(inv, "w") as f:
         f.write("all:\n  children:\n    pgbackrest_repo:\n      hosts:\n        backup-host:\n"
-                f"          ansible_host: 127.0.0.1\n          pgherd_node_root: {host}\n")
+                f"          ansible_host: 127.0.0.1\n          pgherd_node_root: {host}\n"
+                f"          pg_cluster: {stanza}\n")
     return settings, ["-i", inv], servers
 
 
@@ -150,17 +153,20 @@ def clean(cluster):
 
 
 def one_run(tmp, way, run, rows):
-    cluster = f"backup-bench-{os.getpid()}-{way}-{run}"
+    cluster = f"backup-bench-{os.getpid()}-{way.split()[0]}-{run}"
     stanza = cluster
     clean(cluster)
     os.makedirs(ROOT)
     inv = inventory(os.path.join(tmp, f"inv-{way}-{run}"), cluster)
+    # Backups start at once (an immediate checkpoint), not after the next
+    # regular one: both ways alike.
     extra, more_inv = {"pgbackrest_stanza": stanza}, []
     if way == "repository host":
         settings, more_inv, _servers = repository_host(stanza)
         extra["pgherd_settings_extra"] = settings
     else:
         postgres_dir(os.path.join(ROOT, "pgbackrest"))
+        extra["pgherd_settings_extra"] = {"pgbackrest": {"global_options": {"start-fast": "y"}}}
     ev = ["-e", json.dumps(extra)]
     local.playbook(ROOT, inv, "site.yml", *ev)
     for q in ("create table filler (id bigint primary key, note text)",
