@@ -85,7 +85,9 @@ pub fn desired_dirs(paths: &InstancePaths, owner: Option<Owner>) -> Vec<DesiredD
         add(parent, 0o750);
     }
     if let Some(b) = &paths.pgbackrest {
-        add(&b.repository, 0o750);
+        if b.local_repository {
+            add(&b.repository, 0o750);
+        }
         add(&b.log_dir, 0o750);
         add(&b.lock_dir, 0o750);
         if let Some(parent) = b.config.parent() {

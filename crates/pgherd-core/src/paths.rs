@@ -33,6 +33,9 @@ pub struct PgBackRestPaths {
     /// The instance's pgBackRest configuration (`--config`).
     pub config: PathBuf,
     pub repository: PathBuf,
+    /// Whether the repository is a directory of this host (or a shared
+    /// mount): not on a repository host, not in object storage.
+    pub local_repository: bool,
     pub log_dir: PathBuf,
     pub lock_dir: PathBuf,
 }
@@ -72,6 +75,7 @@ impl PgBackRestPaths {
         PgBackRestPaths {
             config: path(&b.configpath),
             repository: path(&b.repository.path),
+            local_repository: b.repository_is_local(),
             log_dir: path(&b.logpath),
             lock_dir: path(&b.lockpath),
         }
@@ -277,6 +281,39 @@ pub fn local_patroni_configs(settings: &Settings) -> Vec<PathBuf> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_repository_is_made_here_only_when_it_is_a_directory_here() {
+        let host = crate::settings::RepositoryHost {
+            name: "backup1".into(),
+            port: 8432,
+            cafile: "/ca".into(),
+            certfile: "/c".into(),
+            keyfile: "/k".into(),
+            config_path: "/etc/pgbackrest".into(),
+        };
+        for (repo_host, repo_type, local) in [
+            (false, None, true),
+            (false, Some("posix"), true),
+            (false, Some("cifs"), true),
+            (false, Some("s3"), false),
+            (false, Some("azure"), false),
+            (true, None, false),
+        ] {
+            let mut settings = Settings::default();
+            if repo_host {
+                settings.pgbackrest.repository.host = Some(host.clone());
+            }
+            if let Some(t) = repo_type {
+                settings
+                    .pgbackrest
+                    .global_options
+                    .insert("repo1-type".into(), t.into());
+            }
+            let paths = PgBackRestPaths::new(&settings, "15", "main");
+            assert_eq!(paths.local_repository, local, "{repo_host} {repo_type:?}");
+        }
+    }
 
     #[test]
     fn file_names_match_patterns_with_placeholders() {

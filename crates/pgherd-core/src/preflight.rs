@@ -332,9 +332,10 @@ pub fn check_instance(
             &pg,
             ": install pgBackRest or set pgbackrest.execpath",
         ));
-        // A repository host's path is there, not here.
-        let repository = host
-            .is_none()
+        // A repository host's path is there, and object storage's in it,
+        // not here.
+        let repository = b
+            .local_repository
             .then_some(("pgbackrest.repository.path", &b.repository));
         for (key, path) in repository.into_iter().chain([
             ("pgbackrest.logpath", &b.log_dir),

@@ -107,6 +107,7 @@ pub fn on_repository_host(
     let files = PgBackRestPaths {
         repository: option("repo1-path")
             .unwrap_or_else(|| settings.pgbackrest.repository.path.clone().into()),
+        local_repository: true,
         log_dir: option("log-path").unwrap_or_else(|| "/var/log/pgbackrest".into()),
         lock_dir: option("lock-path").unwrap_or_else(|| "/tmp/pgbackrest".into()),
         config: dir.clone(),
@@ -216,6 +217,7 @@ pub fn local_instance(
         let option = |key: &str| global_option(&text, key).map(PathBuf::from);
         let files = PgBackRestPaths {
             repository: option("repo1-path").ok_or_else(no_config)?,
+            local_repository: settings.pgbackrest.repository_is_local(),
             log_dir: option("log-path")
                 .unwrap_or_else(|| settings.pgbackrest.logpath.clone().into()),
             lock_dir: option("lock-path")

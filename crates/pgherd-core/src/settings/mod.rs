@@ -218,6 +218,19 @@ pub struct PgBackRestSettings {
     pub global_options: std::collections::BTreeMap<String, String>,
 }
 
+impl PgBackRestSettings {
+    /// Whether the repository is a directory the members reach (a local
+    /// path or a shared mount), rather than on a repository host or in
+    /// object storage (`repo1-type` s3, gcs, azure in `global_options`).
+    pub fn repository_is_local(&self) -> bool {
+        self.repository.host.is_none()
+            && self
+                .global_options
+                .get("repo1-type")
+                .is_none_or(|t| t == "posix" || t == "cifs")
+    }
+}
+
 impl Default for PgBackRestSettings {
     fn default() -> Self {
         PgBackRestSettings {
