@@ -8,6 +8,7 @@
 //! restored to a point in time onto two hosts that never ran it, every
 //! row checked.
 
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use pgherd_e2e::{lab_ids, lab_sh, lab_sql, repo_root, wait_for, Lab, PlaybookRun, TestDir};
@@ -16,6 +17,9 @@ const ETCD_ROOT_PW: &str = "Lab-Etcd-Root-7q";
 const ETCD_PATRONI_PW: &str = "Lab-Etcd-Ptr-3w";
 const STANZA: &str = "orders";
 const REPO_HOST: &str = "lab4";
+/// The repository host's server, on a port of its own (the members' stay
+/// on 8432).
+const REPO_PORT: u16 = 8433;
 
 /// The inventory's hosts: `primary` and `replica` the database members,
 /// etcd on lab3-5, the repository host lab4.
@@ -109,17 +113,25 @@ fn backup_types(lab: &Lab) -> Vec<String> {
         .unwrap_or_default()
 }
 
-#[test]
-fn backups_on_a_repository_host_restore_the_cluster_onto_new_hosts() {
-    let dir = TestDir::new("lab-backup-host");
-    let lab = Lab::up_bare(5);
-    let inventory = Lab::secured_inventory(&dir.path, ETCD_PATRONI_PW, ETCD_ROOT_PW);
+/// A write on `host` (read-write), which must succeed.
+fn write(host: &str, statement: &str) {
+    lab_sql(&format!("host={}", Lab::addr(host)), true, statement)
+        .unwrap_or_else(|| panic!("{statement} on {host}"));
+}
+
+/// A playbook of the repository on the test's inventory.
+type Playbook<'a> = &'a dyn Fn(&str, &[&str]) -> PlaybookRun;
+
+/// The secured inventory in `dir`, with the repository host on a port of
+/// its own, the stanza, an operator's schedule and retention, metrics on.
+fn inventory(dir: &Path) -> PathBuf {
+    let inventory = Lab::secured_inventory(dir, ETCD_PATRONI_PW, ETCD_ROOT_PW);
     let vars_path = inventory.join("group_vars/all.yml");
     let mut vars: serde_yaml::Value =
         serde_yaml::from_str(&std::fs::read_to_string(&vars_path).unwrap()).unwrap();
     let tls = "/etc/pgherd/tls";
     vars["pgherd_settings"]["pgbackrest"] = serde_yaml::from_str(&format!(
-        "repository:\n  path: /srv/backups\n  host:\n    name: {REPO_HOST}\n    \
+        "repository:\n  path: /srv/backups\n  host:\n    name: {REPO_HOST}\n    port: {REPO_PORT}\n    \
          cafile: {tls}/ca.pem\n    certfile: {tls}/server.pem\n    keyfile: {tls}/server.key\n\
          global_options:\n  io-timeout: '10'\n"
     ))
@@ -134,26 +146,15 @@ fn backups_on_a_repository_host_restore_the_cluster_onto_new_hosts() {
     vars["pgbackrest_repo_retention_full"] = 3.into();
     vars["pgbackrest_repo_metrics"] = true.into();
     std::fs::write(&vars_path, serde_yaml::to_string(&vars).unwrap()).unwrap();
-    let hosts = inventory.join("hosts.yml");
-    std::fs::write(&hosts, hosts_yml("lab1", "lab2")).unwrap();
-    let playbook = |name: &str, extra: &[&str]| -> PlaybookRun {
-        pgherd_e2e::ansible_playbook(
-            &dir.path,
-            &repo_root().join("playbooks").join(name),
-            &inventory,
-            extra,
-        )
-    };
+    std::fs::write(inventory.join("hosts.yml"), hosts_yml("lab1", "lab2")).unwrap();
+    inventory
+}
 
-    let started = Instant::now();
-    playbook("bootstrap.yml", &[]).assert_ok("bare hosts to a cluster with a repository host");
-    eprintln!(
-        "lab: bare hosts to a cluster with a repository host in {:.1} s",
-        started.elapsed().as_secs_f64()
-    );
-    wait_streaming("lab1", "lab2", "lab2 streaming from lab1");
-
-    // The repository host's timers, each with its next run.
+/// The repository host's timers, each with its next run (none for the
+/// emptied schedule), and what the full backup's timer starts, started
+/// now; its metrics then, from node exporter over the lab's network (as a
+/// Prometheus scrapes them).
+fn a_scheduled_backup(lab: &Lab) {
     let timers = lab
         .ssh(
             REPO_HOST,
@@ -170,16 +171,12 @@ fn backups_on_a_repository_host_restore_the_cluster_onto_new_hosts() {
         );
     }
     assert!(!timers.contains("-incr.timer"), "{timers}");
-
-    // What the full backup's timer starts, started now.
     lab.ssh(
         REPO_HOST,
         &format!("sudo systemctl start pgbackrest-{STANZA}-full.service"),
     )
     .unwrap();
-    assert_eq!(backup_types(&lab), ["full"]);
-    // Its metrics, read again after it, from node exporter over the
-    // lab's network (as a Prometheus scrapes them).
+    assert_eq!(backup_types(lab), ["full"]);
     let metrics = std::process::Command::new("curl")
         .args(["-s", "--max-time", "5"])
         .arg(format!("http://{}:9100/metrics", Lab::addr(REPO_HOST)))
@@ -203,17 +200,17 @@ fn backups_on_a_repository_host_restore_the_cluster_onto_new_hosts() {
                 .join("\n")
         );
     }
+}
 
-    // Rows before the target time, rows after it.
-    lab_sql(
-        &format!("host={}", Lab::addr("lab1")),
-        true,
+/// Rows before a target time (an incremental backup through backup.yml
+/// among them, taken by the repository host alone), rows added and
+/// deleted after it, the WAL archived: the target.
+fn rows_around_a_target(lab: &Lab, playbook: Playbook<'_>) -> String {
+    write(
+        "lab1",
         "CREATE TABLE kept (id bigint PRIMARY KEY); \
          INSERT INTO kept SELECT generate_series(1, 500)",
-    )
-    .expect("rows before the target");
-    // An incremental backup through backup.yml: the repository host takes
-    // it, every member is skipped.
+    );
     let incr = playbook("backup.yml", &["-e", "backup_type=incr"]);
     incr.assert_ok("backup.yml");
     let took: Vec<&str> = incr
@@ -222,13 +219,8 @@ fn backups_on_a_repository_host_restore_the_cluster_onto_new_hosts() {
         .map(|e| e.host.as_str())
         .collect();
     assert_eq!(took, [REPO_HOST], "{}", incr.transcript());
-    assert_eq!(backup_types(&lab), ["full", "incr"]);
-    lab_sql(
-        &format!("host={}", Lab::addr("lab1")),
-        true,
-        "INSERT INTO kept SELECT generate_series(501, 700)",
-    )
-    .expect("more rows before the target");
+    assert_eq!(backup_types(lab), ["full", "incr"]);
+    write("lab1", "INSERT INTO kept SELECT generate_series(501, 700)");
     let target = sql(
         "lab1",
         "SELECT to_char(now() AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"+00:00\"')",
@@ -245,24 +237,24 @@ fn backups_on_a_repository_host_restore_the_cluster_onto_new_hosts() {
         },
         String::new,
     );
-    lab_sql(
-        &format!("host={}", Lab::addr("lab1")),
-        true,
+    write(
+        "lab1",
         "INSERT INTO kept SELECT generate_series(701, 800); DELETE FROM kept WHERE id <= 100",
-    )
-    .expect("rows after the target");
+    );
     archive_now("lab1");
+    target
+}
 
-    // The repository host's server stopped: archiving fails, and the next
-    // run on the leader says so; started again, the archive catches up.
+/// The repository host's server stopped: archiving fails, and the next
+/// run on the leader says so; started again by site.yml, the archive
+/// catches up.
+fn archiving_to_a_stopped_repository_host(lab: &Lab, playbook: Playbook<'_>) {
     lab.ssh(REPO_HOST, "sudo systemctl stop pgbackrest")
         .unwrap();
-    lab_sql(
-        &format!("host={}", Lab::addr("lab1")),
-        true,
+    write(
+        "lab1",
         "INSERT INTO kept VALUES (800001); SELECT pg_switch_wal()",
-    )
-    .expect("a segment to archive");
+    );
     wait_for(
         "an archiving failure on lab1",
         // pgBackRest tries the repository host for io-timeout (10 s here).
@@ -278,13 +270,13 @@ fn backups_on_a_repository_host_restore_the_cluster_onto_new_hosts() {
     let restarted = playbook("site.yml", &["--limit", REPO_HOST]);
     restarted.assert_ok("site.yml starting the repository host's server again");
     archive_now("lab1");
+}
 
-    // Both database hosts lost at once.
-    lab_sh(&["crash", "lab1", "lab2"]);
-
-    // New hosts in their place (lab3 and lab5, etcd's): deployed stopped,
-    // the repository host letting them in, then the restore to the target.
-    std::fs::write(&hosts, hosts_yml("lab3", "lab5")).unwrap();
+/// New hosts in the lost ones' place (lab3 and lab5, etcd's): deployed
+/// stopped, the repository host letting them in, then the restore to the
+/// target; both hold exactly the rows as of the target.
+fn restore_onto_new_hosts(inventory: &Path, target: &str, playbook: Playbook<'_>) {
+    std::fs::write(inventory.join("hosts.yml"), hosts_yml("lab3", "lab5")).unwrap();
     let started = Instant::now();
     playbook("bootstrap.yml", &["-e", "pg_state=stopped"]).assert_ok("the new hosts, stopped");
     let restore = playbook(
@@ -311,16 +303,47 @@ fn backups_on_a_repository_host_restore_the_cluster_onto_new_hosts() {
             story,
         );
     }
+}
+
+#[test]
+fn backups_on_a_repository_host_restore_the_cluster_onto_new_hosts() {
+    let dir = TestDir::new("lab-backup-host");
+    let lab = Lab::up_bare(5);
+    let inventory = inventory(&dir.path);
+    let playbook = |name: &str, extra: &[&str]| -> PlaybookRun {
+        pgherd_e2e::ansible_playbook(
+            &dir.path,
+            &repo_root().join("playbooks").join(name),
+            &inventory,
+            extra,
+        )
+    };
+
+    let started = Instant::now();
+    playbook("bootstrap.yml", &[]).assert_ok("bare hosts to a cluster with a repository host");
+    eprintln!(
+        "lab: bare hosts to a cluster with a repository host in {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
+    wait_streaming("lab1", "lab2", "lab2 streaming from lab1");
+    a_scheduled_backup(&lab);
+    let target = rows_around_a_target(&lab, &playbook);
+    archiving_to_a_stopped_repository_host(&lab, &playbook);
+
+    // Both database hosts lost at once, the cluster restored elsewhere.
+    lab_sh(&["crash", "lab1", "lab2"]);
+    restore_onto_new_hosts(&inventory, &target, &playbook);
+
     // The restored cluster takes writes, and the repository host backs it
     // up on its new timeline.
-    lab_sql(
-        &format!("host={}", Lab::addr("lab3")),
-        true,
-        "INSERT INTO kept VALUES (9001)",
-    )
-    .expect("a write on the restored leader");
+    write("lab3", "INSERT INTO kept VALUES (9001)");
     playbook("backup.yml", &["-e", "backup_type=incr"])
         .assert_ok("a backup of the restored cluster");
+    assert_eq!(
+        backup_types(&lab),
+        ["full", "incr", "incr"],
+        "the repository holds the restored cluster's backup"
+    );
     // Nothing left to do, as check mode and a run both say.
     for extra in [&["--check"][..], &[]] {
         let settled = playbook("site.yml", extra);

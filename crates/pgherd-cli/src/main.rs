@@ -357,9 +357,7 @@ fn backup_list(target: &Target) -> Result<backups::BackupList> {
         ))
     })?;
     let info = b.info(target.timeout)?;
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs() as i64);
+    let now = pgherd_core::names::unix_now() as i64;
     Ok(backups::BackupList::new(&b.stanza, info, now))
 }
 

@@ -6,7 +6,6 @@
 
 use std::collections::BTreeMap;
 use std::io::Write;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use pgherd_core::cluster::{self, ClusterInfo, MemberInfo, Target};
 use pgherd_core::dcs::{cluster_prefix, parse_cluster_keys, ClusterKeys};
@@ -91,10 +90,7 @@ pub fn events(before: &ClusterInfo, now: &ClusterInfo) -> Vec<String> {
 
 /// `HH:MM:SS` of now, in UTC.
 fn clock() -> String {
-    let secs = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0);
+    let secs = pgherd_core::names::unix_now();
     format!(
         "{:02}:{:02}:{:02}",
         secs / 3600 % 24,

@@ -286,9 +286,7 @@ impl<'a> Node<'a> {
             _ => None,
         };
         match case {
-            Some(case) => self
-                .stanza_to_create(case, warnings)
-                .map(|seen| seen.create),
+            Some(case) => self.look_at_stanza(case, warnings).map(|seen| seen.create),
             None => Ok(None),
         }
     }

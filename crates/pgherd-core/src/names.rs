@@ -169,6 +169,13 @@ fn days_from_civil(year: i64, month: u32, day: u32) -> i64 {
     era * 146_097 + doe - 719_468
 }
 
+/// Now, in Unix seconds (0 before 1970: a clock that wrong shows at once).
+pub fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
 /// An ISO 8601 time with a UTC offset, as Unix seconds (a fraction of a
 /// second is dropped).
 pub fn parse_timestamp_with_offset(s: &str) -> Result<i64, String> {

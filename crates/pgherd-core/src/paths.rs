@@ -284,14 +284,7 @@ mod tests {
 
     #[test]
     fn a_repository_is_made_here_only_when_it_is_a_directory_here() {
-        let host = crate::settings::RepositoryHost {
-            name: "backup1".into(),
-            port: 8432,
-            cafile: "/ca".into(),
-            certfile: "/c".into(),
-            keyfile: "/k".into(),
-            config_path: "/etc/pgbackrest".into(),
-        };
+        let host = crate::settings::RepositoryHost::example("backup1");
         for (repo_host, repo_type, local) in [
             (false, None, true),
             (false, Some("posix"), true),

@@ -41,9 +41,7 @@ pub(super) fn lock_operations(target: &Target, what: &str) -> Result<(OperationL
         "{}{OPERATION_KEY}",
         crate::dcs::cluster_prefix(&target.settings.patroni.etcd.namespace, &target.scope)
     );
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
+    let now = crate::names::unix_now();
     let holder = format!(
         "{what}, by pgherd pid {} on {} since unix time {now}",
         std::process::id(),

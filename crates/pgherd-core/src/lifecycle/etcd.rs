@@ -120,9 +120,7 @@ impl Node<'_> {
 
     /// Fails when Patroni last reached etcd longer than the ttl ago.
     pub(super) fn check_dcs_last_seen(&self, status: &NodeStatus) -> Result<()> {
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs());
+        let now = crate::names::unix_now();
         let ttl = u64::from(self.settings.patroni.ttl);
         match status.dcs_last_seen {
             Some(seen) if seen > 0 && now.saturating_sub(seen) > ttl => Err(Error::Dcs {

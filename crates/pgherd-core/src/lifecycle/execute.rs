@@ -97,7 +97,7 @@ impl Executor for NodeRun<'_, '_> {
             Action::CreateStanza { archiving, .. } => node.create_stanza(*archiving)?,
             Action::EnsureStanza { .. } => {
                 let case = StanzaCase::Running(self.seen.as_ref().map(|(s, _)| s));
-                let seen = node.stanza_to_create(case, &mut self.warnings)?;
+                let seen = node.look_at_stanza(case, &mut self.warnings)?;
                 self.backups = seen.backups;
                 return match seen.create {
                     Some(create) => {

@@ -25,9 +25,10 @@ impl Node<'_> {
     /// On the leader, whether the instance's pgBackRest stanza is to be
     /// created (the repository lacks it), for a running leader or for a
     /// node about to bootstrap the cluster (check mode foresees it); for a
-    /// running leader whose stanza exists, a warning when archiving fails.
-    /// Refuses a stanza that holds another cluster.
-    pub(super) fn stanza_to_create(
+    /// running leader whose stanza exists, its backups and archiving (the
+    /// facts' `backups`), and a warning when archiving fails. Refuses a
+    /// stanza that holds another cluster.
+    pub(super) fn look_at_stanza(
         &self,
         case: StanzaCase<'_>,
         warnings: &mut Vec<String>,
@@ -181,9 +182,7 @@ impl BackupFacts {
         info: &crate::pgbackrest::StanzaInfo,
         archiver: Option<&Archiver>,
     ) -> BackupFacts {
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs() as i64);
+        let now = crate::names::unix_now() as i64;
         let newest = info.backups.last().cloned();
         BackupFacts {
             stanza: stanza.to_string(),

@@ -248,12 +248,8 @@ mod tests {
             ..Settings::default()
         };
         let host = crate::settings::RepositoryHost {
-            name: "backup1".into(),
-            port: 8432,
-            cafile: "/ca".into(),
-            certfile: "/c".into(),
-            keyfile: "/k".into(),
             config_path: dir.clone(),
+            ..crate::settings::RepositoryHost::example("backup1")
         };
         let found = |names: &[&str]| {
             on_repository_host(&settings, &host, names)

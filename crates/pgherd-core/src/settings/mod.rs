@@ -287,6 +287,22 @@ pub struct RepositoryHost {
     pub config_path: PathBuf,
 }
 
+#[cfg(test)]
+impl RepositoryHost {
+    /// A repository host named `name` for tests: the default port and
+    /// configuration directory, certificate files under /tls.
+    pub fn example(name: &str) -> RepositoryHost {
+        RepositoryHost {
+            name: name.into(),
+            port: default_repository_port(),
+            cafile: "/tls/ca.pem".into(),
+            certfile: "/tls/pg1.pem".into(),
+            keyfile: "/tls/pg1.key".into(),
+            config_path: default_repository_config_path(),
+        }
+    }
+}
+
 fn default_repository_port() -> u16 {
     8432
 }
