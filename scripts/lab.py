@@ -32,8 +32,15 @@ default route goes to an address nothing answers on), and ip_forward is left
 as it is. Everything lives under PGHERD_LAB_DIR (default /var/lib/pgherd-lab);
 the image is cached as a tarball keyed by its recipe under PGHERD_LAB_CACHE
 (default /var/cache/pgherd-lab).
+
+Labs side by side: PGHERD_LAB_ID=N (default 0) names another lab, with its
+own bridge (pgherdlabN), network (10.(231+N).0.0/24), state
+(/var/lib/pgherd-labN), cgroups and apt cache, sharing only the cached
+images. The lab inventory (playbooks/inventories/lab) and the tests read
+the same variable.
 """
 
+import fcntl
 import hashlib
 import json
 import os
@@ -43,16 +50,20 @@ import subprocess
 import sys
 import time
 
-LAB = "pgherd-lab"
-BRIDGE = "pgherdlab0"
-NET = os.environ.get("PGHERD_LAB_NET", "10.231.0")
+ID = int(os.environ.get("PGHERD_LAB_ID") or "0")
+if not 0 <= ID <= 20:
+    raise SystemExit("lab: PGHERD_LAB_ID must be 0 to 20")
+SUFFIX = str(ID) if ID else ""
+LAB = f"pgherd-lab{SUFFIX}"
+BRIDGE = f"pgherdlab{ID}"
+NET = os.environ.get("PGHERD_LAB_NET", f"10.{231 + ID}.0")
 MACHINE_ADDR = f"{NET}.1"
 # An address on the bridge nothing answers on: the hosts' default route,
 # so that facts have a default interface and nothing leaves the lab.
 NOWHERE = f"{NET}.254"
 USER = "ops"
 MAX_HOSTS = 5
-STATE = os.environ.get("PGHERD_LAB_DIR", "/var/lib/pgherd-lab")
+STATE = os.environ.get("PGHERD_LAB_DIR", f"/var/lib/pgherd-lab{SUFFIX}")
 CACHE = os.environ.get("PGHERD_LAB_CACHE", "/var/cache/pgherd-lab")
 MIRROR = "http://deb.debian.org/debian"
 SUITE = "bookworm"
@@ -226,13 +237,29 @@ def build_image(target, flavor):
     os.rename(work, target)
 
 
+def cache_lock():
+    """The cache's lock, held while an image or the wheelhouse is built:
+    labs side by side build each once, the second waiting for the first."""
+    os.makedirs(CACHE, exist_ok=True)
+    f = open(os.path.join(CACHE, ".lock"), "w")
+    fcntl.flock(f, fcntl.LOCK_EX)
+    return f
+
+
 def ensure_image(flavor="cluster"):
     key = recipe_key(flavor)
     target = image_dir(flavor)
     stamp = os.path.join(target, ".pgherd-lab-key")
     if os.path.exists(stamp) and open(stamp).read().strip() == key:
         return target
-    os.makedirs(CACHE, exist_ok=True)
+    if flavor == "cluster":
+        # Built before the lock is taken: the image's recipe needs it.
+        ensure_wheelhouse()
+    with cache_lock():
+        return restore_or_build_image(flavor, key, target, stamp)
+
+
+def restore_or_build_image(flavor, key, target, stamp):
     family = tarball_family(flavor)
     tarball = os.path.join(CACHE, f"{family}{key}.tar.zst")
     if os.path.exists(tarball):
@@ -333,12 +360,18 @@ def nspawn_pid(name):
     return pid if os.path.exists(f"/proc/{pid}") else None
 
 
+def machine_name(name):
+    """nspawn's name for a host, which names the machine's end of its veth
+    (vb-NAME): labs side by side must not share one."""
+    return name if ID == 0 else f"{name}-{ID}"
+
+
 def wait_veth_gone(name, deadline=1):
     """The machine's end of a host's veth outlives a crash for a while (its
     namespace is torn down asynchronously, up to 30 s when several go at
     once); an nspawn started meanwhile cannot make its own and exits.
     Waits a moment for it, then deletes it (the pair goes with it)."""
-    link = f"vb-{name}"[:15]
+    link = f"vb-{machine_name(name)}"[:15]
     start = time.monotonic()
     while run(["ip", "link", "show", link], check=False, capture=True).returncode == 0:
         if time.monotonic() - start > deadline:
@@ -358,7 +391,7 @@ def start_host(name):
     script = f"""
         for f in {procs}; do echo $$ > $f; done
         while :; do
-          systemd-nspawn --quiet --boot --keep-unit --register=no --machine={name} \
+          systemd-nspawn --quiet --boot --keep-unit --register=no --machine={machine_name(name)} \
             --directory={d}/root --network-bridge={BRIDGE} --resolv-conf=off \
             --timezone=off --link-journal=no
           rc=$?
@@ -514,11 +547,13 @@ def start_apt_proxy():
     if not os.access(program, os.X_OK):
         raise SystemExit("lab: apt-cacher-ng is missing: scripts/setup.sh installs it")
     conf = os.path.join(STATE, "apt-proxy")
+    # One cache per lab: two proxies never share one.
+    apt_cache = os.path.join(CACHE, f"apt{SUFFIX}")
     write(os.path.join(conf, "acng.conf"),
-          f"CacheDir: {os.path.join(CACHE, 'apt')}\nLogDir: {conf}\n"
+          f"CacheDir: {apt_cache}\nLogDir: {conf}\n"
           "SupportDir: /usr/lib/apt-cacher-ng\n"
           f"Port: {APT_PROXY_PORT}\nBindAddress: {MACHINE_ADDR}\nExThreshold: 4\n")
-    os.makedirs(os.path.join(CACHE, "apt"), exist_ok=True)
+    os.makedirs(apt_cache, exist_ok=True)
     start_server("apt-proxy", [program, "-c", conf, "ForeGround=1"], APT_PROXY_PORT,
                  os.path.join(conf, "console.log"))
 
@@ -535,6 +570,13 @@ def ensure_wheelhouse():
     d = wheelhouse_dir()
     if os.path.exists(os.path.join(d, ".complete")):
         return d
+    with cache_lock():
+        if not os.path.exists(os.path.join(d, ".complete")):
+            build_wheelhouse(d)
+    return d
+
+
+def build_wheelhouse(d):
     pip = os.path.join(REPO, ".venv/bin/pip")
     if not os.access(pip, os.X_OK):
         raise SystemExit("lab: the repository's venv is missing: scripts/setup.sh makes it")
@@ -548,7 +590,6 @@ def ensure_wheelhouse():
     shutil.rmtree(d, ignore_errors=True)
     os.rename(tmp, d)
     log(f"wheelhouse built in {time.monotonic() - started:.1f} s: {len(os.listdir(d)) - 1} wheels")
-    return d
 
 
 def start_wheel_server():

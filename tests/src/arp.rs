@@ -9,9 +9,6 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-/// The lab's bridge on the machine (scripts/lab.py).
-const BRIDGE: &str = "pgherdlab0";
-
 /// How many arping processes, each probing once a second.
 const PROBERS: u32 = 10;
 
@@ -78,7 +75,7 @@ impl ArpWatch {
                 std::thread::sleep(Duration::from_millis(1000 / u64::from(PROBERS)));
             }
             let mut child = Command::new("stdbuf")
-                .args(["-oL", "arping", "-b", "-I", BRIDGE, address])
+                .args(["-oL", "arping", "-b", "-I", &crate::Lab::bridge(), address])
                 .stdout(Stdio::piped())
                 .stderr(Stdio::null())
                 .spawn()

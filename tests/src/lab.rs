@@ -141,7 +141,7 @@ impl Lab {
             "--find-links",
             Lab::wheelhouse(),
             "--trusted-host",
-            "10.231.0.1"
+            Lab::machine_addr()
         ]);
         Lab::inventory_with_vars(dir, &serde_yaml::to_string(&vars).unwrap())
     }
@@ -172,15 +172,74 @@ impl Lab {
         inventory
     }
 
+    /// Which lab the tests use: `PGHERD_LAB_ID` (scripts/lab.py), 0 unless
+    /// set.
+    pub fn id() -> u8 {
+        std::env::var("PGHERD_LAB_ID")
+            .ok()
+            .filter(|v| !v.is_empty())
+            .map_or(0, |v| v.parse().expect("PGHERD_LAB_ID is a number"))
+    }
+
+    /// The first three parts of the lab's addresses (scripts/lab.py's NET):
+    /// `PGHERD_LAB_NET`, else 10.(231 + id).0.
+    pub fn net() -> String {
+        std::env::var("PGHERD_LAB_NET")
+            .ok()
+            .filter(|v| !v.is_empty())
+            .unwrap_or_else(|| format!("10.{}.0", 231 + u32::from(Lab::id())))
+    }
+
     /// The lab's address of a host.
     pub fn addr(host: &str) -> String {
-        format!("10.231.0.{}", 10 + host[3..].parse::<u32>().expect("labN"))
+        format!(
+            "{}.{}",
+            Lab::net(),
+            10 + host[3..].parse::<u32>().expect("labN")
+        )
+    }
+
+    /// The machine's address on the lab's bridge.
+    pub fn machine_addr() -> String {
+        format!("{}.1", Lab::net())
+    }
+
+    /// An address of the lab's network no host has (`last` its last part).
+    pub fn spare_addr(last: u8) -> String {
+        format!("{}.{last}", Lab::net())
+    }
+
+    /// The lab's bridge on the machine.
+    pub fn bridge() -> String {
+        format!("pgherdlab{}", Lab::id())
+    }
+
+    /// The lab's SSH key (scripts/lab.py's STATE).
+    pub fn key() -> PathBuf {
+        let dir = std::env::var("PGHERD_LAB_DIR")
+            .ok()
+            .filter(|v| !v.is_empty())
+            .unwrap_or_else(|| match Lab::id() {
+                0 => "/var/lib/pgherd-lab".to_string(),
+                id => format!("/var/lib/pgherd-lab{id}"),
+            });
+        PathBuf::from(dir).join("id_ed25519")
+    }
+
+    /// `host=` of the three first hosts, for a client trying each in turn.
+    pub fn all_three() -> String {
+        format!(
+            "host={},{},{}",
+            Lab::addr("lab1"),
+            Lab::addr("lab2"),
+            Lab::addr("lab3")
+        )
     }
 
     /// The wheelhouse of Patroni that `up --bare` serves on the bridge, for
     /// pip's `--find-links`.
     pub fn wheelhouse() -> String {
-        "http://10.231.0.1:3143/".to_string()
+        format!("http://{}:3143/", Lab::machine_addr())
     }
 
     pub fn inventory() -> PathBuf {
@@ -239,8 +298,8 @@ impl Lab {
         to: &str,
         story: fn() -> String,
     ) -> Duration {
-        let all = "host=10.231.0.11,10.231.0.12,10.231.0.13";
-        lab_sql(all, true, "CREATE TABLE written (id bigint PRIMARY KEY)").expect("the table");
+        let all = Lab::all_three();
+        lab_sql(&all, true, "CREATE TABLE written (id bigint PRIMARY KEY)").expect("the table");
         let writer = Writer::through(host, port, "written", story);
         writer.wait_progress(20, &format!("through {via} before the switchover"));
         self.switchover(dir, to);

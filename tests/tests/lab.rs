@@ -18,8 +18,6 @@ use pgherd_e2e::{
 };
 use serde_json::{json, Value};
 
-const ALL: &str = "host=10.231.0.11,10.231.0.12,10.231.0.13";
-
 /// What each host's Patroni last logged and what etcd holds for the
 /// cluster's leader and sync keys: printed with a timeout or an anomaly,
 /// so that a failure in CI says why.
@@ -290,9 +288,13 @@ fn a_cluster_of_real_hosts_over_ssh_survives_partitions_crashes_and_reboots() {
     assert_eq!(l0, "lab1");
     // The replication role comes in from the members only: lab2 may,
     // this machine (on the bridge, not a member) may not.
-    let identify = "PGPASSWORD=lab-replication-pw /usr/lib/postgresql/15/bin/psql -XAt \
-                    'host=10.231.0.11 user=replication dbname=postgres replication=true \
-                    connect_timeout=3' -c IDENTIFY_SYSTEM 2>&1";
+    let identify = format!(
+        "PGPASSWORD=lab-replication-pw /usr/lib/postgresql/15/bin/psql -XAt \
+         'host={} user=replication dbname=postgres replication=true \
+         connect_timeout=3' -c IDENTIFY_SYSTEM 2>&1",
+        Lab::addr("lab1")
+    );
+    let identify = identify.as_str();
     let from_member = lab.ssh("lab2", identify).unwrap_or_else(|e| e);
     assert!(
         from_member
@@ -428,8 +430,9 @@ fn a_cluster_of_real_hosts_over_ssh_survives_partitions_crashes_and_reboots() {
         .as_array()
         .map(|ms| ms.iter().filter(|m| m["role"] == "sync_standby").count());
     assert_eq!(syncs, Some(2), "{view}");
-    lab_sql(ALL, true, "CREATE TABLE acked (id bigint PRIMARY KEY)").expect("create the table");
-    let writer = Writer::start(ALL, "acked", writer_story);
+    let all = Lab::all_three();
+    lab_sql(&all, true, "CREATE TABLE acked (id bigint PRIMARY KEY)").expect("create the table");
+    let writer = Writer::start(&all, "acked", writer_story);
     writer.wait_progress(20, "before the faults");
 
     // --- The leader's host cut off from its peers.
@@ -455,7 +458,7 @@ fn a_cluster_of_real_hosts_over_ssh_survives_partitions_crashes_and_reboots() {
         .args([
             "-q",
             "-i",
-            "/var/lib/pgherd-lab/id_ed25519",
+            &Lab::key().display().to_string(),
             "-o",
             "StrictHostKeyChecking=no",
             "-o",

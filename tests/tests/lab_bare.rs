@@ -97,11 +97,12 @@ fn a_bare_host_gets_pinned_packages_and_patroni_from_pip_and_runs_a_node() {
              \x20     packages_patroni_from: pip\n\
              \x20     packages_patroni_version: \"{PATRONI}\"\n\
              \x20     packages_patroni_venv: {VENV}\n\
-             \x20     packages_pip_options: [--no-index, --find-links, \"{}\", --trusted-host, \"10.231.0.1\"]\n\
+             \x20     packages_pip_options: [--no-index, --find-links, \"{}\", --trusted-host, \"{}\"]\n\
              \x20 post_tasks:\n\
              \x20   - name: paths\n      ansible.builtin.debug:\n\
              \x20       msg: \"{{{{ packages_postgresql_bindir }}}} {{{{ packages_patroni_execpath }}}}\"\n",
-            Lab::wheelhouse()
+            Lab::wheelhouse(),
+            Lab::machine_addr()
         ),
     )
     .unwrap();

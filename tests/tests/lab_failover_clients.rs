@@ -14,7 +14,6 @@ use pgherd_e2e::{
 };
 
 const HOSTS: [&str; 3] = ["lab1", "lab2", "lab3"];
-const VIP: &str = "10.231.0.100";
 
 fn story() -> String {
     lab_story(
@@ -28,6 +27,7 @@ fn story() -> String {
 #[test]
 fn writes_through_haproxy_pgbouncer_and_the_vip_reach_the_member_elected_after_a_partition() {
     let dir = TestDir::new("lab-failover-clients");
+    let vip = Lab::spare_addr(100);
     let lab = Lab::up(3);
     lab.playbook(
         &dir.path,
@@ -52,22 +52,23 @@ fn writes_through_haproxy_pgbouncer_and_the_vip_reach_the_member_elected_after_a
              \x20     pgbouncer_users: [{{name: postgres, password: {LAB_SUPERUSER_PW}}}]\n\
              - hosts: primary:replica\n  gather_facts: false\n  roles:\n\
              \x20   - role: pgherd.cluster.vip\n\
-             \x20     vip_address: {VIP}/24\n"
+             \x20     vip_address: {vip}/24\n"
         ),
     )
     .unwrap();
     lab.playbook(&dir.path, &roles, &[])
         .assert_ok("HAProxy, PgBouncer and the VIP");
 
-    let all = "host=10.231.0.11,10.231.0.12,10.231.0.13";
+    let all = Lab::all_three();
+    let proxies = Lab::addr("lab3");
     let paths = [
-        ("HAProxy", "10.231.0.13", 5000, "via_haproxy"),
-        ("PgBouncer", "10.231.0.13", 6432, "via_pgbouncer"),
-        ("the VIP", VIP, 5432, "via_vip"),
+        ("HAProxy", proxies.as_str(), 5000, "via_haproxy"),
+        ("PgBouncer", proxies.as_str(), 6432, "via_pgbouncer"),
+        ("the VIP", vip.as_str(), 5432, "via_vip"),
     ];
     for (_, _, _, table) in paths {
         lab_sql(
-            all,
+            &all,
             true,
             &format!("CREATE TABLE {table} (id bigint PRIMARY KEY)"),
         )

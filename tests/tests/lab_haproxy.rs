@@ -15,8 +15,6 @@ const HOSTS: [&str; 3] = ["lab1", "lab2", "lab3"];
 const RW_PORT: u16 = 5010;
 const RO_PORT: u16 = 5011;
 const STATS_PORT: u16 = 8410;
-/// HAProxy runs on lab1.
-const PROXY: &str = "10.231.0.11";
 
 fn story() -> String {
     lab_story(
@@ -26,11 +24,16 @@ fn story() -> String {
     )
 }
 
-/// The server a new connection through `port` reaches, and whether it is
-/// a standby: `10.231.0.12|true`.
+/// How [`through`] names `host`, a standby or not: `10.231.0.12|true`.
+fn server(host: &str, standby: bool) -> String {
+    format!("{}|{standby}", Lab::addr(host))
+}
+
+/// The server a new connection through `port` (of HAProxy, on lab1)
+/// reaches, and whether it is a standby: as [`server`] names it.
 fn through(port: u16) -> Option<String> {
     lab_sql_port(
-        &format!("host={PROXY}"),
+        &format!("host={}", Lab::addr("lab1")),
         port,
         false,
         "SELECT host(inet_server_addr()) || '|' || pg_is_in_recovery()",
@@ -77,7 +80,7 @@ fn haproxy_sends_writes_to_the_leader_and_reads_to_replicas_within_the_lag() {
     lab.role_three_ways(&dir.path, &proxy, "lab1", "haproxy");
 
     // Writes reach the leader, reads the replicas.
-    assert_eq!(through(RW_PORT).as_deref(), Some("10.231.0.11|false"));
+    assert_eq!(through(RW_PORT), Some(server("lab1", false)));
     let mut replicas = std::collections::BTreeSet::new();
     for _ in 0..10 {
         let r = through(RO_PORT).expect("a read through HAProxy");
@@ -125,7 +128,8 @@ fn haproxy_sends_writes_to_the_leader_and_reads_to_replicas_within_the_lag() {
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     connecting.join().unwrap();
     let seen = seen.lock().unwrap().clone();
-    let elsewhere: Vec<&String> = seen.iter().filter(|r| *r != "10.231.0.11|false").collect();
+    let leader = server("lab1", false);
+    let elsewhere: Vec<&String> = seen.iter().filter(|r| **r != leader).collect();
     assert!(
         seen.len() > 10 && elsewhere.is_empty(),
         "{} connections through the reload, these not to the leader: {elsewhere:?}",
@@ -134,21 +138,25 @@ fn haproxy_sends_writes_to_the_leader_and_reads_to_replicas_within_the_lag() {
 
     // lab3 cut from the leader's WAL (its REST API still answers): once it
     // lags more than 1 MB it takes no read; back when it catches up.
+    let leader_host = format!("host={}", Lab::addr("lab1"));
     lab_sql(
-        "host=10.231.0.11",
+        &leader_host,
         true,
         "CREATE TABLE filler (id bigint, pad text)",
     )
     .unwrap();
     lab.ssh(
         "lab3",
-        "sudo nft add table inet walcut && \
-         sudo nft add chain inet walcut out '{ type filter hook output priority 0; }' && \
-         sudo nft add rule inet walcut out ip daddr 10.231.0.11 tcp dport 5432 drop",
+        &format!(
+            "sudo nft add table inet walcut && \
+             sudo nft add chain inet walcut out '{{ type filter hook output priority 0; }}' && \
+             sudo nft add rule inet walcut out ip daddr {} tcp dport 5432 drop",
+            Lab::addr("lab1")
+        ),
     )
     .unwrap();
     lab_sql(
-        "host=10.231.0.11",
+        &leader_host,
         true,
         "INSERT INTO filler SELECT g, repeat('x', 1000) FROM generate_series(1, 4000) g",
     )
@@ -158,12 +166,12 @@ fn haproxy_sends_writes_to_the_leader_and_reads_to_replicas_within_the_lag() {
         Duration::from_secs(60),
         || {
             let reads: Vec<String> = (0..6).filter_map(|_| through(RO_PORT)).collect();
-            (reads.len() == 6 && reads.iter().all(|r| r == "10.231.0.12|true")).then_some(())
+            (reads.len() == 6 && reads.iter().all(|r| *r == server("lab2", true))).then_some(())
         },
         story,
     );
     for _ in 0..10 {
-        assert_eq!(through(RO_PORT).as_deref(), Some("10.231.0.12|true"));
+        assert_eq!(through(RO_PORT), Some(server("lab2", true)));
     }
     lab.ssh("lab3", "sudo nft delete table inet walcut")
         .unwrap();
@@ -173,7 +181,7 @@ fn haproxy_sends_writes_to_the_leader_and_reads_to_replicas_within_the_lag() {
         || {
             (0..6)
                 .filter_map(|_| through(RO_PORT))
-                .any(|r| r == "10.231.0.13|true")
+                .any(|r| r == server("lab3", true))
                 .then_some(())
         },
         story,
@@ -181,6 +189,12 @@ fn haproxy_sends_writes_to_the_leader_and_reads_to_replicas_within_the_lag() {
 
     // A switchover under writes through the read-write port: every write
     // on the leader of its time, the unavailability measured.
-    lab.switchover_through(&dir.path, "HAProxy", (PROXY, RW_PORT), "lab2", story);
-    assert_eq!(through(RW_PORT).as_deref(), Some("10.231.0.12|false"));
+    lab.switchover_through(
+        &dir.path,
+        "HAProxy",
+        (&Lab::addr("lab1"), RW_PORT),
+        "lab2",
+        story,
+    );
+    assert_eq!(through(RW_PORT), Some(server("lab2", false)));
 }

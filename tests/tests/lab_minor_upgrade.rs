@@ -90,8 +90,9 @@ fn a_rolling_minor_upgrade_installs_and_restarts_with_one_switchover() {
         &dir.path,
         &format!(
             "{vars}\npackages_patroni_from: pip\npackages_patroni_venv: {VENV}\n\
-             packages_pip_options: [--no-index, --find-links, \"{}\", --trusted-host, \"10.231.0.1\"]\n",
-            Lab::wheelhouse()
+             packages_pip_options: [--no-index, --find-links, \"{}\", --trusted-host, \"{}\"]\n",
+            Lab::wheelhouse(),
+            Lab::machine_addr()
         ),
     );
     let deploy = dir.join("deploy.yml");

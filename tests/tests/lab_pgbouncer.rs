@@ -11,9 +11,6 @@ use pgherd_e2e::{lab_sql_port, lab_story, Lab, TestDir, LAB_SUPERUSER_PW};
 const HOSTS: [&str; 3] = ["lab1", "lab2", "lab3"];
 /// Not the role's default.
 const PORT: u16 = 6543;
-/// PgBouncer runs on lab3.
-const BOUNCER: &str = "10.231.0.13";
-
 fn story() -> String {
     lab_story(
         &HOSTS,
@@ -23,10 +20,10 @@ fn story() -> String {
     )
 }
 
-/// The server a new connection through PgBouncer reaches.
+/// The server a new connection through PgBouncer (on lab3) reaches.
 fn through() -> Option<String> {
     lab_sql_port(
-        &format!("host={BOUNCER}"),
+        &format!("host={}", Lab::addr("lab3")),
         PORT,
         false,
         "SELECT host(inet_server_addr())",
@@ -83,11 +80,17 @@ fn pgbouncer_follows_the_leader_through_switchovers_a_restart_and_a_lost_etcd_me
             && files.matches("enabled").count() == 2,
         "{files}"
     );
-    assert_eq!(through().as_deref(), Some("10.231.0.11"));
+    assert_eq!(through(), Some(Lab::addr("lab1")));
 
     // A switchover under writes through PgBouncer.
-    lab.switchover_through(&dir.path, "PgBouncer", (BOUNCER, PORT), "lab2", story);
-    wait_through("10.231.0.12", "PgBouncer to reach the new leader");
+    lab.switchover_through(
+        &dir.path,
+        "PgBouncer",
+        (&Lab::addr("lab3"), PORT),
+        "lab2",
+        story,
+    );
+    wait_through(&Lab::addr("lab2"), "PgBouncer to reach the new leader");
 
     // The proxy restarted, then its host's etcd member stopped: it follows
     // the next switchover through the other members.
@@ -96,7 +99,7 @@ fn pgbouncer_follows_the_leader_through_switchovers_a_restart_and_a_lost_etcd_me
     lab.ssh("lab3", "sudo systemctl stop etcd").unwrap();
     lab.switchover(&dir.path, "lab1");
     wait_through(
-        "10.231.0.11",
+        &Lab::addr("lab1"),
         "PgBouncer to follow the leader with its host's etcd member stopped",
     );
     lab.ssh("lab3", "sudo systemctl start etcd").unwrap();

@@ -261,7 +261,9 @@ fn a_standby_site_of_real_hosts_takes_over_when_the_first_is_lost_and_the_way_ba
     let refused = ansible_playbook(&dir.path, &promote, &inv, &named);
     assert!(!refused.succeeded(), "{}", refused.transcript());
     assert!(
-        refused.transcript().contains("10.231.0.11:5432")
+        refused
+            .transcript()
+            .contains(&format!("{}:5432", Lab::addr("lab1")))
             && refused.transcript().contains("two primaries"),
         "{}",
         refused.transcript()

@@ -11,8 +11,6 @@ use std::time::{Duration, Instant};
 
 use pgherd_e2e::{lab_ids, lab_sql, lab_story, repo_root, wait_for, Lab, TestDir, Writer};
 
-const ALL: &str = "host=10.231.0.11,10.231.0.12,10.231.0.13";
-
 /// Each host's Patroni log's last lines and its units.
 fn hosts_story() -> String {
     lab_story(
@@ -52,13 +50,14 @@ fn a_cluster_of_real_hosts_is_upgraded_from_15_to_17_under_writes() {
     for host in ["lab1", "lab2", "lab3"] {
         install_17(host);
     }
+    let all = Lab::all_three();
     wait_for(
         "a leader taking writes",
         Duration::from_secs(60),
-        || lab_sql(ALL, true, "CREATE TABLE acked (id bigint PRIMARY KEY)"),
+        || lab_sql(&all, true, "CREATE TABLE acked (id bigint PRIMARY KEY)"),
         hosts_story,
     );
-    let writer = Writer::start(ALL, "acked", hosts_story);
+    let writer = Writer::start(&all, "acked", hosts_story);
     writer.wait_progress(20, "before the upgrade");
 
     let asked = ["-e", "upgrade_cluster=lab", "-e", "upgrade_to=17"];

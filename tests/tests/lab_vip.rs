@@ -11,14 +11,20 @@ use pgherd_e2e::arp::{handovers, holders_in_turn, two_holders, ArpWatch};
 use pgherd_e2e::{lab_sh, lab_sql_port, lab_story, lab_wait_whole, repo_root, Lab, TestDir};
 
 const HOSTS: [&str; 3] = ["lab1", "lab2", "lab3"];
-/// On the lab's network, with its prefix; not the role's defaults for the
-/// intervals either.
-const VIP: &str = "10.231.0.100";
-const VIP_VARS: [&str; 3] = [
-    "vip_address: 10.231.0.100/24",
-    "vip_interval_ms: 500",
-    "vip_release_after_ms: 2000",
-];
+/// On the lab's network.
+fn vip() -> String {
+    Lab::spare_addr(100)
+}
+
+/// The address with its prefix; not the role's defaults for the intervals
+/// either.
+fn vip_vars() -> Vec<String> {
+    vec![
+        format!("vip_address: {}/24", vip()),
+        "vip_interval_ms: 500".into(),
+        "vip_release_after_ms: 2000".into(),
+    ]
+}
 
 fn story() -> String {
     lab_story(
@@ -35,7 +41,7 @@ fn holders(lab: &Lab) -> Vec<String> {
         .iter()
         .filter(|h| {
             lab.ssh(h, "ip -4 -o addr show dev host0")
-                .is_ok_and(|out| out.contains(&format!(" {VIP}/")))
+                .is_ok_and(|out| out.contains(&format!(" {}/", vip())))
         })
         .map(|h| h.to_string())
         .collect()
@@ -50,20 +56,20 @@ fn wait_holder(lab: &Lab, host: &str, what: &str) {
     );
 }
 
-fn role_playbook(dir: &TestDir, name: &str, vars: &[&str]) -> std::path::PathBuf {
+fn role_playbook(dir: &TestDir, name: &str, vars: &[String]) -> std::path::PathBuf {
     Lab::role_playbook(
         &dir.path,
         name,
         "primary:replica",
         "pgherd.cluster.vip",
-        &vars.iter().map(|v| v.to_string()).collect::<Vec<_>>(),
+        vars,
     )
 }
 
 /// Whether a new connection through the address reaches a primary.
 fn reaches_primary() -> bool {
     lab_sql_port(
-        &format!("host={VIP}"),
+        &format!("host={}", vip()),
         5432,
         false,
         "SELECT pg_is_in_recovery()",
@@ -90,11 +96,11 @@ fn the_vip_follows_the_leader_through_a_switchover_and_a_partition_on_one_host_a
         &role_playbook(
             &dir,
             "vip-elsewhere.yml",
-            &["vip_address: 192.168.77.10/24"],
+            &["vip_address: 192.168.77.10/24".to_string()],
         ),
         &[],
     );
-    refused.assert_refused(&["192.168.77.10/24 is on no network", "10.231.0.1"]);
+    refused.assert_refused(&["192.168.77.10/24 is on no network", &Lab::machine_addr()]);
     for host in HOSTS {
         assert!(
             lab.ssh(host, "test ! -e /etc/pgherd/vip-lab.yaml && test ! -e /etc/systemd/system/pgherd-vip@.service")
@@ -104,7 +110,7 @@ fn the_vip_follows_the_leader_through_a_switchover_and_a_partition_on_one_host_a
     }
 
     // Check mode changes nothing; the run; the run again changes nothing.
-    let role = role_playbook(&dir, "vip.yml", &VIP_VARS);
+    let role = role_playbook(&dir, "vip.yml", &vip_vars());
     let check = lab.playbook(&dir.path, &role, &["--check"]);
     check.assert_ok("the role in check mode");
     assert!(!check.changed_tasks().is_empty(), "{}", check.transcript());
@@ -135,10 +141,11 @@ fn the_vip_follows_the_leader_through_a_switchover_and_a_partition_on_one_host_a
                 .to_ascii_lowercase()
         })
         .collect();
-    let arp = ArpWatch::start(VIP);
+    let vip = vip();
+    let arp = ArpWatch::start(&vip);
 
     // A switchover under writes through the address.
-    lab.switchover_through(&dir.path, "the VIP", (VIP, 5432), "lab2", story);
+    lab.switchover_through(&dir.path, "the VIP", (&vip, 5432), "lab2", story);
     wait_holder(&lab, "lab2", "the address on the new leader's host");
     assert!(reaches_primary(), "{}", story());
 
@@ -180,12 +187,12 @@ fn the_vip_follows_the_leader_through_a_switchover_and_a_partition_on_one_host_a
         );
     }
     let both = two_holders(&replies, Duration::from_millis(50));
-    assert!(both.is_empty(), "two hosts answered for {VIP}: {both:?}");
+    assert!(both.is_empty(), "two hosts answered for {vip}: {both:?}");
     let mac_of = |h: &str| macs[HOSTS.iter().position(|x| *x == h).unwrap()].clone();
     assert_eq!(
         holders_in_turn(&replies),
         [mac_of("lab1"), mac_of("lab2"), mac_of(&next)],
-        "who answered for {VIP}, in turn ({} replies)",
+        "who answered for {vip}, in turn ({} replies)",
         replies.len()
     );
 }
