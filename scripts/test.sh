@@ -69,7 +69,7 @@ molecule_scenario() {
   fi
 }
 local_chain() {
-  local failed=0 SECONDS=0
+  local failed=0 started=$SECONDS
   cargo test --workspace --exclude pgherd-e2e --locked --no-fail-fast -- --test-threads=1 || failed=1
   cargo test -p pgherd-e2e --lib "${local_tests[@]}" --locked --no-fail-fast -- --test-threads=1 || failed=1
   # Molecule: the playbooks as a user runs them, idempotence included.
@@ -79,23 +79,23 @@ local_chain() {
       [ "$name" = lab ] || molecule_scenario "$name" || failed=1
     done
   fi
-  echo "chain done in ${SECONDS} s"
+  echo "chain done in $((SECONDS - started)) s"
   return "$failed"
 }
 lab_chain() {
-  local failed=0 SECONDS=0
+  local failed=0 started=$SECONDS
   cargo test -p pgherd-e2e "${lab_tests[@]}" --locked --no-fail-fast -- --test-threads=1 || failed=1
   if [ "$failed" -eq 0 ]; then
     molecule_scenario lab || failed=1
   fi
-  echo "chain done in ${SECONDS} s"
+  echo "chain done in $((SECONDS - started)) s"
   return "$failed"
 }
 lab2_chain() {
-  local failed=0 SECONDS=0
+  local failed=0 started=$SECONDS
   PGHERD_LAB_ID=1 cargo test -p pgherd-e2e "${lab2_tests[@]}" --locked --no-fail-fast \
     -- --test-threads=1 || failed=1
-  echo "chain done in ${SECONDS} s"
+  echo "chain done in $((SECONDS - started)) s"
   return "$failed"
 }
 logs=$(mktemp -d)
