@@ -24,6 +24,16 @@ fn root() -> Who {
     }
 }
 
+/// A data directory `who` makes (initdb, pg_basebackup).
+fn data_directory_made_by<'a>(path: &'a Path, who: &'a Who) -> WritableDir<'a> {
+    WritableDir {
+        key: "postgresql.datadir",
+        path,
+        who,
+        made_by_who: true,
+    }
+}
+
 #[test]
 fn permission_bits_are_read_for_owner_group_and_others() {
     let d = tempdir("bits");
@@ -55,42 +65,17 @@ fn a_data_directory_under_a_parent_its_user_cannot_write_is_refused() {
     let d = tempdir("data");
     std::fs::set_permissions(&d, std::fs::Permissions::from_mode(0o755)).unwrap();
     let data = d.join("15-main");
-    let problems = check_dir(
-        &WritableDir {
-            key: "postgresql.datadir",
-            path: &data,
-            who: &nobody(),
-            made_by_who: true,
-        },
-        &root(),
-    );
+    let problems = check_dir(&data_directory_made_by(&data, &nobody()), &root());
     assert_eq!(problems.len(), 1, "{problems:?}");
     let p = &problems[0];
     assert!(p.starts_with("postgresql.datadir: nobody creates"), "{p}");
     assert!(p.contains("mode 0755"), "{p}");
     // Deeper: pgherd makes the parents and gives them away.
     let deeper = d.join("a/b/15-main");
-    assert!(check_dir(
-        &WritableDir {
-            key: "postgresql.datadir",
-            path: &deeper,
-            who: &nobody(),
-            made_by_who: true,
-        },
-        &root(),
-    )
-    .is_empty());
+    assert!(check_dir(&data_directory_made_by(&deeper, &nobody()), &root(),).is_empty());
     // An existing data directory of another owner.
     std::fs::create_dir(&data).unwrap();
-    let p = check_dir(
-        &WritableDir {
-            key: "postgresql.datadir",
-            path: &data,
-            who: &nobody(),
-            made_by_who: true,
-        },
-        &root(),
-    );
+    let p = check_dir(&data_directory_made_by(&data, &nobody()), &root());
     assert!(p[0].contains("exists and belongs to"), "{p:?}");
     std::fs::remove_dir_all(&d).ok();
 }
