@@ -98,22 +98,25 @@ def forget(*prefixes):
 
 
 class Writer(threading.Thread):
-    """Calls `write` (one acknowledged row, or False) again and again; the
-    times of the acknowledged writes."""
+    """Calls `write` (one acknowledged row, or False) again and again,
+    `pause` seconds after a failure; the times of the acknowledged writes
+    by `clock` (time.time to compare them with logs)."""
 
-    def __init__(self, write):
+    def __init__(self, write, clock=time.monotonic, pause=0.02):
         super().__init__(daemon=True)
         self.acked = []
         self.stop = threading.Event()
         self.write = write
+        self.clock = clock
+        self.pause = pause
         self.start()
 
     def run(self):
         while not self.stop.is_set():
             if self.write():
-                self.acked.append(time.monotonic())
+                self.acked.append(self.clock())
             else:
-                time.sleep(0.02)
+                time.sleep(self.pause)
 
     def stalls(self, since, until, over=0.5):
         """The times without an acknowledged write longer than `over`
@@ -123,8 +126,14 @@ class Writer(threading.Thread):
 
     def gap(self, since, until):
         """The longest time without an acknowledged write in [since, until]."""
+        start, end = self.longest_gap(since, until)
+        return end - start
+
+    def longest_gap(self, since, until):
+        """The start and end of the longest time without an acknowledged
+        write in [since, until]."""
         times = [since] + [t for t in self.acked if since <= t <= until] + [until]
-        return max(b - a for a, b in zip(times, times[1:]))
+        return max(zip(times, times[1:]), key=lambda p: p[1] - p[0])
 
 
 def local_writer(root, nodes, port=5432):

@@ -23,10 +23,10 @@ import os
 import statistics
 import subprocess
 import sys
-import threading
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from local import Writer  # noqa: E402
 from run import LOCAL, REPO, log_time, playbook, run_module  # noqa: E402
 
 import psycopg2  # noqa: E402  (the repository's venv has it, for Patroni)
@@ -52,40 +52,27 @@ STEPS = [
 ]
 
 
-class Client(threading.Thread):
-    """One row at a time, reconnecting at once after a failure; the wall
-    clock times of the acknowledged writes (the logs' clock)."""
+def writer():
+    """A Writer of one row at a time, reconnecting at once after a failure,
+    on the logs' clock."""
+    conn = None
 
-    def __init__(self):
-        super().__init__(daemon=True)
-        self.acked = []
-        self.stop = threading.Event()
-        self.start()
+    def write():
+        nonlocal conn
+        try:
+            if conn is None:
+                conn = psycopg2.connect(CLIENT)
+                conn.autocommit = True
+            with conn.cursor() as cur:
+                cur.execute("INSERT INTO bench_switchover VALUES (now())")
+            return True
+        except psycopg2.Error:
+            if conn is not None:
+                conn.close()
+            conn = None
+            return False
 
-    def run(self):
-        conn = None
-        while not self.stop.is_set():
-            try:
-                if conn is None:
-                    conn = psycopg2.connect(CLIENT)
-                    conn.autocommit = True
-                with conn.cursor() as cur:
-                    cur.execute("INSERT INTO bench_switchover VALUES (now())")
-                self.acked.append(time.time())
-            except psycopg2.Error:
-                if conn is not None:
-                    conn.close()
-                conn = None
-                time.sleep(0.005)
-
-    def gap(self, since, until):
-        times = [since] + [t for t in self.acked if since <= t <= until] + [until]
-        return max(b - a for a, b in zip(times, times[1:]))
-
-    def first_after_gap(self, since, until):
-        """The end of the longest time without a write in [since, until]."""
-        times = [since] + [t for t in self.acked if since <= t <= until] + [until]
-        return max(zip(times, times[1:]), key=lambda p: p[1] - p[0])[1]
+    return Writer(write, clock=time.time, pause=0.005)
 
 
 def log_files(node, kind):
@@ -127,7 +114,7 @@ def main():
         cur.execute("CREATE TABLE IF NOT EXISTS bench_switchover (t timestamptz)")
     conn.close()
 
-    client = Client()
+    client = writer()
     rows = []
     for i in range(a.runs):
         old = leader()
@@ -143,7 +130,7 @@ def main():
         for label, who, kind, text in STEPS:
             t = first_line(old if who == "old" else new, kind, text, order - 0.5)
             steps[label] = None if t is None else t - order
-        steps["first write"] = client.first_after_gap(order, end) - order
+        steps["first write"] = client.longest_gap(order, end)[1] - order
         rows.append({"module": seconds, "gap": client.gap(order, end), "steps": steps})
         print(f"run {i + 1}: {old} -> {new}: module {seconds:.2f} s, gap {rows[-1]['gap']:.2f} s, "
               + ", ".join(f"{k} {v:.2f}" for k, v in steps.items() if v is not None),

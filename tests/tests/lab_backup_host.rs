@@ -11,14 +11,16 @@
 //! point in time onto two hosts that never ran it, every row checked.
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use pgherd_e2e::{
-    ansible_playbook, curl_status, lab_ids, lab_sh, lab_sql, repo_root, wait_for, Lab, PlaybookRun,
-    TestDir,
+    ansible_playbook, lab_ids, lab_sh, lab_sql, repo_root, wait_for, Lab, PlaybookRun, TestDir,
 };
 use serde_json::Value;
+
+mod prometheus;
+
+use prometheus::prometheus_scrapes_the_members_and_the_backups;
 
 const ETCD_ROOT_PW: &str = "Lab-Etcd-Root-7q";
 const ETCD_PATRONI_PW: &str = "Lab-Etcd-Ptr-3w";
@@ -27,9 +29,6 @@ const REPO_HOST: &str = "lab4";
 /// The repository host's server, on a port of its own (the members' stay
 /// on 8432).
 const REPO_PORT: u16 = 8433;
-/// Prometheus, on the repository host, on a port that is not the role's
-/// default.
-const PROMETHEUS_PORT: u16 = 9091;
 const TLS: &str = "/etc/pgherd/tls";
 /// The database hosts, then those that take their place.
 const MEMBERS: [&str; 2] = ["lab1", "lab2"];
@@ -144,22 +143,22 @@ fn write(host: &str, statement: &str) {
 /// A playbook of the repository on the test's inventory.
 type Playbook<'a> = &'a dyn Fn(&str, &[&str]) -> PlaybookRun;
 
-/// The variables of the test's inventory, to read and change.
-fn vars_path(inventory: &Path) -> PathBuf {
-    inventory.join("group_vars/all.yml")
-}
-
-/// The backup schedules in the inventory: the operator's (weekly full,
-/// daily differential), and an incremental every 20 s or none.
-fn set_schedule(inventory: &Path, incr: &str) {
-    let path = vars_path(inventory);
+/// Changes the variables of the test's inventory (group_vars/all.yml).
+fn edit_vars(inventory: &Path, change: impl FnOnce(&mut serde_yaml::Value)) {
+    let path = inventory.join("group_vars/all.yml");
     let mut vars: serde_yaml::Value =
         serde_yaml::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
-    vars["pgbackrest_repo_schedule"] = serde_yaml::from_str(&format!(
+    change(&mut vars);
+    std::fs::write(&path, serde_yaml::to_string(&vars).unwrap()).unwrap();
+}
+
+/// The backup schedules: the operator's (weekly full, daily
+/// differential), and an incremental every 20 s or none.
+fn schedule(incr: &str) -> serde_yaml::Value {
+    serde_yaml::from_str(&format!(
         "full: 'Sat *-*-* 02:30:00'\ndiff: 'Sun,Mon..Fri *-*-* 02:30:00'\nincr: '{incr}'\n"
     ))
-    .unwrap();
-    std::fs::write(&path, serde_yaml::to_string(&vars).unwrap()).unwrap();
+    .unwrap()
 }
 
 /// The secured inventory in `dir`, with the repository host on a port of
@@ -167,21 +166,19 @@ fn set_schedule(inventory: &Path, incr: &str) {
 /// every 20 s.
 fn inventory(dir: &Path) -> PathBuf {
     let inventory = Lab::secured_inventory(dir, ETCD_PATRONI_PW, ETCD_ROOT_PW);
-    let path = vars_path(&inventory);
-    let mut vars: serde_yaml::Value =
-        serde_yaml::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
-    // start-fast: a backup starts at once, not at the next checkpoint.
-    vars["pgherd_settings"]["pgbackrest"] = serde_yaml::from_str(&format!(
-        "repository:\n  path: /srv/backups\n  host:\n    name: {REPO_HOST}\n    port: {REPO_PORT}\n    \
-         cafile: {TLS}/ca.pem\n    certfile: {TLS}/server.pem\n    keyfile: {TLS}/server.key\n\
-         global_options:\n  io-timeout: '10'\n  start-fast: 'y'\n"
-    ))
-    .unwrap();
-    vars["pgbackrest_stanza"] = STANZA.into();
-    vars["pgbackrest_repo_retention_full"] = 3.into();
-    vars["pgbackrest_repo_metrics"] = true.into();
-    std::fs::write(&path, serde_yaml::to_string(&vars).unwrap()).unwrap();
-    set_schedule(&inventory, "*:*:0/20");
+    edit_vars(&inventory, |vars| {
+        // start-fast: a backup starts at once, not at the next checkpoint.
+        vars["pgherd_settings"]["pgbackrest"] = serde_yaml::from_str(&format!(
+            "repository:\n  path: /srv/backups\n  host:\n    name: {REPO_HOST}\n    port: {REPO_PORT}\n    \
+             cafile: {TLS}/ca.pem\n    certfile: {TLS}/server.pem\n    keyfile: {TLS}/server.key\n\
+             global_options:\n  io-timeout: '10'\n  start-fast: 'y'\n"
+        ))
+        .unwrap();
+        vars["pgbackrest_stanza"] = STANZA.into();
+        vars["pgbackrest_repo_retention_full"] = 3.into();
+        vars["pgbackrest_repo_metrics"] = true.into();
+        vars["pgbackrest_repo_schedule"] = schedule("*:*:0/20");
+    });
     std::fs::write(inventory.join("hosts.yml"), hosts_yml("lab1", "lab2")).unwrap();
     inventory
 }
@@ -216,7 +213,9 @@ fn the_timers_back_up_on_their_own(lab: &Lab, inventory: &Path, playbook: Playbo
     );
     assert_eq!(types[0], "full", "{types:?}");
 
-    set_schedule(inventory, "");
+    edit_vars(inventory, |vars| {
+        vars["pgbackrest_repo_schedule"] = schedule("")
+    });
     let unscheduled = playbook("site.yml", &["--limit", REPO_HOST]);
     unscheduled.assert_ok("site.yml with the incremental backup unscheduled");
     assert!(
@@ -246,164 +245,6 @@ fn the_timers_back_up_on_their_own(lab: &Lab, inventory: &Path, playbook: Playbo
         );
     }
     assert!(!timers.contains("-incr.timer"), "{timers}");
-}
-
-/// The answer of the lab's Prometheus to `query`: each series' labels and
-/// value.
-fn prometheus(query: &str) -> Vec<(Value, String)> {
-    let out = Command::new("curl")
-        .args(["-s", "--max-time", "5", "-G"])
-        .arg(format!(
-            "http://{}:{PROMETHEUS_PORT}/api/v1/query",
-            Lab::addr(REPO_HOST)
-        ))
-        .args(["--data-urlencode", &format!("query={query}")])
-        .output()
-        .expect("curl");
-    let answer: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
-    answer["data"]["result"]
-        .as_array()
-        .cloned()
-        .unwrap_or_default()
-        .into_iter()
-        .map(|r| {
-            let value = r["value"][1].as_str().unwrap_or_default().to_string();
-            (r["metric"].clone(), value)
-        })
-        .collect()
-}
-
-/// Waits until Prometheus's last scrape of every member says `leader`
-/// leads (`patroni_primary` 1 there, 0 on the others).
-fn wait_leading(leader: &str, what: &str) {
-    let primaries = || {
-        let mut seen: Vec<(String, String)> = prometheus("patroni_primary{cluster=\"lab\"}")
-            .into_iter()
-            .filter_map(|(labels, value)| {
-                let instance = labels["instance"].as_str()?.to_string();
-                let host = MEMBERS
-                    .iter()
-                    .find(|h| instance == format!("{}:8008", Lab::addr(h)))?;
-                Some((host.to_string(), value))
-            })
-            .collect();
-        seen.sort();
-        seen
-    };
-    let leading: Vec<(String, String)> = MEMBERS
-        .iter()
-        .map(|h| (h.to_string(), if *h == leader { "1" } else { "0" }.into()))
-        .collect();
-    wait_for(
-        what,
-        Duration::from_secs(60),
-        || (primaries() == leading).then_some(()),
-        || format!("Prometheus sees {:?}", primaries()),
-    );
-}
-
-/// The lab's Prometheus on the repository host, by the collection's role:
-/// refused before anything changes (a port another program holds, a TLS
-/// file that is not there), check mode installing nothing, then Patroni's
-/// /metrics of every member scraped with a client certificate (the REST
-/// API answers no client without one) and the backups' metrics from node
-/// exporter; the leader series following a switchover to lab2.
-fn prometheus_scrapes_the_members_and_the_backups(
-    lab: &Lab,
-    dir: &Path,
-    run: &dyn Fn(&Path, &[&str]) -> PlaybookRun,
-) {
-    let metrics = format!("https://{}:8008/metrics", Lab::addr("lab1"));
-    let ca = dir.join("pki/ca.pem");
-    assert_eq!(
-        curl_status("GET", &metrics, &["--cacert", ca.to_str().unwrap()]),
-        None,
-        "the REST API requires a client certificate"
-    );
-    let role = Lab::role_playbook(
-        dir,
-        "prometheus.yml",
-        REPO_HOST,
-        "pgherd.cluster.prometheus",
-        &[
-            format!("prometheus_port: {PROMETHEUS_PORT}"),
-            "prometheus_scrape_interval: 1s".into(),
-            format!("prometheus_restapi_cafile: {TLS}/ca.pem"),
-            format!("prometheus_restapi_certfile: {TLS}/client.pem"),
-            format!("prometheus_restapi_keyfile: {TLS}/client.key"),
-            "prometheus_extra_scrape_configs: \
-             [{job_name: pgbackrest, static_configs: [{targets: ['localhost:9100']}]}]"
-                .into(),
-        ],
-    );
-
-    lab.hold_port(REPO_HOST, PROMETHEUS_PORT);
-    run(&role, &[]).assert_refused(&[&format!("port {PROMETHEUS_PORT}"), "python3"]);
-    lab.release_ports(REPO_HOST);
-    run(
-        &role,
-        &[
-            "-e",
-            &format!("prometheus_restapi_cafile={TLS}/nowhere.pem"),
-        ],
-    )
-    .assert_refused(&[&format!("no such file: {TLS}/nowhere.pem")]);
-    assert!(!lab.installed(REPO_HOST, "prometheus"));
-    let check = run(&role, &["--check"]);
-    check.assert_ok("the role in check mode");
-    assert!(!check.changed_tasks().is_empty(), "{}", check.transcript());
-    assert!(
-        !lab.installed(REPO_HOST, "prometheus"),
-        "check mode installs nothing"
-    );
-    run(&role, &[]).assert_ok("the role");
-    run(&role, &[]).assert_unchanged("the role again");
-    let key = lab
-        .ssh(
-            REPO_HOST,
-            "sudo stat -c '%a %U' /etc/prometheus/patroni-client.key",
-        )
-        .unwrap();
-    assert_eq!(key.trim(), "600 prometheus");
-
-    wait_leading("lab1", "Prometheus to see lab1 lead");
-    // From the role's job: Debian's package first starts Prometheus with
-    // its own configuration, whose job "node" scrapes node exporter on
-    // the same port until the role's replaces it (its samples stay
-    // visible a while after the restart).
-    for (query, value) in [
-        (
-            format!(
-                "pgbackrest_backup_last_end_timestamp_seconds{{job=\"pgbackrest\",stanza=\"{STANZA}\",type=\"full\"}}"
-            ),
-            None,
-        ),
-        (
-            format!("pgbackrest_wal_archive_last_timestamp_seconds{{job=\"pgbackrest\",stanza=\"{STANZA}\"}}"),
-            None,
-        ),
-        (
-            format!("pgbackrest_stanza_status_code{{job=\"pgbackrest\",stanza=\"{STANZA}\"}}"),
-            Some("0"),
-        ),
-    ] {
-        wait_for(
-            &format!("Prometheus to hold {query}"),
-            Duration::from_secs(60),
-            || match prometheus(&query).as_slice() {
-                [(_, v)] if value.is_none_or(|want| want == v) => Some(()),
-                _ => None,
-            },
-            || format!("{:?}", prometheus("{__name__=~\"pgbackrest_.*\"}")),
-        );
-    }
-    run(
-        &repo_root().join("playbooks/switchover.yml"),
-        &["-e", "new_leader=lab2"],
-    )
-    .assert_ok("the switchover");
-    wait_leading("lab2", "Prometheus to see lab2 lead after the switchover");
-    wait_streaming("lab2", "lab1", "lab1 streaming from lab2");
 }
 
 /// Rows before a target time (an incremental backup through backup.yml
