@@ -447,7 +447,8 @@ pub fn apply_state(
     if check_mode {
         first.stanza = node.foresee_stanza(&first, state, keys.as_ref(), &mut warnings)?;
         let actions = planner::plan(&first, state);
-        let mut facts = node.facts(first.running, None, &mut warnings);
+        let known = first.status.clone();
+        let mut facts = node.facts(first.running, None, known, &mut warnings);
         facts.upgrade_stage = first.upgrade.as_ref().map(|u| u.stage.as_str().into());
         return Ok(Report {
             changes: describe(&actions),
@@ -481,6 +482,7 @@ pub fn apply_state(
         (first, first_actions)
     };
     let mut run = NodeRun::new(&node);
+    run.observed = o.status.clone();
     run.warnings = warnings;
     run.old = old.as_ref();
     let undoable = o.upgrade.as_ref().is_some_and(|u| u.undoable);
@@ -492,7 +494,9 @@ pub fn apply_state(
         },
     };
     let mut warnings = run.warnings;
-    let mut facts = node.facts(runs_after(state, o.running), run.seen, &mut warnings);
+    // With nothing done, Patroni's view read while observing still holds.
+    let known = changes.is_empty().then(|| o.status.clone()).flatten();
+    let mut facts = node.facts(runs_after(state, o.running), run.seen, known, &mut warnings);
     facts.backups = run.backups;
     facts.upgrade_stage = o.upgrade.as_ref().map(|u| u.stage.as_str().into());
     Ok(Report {

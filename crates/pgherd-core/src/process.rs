@@ -13,7 +13,7 @@ use std::time::Duration;
 use crate::error::{Error, Result};
 use crate::fs::{current_uid, lookup_account, running_as_root, Account};
 use crate::settings::Settings;
-use crate::wait::{wait_until, Probe};
+use crate::wait::{wait_blocking, Probe};
 
 /// Who Patroni and psql run as: the settings' user when pgherd runs as
 /// root; nobody else when pgherd already runs as that user.
@@ -83,23 +83,79 @@ pub fn append_log(path: &Path, run_as: Option<&Account>) -> Result<(File, File)>
 }
 
 /// Waits until `child` exits, within `timeout`; `context` adds what the
-/// timeout message should show (a log's tail).
+/// timeout message should show (a log's tail). The exit is noticed the
+/// moment it happens, not at the next look of a poll: most children run
+/// for milliseconds.
 pub fn wait_exit(
     what: &str,
     child: &mut Child,
     timeout: Duration,
     context: impl Fn() -> String,
 ) -> Result<ExitStatus> {
-    wait_until(
+    let watch = ExitWatch::new(child);
+    wait_blocking(
         what,
         timeout,
-        || match child.try_wait() {
+        |look| match watch.exit_within(child, look) {
             Ok(Some(status)) => Probe::Ready(status),
             Ok(None) => Probe::Waiting("it still runs".into()),
             Err(e) => Probe::Failed(Error::Other(format!("waiting for {what}: {e}"))),
         },
         context,
     )
+}
+
+/// A child's exit, awaited without polling where the kernel can tell it
+/// (a pidfd, Linux 5.3 on, becomes readable when the process exits);
+/// elsewhere by looks a few milliseconds apart.
+pub struct ExitWatch(Option<std::os::fd::OwnedFd>);
+
+impl ExitWatch {
+    pub fn new(child: &Child) -> ExitWatch {
+        use std::os::fd::FromRawFd;
+        // SAFETY: pidfd_open(2) on the pid of a child not yet awaited (so
+        // not reused); a descriptor it returns is ours to own.
+        let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, child.id() as libc::pid_t, 0) };
+        ExitWatch(
+            i32::try_from(fd)
+                .ok()
+                .filter(|fd| *fd >= 0)
+                .map(|fd| unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) }),
+        )
+    }
+
+    /// The child's exit status once it exits, if it does within `limit`.
+    pub fn exit_within(
+        &self,
+        child: &mut Child,
+        limit: Duration,
+    ) -> std::io::Result<Option<ExitStatus>> {
+        use std::os::fd::AsRawFd;
+        let deadline = std::time::Instant::now() + limit;
+        loop {
+            if let Some(status) = child.try_wait()? {
+                return Ok(Some(status));
+            }
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            if left.is_zero() {
+                return Ok(None);
+            }
+            match &self.0 {
+                Some(fd) => {
+                    let mut watched = libc::pollfd {
+                        fd: fd.as_raw_fd(),
+                        events: libc::POLLIN,
+                        revents: 0,
+                    };
+                    let ms = i32::try_from(left.as_millis().max(1)).unwrap_or(i32::MAX);
+                    // SAFETY: poll(2) on one pollfd that lives through the
+                    // call; an interruption only means looking again.
+                    unsafe { libc::poll(&mut watched, 1, ms) };
+                }
+                None => std::thread::sleep(left.min(Duration::from_millis(2))),
+            }
+        }
+    }
 }
 
 /// What a process run to its end printed.
@@ -163,6 +219,37 @@ fn drain<R: Read + Send + 'static>(pipe: Option<R>) -> std::thread::JoinHandle<S
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::wait::wait_until;
+
+    #[test]
+    fn an_exit_is_watched_until_it_happens_or_the_limit_passes() {
+        let mut quick = command(Path::new("/bin/sh"), None)
+            .args(["-c", "exit 3"])
+            .spawn()
+            .unwrap();
+        let watch = ExitWatch::new(&quick);
+        assert!(watch.0.is_some(), "no pidfd on this kernel");
+        let status = watch
+            .exit_within(&mut quick, Duration::from_secs(30))
+            .unwrap();
+        assert_eq!(status.and_then(|s| s.code()), Some(3));
+        let mut slow = command(Path::new("/bin/sleep"), None)
+            .arg("30")
+            .spawn()
+            .unwrap();
+        let watch = ExitWatch::new(&slow);
+        assert_eq!(
+            watch
+                .exit_within(&mut slow, Duration::from_millis(20))
+                .unwrap(),
+            None
+        );
+        slow.kill().unwrap();
+        assert!(watch
+            .exit_within(&mut slow, Duration::from_secs(30))
+            .unwrap()
+            .is_some());
+    }
 
     #[test]
     fn the_environment_is_clean_and_the_exit_is_awaited() {

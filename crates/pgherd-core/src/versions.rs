@@ -152,22 +152,17 @@ impl PendingVersion {
     }
 
     /// The version it printed; `None` when it failed or took more than a
-    /// few seconds (then it is killed). Polled every millisecond, not at
-    /// `wait_until`'s 100 ms: it takes about one, and every run waits.
+    /// few seconds (then it is killed). Its exit is noticed at once: it
+    /// takes about a millisecond, and every run waits for it.
     pub fn finish(mut self) -> Option<String> {
         let mut child = self.0.take()?;
-        let deadline = std::time::Instant::now() + Duration::from_secs(10);
-        loop {
-            match child.try_wait() {
-                Ok(Some(status)) if status.success() => break,
-                Ok(None) if std::time::Instant::now() < deadline => {
-                    std::thread::sleep(Duration::from_millis(1))
-                }
-                _ => {
-                    let _ = child.kill();
-                    let _ = child.wait();
-                    return None;
-                }
+        let watch = crate::process::ExitWatch::new(&child);
+        match watch.exit_within(&mut child, Duration::from_secs(10)) {
+            Ok(Some(status)) if status.success() => {}
+            _ => {
+                let _ = child.kill();
+                let _ = child.wait();
+                return None;
             }
         }
         let mut out = String::new();

@@ -43,9 +43,32 @@ pub fn wait_until<T>(
     mut probe: impl FnMut() -> Probe<T>,
     context: impl Fn() -> String,
 ) -> Result<T> {
+    wait_looking(what, timeout, |_| probe(), context, true)
+}
+
+/// `wait_until` for a probe that itself blocks until what it waits for
+/// happens or the time it is given passes (a child's exit): one look
+/// follows another without a pause, so the wait ends the moment it can.
+pub fn wait_blocking<T>(
+    what: &str,
+    timeout: Duration,
+    probe: impl FnMut(Duration) -> Probe<T>,
+    context: impl Fn() -> String,
+) -> Result<T> {
+    wait_looking(what, timeout, probe, context, false)
+}
+
+fn wait_looking<T>(
+    what: &str,
+    timeout: Duration,
+    mut probe: impl FnMut(Duration) -> Probe<T>,
+    context: impl Fn() -> String,
+    pause: bool,
+) -> Result<T> {
     let start = Instant::now();
     loop {
-        let last_seen = match probe() {
+        let look = POLL_INTERVAL.min(timeout.saturating_sub(start.elapsed()));
+        let last_seen = match probe(look) {
             Probe::Ready(v) => return Ok(v),
             Probe::Failed(e) => return Err(e),
             Probe::Waiting(seen) => seen,
@@ -69,7 +92,9 @@ pub fn wait_until<T>(
                 },
             });
         }
-        std::thread::sleep(POLL_INTERVAL.min(timeout.saturating_sub(start.elapsed())));
+        if pause {
+            std::thread::sleep(POLL_INTERVAL.min(timeout.saturating_sub(start.elapsed())));
+        }
     }
 }
 

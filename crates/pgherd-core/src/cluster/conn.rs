@@ -10,6 +10,24 @@ pub(super) struct Conn<'a> {
     /// so that a member that does not answer costs one timeout, not one
     /// per look.
     pub(super) answered: std::cell::RefCell<Option<String>>,
+    /// The cluster's keys, when the connection was made from the DCS: the
+    /// first look takes what they hold rather than asking a member again.
+    pub(super) keys: std::cell::RefCell<Option<ClusterKeys>>,
+}
+
+/// One round of `/cluster` asked of every member.
+struct Round {
+    /// The answer kept, and the client of the member that gave it.
+    status: ClusterStatus,
+    client: RestClient,
+    /// Whether each REST address asked answered.
+    answered: BTreeMap<String, bool>,
+}
+
+fn panicked(path: &str) -> Error {
+    Error::Other(format!(
+        "the request for {path} stopped on an internal error"
+    ))
 }
 
 impl<'a> Conn<'a> {
@@ -103,8 +121,79 @@ impl<'a> Conn<'a> {
         Ok((status, client))
     }
 
+    /// Every known member asked for `/cluster` at once: one request each,
+    /// which is also the probe of whether it answers. The answer kept is
+    /// the one of the member that answered last time if it does, else the
+    /// first; a member still silent `PROBE_TIMEOUT` into the round (and
+    /// after the first answer) counts as not answering.
+    fn ask_every_member(&self) -> Result<Round> {
+        let addresses: Vec<String> = self.apis.borrow().values().cloned().collect();
+        let preferred = self.answered.borrow().clone();
+        let clients = addresses
+            .iter()
+            .map(|a| Ok((a.clone(), self.client(a)?)))
+            .collect::<Result<Vec<_>>>()?;
+        let started = std::time::Instant::now();
+        let (tx, rx) = std::sync::mpsc::channel();
+        let asked = clients.len();
+        for (address, client) in clients {
+            let tx = tx.clone();
+            std::thread::spawn(move || {
+                let answer = client.cluster_as_answered().map_err(|e| e.to_string());
+                let _ = tx.send((address, answer.map(|s| (s, client))));
+            });
+        }
+        drop(tx);
+        let mut answered = BTreeMap::new();
+        let mut kept: Option<(String, ClusterStatus, RestClient)> = None;
+        let mut errors = Vec::new();
+        for _ in 0..asked {
+            let next = match &kept {
+                None => rx.recv().ok(),
+                Some(_) => rx
+                    .recv_timeout(
+                        (started + PROBE_TIMEOUT)
+                            .saturating_duration_since(std::time::Instant::now()),
+                    )
+                    .ok(),
+            };
+            let Some((address, answer)) = next else { break };
+            answered.insert(address.clone(), answer.is_ok());
+            match answer {
+                Ok((status, client)) => {
+                    if kept.is_none() || preferred.as_ref() == Some(&address) {
+                        kept = Some((address, status, client));
+                    }
+                }
+                Err(e) => errors.push(e),
+            }
+        }
+        let Some((address, status, client)) = kept else {
+            return Err(Error::NoMemberAnswers(format!(
+                "no member of cluster {} answers on its REST API: {}",
+                self.target.scope,
+                errors.join("; ")
+            )));
+        };
+        *self.answered.borrow_mut() = Some(address);
+        Ok(Round {
+            status,
+            client,
+            answered,
+        })
+    }
+
+    /// The cluster as its members' REST APIs show it. The first look of a
+    /// connection made from the DCS takes the system identifier, the
+    /// configuration and the history from the keys it read; a later look
+    /// asks the member that answered, the three at once.
     pub(super) fn observe(&self) -> Result<ClusterInfo> {
-        let (status, client) = self.cluster_status()?;
+        let keys = self.keys.borrow_mut().take();
+        let Round {
+            mut status,
+            client,
+            answered,
+        } = self.ask_every_member()?;
         if !status.scope.is_empty() && status.scope != self.target.scope {
             return Err(Error::Other(format!(
                 "the member at {} belongs to cluster {}, not to cluster {}: check the options \
@@ -114,6 +203,27 @@ impl<'a> Conn<'a> {
                 self.target.scope
             )));
         }
+        let (system_identifier, config, history) = match keys {
+            Some(k) if k.config.is_some() => (
+                k.initialize,
+                k.config.unwrap_or_default(),
+                // Patroni answers an empty list before the first failover.
+                k.history.unwrap_or_else(|| json!([])),
+            ),
+            _ => std::thread::scope(|s| {
+                let node = s.spawn(|| client.patroni());
+                let history = s.spawn(|| client.history());
+                let config = client.config();
+                let node = node.join().unwrap_or_else(|_| Err(panicked("/patroni")));
+                let history = history.join().unwrap_or_else(|_| Err(panicked("/history")));
+                Ok::<_, Error>((
+                    node.ok().and_then(|p| p.database_system_identifier),
+                    config?,
+                    history.unwrap_or(Value::Null),
+                ))
+            })?,
+        };
+        status.normalise_by_version();
         {
             let mut apis = self.apis.borrow_mut();
             for m in &status.members {
@@ -123,11 +233,7 @@ impl<'a> Conn<'a> {
             }
         }
         let mut members: Vec<MemberInfo> = status.members.iter().map(member_info).collect();
-        self.mark_unreachable(&mut members, &client);
-        let system_identifier = client
-            .patroni()
-            .ok()
-            .and_then(|p| p.database_system_identifier);
+        self.mark_unreachable(&mut members, &answered);
         Ok(ClusterInfo {
             name: if status.scope.is_empty() {
                 self.target.scope.clone()
@@ -143,30 +249,34 @@ impl<'a> Conn<'a> {
                 .collect(),
             paused: status.pause,
             members,
-            config: client.config()?,
-            history: client.history().unwrap_or(Value::Null),
+            config,
+            history,
             scheduled_switchover: status.scheduled_switchover.clone(),
         })
     }
 
-    /// Asks every member but the one that answered `/cluster` for its own
-    /// view, at once, with a short timeout: one that does not answer is
-    /// marked unreachable, whatever the DCS still says of it.
-    pub(super) fn mark_unreachable(&self, members: &mut [MemberInfo], answered: &RestClient) {
+    /// Marks the members that did not answer the round unreachable,
+    /// whatever the DCS still says of them; one the round did not ask (a
+    /// connection made from one given REST API) is asked for its own view,
+    /// all at once, with a short timeout.
+    pub(super) fn mark_unreachable(
+        &self,
+        members: &mut [MemberInfo],
+        answered: &BTreeMap<String, bool>,
+    ) {
         let probes: Vec<_> = members
             .iter()
             .map(|m| {
                 let address = m.restapi.clone();
-                let asked_already = address
-                    .as_deref()
-                    .is_some_and(|a| answered.base_url().contains(a));
+                let known = address.as_ref().and_then(|a| answered.get(a).copied());
                 let client = address
-                    .filter(|_| !asked_already)
+                    .filter(|_| known.is_none())
                     .map(|a| self.client_with_timeout(&a, PROBE_TIMEOUT));
-                std::thread::spawn(move || match client {
-                    None => true,
-                    Some(Ok(c)) => c.patroni().is_ok(),
-                    Some(Err(_)) => false,
+                std::thread::spawn(move || match (known, client) {
+                    (Some(answered), _) => answered,
+                    (None, None) => true,
+                    (None, Some(Ok(c))) => c.patroni().is_ok(),
+                    (None, Some(Err(_))) => false,
                 })
             })
             .collect();
@@ -263,6 +373,7 @@ pub(super) fn dcs_keys(target: &Target) -> Result<ClusterKeys> {
 /// DCS (`keys` when the caller has just read them).
 pub(super) fn connect(target: &Target, keys: Option<ClusterKeys>) -> Result<Conn<'_>> {
     let mut apis = BTreeMap::new();
+    let mut read = None;
     if let Some(a) = &target.restapi {
         apis.insert("(given)".to_string(), a.clone());
     } else {
@@ -275,10 +386,15 @@ pub(super) fn connect(target: &Target, keys: Option<ClusterKeys>) -> Result<Conn
                 target.scope, keys.prefix
             )));
         }
+        crate::rest::note_patroni_versions(
+            keys.members.values().filter_map(|m| m["version"].as_str()),
+        );
+        read = Some(keys);
     }
     Ok(Conn {
         target,
         apis: std::cell::RefCell::new(apis),
         answered: std::cell::RefCell::new(None),
+        keys: std::cell::RefCell::new(read),
     })
 }

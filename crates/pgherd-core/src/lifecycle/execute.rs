@@ -14,6 +14,9 @@ pub(super) struct NodeRun<'n, 'a> {
     /// lead or stream saw them, while no action acted since: the stanza
     /// check and the run's facts need not ask again.
     pub seen: Option<(NodeStatus, ClusterStatus)>,
+    /// The node's status as the run's observation read it, until the first
+    /// action: a confirmation that comes first need not ask it again.
+    pub observed: Option<NodeStatus>,
     /// The old major's instance, during a major upgrade.
     pub old: Option<&'n Node<'a>>,
     /// The upgrade passed its point of no return (the new cluster may
@@ -30,15 +33,17 @@ impl<'n, 'a> NodeRun<'n, 'a> {
             node,
             warnings: Vec::new(),
             seen: None,
+            observed: None,
             old: None,
             committed: false,
             backups: None,
         }
     }
 
-    /// Waits until the node leads or streams.
-    fn healthy(&mut self) -> Result<()> {
-        self.seen = Some(self.node.wait_healthy()?);
+    /// Waits until the node leads or streams; `observed`, when nothing
+    /// acted since it was read, is its first look at the node.
+    fn healthy(&mut self, observed: Option<NodeStatus>) -> Result<()> {
+        self.seen = Some(self.node.wait_healthy_from(observed)?);
         Ok(())
     }
 }
@@ -48,6 +53,7 @@ type Step = std::result::Result<Outcome, Failure>;
 impl Executor for NodeRun<'_, '_> {
     fn apply(&mut self, action: &Action) -> Step {
         let node = self.node;
+        let observed = self.observed.take();
         // Checks leave the last status seen as it was; anything else may
         // change what the node would answer.
         if !matches!(
@@ -73,7 +79,7 @@ impl Executor for NodeRun<'_, '_> {
             }
             Action::RestartPostgres { minor, .. } => {
                 node.rest(node.timeout)?.restart()?;
-                self.healthy().confirming()?;
+                self.healthy(None).confirming()?;
                 if let (Some((_, installed)), Some((status, _))) = (minor, &self.seen) {
                     outdated::confirm_postgres_version(&node.name(), status, installed)
                         .confirming()?;
@@ -82,7 +88,7 @@ impl Executor for NodeRun<'_, '_> {
             Action::RestartPatroni { installed, .. } => {
                 self.seen = Some(node.restart_patroni(installed, &mut self.warnings)?);
             }
-            Action::ConfirmHealthy { .. } => self.healthy()?,
+            Action::ConfirmHealthy { .. } => self.healthy(observed)?,
             Action::ConfirmHba { .. } => node.check_hba_accepted(&mut self.warnings)?,
             Action::RestoreBackup { set, target, .. } => {
                 node.restore_backup(set.as_deref(), target)?

@@ -68,11 +68,14 @@ pub(super) fn member_facts(c: &ClusterStatus) -> Vec<MemberFacts> {
 
 impl Node<'_> {
     /// Facts, with the live state when Patroni answers: as `seen` a
-    /// moment ago when given, else asked.
+    /// moment ago when given, else asked (the member's own view only when
+    /// `known` does not hold it from this run's observation, which nothing
+    /// has changed since).
     pub(super) fn facts(
         &self,
         running: bool,
         seen: Option<(NodeStatus, ClusterStatus)>,
+        known: Option<NodeStatus>,
         warnings: &mut Vec<String>,
     ) -> InstanceFacts {
         let mut f = InstanceFacts {
@@ -100,7 +103,24 @@ impl Node<'_> {
         let (status, cluster) = match seen {
             Some((s, c)) => (Ok(s), Ok(c)),
             None => match self.rest(POLL_REQUEST_TIMEOUT) {
-                Ok(rest) => (rest.patroni(), rest.cluster()),
+                // Both at once; the cluster's words follow the version
+                // the member's own view gives.
+                Ok(rest) => std::thread::scope(|scope| {
+                    let cluster = scope.spawn(|| rest.cluster_as_answered());
+                    let status = known.map_or_else(|| rest.patroni(), Ok);
+                    let cluster = cluster.join().unwrap_or_else(|_| {
+                        Err(crate::error::Error::Other(
+                            "asking for /cluster stopped on an internal error".into(),
+                        ))
+                    });
+                    (
+                        status,
+                        cluster.map(|mut c| {
+                            c.normalise_by_version();
+                            c
+                        }),
+                    )
+                }),
                 Err(e) => {
                     warnings.push(e.to_string());
                     return f;

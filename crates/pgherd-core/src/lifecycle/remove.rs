@@ -132,7 +132,7 @@ pub(super) fn remove(node: &Node<'_>, check_mode: bool) -> Result<Report> {
     let mut warnings = Vec::new();
     let forget = node.retiring(running, node.m.force, &mut warnings)?;
     let actions = plan(node, running, forget, &mut warnings);
-    let facts = node.facts(false, None, &mut warnings);
+    let facts = node.facts(false, None, None, &mut warnings);
     let mut run = NodeRun::new(node);
     run.warnings = warnings;
     let changes = carry_out(&actions, check_mode, &mut run)?;

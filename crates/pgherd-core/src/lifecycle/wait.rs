@@ -59,6 +59,15 @@ impl Node<'_> {
     /// Waits until the node is a running leader or a streaming replica:
     /// what it says of itself, and the cluster as the DCS shows it then.
     pub(super) fn wait_healthy(&self) -> Result<(NodeStatus, ClusterStatus)> {
+        self.wait_healthy_from(None)
+    }
+
+    /// The same, with the node's own view for the first look when the
+    /// caller read it a moment ago and nothing acted since.
+    pub(super) fn wait_healthy_from(
+        &self,
+        mut observed: Option<NodeStatus>,
+    ) -> Result<(NodeStatus, ClusterStatus)> {
         let rest = self.rest(POLL_REQUEST_TIMEOUT)?;
         let mut last_wake = None;
         let mut orphaned = Orphaned::default();
@@ -72,7 +81,7 @@ impl Node<'_> {
                 if let Err(e) = self.patroni_still_runs() {
                     return Probe::Failed(e);
                 }
-                match rest.patroni() {
+                match observed.take().map_or_else(|| rest.patroni(), Ok) {
                     // What the node says must also be what the DCS shows
                     // (it lags up to a loop), since that is what the next
                     // task, the patroni module or patronictl, reads.

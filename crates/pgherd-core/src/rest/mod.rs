@@ -271,6 +271,13 @@ impl RestClient {
         Ok(c)
     }
 
+    /// `GET /cluster` as the member answered, without asking its version:
+    /// for the caller to normalise (`ClusterStatus::normalise_by_version`)
+    /// once the version is known.
+    pub fn cluster_as_answered(&self) -> Result<ClusterStatus> {
+        self.get_json("/cluster")
+    }
+
     fn post_expect(&self, path: &str, body: Option<&Value>, ok: &[u16]) -> Result<(u16, String)> {
         let (status, text) = self.request("POST", path, body)?;
         if ok.contains(&status) {

@@ -75,7 +75,28 @@ impl NodeStatus {
     }
 }
 
+/// Records the Patroni versions of a cluster's members as the DCS lists
+/// them, so that no `/patroni` is asked for them: replicas are told apart
+/// the older way when any member runs an older Patroni.
+pub fn note_patroni_versions<'a>(versions: impl IntoIterator<Item = &'a str>) {
+    let mut seen = false;
+    let mut all_report = true;
+    for v in versions {
+        seen = true;
+        all_report &= reports_replication_state(v);
+    }
+    if seen {
+        let _ = REPORTS_REPLICATION_STATE.set(all_report);
+    }
+}
+
 impl ClusterStatus {
+    /// `normalise` with what this process knows of the cluster's Patroni
+    /// version (the newer words when nothing is known).
+    pub fn normalise_by_version(&mut self) {
+        self.normalise(REPORTS_REPLICATION_STATE.get().copied().unwrap_or(true));
+    }
+
     /// Replicas an older Patroni shows as "running" (with a lag) are
     /// streaming ones.
     pub(super) fn normalise(&mut self, reports_replication_state: bool) {
