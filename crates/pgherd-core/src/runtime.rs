@@ -1,5 +1,5 @@
-//! The process's one I/O runtime: every etcd and REST API call blocks on
-//! it. Single-threaded: calls are made one at a time per thread, and a
+//! The process's one I/O runtime: every etcd call blocks on it (the REST
+//! API's are plain blocking ones, `rest/http.rs`). Single-threaded: calls are made one at a time per thread, and a
 //! thread that blocks while another drives the I/O joins in (the cluster
 //! lock's renewal, the members probed at once).
 

@@ -1,7 +1,7 @@
 //! Patroni's REST API: one method per endpoint, typed responses, a timeout
 //! on every call, and errors that say which URL and what came back.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Once;
 use std::time::Duration;
 
@@ -12,6 +12,7 @@ use crate::error::{Error, Result};
 use crate::manifest::Login;
 use crate::settings::Settings;
 
+mod http;
 mod status;
 pub use status::*;
 
@@ -67,81 +68,34 @@ pub fn install_crypto_provider() {
     });
 }
 
-fn read_pem(path: &Path, what: &'static str) -> Result<Vec<u8>> {
-    std::fs::read(path).map_err(|e| Error::io(path, what, e))
-}
-
 /// A synchronous client of one member's REST API.
 pub struct RestClient {
     endpoint: Endpoint,
-    client: reqwest::Client,
+    client: http::HttpClient,
     timeout: Duration,
-    runtime: &'static tokio::runtime::Runtime,
 }
 
 /// What an HTTP client is built from: the TLS material and the connect
 /// timeout (a request's own timeout is set on the request).
 type ClientKey = (Option<ClientTls>, Duration);
 
-/// The HTTP clients this process built: a wait polling every 50 ms reads
+/// The HTTP clients this process built: a wait polling every 100 ms reads
 /// no certificate again and builds no TLS configuration again. None keeps
 /// a connection between requests, so a member that restarted is never
 /// reached through a stale one.
-static CLIENTS: std::sync::Mutex<Vec<(ClientKey, reqwest::Client)>> =
+static CLIENTS: std::sync::Mutex<Vec<(ClientKey, http::HttpClient)>> =
     std::sync::Mutex::new(Vec::new());
 
 /// The HTTP client for `tls` and `connect_timeout`, built once.
-fn http_client(tls: Option<&ClientTls>, connect_timeout: Duration) -> Result<reqwest::Client> {
+fn http_client(tls: Option<&ClientTls>, connect_timeout: Duration) -> Result<http::HttpClient> {
     let key = (tls.cloned(), connect_timeout);
     let mut built = CLIENTS.lock().unwrap_or_else(|p| p.into_inner());
     if let Some((_, client)) = built.iter().find(|(k, _)| *k == key) {
         return Ok(client.clone());
     }
-    let client = build_http_client(tls, connect_timeout)?;
+    let client = http::HttpClient::new(tls, connect_timeout)?;
     built.push((key, client.clone()));
     Ok(client)
-}
-
-fn build_http_client(
-    tls: Option<&ClientTls>,
-    connect_timeout: Duration,
-) -> Result<reqwest::Client> {
-    install_crypto_provider();
-    let mut builder = reqwest::Client::builder()
-        .connect_timeout(connect_timeout)
-        .pool_max_idle_per_host(0)
-        .no_proxy();
-    if let Some(tls) = tls {
-        if let Some(ca) = &tls.cafile {
-            let certs = reqwest::Certificate::from_pem_bundle(&read_pem(
-                ca,
-                "reading the REST API CA file",
-            )?)
-            .map_err(|e| Error::Other(format!("{}: not a PEM CA bundle: {e}", ca.display())))?;
-            builder = builder.tls_certs_only(certs);
-        }
-        if let (Some(cert), Some(key)) = (&tls.certfile, &tls.keyfile) {
-            let mut pem = read_pem(cert, "reading the REST API client certificate")?;
-            pem.extend_from_slice(b"\n");
-            pem.extend(read_pem(key, "reading the REST API client key")?);
-            let identity = reqwest::Identity::from_pem(&pem).map_err(|e| {
-                Error::Other(format!(
-                    "{} / {}: not a usable PEM certificate and key: {e}",
-                    cert.display(),
-                    key.display()
-                ))
-            })?;
-            builder = builder.identity(identity);
-        }
-    } else {
-        // Plain HTTP: no certificate is ever checked, so do not load the
-        // system's trust store (about 150 files, most of a no-op run's
-        // time).
-        builder = builder.tls_certs_only(Vec::<reqwest::Certificate>::new());
-    }
-    builder
-        .build()
-        .map_err(|e| Error::Other(format!("cannot build the REST API client: {e}")))
 }
 
 impl RestClient {
@@ -153,12 +107,10 @@ impl RestClient {
     /// A client whose every request ends after `timeout`.
     pub fn new(endpoint: Endpoint, timeout: Duration) -> Result<RestClient> {
         let client = http_client(endpoint.tls.as_ref(), timeout.min(Duration::from_secs(3)))?;
-        let runtime = crate::runtime::runtime()?;
         Ok(RestClient {
             endpoint,
             client,
             timeout,
-            runtime,
         })
     }
 
@@ -174,62 +126,47 @@ impl RestClient {
         }
     }
 
-    fn describe_send_error(&self, e: &reqwest::Error) -> String {
-        let mut chain = String::new();
-        let mut source = std::error::Error::source(e);
-        while let Some(s) = source {
-            chain.push_str(&format!(": {s}"));
-            source = s.source();
-        }
-        let lower = chain.to_ascii_lowercase();
-        let what = if e.is_timeout() {
-            "no answer before the timeout"
-        } else if lower.contains("certificate")
-            || lower.contains("handshake")
-            || lower.contains("tls")
-        {
-            let files = self
-                .endpoint
+    /// What a failed exchange means, and what to check.
+    fn describe_failure(&self, failure: http::Failure) -> String {
+        let tls_files = || {
+            self.endpoint
                 .tls
                 .as_ref()
                 .map(|t| crate::tls_files_note(t.certfile.as_deref(), t.cafile.as_deref()))
-                .unwrap_or_default();
-            return format!("TLS handshake failed{files}{chain}");
-        } else if e.is_connect() {
-            "cannot connect (is Patroni running there?)"
-        } else {
-            "request failed"
+                .unwrap_or_default()
         };
-        format!("{what}{chain}")
+        match failure {
+            http::Failure::Timeout => "no answer before the timeout".into(),
+            http::Failure::Connect(e) => format!("cannot connect (is Patroni running there?): {e}"),
+            http::Failure::Tls(e) => format!("TLS handshake failed{}: {e}", tls_files()),
+            // A server refusing our certificate says so in an alert after
+            // the client's side of the handshake is done.
+            http::Failure::Broken(e)
+                if self.endpoint.tls.is_some()
+                    && ["certificate", "handshake", "alert", "tls"]
+                        .iter()
+                        .any(|w| e.to_ascii_lowercase().contains(w)) =>
+            {
+                format!("TLS handshake failed{}: {e}", tls_files())
+            }
+            http::Failure::Broken(e) => format!("request failed: {e}"),
+        }
     }
 
     /// Sends one request; returns the status and the body text.
     pub fn request(&self, method: &str, path: &str, body: Option<&Value>) -> Result<(u16, String)> {
-        let url = self.endpoint.url(path);
-        let m = reqwest::Method::from_bytes(method.as_bytes())
-            .map_err(|_| self.rest_error(method, path, "unknown HTTP method".into()))?;
-        let mut req = self.client.request(m, &url).timeout(self.timeout);
-        if let Some(auth) = &self.endpoint.auth {
-            req = req.basic_auth(&auth.username, Some(&auth.password));
-        }
-        if let Some(b) = body {
-            req = req.json(b);
-        }
-        self.runtime.block_on(async {
-            let resp = req
-                .send()
-                .await
-                .map_err(|e| self.rest_error(method, path, self.describe_send_error(&e)))?;
-            let status = resp.status().as_u16();
-            let text = resp.text().await.map_err(|e| {
-                self.rest_error(
-                    method,
-                    path,
-                    format!("reading the answer: {}", self.describe_send_error(&e)),
-                )
-            })?;
-            Ok((status, text))
-        })
+        let request = http::Request {
+            method,
+            address: &self.endpoint.address,
+            path,
+            auth: self.endpoint.auth.as_ref(),
+            body: body.map(|b| b.to_string().into_bytes()),
+        };
+        let (status, body) = self
+            .client
+            .send(&request, self.timeout)
+            .map_err(|f| self.rest_error(method, path, self.describe_failure(f)))?;
+        Ok((status, String::from_utf8_lossy(&body).into_owned()))
     }
 
     fn get_json<T: for<'de> Deserialize<'de>>(&self, path: &str) -> Result<T> {
