@@ -105,17 +105,24 @@ pub fn wait_exit(
     )
 }
 
-/// A child's exit, awaited without polling where the kernel can tell it
+/// A process's exit, awaited without polling where the kernel can tell it
 /// (a pidfd, Linux 5.3 on, becomes readable when the process exits);
 /// elsewhere by looks a few milliseconds apart.
 pub struct ExitWatch(Option<std::os::fd::OwnedFd>);
 
 impl ExitWatch {
     pub fn new(child: &Child) -> ExitWatch {
+        ExitWatch::of_pid(child.id() as i32)
+    }
+
+    /// Any process's: Patroni, a postmaster. Whether it still runs is for
+    /// the caller to look at after [`ExitWatch::block`].
+    pub fn of_pid(pid: i32) -> ExitWatch {
         use std::os::fd::FromRawFd;
-        // SAFETY: pidfd_open(2) on the pid of a child not yet awaited (so
-        // not reused); a descriptor it returns is ours to own.
-        let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, child.id() as libc::pid_t, 0) };
+        // SAFETY: pidfd_open(2) on a pid; a descriptor it returns is ours
+        // to own. A pid reused before the call is watched in its stead:
+        // callers look at the process itself after each wake.
+        let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid as libc::pid_t, 0) };
         ExitWatch(
             i32::try_from(fd)
                 .ok()
@@ -124,13 +131,32 @@ impl ExitWatch {
         )
     }
 
+    /// Blocks until the process exits or `limit` passes; without a pidfd,
+    /// sleeps `limit.min(step)`.
+    pub fn block(&self, limit: Duration, step: Duration) {
+        use std::os::fd::AsRawFd;
+        match &self.0 {
+            Some(fd) => {
+                let mut watched = libc::pollfd {
+                    fd: fd.as_raw_fd(),
+                    events: libc::POLLIN,
+                    revents: 0,
+                };
+                let ms = i32::try_from(limit.as_millis().max(1)).unwrap_or(i32::MAX);
+                // SAFETY: poll(2) on one pollfd that lives through the
+                // call; an interruption only means looking again.
+                unsafe { libc::poll(&mut watched, 1, ms) };
+            }
+            None => std::thread::sleep(limit.min(step)),
+        }
+    }
+
     /// The child's exit status once it exits, if it does within `limit`.
     pub fn exit_within(
         &self,
         child: &mut Child,
         limit: Duration,
     ) -> std::io::Result<Option<ExitStatus>> {
-        use std::os::fd::AsRawFd;
         let deadline = std::time::Instant::now() + limit;
         loop {
             if let Some(status) = child.try_wait()? {
@@ -140,20 +166,7 @@ impl ExitWatch {
             if left.is_zero() {
                 return Ok(None);
             }
-            match &self.0 {
-                Some(fd) => {
-                    let mut watched = libc::pollfd {
-                        fd: fd.as_raw_fd(),
-                        events: libc::POLLIN,
-                        revents: 0,
-                    };
-                    let ms = i32::try_from(left.as_millis().max(1)).unwrap_or(i32::MAX);
-                    // SAFETY: poll(2) on one pollfd that lives through the
-                    // call; an interruption only means looking again.
-                    unsafe { libc::poll(&mut watched, 1, ms) };
-                }
-                None => std::thread::sleep(left.min(Duration::from_millis(2))),
-            }
+            self.block(left, Duration::from_millis(2));
         }
     }
 }

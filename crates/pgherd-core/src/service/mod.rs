@@ -12,10 +12,14 @@ use crate::logs::instance_log_tails;
 use crate::manifest::InstanceManifest;
 use crate::paths::InstancePaths;
 use crate::plan::DesiredFile;
+use crate::process::ExitWatch;
 use crate::settings::{ServiceManager, Settings};
-use crate::wait::{wait_until, Probe};
+use crate::wait::{wait_blocking, wait_until, Probe};
 
+mod reaper;
 mod units;
+
+pub use reaper::run_if_asked as offer_reaper;
 pub use units::{render_dropin, render_template_unit};
 
 /// Where systemd units written by pgherd go.
@@ -106,6 +110,35 @@ fn in_unit_cgroup(pid: i32, unit: &str) -> bool {
                 .is_some_and(|path| path.ends_with(&format!("/{unit}")))
         })
     })
+}
+
+/// Has `cmd` run detached: in a session of its own, so that it outlives
+/// the module, and without the descriptors the module inherited without
+/// close-on-exec (a pipe of whatever started Ansible), which would keep
+/// that pipe open for as long as Patroni runs. They are marked
+/// close-on-exec rather than closed: the standard library reports a failed
+/// exec through one of them. Best effort: kernels before 5.11 lack the
+/// flag.
+fn detach(cmd: &mut std::process::Command) {
+    /// close_range's flag: mark close-on-exec rather than close.
+    const CLOSE_RANGE_CLOEXEC: libc::c_uint = 1 << 2;
+    // SAFETY: setsid and close_range are async-signal-safe.
+    unsafe {
+        cmd.pre_exec(|| {
+            if libc::setsid() == -1 {
+                return Err(std::io::Error::last_os_error());
+            }
+            // The system call itself: C libraries older than glibc 2.34,
+            // and musl, have no wrapper for it.
+            libc::syscall(
+                libc::SYS_close_range,
+                3 as libc::c_uint,
+                libc::c_uint::MAX,
+                CLOSE_RANGE_CLOEXEC,
+            );
+            Ok(())
+        });
+    }
 }
 
 fn read_pid(path: &Path) -> Option<i32> {
@@ -227,42 +260,29 @@ impl Service {
     }
 
     fn spawn_detached(&self) -> Result<()> {
-        /// close_range's flag: mark close-on-exec rather than close.
-        const CLOSE_RANGE_CLOEXEC: libc::c_uint = 1 << 2;
         let console = self.paths.patroni_console_log();
         let (log, err_log) = crate::process::append_log(&console, self.run_as.as_ref())?;
-        let mut cmd = crate::process::command(&self.execpath, self.run_as.as_ref());
-        cmd.arg(&self.paths.config).stdout(log).stderr(err_log);
-        // SAFETY: setsid and close_range are async-signal-safe. setsid
-        // detaches Patroni from the module's session so that it outlives
-        // the module; descriptors the module inherited without close-on-exec
-        // (a pipe of whatever started Ansible) must not live on in Patroni,
-        // where they would keep the pipe open for as long as Patroni runs.
-        // They are marked close-on-exec rather than closed: the standard
-        // library reports a failed exec through one of them. Best effort:
-        // kernels before 5.11 lack the flag.
-        unsafe {
-            cmd.pre_exec(|| {
-                if libc::setsid() == -1 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                // The system call itself: C libraries older than glibc
-                // 2.34, and musl, have no wrapper for it.
-                libc::syscall(
-                    libc::SYS_close_range,
-                    3 as libc::c_uint,
-                    libc::c_uint::MAX,
-                    CLOSE_RANGE_CLOEXEC,
-                );
-                Ok(())
-            });
-        }
-        let child = cmd
-            .spawn()
-            .map_err(|e| Error::io(&self.execpath, "starting Patroni", e))?;
+        let pid = if reaper::offered() {
+            reaper::start(
+                &self.execpath,
+                &self.paths.config,
+                self.run_as.as_ref(),
+                |cmd| {
+                    cmd.stderr(err_log);
+                    detach(cmd);
+                },
+            )?
+        } else {
+            let mut cmd = crate::process::command(&self.execpath, self.run_as.as_ref());
+            cmd.arg(&self.paths.config).stdout(log).stderr(err_log);
+            detach(&mut cmd);
+            cmd.spawn()
+                .map_err(|e| Error::io(&self.execpath, "starting Patroni", e))?
+                .id() as i32
+        };
         write_atomic(
             &self.paths.pid_file,
-            format!("{}\n", child.id()).as_bytes(),
+            format!("{pid}\n").as_bytes(),
             0o644,
             self.run_as.as_ref().map(|a| a.owner),
         )
@@ -286,12 +306,16 @@ impl Service {
         // alone, or the kill above): fast shutdown, then kill.
         if let Some(pm) = self.postmaster_pid() {
             signal(pm, libc::SIGINT);
-            let stopped = wait_until(
+            let watch = ExitWatch::of_pid(pm);
+            let stopped = wait_blocking(
                 "PostgreSQL to stop",
                 timeout,
-                || match self.postmaster_pid() {
+                |look| match self.postmaster_pid() {
                     None => Probe::Ready(()),
-                    Some(p) => Probe::Waiting(format!("postmaster running (pid {p})")),
+                    Some(p) => {
+                        watch.block(look, look);
+                        Probe::Waiting(format!("postmaster running (pid {p})"))
+                    }
                 },
                 || instance_log_tails(&self.paths),
             );
@@ -341,10 +365,14 @@ impl Service {
     /// Waits until Patroni `pid` exited, telling what the postmaster does
     /// meanwhile.
     fn wait_patroni_gone(&self, pid: i32, timeout: Duration) -> Result<()> {
-        wait_until(
+        let watch = ExitWatch::of_pid(pid);
+        wait_blocking(
             "Patroni to stop",
             timeout,
-            || {
+            |look| {
+                if process_alive(pid) {
+                    watch.block(look, look);
+                }
                 if process_alive(pid) {
                     Probe::Waiting(format!(
                         "Patroni running (pid {pid}), postmaster {}",
