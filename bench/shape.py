@@ -109,7 +109,7 @@ def main():
     print("| what (local, site.yml) | median | target | runs |")
     print("|---|---|---|---|")
     print(f"| add a node to a running 3-node cluster, until it streams | {median(adds)} | ≤ 10 s | {runs(adds)} |")
-    print(f"| remove a node (`absent`), until no member lists it | {median(removes)} | ≤ 3 s | {runs(removes)} |")
+    print(f"| remove a node (`absent`), until no member lists it | {median(removes)} | ≤ 2 s | {runs(removes)} |")
     print(f"| promote a standby cluster, order to a write accepted | {median(promotions)} | ≤ 10 s | {runs(promotions)} |")
 
 

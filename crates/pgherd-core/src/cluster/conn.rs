@@ -24,6 +24,9 @@ struct Round {
     answered: BTreeMap<String, bool>,
 }
 
+/// One member's answer to `/cluster`, with the client that asked it.
+type Answer = std::result::Result<(ClusterStatus, RestClient), String>;
+
 fn panicked(path: &str) -> Error {
     Error::Other(format!(
         "the request for {path} stopped on an internal error"
@@ -83,6 +86,26 @@ impl<'a> Conn<'a> {
                 Err(e) => errors.push(e.to_string()),
             }
         }
+        let (rx, asked) = self.ask_at_once(&addresses, RestClient::cluster)?;
+        for (address, answer) in rx.iter().take(asked) {
+            match answer {
+                Ok(found) => {
+                    *self.answered.borrow_mut() = Some(address);
+                    return Ok(found);
+                }
+                Err(e) => errors.push(e),
+            }
+        }
+        Err(self.no_member_answers(&errors))
+    }
+
+    /// `ask` of every address at once, each on a thread of its own: the
+    /// answers as they come, and how many to expect.
+    fn ask_at_once(
+        &self,
+        addresses: &[String],
+        ask: fn(&RestClient) -> Result<ClusterStatus>,
+    ) -> Result<(std::sync::mpsc::Receiver<(String, Answer)>, usize)> {
         // A client that cannot be built (a certificate file missing) fails
         // the same way for every member: say it once.
         let clients = addresses
@@ -94,25 +117,19 @@ impl<'a> Conn<'a> {
         for (address, client) in clients {
             let tx = tx.clone();
             std::thread::spawn(move || {
-                let answer = client.cluster().map_err(|e| e.to_string());
+                let answer = ask(&client).map_err(|e| e.to_string());
                 let _ = tx.send((address, answer.map(|s| (s, client))));
             });
         }
-        drop(tx);
-        for (address, answer) in rx.iter().take(asked) {
-            match answer {
-                Ok(found) => {
-                    *self.answered.borrow_mut() = Some(address);
-                    return Ok(found);
-                }
-                Err(e) => errors.push(e),
-            }
-        }
-        Err(Error::NoMemberAnswers(format!(
+        Ok((rx, asked))
+    }
+
+    fn no_member_answers(&self, errors: &[String]) -> Error {
+        Error::NoMemberAnswers(format!(
             "no member of cluster {} answers on its REST API: {}",
             self.target.scope,
             errors.join("; ")
-        )))
+        ))
     }
 
     fn ask_cluster(&self, address: &str) -> Result<(ClusterStatus, RestClient)> {
@@ -129,21 +146,8 @@ impl<'a> Conn<'a> {
     fn ask_every_member(&self) -> Result<Round> {
         let addresses: Vec<String> = self.apis.borrow().values().cloned().collect();
         let preferred = self.answered.borrow().clone();
-        let clients = addresses
-            .iter()
-            .map(|a| Ok((a.clone(), self.client(a)?)))
-            .collect::<Result<Vec<_>>>()?;
         let started = std::time::Instant::now();
-        let (tx, rx) = std::sync::mpsc::channel();
-        let asked = clients.len();
-        for (address, client) in clients {
-            let tx = tx.clone();
-            std::thread::spawn(move || {
-                let answer = client.cluster_as_answered().map_err(|e| e.to_string());
-                let _ = tx.send((address, answer.map(|s| (s, client))));
-            });
-        }
-        drop(tx);
+        let (rx, asked) = self.ask_at_once(&addresses, RestClient::cluster_as_answered)?;
         let mut answered = BTreeMap::new();
         let mut kept: Option<(String, ClusterStatus, RestClient)> = None;
         let mut errors = Vec::new();
@@ -169,11 +173,7 @@ impl<'a> Conn<'a> {
             }
         }
         let Some((address, status, client)) = kept else {
-            return Err(Error::NoMemberAnswers(format!(
-                "no member of cluster {} answers on its REST API: {}",
-                self.target.scope,
-                errors.join("; ")
-            )));
+            return Err(self.no_member_answers(&errors));
         };
         *self.answered.borrow_mut() = Some(address);
         Ok(Round {
