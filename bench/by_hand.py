@@ -27,11 +27,10 @@ import shutil
 import signal
 import statistics
 import subprocess
-import sys
 import time
-import urllib.request
 
 import local
+import peers
 
 REPO = local.REPO
 ROOT = os.path.join(REPO, ".work/bench-hand")
@@ -85,31 +84,19 @@ def prepare():
     subprocess.run(["chown", "-R", "postgres:postgres", ROOT], check=True)
 
 
+HOSTS = [host for _, host in NODES]
+
+
 def cluster():
-    for _, host in NODES:
-        try:
-            with urllib.request.urlopen(f"http://{host}:{API_PORT}/cluster", timeout=1) as r:
-                return json.load(r)
-        except (OSError, ValueError):
-            continue
-    return None
+    return peers.rest_cluster(HOSTS, API_PORT)
+
+
+def wait(what, ready):
+    return peers.wait_cluster(HOSTS, API_PORT, what, ready)
 
 
 def whole(c):
-    members = (c or {}).get("members", [])
-    leaders = [m for m in members if m["role"] == "leader" and m["state"] == "running"]
-    streaming = [m for m in members if m["role"] == "replica" and m["state"] == "streaming"]
-    return len(leaders) == 1 and len(streaming) == len(NODES) - 1
-
-
-def wait(what, ready, timeout=120):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        c = cluster()
-        if ready(c):
-            return c
-        time.sleep(0.05)
-    sys.exit(f"timed out waiting for {what}; last seen: {cluster()}")
+    return peers.whole(c, len(NODES))
 
 
 def start_all():
