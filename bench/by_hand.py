@@ -25,7 +25,6 @@ import json
 import os
 import shutil
 import signal
-import statistics
 import subprocess
 import time
 
@@ -158,11 +157,7 @@ def main():
             stop_all(procs)
     shutil.rmtree(ROOT, ignore_errors=True)
 
-    def row(what, values, unit, scale=1):
-        shown = [v * scale for v in values]
-        print(f"| {what} | {statistics.median(shown):.2f} {unit} | "
-              f"{min(shown):.2f}-{max(shown):.2f} {unit} |")
-
+    row = peers.print_row
     print(f"| Patroni by hand (local, 3 nodes, {a.runs} runs) | median | min-max |")
     print("|---|---|---|")
     row("deploy: three Patronis started at once, until two replicas stream", deploys, "s")

@@ -2,6 +2,7 @@
 members' REST APIs, and waits on it."""
 
 import json
+import statistics
 import sys
 import time
 import urllib.request
@@ -35,3 +36,10 @@ def wait_cluster(hosts, port, what, ready, timeout=120):
             return c
         time.sleep(0.05)
     sys.exit(f"timed out waiting for {what}; last seen: {rest_cluster(hosts, port)}")
+
+
+def print_row(what, values, unit, scale=1):
+    """A Markdown row: the median and the range of `values` times `scale`."""
+    shown = [v * scale for v in values]
+    print(f"| {what} | {statistics.median(shown):.2f} {unit} | "
+          f"{min(shown):.2f}-{max(shown):.2f} {unit} |")

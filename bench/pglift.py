@@ -25,7 +25,6 @@ import argparse
 import json
 import os
 import shutil
-import statistics
 import subprocess
 import sys
 import time
@@ -173,11 +172,7 @@ def main():
         finally:
             cleanup()
 
-    def row(what, values, unit, scale=1):
-        shown = [v * scale for v in values]
-        print(f"| {what} | {statistics.median(shown):.2f} {unit} | "
-              f"{min(shown):.2f}-{max(shown):.2f} {unit} |")
-
+    row = peers.print_row
     print(f"| pglift {PGLIFT_VERSION} with Patroni (local, 3 nodes, {a.runs} runs) | median | min-max |")
     print("|---|---|---|")
     row("deploy: the first node created, then the other two at once, until two replicas stream",
