@@ -11,7 +11,9 @@ For each run: the lab booted fresh from the cached image (not timed), then
 - switchover: the patroni module from the leader to a replica, until the
   old leader streams again (the module waits for it);
 - partition to writes: the leader's host cut off from its peers, until a
-  new leader accepts a write through libpq's multi-host connection string.
+  new leader accepts a write through libpq's multi-host connection string;
+- remove a replica: once the cluster is whole again, site.yml limited to a
+  replica with pg_state=absent, until no member lists it.
 
 With --clients, the cluster deployed (PostgreSQL on every address),
 HAProxy on lab1 and PgBouncer on lab3 (the haproxy and pgbouncer roles),
@@ -139,7 +141,21 @@ def one_run():
         time.sleep(0.05)
     to_writes = time.monotonic() - cut
     lab("heal", leader)
-    return {"deploy": deploy, "re-run": rerun, "switchover": switch, "partition to writes": to_writes}
+    # The cut-off leader back as a replica, then a replica removed, until
+    # no member lists it (the instance task waits for that).
+    deadline = time.monotonic() + 180
+    while True:
+        view = cluster_from("10.231.0.11")
+        streaming = [m["name"] for m in view.get("members", [])
+                     if m.get("role") == "replica" and m.get("state") == "streaming"]
+        if leader_of(view) and len(streaming) == 2:
+            break
+        if time.monotonic() > deadline:
+            sys.exit(f"bench: the cluster not whole again within 180 s of the heal: {view}")
+        time.sleep(0.2)
+    remove, _ = playbook(site, "-l", streaming[0], "-e", "pg_state=absent")
+    return {"deploy": deploy, "re-run": rerun, "switchover": switch, "partition to writes": to_writes,
+            "remove a replica (site.yml -e pg_state=absent)": remove}
 
 
 VIP = "10.231.0.100"
