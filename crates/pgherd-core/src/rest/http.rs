@@ -5,16 +5,34 @@
 
 use std::io::{Read, Write};
 use std::net::{TcpStream, ToSocketAddrs};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 
-use super::ClientTls;
 use crate::error::{Error, Result};
 use crate::manifest::Login;
+
+/// TLS material of a REST API client.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ClientTls {
+    /// CA that signed the server certificate; the only one trusted.
+    pub cafile: Option<PathBuf>,
+    /// Client certificate and key, presented to a `verify_client` server.
+    pub certfile: Option<PathBuf>,
+    pub keyfile: Option<PathBuf>,
+}
+
+/// Installs ring as the process's TLS provider (once).
+pub fn install_crypto_provider() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        // Fails only when a provider is already installed, which is fine.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+    });
+}
 
 /// Why an exchange failed, for the caller's message.
 #[derive(Debug, PartialEq, Eq)]
@@ -53,7 +71,7 @@ fn read_pem(path: &Path, what: &'static str) -> Result<Vec<u8>> {
 }
 
 fn tls_config(tls: &ClientTls) -> Result<rustls::ClientConfig> {
-    super::install_crypto_provider();
+    install_crypto_provider();
     let mut roots = rustls::RootCertStore::empty();
     if let Some(ca) = &tls.cafile {
         let pem = read_pem(ca, "reading the REST API CA file")?;

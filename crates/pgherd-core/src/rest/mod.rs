@@ -1,8 +1,6 @@
 //! Patroni's REST API: one method per endpoint, typed responses, a timeout
 //! on every call, and errors that say which URL and what came back.
 
-use std::path::PathBuf;
-use std::sync::Once;
 use std::time::Duration;
 
 use serde::Deserialize;
@@ -14,17 +12,8 @@ use crate::settings::Settings;
 
 mod http;
 mod status;
+pub use http::{install_crypto_provider, ClientTls};
 pub use status::*;
-
-/// TLS material of a REST API client.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct ClientTls {
-    /// CA that signed the server certificate; the only one trusted.
-    pub cafile: Option<PathBuf>,
-    /// Client certificate and key, presented to a `verify_client` server.
-    pub certfile: Option<PathBuf>,
-    pub keyfile: Option<PathBuf>,
-}
 
 /// How to reach one member's REST API.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -57,15 +46,6 @@ impl Endpoint {
         let scheme = if self.tls.is_some() { "https" } else { "http" };
         format!("{scheme}://{}{path}", self.address)
     }
-}
-
-/// Installs ring as the process's TLS provider (once).
-pub fn install_crypto_provider() {
-    static ONCE: Once = Once::new();
-    ONCE.call_once(|| {
-        // Fails only when a provider is already installed, which is fine.
-        let _ = rustls::crypto::ring::default_provider().install_default();
-    });
 }
 
 /// A synchronous client of one member's REST API.
@@ -318,6 +298,7 @@ pub fn snippet(text: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::path::PathBuf;
 
     #[test]
     fn endpoints_use_https_when_the_api_serves_tls() {
