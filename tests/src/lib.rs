@@ -1051,6 +1051,37 @@ pub fn read_pid(path: &Path) -> i32 {
         .unwrap_or_else(|| panic!("{} holds no pid", path.display()))
 }
 
+/// `pid`'s parent and owner, from `/proc/PID/status`.
+fn parent_and_owner(pid: i32) -> (i32, String) {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let field = |name: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .map(|v| v.split_whitespace().next().unwrap_or("").to_string())
+            .unwrap_or_else(|| panic!("no {name} in /proc/{pid}/status"))
+    };
+    (field("PPid:").parse().unwrap(), field("Uid:"))
+}
+
+/// Without systemd, Patroni and the postmaster it started detached are
+/// children of pgherd's reaper, which runs as their user (`node`: a local
+/// node's root, its instance `version`-`name`).
+pub fn assert_reaped_by_pgherd(node: &Path, version: &str, name: &str) {
+    let patroni = read_pid(&node.join(format!("run/patroni-{version}-{name}.pid")));
+    let postmaster = read_pid(&node.join(format!("data/{version}/{name}/postmaster.pid")));
+    let (reaper, patroni_uid) = parent_and_owner(patroni);
+    let (postmaster_parent, _) = parent_and_owner(postmaster);
+    let cmdline = std::fs::read(format!("/proc/{reaper}/cmdline")).unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&cmdline),
+        "pgherd-reaper\0",
+        "Patroni's parent"
+    );
+    assert_eq!(postmaster_parent, reaper, "the postmaster's parent");
+    assert_eq!(parent_and_owner(reaper).1, patroni_uid, "the reaper's user");
+}
+
 /// A child process killed and reaped when dropped.
 pub struct Killed(pub Child);
 

@@ -7,8 +7,8 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use pgherd_e2e::{
-    ansible_playbook, http_get, local_nodes_test, pids_mentioning, port_open, psql, read_pid,
-    repo_root, snapshot, wait_for, Etcd, PlaybookRun, TestDir,
+    ansible_playbook, assert_reaped_by_pgherd, http_get, local_nodes_test, pids_mentioning,
+    port_open, psql, repo_root, snapshot, wait_for, Etcd, PlaybookRun, TestDir,
 };
 use serde_json::Value;
 
@@ -49,36 +49,6 @@ impl Cluster {
             .map(|(n, _)| self.root.join(n).join("etc"))
             .collect()
     }
-}
-
-/// `pid`'s parent and owner, from `/proc/PID/status`.
-fn parent_and_owner(pid: i32) -> (i32, String) {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    let field = |name: &str| {
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix(name))
-            .map(|v| v.split_whitespace().next().unwrap_or("").to_string())
-            .unwrap_or_else(|| panic!("no {name} in /proc/{pid}/status"))
-    };
-    (field("PPid:").parse().unwrap(), field("Uid:"))
-}
-
-/// Without systemd, Patroni and the postmaster it started detached are
-/// children of pgherd's reaper, which runs as their user.
-fn assert_reaped_by_pgherd(node: &std::path::Path) {
-    let patroni = read_pid(&node.join("run/patroni-15-main.pid"));
-    let postmaster = read_pid(&node.join("data/15/main/postmaster.pid"));
-    let (reaper, patroni_uid) = parent_and_owner(patroni);
-    let (postmaster_parent, _) = parent_and_owner(postmaster);
-    let cmdline = std::fs::read(format!("/proc/{reaper}/cmdline")).unwrap();
-    assert_eq!(
-        String::from_utf8_lossy(&cmdline),
-        "pgherd-reaper\0",
-        "Patroni's parent"
-    );
-    assert_eq!(postmaster_parent, reaper, "the postmaster's parent");
-    assert_eq!(parent_and_owner(reaper).1, patroni_uid, "the reaper's user");
 }
 
 fn rest_cluster() -> Option<Value> {
@@ -163,7 +133,7 @@ fn three_node_cluster_lifecycle() {
     step(start, "deployed");
     let c = wait_whole("one leader and two streaming replicas after site.yml");
     assert_eq!(leader_name(&c), "pg1", "{c}");
-    assert_reaped_by_pgherd(&cluster.root.join("pg2"));
+    assert_reaped_by_pgherd(&cluster.root.join("pg2"), "15", "main");
     let results = instance_results(&deploy);
     assert_eq!(results.len(), 3);
     assert!(results.iter().all(|e| e.changed()));

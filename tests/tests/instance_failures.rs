@@ -6,8 +6,8 @@ use std::os::unix::fs::MetadataExt;
 use std::time::Duration;
 
 use pgherd_e2e::{
-    ansible_playbook, http_get, local_instance_args, local_nodes_test, local_settings,
-    pids_mentioning, repo_root, run_module, uid_of, wait_for, with_options, Etcd,
+    ansible_playbook, assert_reaped_by_pgherd, http_get, local_instance_args, local_nodes_test,
+    local_settings, pids_mentioning, repo_root, run_module, uid_of, wait_for, with_options, Etcd,
 };
 use serde_json::json;
 
@@ -47,6 +47,8 @@ fn runs_as_the_postgres_user_through_become() {
         .unwrap();
     let proc_uid = std::fs::metadata(format!("/proc/{pid}")).unwrap().uid();
     assert_eq!(proc_uid, postgres, "Patroni does not run as postgres");
+    // The module itself runs as postgres: so does the reaper it starts.
+    assert_reaped_by_pgherd(&node_root, "15", "main");
     let config = std::fs::metadata(node_root.join("etc/15-main.yaml")).unwrap();
     assert_eq!(config.uid(), postgres);
 

@@ -10,14 +10,14 @@ use std::path::{Path, PathBuf};
 use crate::error::{Error, Result};
 
 /// The uid and gid files are given to.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Owner {
     pub uid: u32,
     pub gid: u32,
 }
 
 /// An operating-system user that processes run as.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Account {
     pub name: String,
     pub owner: Owner,

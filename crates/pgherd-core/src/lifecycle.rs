@@ -494,9 +494,12 @@ pub fn apply_state(
         },
     };
     let mut warnings = run.warnings;
-    // With nothing done, Patroni's view read while observing still holds.
-    let known = changes.is_empty().then(|| o.status.clone()).flatten();
-    let mut facts = node.facts(runs_after(state, o.running), run.seen, known, &mut warnings);
+    let mut facts = node.facts(
+        runs_after(state, o.running),
+        run.seen,
+        run.observed,
+        &mut warnings,
+    );
     facts.backups = run.backups;
     facts.upgrade_stage = o.upgrade.as_ref().map(|u| u.stage.as_str().into());
     Ok(Report {

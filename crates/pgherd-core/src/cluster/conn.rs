@@ -27,12 +27,6 @@ struct Round {
 /// One member's answer to `/cluster`, with the client that asked it.
 type Answer = std::result::Result<(ClusterStatus, RestClient), String>;
 
-fn panicked(path: &str) -> Error {
-    Error::Other(format!(
-        "the request for {path} stopped on an internal error"
-    ))
-}
-
 impl<'a> Conn<'a> {
     pub(super) fn client(&self, address: &str) -> Result<RestClient> {
         self.client_with_timeout(address, REQUEST_TIMEOUT)
@@ -203,19 +197,19 @@ impl<'a> Conn<'a> {
                 self.target.scope
             )));
         }
-        let (system_identifier, config, history) = match keys {
-            Some(k) if k.config.is_some() => (
-                k.initialize,
-                k.config.unwrap_or_default(),
-                // Patroni answers an empty list before the first failover.
-                k.history.unwrap_or_else(|| json!([])),
-            ),
-            _ => std::thread::scope(|s| {
+        let from_keys = keys.and_then(|k| {
+            // Patroni answers an empty list before the first failover.
+            let history = k.history.unwrap_or_else(|| json!([]));
+            Some((k.initialize, k.config?, history))
+        });
+        let (system_identifier, config, history) = match from_keys {
+            Some(read) => read,
+            None => std::thread::scope(|s| {
                 let node = s.spawn(|| client.patroni());
                 let history = s.spawn(|| client.history());
                 let config = client.config();
-                let node = node.join().unwrap_or_else(|_| Err(panicked("/patroni")));
-                let history = history.join().unwrap_or_else(|_| Err(panicked("/history")));
+                let node = crate::rest::joined(node.join(), "/patroni");
+                let history = crate::rest::joined(history.join(), "/history");
                 Ok::<_, Error>((
                     node.ok().and_then(|p| p.database_system_identifier),
                     config?,
@@ -264,25 +258,24 @@ impl<'a> Conn<'a> {
         members: &mut [MemberInfo],
         answered: &BTreeMap<String, bool>,
     ) {
-        let probes: Vec<_> = members
-            .iter()
-            .map(|m| {
-                let address = m.restapi.clone();
-                let known = address.as_ref().and_then(|a| answered.get(a).copied());
-                let client = address
-                    .filter(|_| known.is_none())
-                    .map(|a| self.client_with_timeout(&a, PROBE_TIMEOUT));
-                std::thread::spawn(move || match (known, client) {
-                    (Some(answered), _) => answered,
-                    (None, None) => true,
-                    (None, Some(Ok(c))) => c.patroni().is_ok(),
-                    (None, Some(Err(_))) => false,
+        std::thread::scope(|scope| {
+            let looks: Vec<_> = members
+                .iter()
+                .map(|m| match m.restapi.as_ref() {
+                    None => Ok(true),
+                    Some(a) => match answered.get(a) {
+                        Some(known) => Ok(*known),
+                        None => {
+                            let client = self.client_with_timeout(a, PROBE_TIMEOUT);
+                            Err(scope.spawn(move || client.is_ok_and(|c| c.patroni().is_ok())))
+                        }
+                    },
                 })
-            })
-            .collect();
-        for (m, probe) in members.iter_mut().zip(probes) {
-            m.reachable = probe.join().unwrap_or(false);
-        }
+                .collect();
+            for (m, look) in members.iter_mut().zip(looks) {
+                m.reachable = look.unwrap_or_else(|probe| probe.join().unwrap_or(false));
+            }
+        });
     }
 
     /// Waits until `/cluster` satisfies `ready`, saying what it last saw.

@@ -14,8 +14,9 @@ pub(super) struct NodeRun<'n, 'a> {
     /// lead or stream saw them, while no action acted since: the stanza
     /// check and the run's facts need not ask again.
     pub seen: Option<(NodeStatus, ClusterStatus)>,
-    /// The node's status as the run's observation read it, until the first
-    /// action: a confirmation that comes first need not ask it again.
+    /// The node's status as the run's observation read it, until an action
+    /// other than a check: a confirmation that comes first, and the facts
+    /// of a run that did nothing else, need not ask it again.
     pub observed: Option<NodeStatus>,
     /// The old major's instance, during a major upgrade.
     pub old: Option<&'n Node<'a>>,
@@ -53,14 +54,15 @@ type Step = std::result::Result<Outcome, Failure>;
 impl Executor for NodeRun<'_, '_> {
     fn apply(&mut self, action: &Action) -> Step {
         let node = self.node;
-        let observed = self.observed.take();
-        // Checks leave the last status seen as it was; anything else may
+        // Checks leave the statuses read as they were; anything else may
         // change what the node would answer.
+        let mut observed = None;
         if !matches!(
             action,
             Action::ConfirmHba { .. } | Action::EnsureStanza { .. }
         ) {
             self.seen = None;
+            observed = self.observed.take();
         }
         match action {
             Action::File(f) => f.change.apply()?,

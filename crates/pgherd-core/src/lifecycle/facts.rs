@@ -103,24 +103,7 @@ impl Node<'_> {
         let (status, cluster) = match seen {
             Some((s, c)) => (Ok(s), Ok(c)),
             None => match self.rest(POLL_REQUEST_TIMEOUT) {
-                // Both at once; the cluster's words follow the version
-                // the member's own view gives.
-                Ok(rest) => std::thread::scope(|scope| {
-                    let cluster = scope.spawn(|| rest.cluster_as_answered());
-                    let status = known.map_or_else(|| rest.patroni(), Ok);
-                    let cluster = cluster.join().unwrap_or_else(|_| {
-                        Err(crate::error::Error::Other(
-                            "asking for /cluster stopped on an internal error".into(),
-                        ))
-                    });
-                    (
-                        status,
-                        cluster.map(|mut c| {
-                            c.normalise_by_version();
-                            c
-                        }),
-                    )
-                }),
+                Ok(rest) => rest.patroni_and_cluster(known),
                 Err(e) => {
                     warnings.push(e.to_string());
                     return f;

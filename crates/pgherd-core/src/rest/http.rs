@@ -242,7 +242,16 @@ impl Socket for rustls::StreamOwned<rustls::ClientConnection, TcpStream> {
     }
 }
 
+/// What a failed read or write means. A TLS error counts as the
+/// handshake's even after it: a server refusing the client's certificate
+/// says so in an alert once the client's side of the handshake is done.
 fn io_failure(e: std::io::Error) -> Failure {
+    if let Some(tls) = e
+        .get_ref()
+        .and_then(|inner| inner.downcast_ref::<rustls::Error>())
+    {
+        return Failure::Tls(tls.to_string());
+    }
     match e.kind() {
         std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut => Failure::Timeout,
         _ => Failure::Broken(e.to_string()),

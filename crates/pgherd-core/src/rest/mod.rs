@@ -119,16 +119,6 @@ impl RestClient {
             http::Failure::Timeout => "no answer before the timeout".into(),
             http::Failure::Connect(e) => format!("cannot connect (is Patroni running there?): {e}"),
             http::Failure::Tls(e) => format!("TLS handshake failed{}: {e}", tls_files()),
-            // A server refusing our certificate says so in an alert after
-            // the client's side of the handshake is done.
-            http::Failure::Broken(e)
-                if self.endpoint.tls.is_some()
-                    && ["certificate", "handshake", "alert", "tls"]
-                        .iter()
-                        .any(|w| e.to_ascii_lowercase().contains(w)) =>
-            {
-                format!("TLS handshake failed{}: {e}", tls_files())
-            }
             http::Failure::Broken(e) => format!("request failed: {e}"),
         }
     }
@@ -177,15 +167,31 @@ impl RestClient {
     /// `GET /cluster`, with the states of an older Patroni's replicas in
     /// the newer ones' words.
     pub fn cluster(&self) -> Result<ClusterStatus> {
-        let reports = match REPORTS_REPLICATION_STATE.get() {
-            Some(r) => *r,
-            None => self
-                .patroni()
-                .map_or(true, |s| reports_replication_state(&s.patroni.version)),
-        };
-        let mut c: ClusterStatus = self.get_json("/cluster")?;
-        c.normalise(reports);
+        if REPORTS_REPLICATION_STATE.get().is_none() {
+            // Its answer records the version (a failure: the newer words).
+            let _ = self.patroni();
+        }
+        let mut c = self.cluster_as_answered()?;
+        c.normalise_by_version();
         Ok(c)
+    }
+
+    /// The member's own view (`known` when the caller read it a moment ago
+    /// and nothing acted since) and `/cluster`, asked at once; the
+    /// cluster's words follow the version the member's view gives.
+    pub fn patroni_and_cluster(
+        &self,
+        known: Option<NodeStatus>,
+    ) -> (Result<NodeStatus>, Result<ClusterStatus>) {
+        std::thread::scope(|scope| {
+            let cluster = scope.spawn(|| self.cluster_as_answered());
+            let status = known.map_or_else(|| self.patroni(), Ok);
+            let cluster = joined(cluster.join(), "/cluster").map(|mut c| {
+                c.normalise_by_version();
+                c
+            });
+            (status, cluster)
+        })
     }
 
     /// `GET /cluster` as the member answered, without asking its version:
@@ -283,6 +289,16 @@ impl RestClient {
         )
         .map(|_| ())
     }
+}
+
+/// The answer of a request made on a thread of its own, once joined: an
+/// error saying so when the thread stopped on a panic.
+pub fn joined<T>(answer: std::thread::Result<Result<T>>, path: &str) -> Result<T> {
+    answer.unwrap_or_else(|_| {
+        Err(Error::Other(format!(
+            "the request for {path} stopped on an internal error"
+        )))
+    })
 }
 
 /// The start of an answer, for messages.

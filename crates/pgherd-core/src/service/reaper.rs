@@ -19,7 +19,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
-use crate::fs::{Account, Owner};
+use crate::fs::Account;
 
 /// The environment variable that makes a pgherd binary the reaper: what
 /// to start, as JSON.
@@ -33,7 +33,7 @@ static OFFERED: AtomicBool = AtomicBool::new(false);
 struct Start {
     program: PathBuf,
     config: PathBuf,
-    run_as: Option<(String, u32, u32, PathBuf)>,
+    run_as: Option<Account>,
 }
 
 /// Called first by the `main` of a binary that starts Patroni: when this
@@ -63,7 +63,7 @@ pub(super) fn start(
     let spec = serde_json::to_string(&Start {
         program: program.to_path_buf(),
         config: config.to_path_buf(),
-        run_as: run_as.map(|a| (a.name.clone(), a.owner.uid, a.owner.gid, a.home.clone())),
+        run_as: run_as.cloned(),
     })
     .map_err(|e| Error::Other(format!("describing Patroni's start to its reaper: {e}")))?;
     // Started as the user pgherd runs as: the binary may sit where only
@@ -110,24 +110,16 @@ fn reap(spec: &str) -> i32 {
                     std::io::Error::last_os_error()
                 ));
             }
-            let account = s.run_as.as_ref().map(|(name, uid, gid, home)| Account {
-                name: name.clone(),
-                owner: Owner {
-                    uid: *uid,
-                    gid: *gid,
-                },
-                home: home.clone(),
-            });
             let log = std::io::stderr()
                 .as_fd()
                 .try_clone_to_owned()
                 .map_err(|e| format!("duplicating the log: {e}"))?;
-            let child = crate::process::command(&s.program, account.as_ref())
+            let child = crate::process::command(&s.program, s.run_as.as_ref())
                 .arg(&s.config)
                 .stdout(Stdio::from(log))
                 .spawn()
                 .map_err(|e| format!("cannot run {}: {e}", s.program.display()))?;
-            Ok((child.id() as i32, account.map(|a| a.owner)))
+            Ok((child.id() as i32, s.run_as.map(|a| a.owner)))
         });
     let (patroni, owner) = match started {
         Ok(p) => p,
